@@ -1,0 +1,32 @@
+# The two commands of the README:  `make demo`  and  `make test`.
+# Each sets up its own virtual environment on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first, pinned to the CPU wheel: an unpinned install pulls a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q "$(TORCH_SPEC)"
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,rocksdb]'
+	touch $@
+
+demo: venv
+	$(BIN)/seqstream demo $(ARGS)
+
+test: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/seqstream bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Models, training, evaluation and checkpoints. Runs without Kafka (imports ``schemas`` at most)."""

@@ -1,0 +1,225 @@
+"""Ranking and classification metrics, bootstrap confidence intervals, paired tests.
+
+One implementation, used by offline evaluation and by the stream's online windows.
+
+Ranks are 1-based; a miss (target not in the ranked list, or beyond the cut-off) is
+``MISS = 0``. Per-case values (:func:`case_metrics`) are summed by online windows and averaged
+offline, so both reach the same aggregate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+MISS = 0
+DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
+TIE_POLICIES = ("conservative", "optimistic", "average")
+
+
+# --------------------------------------------------------------------------- ranks
+def full_ranks(scores: np.ndarray, targets: np.ndarray, ties: str = "conservative") -> np.ndarray:
+    """1-based rank of ``targets[b]`` among all columns of ``scores[b]``.
+
+    ``ties``: ``conservative`` counts every other item with an equal score as ranked above
+    the target (GRU4Rec's official evaluation), ``optimistic`` counts none, ``average`` half.
+    Columns holding ``-inf`` (excluded items) never rank above the target unless it is
+    ``-inf`` itself. Works on numpy arrays; pass ``tensor.cpu().numpy()`` for torch.
+    """
+    scores = np.asarray(scores)
+    targets = np.asarray(targets, dtype=np.int64)
+    t = scores[np.arange(len(targets)), targets][:, None]
+    above = (scores > t).sum(axis=1)
+    if ties == "optimistic":
+        return above + 1
+    equal = (scores == t).sum(axis=1) - 1
+    if ties == "conservative":
+        return above + equal + 1
+    if ties == "average":
+        return above + equal / 2.0 + 1
+    raise ValueError(f"unknown tie policy {ties!r}; choose one of {', '.join(TIE_POLICIES)}")
+
+
+def rank_in_list(ranked_items: Sequence[int] | np.ndarray, target: int) -> int:
+    """1-based position of ``target`` in a best-first list; :data:`MISS` when absent."""
+    for pos, item in enumerate(ranked_items, 1):
+        if item == target:
+            return pos
+    return MISS
+
+
+# --------------------------------------------------------------------------- per case
+def hit_at(rank: float, k: int) -> float:
+    return 1.0 if MISS < rank <= k else 0.0
+
+
+def ndcg_at(rank: float, k: int) -> float:
+    """NDCG@k for one relevant item: ``1 / log2(rank + 1)`` within the cut-off."""
+    return 1.0 / math.log2(rank + 1.0) if MISS < rank <= k else 0.0
+
+
+def rr_at(rank: float, k: int) -> float:
+    """Reciprocal rank cut at k (MRR@k per case)."""
+    return 1.0 / rank if MISS < rank <= k else 0.0
+
+
+def metric_names(ks: Iterable[int]) -> list[str]:
+    return [f"{m}@{k}" for k in ks for m in ("hr", "ndcg", "mrr")]
+
+
+def case_metrics(rank: float, ks: Iterable[int]) -> dict[str, float]:
+    """Every ranking metric of one test case, keyed ``hr@K``, ``ndcg@K``, ``mrr@K``."""
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"hr@{k}"] = hit_at(rank, k)
+        out[f"ndcg@{k}"] = ndcg_at(rank, k)
+        out[f"mrr@{k}"] = rr_at(rank, k)
+    return out
+
+
+def case_matrix(ranks: np.ndarray, ks: Iterable[int]) -> dict[str, np.ndarray]:
+    """Vectorised :func:`case_metrics` over many cases: name -> per-case values."""
+    r = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        inside = (r > MISS) & (r <= k)
+        safe = np.where(inside, r, 1.0)
+        out[f"hr@{k}"] = inside.astype(np.float64)
+        out[f"ndcg@{k}"] = np.where(inside, 1.0 / np.log2(safe + 1.0), 0.0)
+        out[f"mrr@{k}"] = np.where(inside, 1.0 / safe, 0.0)
+    return out
+
+
+def ranking_metrics(ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict[str, float]:
+    """Means of :func:`case_matrix` (``hr@K`` = Recall@K for one target per case)."""
+    ranks = np.asarray(ranks)
+    if len(ranks) == 0:
+        return {name: float("nan") for name in metric_names(ks)}
+    return {name: float(v.mean()) for name, v in case_matrix(ranks, ks).items()}
+
+
+class RankingAccumulator:
+    """Running sums of per-case ranking metrics (online windows, offline prequential)."""
+
+    __slots__ = ("ks", "n", "sums")
+
+    def __init__(self, ks: Iterable[int]) -> None:
+        self.ks = tuple(ks)
+        self.n = 0
+        self.sums = dict.fromkeys(metric_names(self.ks), 0.0)
+
+    def update(self, rank: float) -> None:
+        self.n += 1
+        if rank == MISS:
+            return
+        for k in self.ks:
+            if rank <= k:
+                self.sums[f"hr@{k}"] += 1.0
+                self.sums[f"ndcg@{k}"] += 1.0 / math.log2(rank + 1.0)
+                self.sums[f"mrr@{k}"] += 1.0 / rank
+
+    def merge(self, other: RankingAccumulator) -> None:
+        self.n += other.n
+        for key, v in other.sums.items():
+            self.sums[key] += v
+
+    def get(self) -> dict[str, float]:
+        if self.n == 0:
+            return {}
+        return {key: v / self.n for key, v in self.sums.items()}
+
+
+def coverage(recommended: Iterable[int], n_items: int) -> float:
+    """Share of the catalogue that appears in at least one recommendation list."""
+    if n_items <= 0:
+        return 0.0
+    return len(set(int(i) for i in recommended) - {0}) / n_items
+
+
+# --------------------------------------------------------------------------- classification
+def classification_report(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int,
+                          labels: Sequence[str] | None = None) -> dict:
+    """Accuracy, per-class precision/recall/F1/support and macro-F1 over classes present
+    in ``y_true`` or ``y_pred`` (classes never seen nor predicted are left out of the mean)."""
+    yt = np.asarray(y_true, dtype=np.int64)
+    yp = np.asarray(y_pred, dtype=np.int64)
+    if len(yt) != len(yp):
+        raise ValueError("y_true and y_pred differ in length")
+    cm = confusion_matrix(yt, yp, n_classes)
+    return report_from_confusion(cm, labels)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def report_from_confusion(cm: np.ndarray, labels: Sequence[str] | None = None) -> dict:
+    n_classes = cm.shape[0]
+    labels = list(labels) if labels is not None else [str(i) for i in range(n_classes)]
+    total = int(cm.sum())
+    tp = np.diag(cm).astype(np.float64)
+    pred_n = cm.sum(axis=0).astype(np.float64)
+    true_n = cm.sum(axis=1).astype(np.float64)
+    per_class = {}
+    f1s = []
+    for c in range(n_classes):
+        if true_n[c] == 0 and pred_n[c] == 0:
+            continue
+        p = tp[c] / pred_n[c] if pred_n[c] else 0.0
+        r = tp[c] / true_n[c] if true_n[c] else 0.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        per_class[labels[c]] = {"precision": p, "recall": r, "f1": f1, "support": int(true_n[c])}
+        f1s.append(f1)
+    return {
+        "accuracy": float(tp.sum() / total) if total else float("nan"),
+        "macro_f1": float(np.mean(f1s)) if f1s else float("nan"),
+        "per_class": per_class,
+        "n": total,
+    }
+
+
+# --------------------------------------------------------------------------- uncertainty
+def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) interval of the mean of per-case ``values``."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for b in range(n_boot):
+        means[b] = v[rng.integers(0, len(v), len(v))].mean()
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: float = 0.05,
+                     seed: int = 0) -> dict[str, float]:
+    """Paired comparison of two models' per-case values on the same cases.
+
+    Returns the mean difference ``a - b``, its bootstrap interval and a two-sided p-value
+    (share of resampled mean differences on the other side of zero, doubled).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError("paired values must have the same shape (same test cases)")
+    d = a - b
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for i in range(n_boot):
+        means[i] = d[rng.integers(0, len(d), len(d))].mean()
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    p = 2 * min((means <= 0).mean(), (means >= 0).mean())
+    return {"mean_diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi),
+            "p_value": float(min(1.0, p))}
+
+
+def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> list[float | None]:
+    if len(values) == 0:
+        return [None for _ in qs]
+    return [float(x) for x in np.percentile(np.asarray(values, dtype=np.float64), qs)]

@@ -1,0 +1,1 @@
+"""The Kafka-facing side of seqstream: Faust app, agents, online metrics, replay, broker, CLI."""

@@ -1,0 +1,1 @@
+"""One module per ``seqstream`` sub-command, each with ``register(subparsers)``."""

@@ -1,0 +1,113 @@
+"""One frozen settings object for the whole stream side.
+
+Built once at the edge from environment variables (``SEQSTREAM_<NAME>``, e.g.
+``SEQSTREAM_BROKER_URL``) and CLI options (which win). Everything else receives the object
+or explicit values from it — never ``sys.argv`` or an argparse namespace.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SEQSTREAM_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    # --- Kafka
+    broker_url: str = Field("kafka://127.0.0.1:9092", description="Kafka bootstrap, kafka://host:port[;host:port]")
+    app_id: str = Field("seqstream", description="Faust app id = consumer group id")
+    topic_prefix: str = Field("seqstream.", description="prefix of every topic name")
+    topic_events: str = "events"
+    topic_predictions: str = "predictions"
+    topic_metrics: str = "metrics"
+    topic_dead_letters: str = "dead-letters"
+    topic_alerts: str = "alerts"
+    topic_items: str = "items"
+    topic_control: str = "control"
+    partitions: int = Field(4, ge=1, description="partitions of topics seqstream creates")
+    replication_factor: int = Field(1, ge=1)
+    session_timeout_s: float = Field(10.0, gt=0, description="consumer group session timeout")
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+
+    # --- Kafka security (passed to Faust/aiokafka and to kafka-python clients)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    # --- micro-batching
+    batch_size: int = Field(2000, ge=1, description="most events per micro-batch")
+    batch_wait_ms: int = Field(50, ge=1, description="longest wait to fill a micro-batch")
+
+    # --- sequences and model
+    max_seq_len: int = Field(50, ge=1, description="events kept per user")
+    model_path: str | None = Field(None, description="checkpoint directory")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    top_k: int = Field(20, ge=1, description="items per published prediction")
+    exclude_history: bool = False
+
+    # --- online evaluation
+    metric_ks: tuple[int, ...] = (10, 20)
+    window_s: int = Field(60, ge=1, description="tumbling window length, event time")
+    hop_s: int = Field(0, ge=0, description="hopping windows every hop_s (0 = off)")
+    hop_window_s: int = Field(300, ge=1, description="hopping window length")
+    allowed_lateness_s: int = Field(5, ge=0)
+
+    # --- state and ops
+    data_dir: str = Field("./seqstream-data", description="worker data dir (tables, rocksdb)")
+    store: str = Field("memory://", description="table store: memory:// or rocksdb://")
+    metrics_port: int = Field(0, ge=0, description="Prometheus port (0 = off)")
+    web_port: int = Field(6066, ge=0)
+    log_level: str = "WARNING"
+
+    # ------------------------------------------------------------------ derived
+    def topic(self, name: str) -> str:
+        """Full topic name of ``events`` / ``predictions`` / ... (prefix applied)."""
+        return self.topic_prefix + getattr(self, f"topic_{name.replace('-', '_')}")
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """``host:port`` list for kafka-python / aiokafka."""
+        out = []
+        for part in self.broker_url.replace(",", ";").split(";"):
+            part = part.strip()
+            if "://" in part:
+                part = part.split("://", 1)[1]
+            if part:
+                out.append(part)
+        return out
+
+    def kafka_python_security(self) -> dict:
+        """Keyword arguments for kafka-python clients (secrets read here, never logged)."""
+        kw: dict = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        for src, dst in (("ssl_cafile", "ssl_cafile"), ("ssl_certfile", "ssl_certfile"),
+                         ("ssl_keyfile", "ssl_keyfile")):
+            if getattr(self, src):
+                kw[dst] = getattr(self, src)
+        return kw
+
+    def with_overrides(self, **overrides) -> Settings:
+        """A copy with the given non-None values replaced (CLI options over environment)."""
+        values = {k: v for k, v in overrides.items() if v is not None}
+        if not values:
+            return self
+        return type(self)(**{**self.model_dump(), **values})
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, then ``overrides`` (None values ignored)."""
+    return Settings().with_overrides(**overrides)
