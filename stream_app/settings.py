@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_file: str | None = Field(
+        None, description="file holding the SASL password (a mounted secret); not with sasl_password")
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -86,19 +88,13 @@ class Settings(BaseSettings):
         return out
 
     def kafka_python_security(self) -> dict:
-        """Keyword arguments for kafka-python clients (secrets read here, never logged)."""
-        kw: dict = {"security_protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            kw["sasl_mechanism"] = self.sasl_mechanism
-            kw["sasl_plain_username"] = self.sasl_username
-            kw["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None
-            )
-        for src, dst in (("ssl_cafile", "ssl_cafile"), ("ssl_certfile", "ssl_certfile"),
-                         ("ssl_keyfile", "ssl_keyfile")):
-            if getattr(self, src):
-                kw[dst] = getattr(self, src)
-        return kw
+        """Keyword arguments for kafka-python clients (secrets read here, never logged).
+
+        Delegates to :func:`stream_app.security.kafka_python_kwargs`.
+        """
+        from stream_app.security import kafka_python_kwargs
+
+        return kafka_python_kwargs(self)
 
     def with_overrides(self, **overrides) -> Settings:
         """A copy with the given non-None values replaced (CLI options over environment)."""
