@@ -1,0 +1,219 @@
+"""Online evaluation windows: prequential scores aggregated in event-time windows.
+
+Pure logic (no Kafka, no wall clock read here: every time is an argument). The worker feeds
+each processed batch (:meth:`WindowAggregator.add_batch`) and asks for closed windows
+(:meth:`WindowAggregator.close_until`) to publish them on the ``metrics`` topic.
+
+Windows are tumbling (``window_s``) and, optionally, hopping (``hop_window_s`` every
+``hop_s``). A window ``[start, end)`` closes once the watermark (the highest event time seen,
+or the idle-advance clock) passes ``end + allowed_lateness``. An event for a window that has
+already been published is *late*: it is counted in ``late_events`` of the oldest open window
+(and its scores go there too, so totals over all windows stay exact), never silently merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model_core.metrics import RankingAccumulator, percentiles, report_from_confusion
+from model_core.prequential import BatchResult
+from schemas.actions import ACTIONS, N_ACTIONS
+from schemas.event import Event
+from schemas.metrics import MetricsWindow
+
+
+@dataclass
+class _Window:
+    start_ms: int
+    end_ms: int
+    kind: str
+    ks: tuple[int, ...]
+    events: int = 0
+    predictions: int = 0
+    late_events: int = 0
+    dead_letters: int = 0
+    users: set = field(default_factory=set)
+    ranking: RankingAccumulator = field(init=False)
+    confusion: np.ndarray = field(
+        default_factory=lambda: np.zeros((N_ACTIONS, N_ACTIONS), dtype=np.int64))
+    predicted_items: set = field(default_factory=set)
+    latencies_ms: list = field(default_factory=list)
+    first_wall_ms: int | None = None
+    last_wall_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        self.ranking = RankingAccumulator(self.ks)
+
+    def touch(self, wall_ms: int) -> None:
+        if self.first_wall_ms is None:
+            self.first_wall_ms = wall_ms
+        self.last_wall_ms = wall_ms
+
+
+class WindowAggregator:
+    def __init__(self, ks: Sequence[int] = (10, 20), window_s: int = 60,
+                 allowed_lateness_s: int = 5, hop_s: int = 0, hop_window_s: int = 300,
+                 n_items: int = 0, model_version: str = "") -> None:
+        self.ks = tuple(ks)
+        self.window_ms = window_s * 1000
+        self.lateness_ms = allowed_lateness_s * 1000
+        self.hop_ms = hop_s * 1000
+        self.hop_window_ms = hop_window_s * 1000
+        self.n_items = n_items
+        self.model_version = model_version
+        self.watermark_ms: int | None = None  # highest event time seen
+        self._open: dict[tuple[str, int], _Window] = {}
+        self._closed_until: dict[str, int] = {}  # kind -> end of the last published window
+        self.total_late = 0
+
+    # ------------------------------------------------------------------ windows of a time
+    def _starts(self, ts: int) -> Iterable[tuple[str, int, int]]:
+        start = ts - ts % self.window_ms
+        yield "tumbling", start, start + self.window_ms
+        if self.hop_ms:
+            last = ts - ts % self.hop_ms
+            s = last
+            while s > ts - self.hop_window_ms:
+                yield "hopping", s, s + self.hop_window_ms
+                s -= self.hop_ms
+
+    def _window(self, kind: str, start: int, end: int) -> _Window:
+        w = self._open.get((kind, start))
+        if w is None:
+            w = self._open[(kind, start)] = _Window(start, end, kind, self.ks)
+        return w
+
+    def _windows_for(self, ts: int) -> list[_Window]:
+        out = []
+        for kind, start, end in self._starts(ts):
+            if end <= self._closed_until.get(kind, -(1 << 62)):
+                # already published: late. Counted in the oldest open window of this kind.
+                w = self._oldest_open(kind) or self._window(
+                    kind, *self._bounds(kind, self.watermark_ms or ts))
+                w.late_events += 1
+                self.total_late += 1
+                out.append(w)
+            else:
+                out.append(self._window(kind, start, end))
+        return out
+
+    def _bounds(self, kind: str, ts: int) -> tuple[int, int]:
+        size = self.window_ms if kind == "tumbling" else self.hop_window_ms
+        step = self.window_ms if kind == "tumbling" else self.hop_ms
+        start = ts - ts % step
+        return start, start + size
+
+    def _oldest_open(self, kind: str) -> _Window | None:
+        cands = [w for (k, _), w in self._open.items() if k == kind]
+        return min(cands, key=lambda w: w.start_ms) if cands else None
+
+    # ------------------------------------------------------------------ feeding
+    def add_batch(self, events: Sequence[Event], result: BatchResult,
+                  latencies_ms: Sequence[float], wall_ms: int) -> None:
+        """Account one processed batch (``latencies_ms[i]`` for ``events[i]``)."""
+        per_event: list[list[_Window]] = []
+        top = result.topk.items
+        dup = set(result.duplicates)
+        for i, ev in enumerate(events):
+            ws = self._windows_for(ev.timestamp_ms)
+            per_event.append(ws)
+            for w in ws:
+                w.touch(wall_ms)
+                w.predictions += 1
+                if i in dup:
+                    continue
+                w.events += 1
+                w.users.add(ev.user_id)
+                w.latencies_ms.append(latencies_ms[i])
+                w.predicted_items.update(top[i].tolist())
+            if self.watermark_ms is None or ev.timestamp_ms > self.watermark_ms:
+                self.watermark_ms = ev.timestamp_ms
+        for s in result.scores:
+            for w in per_event[s.index]:
+                w.ranking.update(s.rank)
+                if s.action_pred >= 0:
+                    w.confusion[s.action_true, s.action_pred] += 1
+
+    def add_dead_letters(self, n: int, wall_ms: int) -> None:
+        """Dead letters have no trusted event time: they go to the newest open window."""
+        if n <= 0:
+            return
+        ts = self.watermark_ms if self.watermark_ms is not None else 0
+        for w in self._windows_for(ts):
+            w.dead_letters += n
+            w.touch(wall_ms)
+
+    def advance_watermark(self, ts_ms: int) -> None:
+        """Move event time forward without an event (idle timer)."""
+        if self.watermark_ms is None or ts_ms > self.watermark_ms:
+            self.watermark_ms = ts_ms
+
+    # ------------------------------------------------------------------ closing
+    def close_until(self, now_wall_ms: int) -> list[MetricsWindow]:
+        """Windows whose end + allowed lateness is at or before the watermark."""
+        if self.watermark_ms is None:
+            return []
+        limit = self.watermark_ms - self.lateness_ms
+        done = [key for key, w in self._open.items() if w.end_ms <= limit]
+        return self._emit(sorted(done, key=lambda k: (self._open[k].end_ms, k[0])), now_wall_ms)
+
+    def flush(self, now_wall_ms: int) -> list[MetricsWindow]:
+        """Close every open window (shutdown)."""
+        keys = sorted(self._open, key=lambda k: (self._open[k].end_ms, k[0]))
+        return self._emit(keys, now_wall_ms)
+
+    def open_windows(self) -> int:
+        return len(self._open)
+
+    def _emit(self, keys, now_wall_ms: int) -> list[MetricsWindow]:
+        out = []
+        for key in keys:
+            w = self._open.pop(key)
+            self._closed_until[w.kind] = max(self._closed_until.get(w.kind, 0), w.end_ms)
+            out.append(self._record(w, now_wall_ms))
+        return out
+
+    def _record(self, w: _Window, now_wall_ms: int) -> MetricsWindow:
+        report = (report_from_confusion(w.confusion, ACTIONS) if w.confusion.sum() else None)
+        p50, p95, p99 = percentiles(w.latencies_ms)
+        span_s = ((w.last_wall_ms - w.first_wall_ms) / 1000.0
+                  if w.first_wall_ms is not None and w.last_wall_ms is not None else 0.0)
+        total = w.events + w.dead_letters
+        return MetricsWindow(
+            window_start_ms=w.start_ms,
+            window_end_ms=w.end_ms,
+            window_kind=w.kind,
+            events=w.events,
+            predictions=w.predictions,
+            scored=w.ranking.n,
+            users=len(w.users),
+            late_events=w.late_events,
+            dead_letters=w.dead_letters,
+            dead_letter_rate=(w.dead_letters / total) if total else 0.0,
+            metrics=w.ranking.get(),
+            action_accuracy=report["accuracy"] if report else None,
+            action_macro_f1=report["macro_f1"] if report else None,
+            coverage=(len(w.predicted_items - {0}) / self.n_items) if self.n_items else None,
+            events_per_s=(w.events / span_s) if span_s > 0 else 0.0,
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
+            latency_p99_ms=p99,
+            model_version=self.model_version,
+            emitted_at_ms=now_wall_ms,
+        )
+
+
+def aggregate_windows(windows: Iterable[MetricsWindow], kind: str = "tumbling") -> dict[str, float]:
+    """Totals over published windows: scored-weighted means of the ranking metrics."""
+    sums: dict[str, float] = {}
+    n = 0
+    for w in windows:
+        if w.window_kind != kind or not w.scored:
+            continue
+        n += w.scored
+        for key, v in w.metrics.items():
+            sums[key] = sums.get(key, 0.0) + v * w.scored
+    return {key: v / n for key, v in sums.items()} if n else {}

@@ -1,0 +1,52 @@
+"""Batched output to Kafka: one aiokafka batch per partition instead of one send per record."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka.partitioner import DefaultPartitioner
+
+
+class BatchPublisher:
+    """Publishes many (key, value) records with few calls into the producer.
+
+    Records with the same key go to the same partition (Kafka's default murmur2
+    partitioner), so consumers of ``predictions`` see a user's predictions in order.
+    :meth:`publish` returns once every record is acknowledged by the broker: the caller acks
+    its input only after that (at-least-once).
+    """
+
+    def __init__(self, producer) -> None:  # an aiokafka.AIOKafkaProducer
+        self._producer = producer
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+
+    async def _partitions_for(self, topic: str) -> list[int]:
+        parts = self._partitions.get(topic)
+        if parts is None:
+            parts = sorted(await self._producer.partitions_for(topic))
+            self._partitions[topic] = parts
+        return parts
+
+    async def publish(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        if not records:
+            return
+        parts = await self._partitions_for(topic)
+        by_part: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        part_of = self._partitioner
+        for key, value in records:
+            p = part_of(key, parts, parts) if key is not None else parts[hash(value) % len(parts)]
+            by_part.setdefault(p, []).append((key, value))
+        futures = []
+        for p, recs in by_part.items():
+            batch = self._producer.create_batch()
+            for key, value in recs:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    futures.append(await self._producer.send_batch(batch, topic, partition=p))
+                    batch = self._producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"record of {len(value)} bytes exceeds the batch size")
+            if batch.record_count():
+                futures.append(await self._producer.send_batch(batch, topic, partition=p))
+        await asyncio.gather(*futures)

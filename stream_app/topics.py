@@ -1,0 +1,92 @@
+"""Topic names, creation and plain reading (kafka-python, for tools, tests and the demo)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from stream_app.settings import Settings
+
+#: Topics seqstream reads or writes (the short names; full names via ``Settings.topic``).
+TOPICS = ("events", "predictions", "metrics", "dead-letters", "alerts", "items", "control")
+
+
+def ensure_topics(settings: Settings, names: tuple[str, ...] = TOPICS,
+                  timeout_s: float = 30.0) -> None:
+    """Create the topics that do not exist yet (``settings.partitions`` partitions each)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                                     client_id=f"{settings.app_id}-admin",
+                                     **settings.kafka_python_security())
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(settings.topic(n), num_partitions=settings.partitions,
+                        replication_factor=settings.replication_factor)
+               for n in names if settings.topic(n) not in existing]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new)
+    finally:
+        admin.close()
+
+
+def read_topic(settings: Settings, name: str, idle_s: float = 2.0, timeout_s: float = 60.0,
+               expect: int | None = None) -> list:
+    """Every message of a topic from the beginning (kafka-python, no consumer group).
+
+    Stops after ``idle_s`` without a new message, once ``expect`` messages were read, or at
+    ``timeout_s``. Returns kafka-python ``ConsumerRecord`` objects.
+    """
+    return list(iter_topic(settings, name, idle_s=idle_s, timeout_s=timeout_s, expect=expect))
+
+
+def iter_topic(settings: Settings, name: str, idle_s: float = 2.0, timeout_s: float = 60.0,
+               expect: int | None = None, from_beginning: bool = True,
+               follow: bool = False) -> Iterator:
+    topic = settings.topic(name) if name in TOPICS else name
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                             enable_auto_commit=False, consumer_timeout_ms=200,
+                             **settings.kafka_python_security())
+    try:
+        parts = None
+        deadline = time.monotonic() + timeout_s
+        while parts is None and time.monotonic() < deadline:
+            parts = consumer.partitions_for_topic(topic)
+            if parts is None:
+                time.sleep(0.2)
+        if not parts:
+            return
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        if from_beginning:
+            consumer.seek_to_beginning(*tps)
+        else:
+            consumer.seek_to_end(*tps)
+        n = 0
+        last = time.monotonic()
+        while follow or time.monotonic() < deadline:
+            got = False
+            for msg in consumer:
+                got = True
+                n += 1
+                yield msg
+                if expect is not None and n >= expect:
+                    return
+            if got:
+                last = time.monotonic()
+            elif not follow and time.monotonic() - last > idle_s:
+                return
+    finally:
+        consumer.close()
