@@ -1,0 +1,99 @@
+"""Behaviour-log readers, one module per format, and a synthetic log generator.
+
+    iter_log(path, fmt, **opts)  -> iterator of Event | Rejected, streamed from the file
+    read_log(path, fmt, **opts)  -> LogReadResult(events, rejected, errors)
+
+Formats (:data:`FORMATS`): ``taobao``, ``yoochoose``, ``jsonl``, ``csv``, ``seqtxt``,
+``recbole``; the options of each are the keyword arguments of its ``iter_*`` function.
+Event ids are ``"<file stem>:<line_no>"`` (deterministic, unique within a file) except in
+``jsonl`` (the record's own id) and ``csv`` with an ``event_id`` column. Every event is
+validated by :meth:`schemas.Event.from_dict`; a bad row becomes :class:`Rejected`, never an
+exception. A wrong format name, unknown option or unusable header raises
+:class:`~model_core.exceptions.DataFormatError` before any row is read.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from model_core.datasets._base import MAX_KEPT_ERRORS, LogItem, LogReadResult, Reader, Rejected
+from model_core.datasets.csv_mapped import iter_csv
+from model_core.datasets.jsonl import iter_jsonl
+from model_core.datasets.recbole import iter_recbole
+from model_core.datasets.seqtxt import iter_seqtxt
+from model_core.datasets.taobao import iter_taobao
+from model_core.datasets.yoochoose import iter_yoochoose
+from model_core.exceptions import DataFormatError
+
+FORMATS: dict[str, Reader] = {
+    "taobao": iter_taobao,
+    "yoochoose": iter_yoochoose,
+    "jsonl": iter_jsonl,
+    "csv": iter_csv,
+    "seqtxt": iter_seqtxt,
+    "recbole": iter_recbole,
+}
+
+
+def _reader(fmt: str, opts: dict[str, Any]) -> Reader:
+    reader = FORMATS.get(fmt)
+    if reader is None:
+        raise DataFormatError(f"unknown log format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    params = list(inspect.signature(reader).parameters)[1:]
+    unknown = sorted(set(opts) - set(params))
+    if unknown:
+        raise DataFormatError(f"format {fmt!r} has no option(s) {', '.join(unknown)}; "
+                              f"its options: {', '.join(params) or 'none'}")
+    return reader
+
+
+def iter_log(path: str | Path, fmt: str, **opts: Any) -> Iterator[LogItem]:
+    """Stream ``path`` as events and rejected lines, in file order."""
+    reader = _reader(fmt, opts)
+    if not Path(path).is_file():
+        raise DataFormatError(f"{path}: no such file")
+    return reader(path, **opts)
+
+
+def read_log(path: str | Path, fmt: str, max_errors: int = MAX_KEPT_ERRORS,
+             **opts: Any) -> LogReadResult:
+    """Read a whole log; rejected lines are counted, the first ``max_errors`` kept."""
+    result = LogReadResult(events=[])
+    append = result.events.append
+    for item in iter_log(path, fmt, **opts):
+        if isinstance(item, Rejected):
+            result.rejected += 1
+            if len(result.errors) < max_errors:
+                result.errors.append(item)
+        else:
+            append(item)
+    return result
+
+
+def guess_format(path: str | Path) -> str | None:
+    """A format name from the file name, or None when it is not obvious."""
+    name = Path(path).name.lower()
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    if name.endswith(".inter"):
+        return "recbole"
+    if name == "userbehavior.csv":
+        return "taobao"
+    if "yoochoose" in name or "rsc15" in name:
+        return "yoochoose"
+    return None
+
+
+__all__ = [
+    "FORMATS",
+    "MAX_KEPT_ERRORS",
+    "LogItem",
+    "LogReadResult",
+    "Rejected",
+    "guess_format",
+    "iter_log",
+    "read_log",
+]
