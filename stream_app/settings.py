@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     hop_s: int = Field(0, ge=0, description="hopping windows every hop_s (0 = off)")
     hop_window_s: int = Field(300, ge=1, description="hopping window length")
     allowed_lateness_s: int = Field(5, ge=0)
+    idle_close_s: float = Field(5.0, gt=0, description="close open windows after this long without input")
 
     # --- state and ops
     data_dir: str = Field("./seqstream-data", description="worker data dir (tables, rocksdb)")

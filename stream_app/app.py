@@ -1,0 +1,191 @@
+"""The Faust app factory: one code path for the worker, demo, tests and benchmarks.
+
+    events ──► agent (micro-batches: take_events(batch_size, batch_wait_ms))
+                 │ parse/validate ──bad──► dead-letters
+                 │ states from the ``user-state`` table (changelog-backed, key = user_id)
+                 │ test-then-learn + one batched model call (worker thread, off the event loop)
+                 │ one table write per user per batch
+                 ├──► predictions (one per event)
+                 └──► metrics (event-time windows, on close; an idle timer closes them too)
+
+Input offsets are acknowledged only after the batch's predictions and dead letters are
+acknowledged by the broker (at-least-once); redelivered events are recognised by the event-id
+hashes in the user state and neither appended nor scored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import faust
+
+from model_core.predictor import Recommender
+from model_core.sequence_state import UserState
+from stream_app.online import WindowAggregator
+from stream_app.processor import BatchProcessor, RawRecord
+from stream_app.publisher import BatchPublisher
+from stream_app.settings import Settings
+
+log = logging.getLogger("seqstream.worker")
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    events: int = 0
+    predictions: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    windows_published: int = 0
+    last_batch_wall: float = field(default_factory=time.monotonic)
+    event_watermark_ms: int | None = None
+
+
+@dataclass
+class SeqstreamApp:
+    """The Faust app plus the objects its agent uses (exposed for tests and tools)."""
+
+    settings: Settings
+    app: faust.App
+    processor: BatchProcessor
+    windows: WindowAggregator
+    table: object
+    stats: WorkerStats
+
+
+def load_model_from_settings(settings: Settings) -> Recommender:
+    from model_core.checkpoint import load_model  # torch import deferred to workers
+
+    if not settings.model_path:
+        from schemas.exceptions import SeqstreamError
+
+        raise SeqstreamError("no model: set SEQSTREAM_MODEL_PATH or pass --model CHECKPOINT_DIR")
+    return load_model(settings.model_path, device=settings.device)
+
+
+def create_app(settings: Settings, model: Recommender | None = None) -> SeqstreamApp:
+    from stream_app.security import faust_broker_credentials
+
+    model = model if model is not None else load_model_from_settings(settings)
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        broker_credentials=faust_broker_credentials(settings),
+        store=settings.store,
+        datadir=settings.data_dir,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_max_poll_records=max(5000, settings.batch_size),
+        stream_buffer_maxsize=max(65536, 4 * settings.batch_size),
+        consumer_auto_offset_reset="earliest",
+        web_enabled=settings.web_port > 0,
+        web_port=settings.web_port or 6066,
+        producer_linger_ms=5,
+        producer_max_batch_size=1 << 20,
+        table_standby_replicas=1,
+        logging_config=None,
+    )
+    windows = WindowAggregator(
+        ks=settings.metric_ks, window_s=settings.window_s,
+        allowed_lateness_s=settings.allowed_lateness_s, hop_s=settings.hop_s,
+        hop_window_s=settings.hop_window_s, n_items=model.vocab.n_items,
+        model_version=model.version,
+    )
+    processor = BatchProcessor(model, max_len=settings.max_seq_len, k=settings.top_k,
+                               exclude_history=settings.exclude_history, windows=windows)
+    stats = WorkerStats()
+
+    events_topic = app.topic(settings.topic("events"), key_type=bytes, value_type=bytes,
+                             key_serializer="raw", value_serializer="raw",
+                             partitions=settings.partitions)
+    raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                              value_serializer="raw")
+    table = app.Table("user-state", default=None, partitions=settings.partitions,
+                      schema=raw_schema)
+    topic_predictions = settings.topic("predictions")
+    topic_dead = settings.topic("dead-letters")
+    topic_metrics = settings.topic("metrics")
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqstream-model")
+    publisher_box: list[BatchPublisher] = []
+
+    def publisher() -> BatchPublisher:
+        if not publisher_box:
+            publisher_box.append(BatchPublisher(app.producer._ensure_producer()))
+        return publisher_box[0]
+
+    async def publish_windows(closed) -> None:
+        if closed:
+            await publisher().publish(topic_metrics, [(None, w.to_json()) for w in closed])
+            stats.windows_published += len(closed)
+
+    @app.agent(events_topic, name="process-events")
+    async def process_events(stream):
+        loop = asyncio.get_running_loop()
+        within = settings.batch_wait_ms / 1000.0
+        async for batch in stream.take_events(settings.batch_size, within=within):
+            records = [RawRecord(e.message.key, e.value, e.message.topic, e.message.partition,
+                                 e.message.offset, int(e.message.timestamp * 1000))
+                       for e in batch]
+            events, positions, dead = processor.parse(records)
+            states: dict[str, UserState | None] = {}
+            last_of_user: dict[str, object] = {}
+            for p, ev in zip(positions, events, strict=True):
+                user = ev.user_id
+                if user not in states:
+                    raw = table.get(user.encode())
+                    states[user] = UserState.decode(raw) if raw else None
+                last_of_user[user] = batch[p]
+            result = None
+            if events:
+                offsets = [records[p].offset for p in positions]
+                result = await loop.run_in_executor(
+                    executor, processor.run_model, events, states, offsets)
+                for user, st in result.touched.items():
+                    stream._set_current_event(last_of_user[user])
+                    table[user.encode()] = st.encode()
+            now_ms = int(time.time() * 1000)
+            preds = processor.encode_predictions(events, result, now_ms) if events else []
+            pub = publisher()
+            await asyncio.gather(pub.publish(topic_predictions, preds),
+                                 pub.publish(topic_dead, dead))
+            from stream_app.processor import BatchOutput
+
+            out = BatchOutput(events, positions, result, preds, dead,
+                              [float(now_ms - records[p].timestamp_ms) for p in positions])
+            processor.account(out, now_ms)
+            await publish_windows(windows.close_until(now_ms))
+            stats.batches += 1
+            stats.events += len(events)
+            stats.predictions += len(preds)
+            stats.dead_letters += len(dead)
+            stats.duplicates += len(result.duplicates) if result else 0
+            stats.last_batch_wall = time.monotonic()
+            stats.event_watermark_ms = windows.watermark_ms
+
+    @app.timer(interval=1.0)
+    async def close_idle_windows():
+        idle_s = time.monotonic() - stats.last_batch_wall
+        if windows.open_windows() and idle_s >= settings.idle_close_s:
+            # No input for a while: let event time follow the wall clock so open windows close.
+            if stats.event_watermark_ms is not None:
+                windows.advance_watermark(stats.event_watermark_ms + int(idle_s * 1000))
+            await publish_windows(windows.close_until(int(time.time() * 1000)))
+
+    return SeqstreamApp(settings, app, processor, windows, table, stats)
+
+
+def run_worker(settings: Settings, model: Recommender | None = None) -> None:
+    """Run one worker until SIGINT/SIGTERM (blocks)."""
+    from stream_app.topics import ensure_topics
+
+    ensure_topics(settings)
+    sapp = create_app(settings, model)
+    worker = faust.Worker(sapp.app, loglevel=settings.log_level, quiet=True,
+                          override_logging=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,150 @@
+"""One micro-batch through seqstream: parse, test-then-learn, predict, publish.
+
+:class:`BatchProcessor` is the adapter between Kafka records and the pure prequential engine
+(:mod:`model_core.prequential`). It knows nothing of Faust: the agent hands it raw records and
+a state mapping, and gets back the bytes to publish. That keeps one code path for the worker,
+the tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+from model_core.predictor import Recommender
+from model_core.prequential import BatchResult, PrequentialEngine
+from model_core.sequence_state import UserState
+from schemas.actions import ACTIONS
+from schemas.dead_letter import DeadLetter
+from schemas.event import Event, parse_event
+from schemas.exceptions import SchemaError
+from stream_app.online import WindowAggregator
+
+
+@dataclass(slots=True)
+class RawRecord:
+    """What the processor needs of one Kafka message."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int  # Kafka message timestamp (producer send time): the latency origin
+
+
+@dataclass
+class BatchOutput:
+    events: list[Event]  # valid events, in input order
+    positions: list[int]  # index of each valid event in the input records
+    result: BatchResult | None
+    predictions: list[tuple[bytes, bytes]]  # (key, value) for the predictions topic
+    dead_letters: list[tuple[bytes | None, bytes]]  # (key, value) for dead-letters
+    latencies_ms: list[float] = field(default_factory=list)
+    model_ms: float = 0.0
+
+
+class BatchProcessor:
+    def __init__(self, model: Recommender, max_len: int = 50, k: int = 20,
+                 exclude_history: bool = False, windows: WindowAggregator | None = None) -> None:
+        self.set_model(model, max_len=max_len, k=k, exclude_history=exclude_history)
+        self.windows = windows
+
+    def set_model(self, model: Recommender, max_len: int = 50, k: int = 20,
+                  exclude_history: bool = False) -> None:
+        """Switch models between batches (hot swap)."""
+        self.model = model
+        self.engine = PrequentialEngine(model, max_len=max_len, k=k,
+                                        exclude_history=exclude_history)
+        self._item_ids = model.vocab.item_ids
+        self.model_version = model.version
+
+    # ------------------------------------------------------------------ stage 1
+    def parse(self, records: Sequence[RawRecord]) -> tuple[list[Event], list[int],
+                                                           list[tuple[bytes | None, bytes]]]:
+        """Validate records; bad ones become dead letters with the reason and original bytes."""
+        events: list[Event] = []
+        positions: list[int] = []
+        dead: list[tuple[bytes | None, bytes]] = []
+        now_ms = int(time.time() * 1000)
+        for i, r in enumerate(records):
+            try:
+                ev = parse_event(r.value)
+                if r.key is not None and r.key != ev.user_id.encode():
+                    raise SchemaError(
+                        f"Kafka key {r.key[:64]!r} is not the event's user_id {ev.user_id[:64]!r};"
+                        " events must be keyed by user_id so each user's events stay in order",
+                        "key")
+            except SchemaError as e:
+                dl = DeadLetter.of(r.value, e.reason, r.topic, r.partition, r.offset, r.key,
+                                   failed_at_ms=now_ms)
+                dead.append((r.key, dl.to_json()))
+                continue
+            events.append(ev)
+            positions.append(i)
+        return events, positions, dead
+
+    # ------------------------------------------------------------------ stage 2
+    def run_model(self, events: Sequence[Event], states: MutableMapping[str, UserState],
+                  offsets: Sequence[int] | None = None) -> BatchResult:
+        """Test-then-learn + batched prediction (pure; safe to run in a worker thread)."""
+        return self.engine.process(events, states, offsets)
+
+    # ------------------------------------------------------------------ stage 3
+    def encode_predictions(self, events: Sequence[Event], result: BatchResult,
+                           emitted_at_ms: int) -> list[tuple[bytes, bytes]]:
+        """One ``Prediction`` JSON per event (duplicates included: at-least-once output)."""
+        top = result.topk
+        items = top.items
+        scores = np.round(top.scores.astype(np.float64), 6)
+        probs = top.action_probs
+        item_ids = self._item_ids
+        version = self.model_version
+        out = []
+        dumps = orjson.dumps
+        for i, ev in enumerate(events):
+            next_action = (dict(zip(ACTIONS, np.round(probs[i].astype(np.float64), 6).tolist(), strict=True))
+                           if probs is not None else {})
+            value = dumps({
+                "event_id": ev.event_id,
+                "user_id": ev.user_id,
+                "items": item_ids(items[i].tolist()),
+                "scores": scores[i].tolist(),
+                "next_action": next_action,
+                "model_version": version,
+                "event_timestamp_ms": ev.timestamp_ms,
+                "emitted_at_ms": emitted_at_ms,
+                "extra": {},
+            })
+            out.append((ev.user_id.encode(), value))
+        return out
+
+    def process(self, records: Sequence[RawRecord],
+                states: MutableMapping[str, UserState]) -> BatchOutput:
+        """All stages in one call (no Kafka): used by tests, the benchmark and offline replay."""
+        events, positions, dead = self.parse(records)
+        result = None
+        preds: list[tuple[bytes, bytes]] = []
+        lat: list[float] = []
+        t0 = time.perf_counter()
+        if events:
+            result = self.run_model(events, states, [records[p].offset for p in positions])
+        model_ms = (time.perf_counter() - t0) * 1000
+        now_ms = int(time.time() * 1000)
+        if events:
+            preds = self.encode_predictions(events, result, now_ms)
+            lat = [float(now_ms - records[p].timestamp_ms) for p in positions]
+        out = BatchOutput(events, positions, result, preds, dead, lat, model_ms)
+        self.account(out, now_ms)
+        return out
+
+    def account(self, out: BatchOutput, now_ms: int) -> None:
+        if self.windows is None:
+            return
+        if out.result is not None:
+            self.windows.add_batch(out.events, out.result, out.latencies_ms, now_ms)
+        self.windows.add_dead_letters(len(out.dead_letters), now_ms)
