@@ -1,0 +1,499 @@
+"""The model contract, and the wrappers that make any model a :class:`Recommender`.
+
+Neural sequence models subclass :class:`SequenceModule` and implement::
+
+    encode(item_seq [B, L], lengths [B], actions=None, gaps=None) -> [B, L, H]
+        hidden state after each input position (right-padded input, see models.data)
+    forward(item_seq [B, L], lengths [B], ...)                     -> [B, H]
+        the state after the last real event of each row (encode gathered at lengths - 1)
+    score_all(h [B, H])                                             -> [B, n_items + 1]
+        a score for every item index (column 0 included; callers set it to -inf)
+    loss(batch, targets [B, L], target_actions [B, L] | None, sampler) -> scalar
+        next-item loss (full CE, sampled CE, or gBCE) + weighted next-action CE
+
+:class:`NeuralRecommender` wraps such a module: it drops unknown items, pads, batches, moves
+to the device, runs under ``torch.inference_mode()`` and takes the top-K on the device.
+:class:`CountingRecommender` is the base of the count-based baselines (popular, markov,
+item-kNN): they return dense numpy scores and share the same top-K and exclusion code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model_core.models.data import Padded, SeqData, gap_bucket_of, pad_batch
+from model_core.models.item_embedding import InputEncoder, ItemEmbedding
+from model_core.predictor import SequenceBatch, TopK
+from model_core.vocab import ItemVocab
+from schemas.actions import N_ACTIONS
+
+LOSSES = ("ce", "sampled", "gbce")
+NEG_INF = float("-inf")
+
+
+# --------------------------------------------------------------------------- negatives
+class NegativeSampler:
+    """Shared negatives for one training batch: uniform (``alpha=0``) or ``count**alpha``."""
+
+    def __init__(self, n_items: int, counts: np.ndarray | None = None, alpha: float = 0.0,
+                 device: torch.device | str = "cpu", seed: int = 0) -> None:
+        self.n_items = n_items
+        self.device = torch.device(device)
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(seed)
+        self.alpha = alpha
+        if alpha > 0 and counts is not None:
+            p = np.asarray(counts, dtype=np.float64)[: n_items + 1].copy() ** alpha
+            p[0] = 0.0
+            p = p / p.sum()
+            self.probs = torch.tensor(p, dtype=torch.float32, device=self.device)
+            self.log_q = torch.log(self.probs.clamp_min(1e-12))
+        else:
+            self.probs = None
+            self.log_q = None
+
+    def sample(self, n: int) -> torch.Tensor:
+        """[n] item indices in 1..n_items."""
+        if self.probs is None:
+            return torch.randint(1, self.n_items + 1, (n,), generator=self.gen, device=self.device)
+        return torch.multinomial(self.probs, n, replacement=True, generator=self.gen)
+
+
+# --------------------------------------------------------------------------- neural contract
+class SequenceModule(nn.Module):
+    """Base of neural sequence models: shared input encoder, tied output, losses, action head.
+
+    Hyper-parameters common to every sequence model (all JSON-serialisable, kept in
+    ``self.config`` and in the checkpoint's ``config.json``):
+    ``dim``, ``loss`` (ce | sampled | gbce), ``negatives``, ``sample_alpha``, ``in_batch``,
+    ``gbce_t``, ``features``, ``combine``, ``n_categories``, ``action_head``,
+    ``action_weight``, ``item_mode``, ``text_dim``.
+    """
+
+    def __init__(self, n_items: int, dim: int = 64, loss: str = "ce", negatives: int = 1024,
+                 sample_alpha: float = 0.0, in_batch: bool = False, gbce_t: float = 0.75,
+                 features: Sequence[str] = (), combine: str = "sum", n_categories: int = 0,
+                 action_head: bool = False, action_weight: float = 0.5, item_mode: str = "id",
+                 text_dim: int = 0, logq: bool = False) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        self.n_items = n_items
+        self.dim = dim
+        self.loss_type = loss
+        self.negatives = negatives
+        self.sample_alpha = sample_alpha
+        self.in_batch = in_batch
+        self.gbce_t = gbce_t
+        self.logq = logq
+        self.action_weight = action_weight
+        self.item_emb = ItemEmbedding(n_items, dim, mode=item_mode, text_dim=text_dim)
+        self.inputs = InputEncoder(self.item_emb, tuple(features), combine, n_categories)
+        self.action_head = nn.Linear(dim, N_ACTIONS) if action_head else None
+        self.config = {
+            "dim": dim, "loss": loss, "negatives": negatives, "sample_alpha": sample_alpha,
+            "in_batch": in_batch, "gbce_t": gbce_t, "features": list(features),
+            "combine": combine, "n_categories": n_categories, "action_head": action_head,
+            "action_weight": action_weight, "item_mode": item_mode, "text_dim": text_dim,
+            "logq": logq,
+        }
+
+    # -- to implement
+    def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor, actions=None,
+               gaps=None) -> torch.Tensor:  # [B, L] -> [B, L, H]
+        raise NotImplementedError
+
+    # -- shared
+    def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor, actions=None,
+                gaps=None) -> torch.Tensor:
+        """[B, L], [B] -> [B, H]: the state after each row's last real event."""
+        out = self.encode(item_seq, lengths, actions, gaps)  # [B, L, H]
+        idx = (lengths - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
+        return out.gather(1, idx).squeeze(1)
+
+    def score_all(self, h: torch.Tensor) -> torch.Tensor:
+        """[B, H] -> [B, n_items + 1] (tied output: dot product with every item vector)."""
+        return h @ self.item_emb.item_matrix().t()
+
+    def action_logits(self, h: torch.Tensor) -> torch.Tensor | None:
+        """[B, H] -> [B, N_ACTIONS] logits of the next action, or None without a head."""
+        return None if self.action_head is None else self.action_head(h)
+
+    def item_loss(self, h: torch.Tensor, y: torch.Tensor,
+                  sampler: NegativeSampler | None) -> torch.Tensor:
+        """h [N, H] states, y [N] next items (all > 0) -> mean next-item loss."""
+        if self.loss_type == "ce" or sampler is None:
+            return F.cross_entropy(self.score_all(h)[:, 1:], y - 1)
+        neg = sampler.sample(self.negatives)  # [S]
+        if self.loss_type == "gbce":
+            emb_pos = self.item_emb.rows(y)  # [N, H]
+            s_pos = (h * emb_pos).sum(-1)  # [N]
+            s_neg = h @ self.item_emb.rows(neg).t()  # [N, S]
+            s_neg = s_neg.masked_fill(neg.view(1, -1) == y.view(-1, 1), NEG_INF)
+            alpha = self.negatives / max(1, self.n_items - 1)
+            beta = alpha * (self.gbce_t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+            # log(sigmoid(s)^beta) = -beta * softplus(-s);  log(1 - sigmoid(s)) = -softplus(s)
+            loss = beta * F.softplus(-s_pos) + F.softplus(s_neg).sum(-1)
+            return loss.mean()
+        # sampled softmax over the positive + shared negatives (+ the batch's other positives)
+        n = h.shape[0]
+        if self.in_batch:
+            cand = torch.cat([y, neg])  # [N + S]
+            logits = h @ self.item_emb.rows(cand).t()  # [N, N + S]
+            if self.logq and sampler.log_q is not None:
+                logits = logits - sampler.log_q[cand].view(1, -1)
+            target = torch.arange(n, device=h.device)
+            same = cand.view(1, -1) == y.view(-1, 1)
+            same[target, target] = False
+            return F.cross_entropy(logits.masked_fill(same, NEG_INF), target)
+        s_pos = (h * self.item_emb.rows(y)).sum(-1, keepdim=True)  # [N, 1]
+        s_neg = h @ self.item_emb.rows(neg).t()  # [N, S]
+        if self.logq and sampler.log_q is not None:
+            s_pos = s_pos - sampler.log_q[y].view(-1, 1)
+            s_neg = s_neg - sampler.log_q[neg].view(1, -1)
+        s_neg = s_neg.masked_fill(neg.view(1, -1) == y.view(-1, 1), NEG_INF)
+        return F.cross_entropy(torch.cat([s_pos, s_neg], 1),
+                               torch.zeros(n, dtype=torch.long, device=h.device))
+
+    def loss(self, batch: Padded, targets: torch.Tensor, target_actions: torch.Tensor | None,
+             sampler: NegativeSampler | None) -> tuple[torch.Tensor, dict]:
+        """Mean next-item loss over real positions (+ action_weight * next-action CE)."""
+        out = self.encode(batch.items, batch.lengths, batch.actions, batch.gaps)  # [B, L, H]
+        mask = targets > 0  # [B, L]
+        h = out[mask]  # [N, H]
+        loss = self.item_loss(h, targets[mask], sampler)
+        stats = {"item_loss": float(loss.detach())}
+        if self.action_head is not None and target_actions is not None:
+            ta = target_actions[mask]  # [N] action id + 1, 0 = unknown
+            ok = ta > 0
+            if bool(ok.any()):
+                a_loss = F.cross_entropy(self.action_head(h[ok]), ta[ok] - 1)
+                stats["action_loss"] = float(a_loss.detach())
+                loss = loss + self.action_weight * a_loss
+        return loss, stats
+
+
+# --------------------------------------------------------------------------- top-K
+def topk_rows(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k over columns 1.. of ``scores`` [B, V] -> (items [B, k] never 0, scores)."""
+    k = max(1, min(k, scores.shape[1] - 1))
+    vals, idx = torch.topk(scores[:, 1:], k, dim=1)
+    return idx + 1, vals
+
+
+def exclude_items(scores: torch.Tensor, histories: Sequence[np.ndarray]) -> None:
+    """Set ``scores[b, i] = -inf`` for every item ``i`` of ``histories[b]`` (in place)."""
+    rows, cols = [], []
+    for b, h in enumerate(histories):
+        h = np.asarray(h, dtype=np.int64)
+        h = h[h > 0]
+        rows.append(np.full(len(h), b, dtype=np.int64))
+        cols.append(h)
+    if not rows:
+        return
+    r = torch.from_numpy(np.concatenate(rows)).to(scores.device)
+    c = torch.from_numpy(np.concatenate(cols)).to(scores.device)
+    keep = c < scores.shape[1]
+    scores[r[keep], c[keep]] = NEG_INF
+
+
+def _chunks(n: int, size: int):
+    for s in range(0, n, size):
+        yield s, min(n, s + size)
+
+
+class _RecommenderBase:
+    """What every recommender shares: identity, checkpoint saving, batched top-K."""
+
+    name = "base"
+
+    def __init__(self, vocab: ItemVocab, config: dict | None = None, device="cpu",
+                 version: str = "untrained", batch_size: int = 512) -> None:
+        self.vocab = vocab
+        self.config = dict(config or {})
+        self.device = torch.device(device)
+        self.version = version
+        self.batch_size = batch_size
+        self.meta: dict = {}
+
+    @property
+    def n_items(self) -> int:
+        return self.vocab.n_items
+
+    def _score_tensor(self, batch: SequenceBatch) -> torch.Tensor:
+        """[B, len(vocab)] float32 scores on ``self.device`` (column 0 = -inf)."""
+        raise NotImplementedError
+
+    def _action_probs(self, batch: SequenceBatch) -> np.ndarray | None:
+        return None
+
+    def score(self, batch: SequenceBatch) -> np.ndarray:
+        out = np.empty((len(batch), len(self.vocab)), dtype=np.float32)
+        for s, e in _chunks(len(batch), self.batch_size):
+            out[s:e] = self._score_tensor(_slice(batch, s, e)).float().cpu().numpy()
+        return out
+
+    def predict_topk(self, batch: SequenceBatch, k: int, exclude_history: bool = False) -> TopK:
+        items, scores = [], []
+        for s, e in _chunks(len(batch), self.batch_size):
+            sub = _slice(batch, s, e)
+            sc = self._score_tensor(sub)
+            if exclude_history:
+                exclude_items(sc, sub.items)
+            it, vs = topk_rows(sc, k)
+            items.append(it.cpu().numpy())
+            scores.append(vs.float().cpu().numpy())
+        k_eff = max(1, min(k, self.n_items))
+        items_a = np.concatenate(items) if items else np.zeros((0, k_eff), np.int64)
+        scores_a = np.concatenate(scores) if scores else np.zeros((0, k_eff), np.float32)
+        return TopK(items=items_a.astype(np.int64), scores=scores_a.astype(np.float32),
+                    action_probs=self._action_probs(batch))
+
+    def save(self, directory: str) -> None:
+        from model_core.checkpoint import save_model
+
+        save_model(self, directory)
+
+
+def _slice(batch: SequenceBatch, s: int, e: int) -> SequenceBatch:
+    if s == 0 and e == len(batch):
+        return batch
+    return SequenceBatch(
+        items=batch.items[s:e],
+        actions=batch.actions[s:e] if batch.actions is not None else None,
+        timestamps_ms=batch.timestamps_ms[s:e] if batch.timestamps_ms is not None else None,
+    )
+
+
+# --------------------------------------------------------------------------- neural wrapper
+class NeuralRecommender(_RecommenderBase):
+    """A :class:`SequenceModule` used as a :class:`~model_core.predictor.Recommender`.
+
+    ``config`` holds the module's constructor arguments plus ``max_len``; the module class is
+    ``module_cls``. ``trained_actions`` tells whether the next-action head was trained (only
+    then ``predict_topk`` returns ``action_probs``).
+    """
+
+    module_cls: type[SequenceModule] = SequenceModule
+
+    def __init__(self, vocab: ItemVocab, config: dict | None = None, device="cpu",
+                 version: str = "untrained", batch_size: int = 512, seed: int = 0) -> None:
+        config = dict(config or {})
+        self.max_len = int(config.pop("max_len", 50))
+        self.trained_actions = bool(config.pop("trained_actions", False))
+        torch.manual_seed(seed)
+        if getattr(self.module_cls, "takes_max_len", False):
+            config["max_len"] = self.max_len
+        module = self.module_cls(n_items=vocab.n_items, **config)
+        module.config.pop("max_len", None)
+        super().__init__(vocab, {**module.config, "max_len": self.max_len}, device, version,
+                         batch_size)
+        self.module = module.to(self.device)
+        self.module.eval()
+
+    @property
+    def config_full(self) -> dict:
+        return {**self.module.config, "max_len": self.max_len,
+                "trained_actions": self.trained_actions}
+
+    def to(self, device) -> NeuralRecommender:
+        self.device = torch.device(device)
+        self.module.to(self.device)
+        return self
+
+    def pad(self, batch: SequenceBatch) -> Padded:
+        enc = self.module.inputs
+        return pad_batch(batch.items, batch.actions, batch.timestamps_ms, self.max_len,
+                         self.device, use_actions=enc.uses_actions, use_gaps=enc.uses_gaps)
+
+    def _hidden(self, batch: SequenceBatch) -> torch.Tensor:
+        p = self.pad(batch)
+        return self.module(p.items, p.lengths, p.actions, p.gaps)
+
+    def _score_tensor(self, batch: SequenceBatch) -> torch.Tensor:
+        with torch.inference_mode():
+            sc = self.module.score_all(self._hidden(batch)).float()
+            sc[:, 0] = NEG_INF
+            return sc
+
+    def predict_topk(self, batch: SequenceBatch, k: int, exclude_history: bool = False) -> TopK:
+        items, scores, probs = [], [], []
+        with torch.inference_mode():
+            for s, e in _chunks(len(batch), self.batch_size):
+                sub = _slice(batch, s, e)
+                h = self._hidden(sub)
+                sc = self.module.score_all(h).float()
+                sc[:, 0] = NEG_INF
+                if exclude_history:
+                    exclude_items(sc, sub.items)
+                it, vs = topk_rows(sc, k)
+                items.append(it.cpu().numpy())
+                scores.append(vs.cpu().numpy())
+                if self.trained_actions and self.module.action_head is not None:
+                    probs.append(torch.softmax(self.module.action_logits(h).float(), -1).cpu().numpy())
+        k_eff = max(1, min(k, self.n_items))
+        return TopK(
+            items=np.concatenate(items).astype(np.int64) if items else np.zeros((0, k_eff), np.int64),
+            scores=np.concatenate(scores).astype(np.float32) if scores else np.zeros((0, k_eff), np.float32),
+            action_probs=np.concatenate(probs).astype(np.float32) if probs else None,
+        )
+
+    def state_arrays(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+
+    def load_arrays(self, arrays: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(arrays, strict=True)
+        self.module.to(self.device)
+        self.module.eval()
+
+
+# --------------------------------------------------------------------------- streaming state
+class StatefulMixin:
+    """Incremental scoring from a cached recurrent state (GRU4Rec), numpy in and out.
+
+    The state of one user is a float32 vector of :attr:`state_dim` values, so the stream can
+    keep it as bytes beside the user's sequence. An event with an unknown item (index 0)
+    leaves the state unchanged.
+    """
+
+    @property
+    def state_dim(self) -> int:
+        return self.module.state_dim
+
+    def init_state(self, n: int) -> np.ndarray:
+        """[n, state_dim] zeros: the state of an empty history."""
+        return np.zeros((n, self.state_dim), dtype=np.float32)
+
+    def step(self, state: np.ndarray, items: np.ndarray, actions: np.ndarray | None = None,
+             gap_ms: np.ndarray | None = None) -> np.ndarray:
+        """Advance each row's state by one event.
+
+        ``items`` [n] vocabulary indices, ``actions`` [n] class ids, ``gap_ms`` [n] time since
+        the user's previous event (negative or absent = none).
+        """
+        items_t = torch.as_tensor(np.asarray(items, dtype=np.int64), device=self.device)
+        a = None
+        if self.module.inputs.uses_actions:
+            a = (torch.as_tensor(np.asarray(actions, dtype=np.int64), device=self.device) + 1
+                 if actions is not None else torch.zeros_like(items_t))
+        g = None
+        if self.module.inputs.uses_gaps:
+            g = (torch.as_tensor(gap_bucket_of(gap_ms), device=self.device)
+                 if gap_ms is not None else torch.zeros_like(items_t))
+        with torch.inference_mode():
+            st = torch.as_tensor(np.asarray(state, dtype=np.float32), device=self.device)
+            new = self.module.step(st, items_t, a, g)
+            new = torch.where((items_t > 0).view(-1, 1), new, st)
+            return new.cpu().numpy()
+
+    def hidden_of_state(self, state: torch.Tensor) -> torch.Tensor:
+        return self.module.output_of_state(state)
+
+    def predict_topk_from_state(self, state: np.ndarray, k: int,
+                                exclude: Sequence[np.ndarray] | None = None) -> TopK:
+        """Top-K from cached states ``[n, state_dim]``; ``exclude[b]`` items are left out."""
+        with torch.inference_mode():
+            st = torch.as_tensor(np.asarray(state, dtype=np.float32), device=self.device)
+            h = self.module.output_of_state(st)
+            sc = self.module.score_all(h).float()
+            sc[:, 0] = NEG_INF
+            if exclude is not None:
+                exclude_items(sc, exclude)
+            it, vs = topk_rows(sc, k)
+            probs = None
+            if self.trained_actions and self.module.action_head is not None:
+                probs = torch.softmax(self.module.action_logits(h).float(), -1).cpu().numpy()
+            return TopK(items=it.cpu().numpy().astype(np.int64),
+                        scores=vs.cpu().numpy().astype(np.float32), action_probs=probs)
+
+
+# --------------------------------------------------------------------------- baselines
+class CountingRecommender(_RecommenderBase):
+    """Base of count-based baselines; subclasses implement ``fit`` and ``_dense_scores``.
+
+    Their state is a dict of numpy arrays (:meth:`state_arrays`), saved as safetensors.
+    Next-action probabilities come from action counts: the marginal distribution, or
+    (Markov) the distribution conditioned on the last action.
+    """
+
+    def __init__(self, vocab: ItemVocab, config: dict | None = None, device="cpu",
+                 version: str = "untrained", batch_size: int = 512, seed: int = 0) -> None:
+        super().__init__(vocab, config, device, version, batch_size)
+        self.item_counts = np.zeros(len(vocab), dtype=np.float32)
+        # [N_ACTIONS + 1, N_ACTIONS]: row 0 = marginal, row a+1 = after action a
+        self.action_counts = np.zeros((N_ACTIONS + 1, N_ACTIONS), dtype=np.float32)
+
+    @property
+    def config_full(self) -> dict:
+        return dict(self.config)
+
+    def fit(self, data: SeqData) -> CountingRecommender:
+        counts = np.bincount(np.concatenate(data.items) if data.items else np.zeros(0, np.int64),
+                             minlength=len(self.vocab)).astype(np.float32)
+        self.item_counts = counts[: len(self.vocab)]
+        self.item_counts[0] = 0
+        self.action_counts[:] = 0
+        if data.actions is not None:
+            for a in data.actions:
+                a = np.asarray(a, dtype=np.int64)
+                if len(a):
+                    np.add.at(self.action_counts[0], a, 1)
+                if len(a) > 1:
+                    np.add.at(self.action_counts, (a[:-1] + 1, a[1:]), 1)
+        self._fit(data)
+        return self
+
+    def _fit(self, data: SeqData) -> None:
+        pass
+
+    def _dense_scores(self, histories: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def popularity_tiebreak(self) -> np.ndarray:
+        """Popularity scaled into [0, 1): added to integer-valued scores to break ties."""
+        return self.item_counts / (self.item_counts.max(initial=0) + 1.0)
+
+    def _score_tensor(self, batch: SequenceBatch) -> torch.Tensor:
+        hist = [np.asarray(h, dtype=np.int64)[np.asarray(h) > 0] for h in batch.items]
+        sc = torch.from_numpy(np.ascontiguousarray(self._dense_scores(hist), dtype=np.float32))
+        sc = sc.to(self.device)
+        sc[:, 0] = NEG_INF
+        return sc
+
+    def _action_probs(self, batch: SequenceBatch) -> np.ndarray | None:
+        if self.action_counts[0].sum() == 0:
+            return None
+        marg = (self.action_counts[0] + 1.0) / (self.action_counts[0].sum() + N_ACTIONS)
+        out = np.tile(marg, (len(batch), 1))
+        if self.conditional_actions and batch.actions is not None:
+            for b, a in enumerate(batch.actions):
+                if len(a):
+                    row = self.action_counts[int(a[-1]) + 1]
+                    out[b] = (row + marg) / (row.sum() + 1.0)
+        return out.astype(np.float32)
+
+    conditional_actions = False
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {"item_counts": self.item_counts, "action_counts": self.action_counts,
+                **self._extra_arrays()}
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.item_counts = np.asarray(arrays["item_counts"], dtype=np.float32)
+        self.action_counts = np.asarray(arrays["action_counts"], dtype=np.float32)
+        if len(self.item_counts) != len(self.vocab):
+            raise ValueError(f"item_counts has {len(self.item_counts)} entries, "
+                             f"vocabulary has {len(self.vocab)}")
+        self._load_extra(arrays)
+
+    def _load_extra(self, arrays: dict[str, np.ndarray]) -> None:
+        pass
+

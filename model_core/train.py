@@ -1,0 +1,464 @@
+"""Training: one loop for every model, validation every epoch, early stopping on NDCG@10.
+
+    model, history = train_model("sasrec", train_sequences, valid_cases,
+                                 config={"epochs": 50, "dim": 64, "loss": "sampled"}, seed=0)
+
+``train_sequences``: per-user item-index sequences (anything
+:func:`model_core.models.data.as_seqdata` accepts: arrays, records with ``items`` /
+``actions`` / ``timestamps_ms``, a :class:`~model_core.predictor.SequenceBatch`).
+``valid_cases``: histories and the next item of each (see :func:`as_cases`).
+``config`` mixes training options (:data:`TRAIN_DEFAULTS`) and model hyper-parameters
+(everything else, passed to :func:`model_core.models.create_model`).
+
+Count-based baselines are "trained" by counting; neural models by mini-batch gradient
+descent over right-padded, length-bucketed batches with a next-item target at every
+position (and the next action when the log has actions).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model_core.device import resolve_device
+from model_core.metrics import full_ranks, ranking_metrics
+from model_core.models import NEURAL_MODELS, NeuralRecommender, create_model
+from model_core.models.base import NegativeSampler, exclude_items
+from model_core.models.data import Padded, SeqData, as_seqdata, gap_buckets
+from model_core.predictor import SequenceBatch
+from model_core.vocab import ItemVocab
+
+TRAIN_DEFAULTS: dict = {
+    "epochs": 20,
+    "batch_size": 128,  # sequences per batch
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "grad_clip": 5.0,
+    "patience": 3,  # epochs without a better validation NDCG@10 before stopping
+    "max_len": 50,
+    "device": "auto",
+    "threads": None,  # torch CPU threads; None = min(cpu count, 4)
+    "valid_max_cases": None,  # validate on a fixed random subset of this many cases
+    "valid_exclude_history": True,
+    "valid_batch_size": 1024,
+    "max_seconds": None,  # stop training after this many seconds (checked per batch)
+    "windows": True,  # long sequences also train on their earlier max_len windows
+}
+#: Training options that also belong to the model's config.
+_SHARED = ("max_len",)
+VALID_KS = (10, 20)
+
+
+@dataclass
+class TrainHistory:
+    """What happened during training (also stored in the checkpoint's meta.json)."""
+
+    model: str
+    config: dict
+    epochs: list[dict] = field(default_factory=list)  # per epoch: loss, valid metrics, seconds
+    best_epoch: int | None = None
+    best_valid: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+    train_events: int = 0  # target events processed (all epochs)
+    stopped: str = "epochs"  # epochs | early_stopping | time_limit | counted
+
+    @property
+    def events_per_s(self) -> float:
+        return self.train_events / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "config": self.config, "epochs": self.epochs,
+                "best_epoch": self.best_epoch, "best_valid": self.best_valid,
+                "train_seconds": round(self.train_seconds, 3), "train_events": self.train_events,
+                "train_events_per_s": round(self.events_per_s, 1)
+                if math.isfinite(self.events_per_s) else None,
+                "stopped": self.stopped}
+
+
+# --------------------------------------------------------------------------- validation cases
+@dataclass(slots=True)
+class Cases:
+    """Test/validation cases: ``histories`` (a SequenceBatch) and the next item of each."""
+
+    histories: SequenceBatch
+    targets: np.ndarray  # [N] int64 vocabulary indices
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def subset(self, idx: np.ndarray) -> Cases:
+        h = self.histories
+        return Cases(SequenceBatch(
+            items=[h.items[i] for i in idx],
+            actions=[h.actions[i] for i in idx] if h.actions is not None else None,
+            timestamps_ms=[h.timestamps_ms[i] for i in idx] if h.timestamps_ms is not None else None,
+        ), self.targets[idx])
+
+
+def as_cases(cases) -> Cases:
+    """Adapt validation/test cases from any caller to :class:`Cases`.
+
+    Accepts :class:`Cases`; an object or dict with ``histories`` (SequenceBatch or list of
+    arrays) or ``items``, and ``targets`` (or ``target``); or a sequence of
+    ``(history, target)`` pairs or of records with ``history``/``items`` and ``target``.
+    """
+    if isinstance(cases, Cases):
+        return cases
+
+    def get(o, *names):
+        for n in names:
+            if isinstance(o, dict) and n in o:
+                return o[n]
+            if hasattr(o, n):
+                return getattr(o, n)
+        return None
+
+    hist = get(cases, "histories", "history", "batch")
+    targets = get(cases, "targets", "target")
+    if hist is None and targets is not None:
+        hist = get(cases, "items")
+    if hist is not None and targets is not None:
+        if not isinstance(hist, SequenceBatch):
+            hist = SequenceBatch(items=[np.asarray(h, dtype=np.int32) for h in hist],
+                                 actions=get(cases, "actions"),
+                                 timestamps_ms=get(cases, "timestamps_ms"))
+        return Cases(hist, np.asarray(targets, dtype=np.int64))
+    items, actions, ts, tg = [], [], [], []
+    for c in cases:
+        if isinstance(c, tuple):
+            h, t = c[0], c[1]
+            a = s = None
+        else:
+            h, t = get(c, "history", "items"), get(c, "target", "target_item")
+            a, s = get(c, "actions"), get(c, "timestamps_ms")
+            if isinstance(h, SequenceBatch):
+                h, a, s = h.items[0], (h.actions or [None])[0], (h.timestamps_ms or [None])[0]
+        items.append(np.asarray(h, dtype=np.int32))
+        actions.append(a)
+        ts.append(s)
+        tg.append(int(t))
+    batch = SequenceBatch(
+        items=items,
+        actions=actions if all(a is not None for a in actions) and actions else None,
+        timestamps_ms=ts if all(s is not None for s in ts) and ts else None)
+    return Cases(batch, np.asarray(tg, dtype=np.int64))
+
+
+def case_ranks(model, cases: Cases, exclude_history: bool = True, ties: str = "conservative",
+               batch_size: int = 1024) -> np.ndarray:
+    """1-based full-catalogue rank of each case's target (metric maths in model_core.metrics)."""
+    out = np.empty(len(cases), dtype=np.float64)
+    for s in range(0, len(cases), batch_size):
+        sub = cases.subset(np.arange(s, min(len(cases), s + batch_size)))
+        sc = torch.from_numpy(model.score(sub.histories))
+        if exclude_history:
+            exclude_items(sc, sub.histories.items)
+        out[s: s + len(sub)] = full_ranks(sc.numpy(), sub.targets, ties=ties)
+    return out
+
+
+def validate(model, cases: Cases, exclude_history: bool = True, batch_size: int = 1024) -> dict:
+    """``hr@K``, ``ndcg@K``, ``mrr@K`` for K in (10, 20) over ``cases``."""
+    ranks = case_ranks(model, cases, exclude_history=exclude_history, batch_size=batch_size)
+    return ranking_metrics(ranks, VALID_KS)
+
+
+# --------------------------------------------------------------------------- batches
+@dataclass(slots=True)
+class _Rows:
+    """Training rows: each an input window and the next item (and action) at every step."""
+
+    inputs: list[np.ndarray]
+    targets: list[np.ndarray]
+    in_actions: list[np.ndarray] | None
+    out_actions: list[np.ndarray] | None
+    gaps: list[np.ndarray] | None
+
+    @property
+    def n_targets(self) -> int:
+        return int(sum(len(t) for t in self.targets))
+
+
+def build_rows(data: SeqData, max_len: int, windows: bool = True) -> _Rows:
+    """Split every sequence into (input, next-item) rows of at most ``max_len`` steps.
+
+    A sequence of n events gives targets for events 2..n. With ``windows`` a long one is cut
+    into consecutive windows (the last ending at the newest event); otherwise only its last
+    ``max_len`` steps are trained on.
+    """
+    has_a = data.actions is not None
+    has_t = data.timestamps_ms is not None
+    ins, tgs, ia, oa, gp = [], [], [], [], []
+    for u, s in enumerate(data.items):
+        n = len(s)
+        if n < 2:
+            continue
+        s = np.asarray(s, dtype=np.int64)
+        a = np.asarray(data.actions[u], dtype=np.int64) + 1 if has_a else None
+        g = gap_buckets(data.timestamps_ms[u]) if has_t else None
+        ends = [n]
+        if windows:
+            while ends[-1] - max_len > 1:
+                ends.append(ends[-1] - max_len)
+        for e in ends:
+            b = max(0, e - 1 - max_len)
+            ins.append(s[b: e - 1])
+            tgs.append(s[b + 1: e])
+            if has_a:
+                ia.append(a[b: e - 1])
+                oa.append(a[b + 1: e])
+            if has_t:
+                gp.append(g[b: e - 1])
+    return _Rows(ins, tgs, ia if has_a else None, oa if has_a else None, gp if has_t else None)
+
+
+def _batches(rows: _Rows, batch_size: int, rng: np.random.Generator):
+    """Indices of rows per batch: similar lengths together (little padding), random order."""
+    lens = np.array([len(x) for x in rows.inputs])
+    order = np.lexsort((rng.random(len(lens)), lens))
+    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _pad(rows: _Rows, idx: np.ndarray, device, use_actions: bool, use_gaps: bool):
+    width = max(len(rows.inputs[i]) for i in idx)
+    n = len(idx)
+    items = np.zeros((n, width), np.int64)
+    targets = np.zeros((n, width), np.int64)
+    lengths = np.empty(n, np.int64)
+    acts = np.zeros((n, width), np.int64) if use_actions and rows.in_actions is not None else None
+    tacts = np.zeros((n, width), np.int64) if rows.out_actions is not None else None
+    gaps = np.zeros((n, width), np.int64) if use_gaps and rows.gaps is not None else None
+    for r, i in enumerate(idx):
+        m = len(rows.inputs[i])
+        items[r, :m] = rows.inputs[i]
+        targets[r, :m] = rows.targets[i]
+        lengths[r] = m
+        if acts is not None:
+            acts[r, :m] = rows.in_actions[i]
+        if tacts is not None:
+            tacts[r, :m] = rows.out_actions[i]
+        if gaps is not None:
+            gaps[r, :m] = rows.gaps[i]
+
+    def t(x):
+        return None if x is None else torch.from_numpy(x).to(device, non_blocking=True)
+
+    return Padded(t(items), t(lengths), t(acts), t(gaps)), t(targets), t(tacts)
+
+
+# --------------------------------------------------------------------------- progress
+class _Progress:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.p = None
+        if enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.p = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4f}"),
+                TextColumn("{task.fields[rate]:,.0f} events/s"),
+                TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+
+    def __enter__(self):
+        if self.p is not None:
+            self.p.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.p is not None:
+            self.p.__exit__(*exc)
+
+    def task(self, desc: str, total: int):
+        return self.p.add_task(desc, total=total, loss=float("nan"), rate=0.0) if self.p else None
+
+    def update(self, task, **kw):
+        if self.p is not None and task is not None:
+            self.p.update(task, **kw)
+
+    def log(self, msg: str):
+        if self.p is not None:
+            self.p.console.log(msg)
+
+
+# --------------------------------------------------------------------------- training
+def _configure_threads(threads: int | None, device: torch.device) -> None:
+    if device.type != "cpu":
+        return
+    n = threads or max(1, min(os.cpu_count() or 1, 4))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def _vocab_for(train_sequences, data: SeqData, vocab: ItemVocab | None) -> ItemVocab:
+    if vocab is not None:
+        return vocab
+    v = getattr(train_sequences, "vocab", None)
+    if isinstance(v, ItemVocab):
+        return v
+    top = max((int(s.max()) for s in data.items if len(s)), default=0)
+    return ItemVocab(str(i) for i in range(1, top + 1))
+
+
+def _auto_loss(n_items: int) -> str:
+    return "ce" if n_items <= 20_000 else "sampled"
+
+
+def train_model(name: str, train_sequences, valid_cases=None, config: dict | None = None,
+                progress: bool = True, seed: int = 0, vocab: ItemVocab | None = None,
+                item_categories: np.ndarray | None = None):
+    """Train model ``name``; returns ``(model, history)``.
+
+    The returned model holds the weights of the best validation epoch (NDCG@10) when
+    ``valid_cases`` are given, else those of the last epoch. ``vocab`` defaults to
+    ``train_sequences.vocab`` when present. ``item_categories`` [n_items + 1] (category index
+    per item, 0 = none) feeds the ``category`` side feature.
+    """
+    cfg = {**TRAIN_DEFAULTS, **(config or {})}
+    train_keys = set(TRAIN_DEFAULTS)
+    model_cfg = {k: v for k, v in cfg.items() if k not in train_keys or k in _SHARED}
+    tcfg = {k: cfg[k] for k in train_keys}
+    data = as_seqdata(train_sequences, item_categories)
+    vocab = _vocab_for(train_sequences, data, vocab)
+    device = resolve_device(tcfg["device"])
+    _configure_threads(tcfg["threads"], device)
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    rng = np.random.default_rng(seed)
+    cases = as_cases(valid_cases) if valid_cases is not None else None
+    if cases is not None and tcfg["valid_max_cases"] and len(cases) > tcfg["valid_max_cases"]:
+        pick = np.sort(np.random.default_rng(seed + 1).choice(
+            len(cases), int(tcfg["valid_max_cases"]), replace=False))
+        cases = cases.subset(pick)
+    history = TrainHistory(model=name, config={k: v for k, v in cfg.items()})
+    vbs = int(tcfg["valid_batch_size"])
+    vex = bool(tcfg["valid_exclude_history"])
+
+    if name not in NEURAL_MODELS:
+        model_cfg.pop("max_len", None)
+        model = create_model(name, vocab, device="cpu", seed=seed, **model_cfg)
+        t0 = time.perf_counter()
+        model.fit(data)
+        history.train_seconds = time.perf_counter() - t0
+        history.train_events = data.n_events
+        history.stopped = "counted"
+        if cases is not None:
+            metrics = validate(model, cases, vex, vbs)
+            history.epochs.append({"epoch": 1, "valid": metrics,
+                                   "seconds": round(history.train_seconds, 3)})
+            history.best_epoch, history.best_valid = 1, metrics
+        return model, history
+
+    # ---- neural
+    if model_cfg.get("loss", "auto") == "auto":
+        model_cfg["loss"] = _auto_loss(vocab.n_items)
+    has_actions = data.actions is not None and any(len(a) for a in data.actions)
+    if model_cfg.get("action_head") is None:
+        model_cfg["action_head"] = bool(has_actions)
+    feats = tuple(model_cfg.get("features") or ())
+    if "category" in feats and data.item_categories is not None:
+        model_cfg.setdefault("n_categories", int(data.n_categories))
+    model: NeuralRecommender = create_model(name, vocab, device=str(device), seed=seed, **model_cfg)
+    module = model.module
+    if data.item_categories is not None:
+        module.inputs.set_item_categories(data.item_categories)
+    counts = np.bincount(np.concatenate(data.items) if data.items else np.zeros(0, np.int64),
+                         minlength=len(vocab))[: len(vocab)]
+    sampler = NegativeSampler(vocab.n_items, counts, float(module.sample_alpha), device, seed)
+    rows = build_rows(data, model.max_len, bool(tcfg["windows"]))
+    if not rows.inputs:
+        raise ValueError("no training sequence has two or more known events; nothing to learn")
+    opt = torch.optim.Adam(module.parameters(), lr=float(tcfg["lr"]),
+                           weight_decay=float(tcfg["weight_decay"]))
+    use_a = module.inputs.uses_actions
+    use_g = module.inputs.uses_gaps
+    best_score, best_state, bad = -1.0, None, 0
+    max_s = tcfg["max_seconds"]
+    t_start = time.perf_counter()
+    with _Progress(progress) as prog:
+        for epoch in range(1, int(tcfg["epochs"]) + 1):
+            module.train()
+            batches = _batches(rows, int(tcfg["batch_size"]), rng)
+            task = prog.task(f"{name} epoch {epoch}", len(batches))
+            t0 = time.perf_counter()
+            total_loss, n_ev, timed_out = 0.0, 0, False
+            for bi, idx in enumerate(batches):
+                batch, targets, tacts = _pad(rows, idx, device, use_a, use_g)
+                loss, _ = module.loss(batch, targets, tacts if model_cfg["action_head"] else None,
+                                      sampler)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if tcfg["grad_clip"]:
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), float(tcfg["grad_clip"]))
+                opt.step()
+                k = int((targets > 0).sum())
+                n_ev += k
+                total_loss += float(loss.detach()) * k
+                if bi % 10 == 0 or bi == len(batches) - 1:
+                    el = time.perf_counter() - t0
+                    prog.update(task, completed=bi + 1, loss=total_loss / max(1, n_ev),
+                                rate=n_ev / el if el > 0 else 0.0)
+                if max_s and time.perf_counter() - t_start > max_s:
+                    timed_out = True
+                    break
+            secs = time.perf_counter() - t0
+            history.train_seconds += secs
+            history.train_events += n_ev
+            rec = {"epoch": epoch, "loss": round(total_loss / max(1, n_ev), 5),
+                   "seconds": round(secs, 2), "events_per_s": round(n_ev / max(secs, 1e-9), 1)}
+            module.eval()
+            if cases is not None:
+                tv = time.perf_counter()
+                metrics = validate(model, cases, vex, vbs)
+                rec["valid"] = {k: round(v, 5) for k, v in metrics.items()}
+                rec["valid_seconds"] = round(time.perf_counter() - tv, 2)
+                score = metrics["ndcg@10"]
+                if score > best_score:
+                    best_score, bad = score, 0
+                    best_state = copy.deepcopy(module.state_dict())
+                    history.best_epoch, history.best_valid = epoch, rec["valid"]
+                else:
+                    bad += 1
+                prog.log(f"epoch {epoch}: loss {rec['loss']:.4f}, valid ndcg@10 {score:.4f} "
+                         f"hr@10 {metrics['hr@10']:.4f} ({secs:.1f}s, "
+                         f"{rec['events_per_s']:,.0f} events/s)")
+            else:
+                history.best_epoch = epoch
+            history.epochs.append(rec)
+            if timed_out:
+                history.stopped = "time_limit"
+                break
+            if cases is not None and bad >= int(tcfg["patience"]):
+                history.stopped = "early_stopping"
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    model.trained_actions = bool(model_cfg["action_head"] and has_actions)
+    return model, history
+
+
+def data_hash(paths: Sequence[str]) -> str:
+    """sha256 (first 16 hex digits) of the given files' bytes, for checkpoint metadata."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+__all__ = ["TRAIN_DEFAULTS", "Cases", "TrainHistory", "as_cases", "case_ranks", "data_hash",
+           "train_model", "validate"]
