@@ -16,6 +16,7 @@ hashes in the user state and neither appended nor scored twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from stream_app.online import WindowAggregator
 from stream_app.processor import BatchProcessor, RawRecord
 from stream_app.publisher import BatchPublisher
 from stream_app.settings import Settings
+from stream_app.worker_process import READY_MARK
 
 log = logging.getLogger("seqstream.worker")
 
@@ -55,6 +57,24 @@ class SeqstreamApp:
     windows: WindowAggregator
     table: object
     stats: WorkerStats
+
+
+def write_states(stream, table, touched: dict, last_event_of_user: dict) -> None:
+    """One table write per user per batch.
+
+    A Faust table picks the changelog partition from the stream's current event, so each
+    write runs with the user's last event of the batch as current event. The stream's own
+    current event is restored afterwards, with no ``await`` in between: take_events' buffer
+    task reads ``stream.current_event`` to pair each value with its event, and a stale one
+    there would pair later values with the wrong events.
+    """
+    saved = stream.current_event
+    try:
+        for user, st in touched.items():
+            stream._set_current_event(last_event_of_user[user])
+            table[user.encode()] = st.encode()
+    finally:
+        stream._set_current_event(saved)
 
 
 def load_model_from_settings(settings: Settings) -> Recommender:
@@ -146,9 +166,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                 offsets = [records[p].offset for p in positions]
                 result = await loop.run_in_executor(
                     executor, processor.run_model, events, states, offsets)
-                for user, st in result.touched.items():
-                    stream._set_current_event(last_of_user[user])
-                    table[user.encode()] = st.encode()
+                write_states(stream, table, result.touched, last_of_user)
             now_ms = int(time.time() * 1000)
             preds = processor.encode_predictions(events, result, now_ms) if events else []
             pub = publisher()
@@ -176,6 +194,21 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             if stats.event_watermark_ms is not None:
                 windows.advance_watermark(stats.event_watermark_ms + int(idle_s * 1000))
             await publish_windows(windows.close_until(int(time.time() * 1000)))
+
+    events_topic_name = settings.topic("events")
+
+    @app.on_rebalance_complete.connect
+    async def announce_ready(sender, **kwargs):
+        assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
+                          if tp.topic == events_topic_name)
+        print(f"{READY_MARK} partitions={assigned} model={processor.model_version}",
+              flush=True)
+
+    @app.on_before_shutdown.connect
+    async def flush_windows(sender, **kwargs):
+        # Clean shutdown: publish every open window rather than losing it.
+        with contextlib.suppress(Exception):
+            await publish_windows(windows.flush(int(time.time() * 1000)))
 
     return SeqstreamApp(settings, app, processor, windows, table, stats)
 

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real embedded broker, unique topic namespaces, tiny models."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """One embedded Tansu broker for the whole test session (memory storage, loopback)."""
+    from stream_app.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as b:
+        yield b
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def stream_settings(broker, tmp_path):
+    """Settings with a fresh topic prefix and app id, pointing at the session broker."""
+    from stream_app.settings import load_settings
+
+    tag = f"t{next(_counter)}{uuid.uuid4().hex[:6]}"
+    return load_settings(
+        broker_url=broker.url, topic_prefix=f"{tag}.", app_id=tag, web_port=0,
+        data_dir=str(tmp_path / "worker-data"), idle_close_s=1.0, session_timeout_s=6.0,
+        heartbeat_interval_s=0.5,
+    )
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent (data sets live in ../shared/data)")
+    return SHARED_DATA
