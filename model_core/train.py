@@ -120,7 +120,11 @@ def as_cases(cases) -> Cases:
                 return getattr(o, n)
         return None
 
-    hist = get(cases, "histories", "history", "batch")
+    if hasattr(cases, "target_item") and callable(getattr(cases, "batch", None)):
+        # model_core.splits.TestCases (already in the model's vocabulary: see for_vocab)
+        return Cases(cases.batch(np.arange(len(cases))),
+                     np.asarray(cases.target_item, dtype=np.int64))
+    hist = get(cases, "histories", "history")
     targets = get(cases, "targets", "target")
     if hist is None and targets is not None:
         hist = get(cases, "items")
@@ -257,10 +261,15 @@ def _pad(rows: _Rows, idx: np.ndarray, device, use_actions: bool, use_gaps: bool
 
 # --------------------------------------------------------------------------- progress
 class _Progress:
+    """Rich progress bars on a terminal; one plain line per epoch otherwise (logs, CI)."""
+
     def __init__(self, enabled: bool) -> None:
+        import sys
+
         self.enabled = enabled
+        self.plain = enabled and not sys.stderr.isatty()
         self.p = None
-        if enabled:
+        if enabled and not self.plain:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
 
@@ -289,6 +298,10 @@ class _Progress:
     def log(self, msg: str):
         if self.p is not None:
             self.p.console.log(msg)
+        elif self.plain:
+            import sys
+
+            print(time.strftime("%H:%M:%S ") + msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- training
@@ -434,6 +447,8 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
                          f"{rec['events_per_s']:,.0f} events/s)")
             else:
                 history.best_epoch = epoch
+                prog.log(f"epoch {epoch}: loss {rec['loss']:.4f} ({secs:.1f}s, "
+                         f"{rec['events_per_s']:,.0f} events/s)")
             history.epochs.append(rec)
             if timed_out:
                 history.stopped = "time_limit"
@@ -446,6 +461,41 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     module.eval()
     model.trained_actions = bool(model_cfg["action_head"] and has_actions)
     return model, history
+
+
+def item_category_table(events, vocab: ItemVocab) -> tuple[np.ndarray, list[str]]:
+    """``table[item index]`` = category index (1.., 0 = none) learned from events'
+    ``category_id`` (the last one seen per item), and the category ids by index - 1."""
+    cats: dict[str, int] = {}
+    table = np.zeros(len(vocab), dtype=np.int64)
+    for e in events:
+        c = getattr(e, "category_id", None)
+        if not c:
+            continue
+        ci = cats.get(c)
+        if ci is None:
+            ci = cats[c] = len(cats) + 1
+        i = vocab.index(e.item_id)
+        if i:
+            table[i] = ci
+    return table, list(cats)
+
+
+def sequences_from_events(events, vocab: ItemVocab | None = None, by: str = "user"):
+    """Per-user (``by="user"``) or per-session (``"session"``) sequences of ``events``, the
+    vocabulary (built from ``events`` when not given) and the item -> category table."""
+    from model_core.sequences import build_vocab, group_by_user, session_keys
+
+    events = list(events)
+    vocab = vocab if vocab is not None else build_vocab(events)
+    if by == "session":
+        seqs = group_by_user(events, vocab, keys=session_keys(events))
+    elif by == "user":
+        seqs = group_by_user(events, vocab)
+    else:
+        raise ValueError(f"group sequences by 'user' or 'session', not {by!r}")
+    table, cat_ids = item_category_table(events, vocab)
+    return seqs, vocab, (table if cat_ids else None)
 
 
 def data_hash(paths: Sequence[str]) -> str:
@@ -461,4 +511,4 @@ def data_hash(paths: Sequence[str]) -> str:
 
 
 __all__ = ["TRAIN_DEFAULTS", "Cases", "TrainHistory", "as_cases", "case_ranks", "data_hash",
-           "train_model", "validate"]
+           "item_category_table", "sequences_from_events", "train_model", "validate"]

@@ -92,8 +92,8 @@ class SequenceModule(nn.Module):
         self.gbce_t = gbce_t
         self.logq = logq
         self.action_weight = action_weight
-        self.item_emb = ItemEmbedding(n_items, dim, mode=item_mode, text_dim=text_dim)
-        self.inputs = InputEncoder(self.item_emb, tuple(features), combine, n_categories)
+        self.inputs = InputEncoder(ItemEmbedding(n_items, dim, mode=item_mode, text_dim=text_dim),
+                                   tuple(features), combine, n_categories)
         self.action_head = nn.Linear(dim, N_ACTIONS) if action_head else None
         self.config = {
             "dim": dim, "loss": loss, "negatives": negatives, "sample_alpha": sample_alpha,
@@ -102,6 +102,11 @@ class SequenceModule(nn.Module):
             "action_weight": action_weight, "item_mode": item_mode, "text_dim": text_dim,
             "logq": logq,
         }
+
+    @property
+    def item_emb(self) -> ItemEmbedding:
+        """The item representation (input and tied output), ``self.inputs.items``."""
+        return self.inputs.items
 
     # -- to implement
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor, actions=None,

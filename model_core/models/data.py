@@ -43,11 +43,9 @@ class SeqData:
 
 def _get(obj, *names):
     for n in names:
-        v = getattr(obj, n, None)
+        v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
         if v is not None:
             return v
-        if isinstance(obj, dict) and obj.get(n) is not None:
-            return obj[n]
     return None
 
 

@@ -57,10 +57,11 @@ class SASRecModule(SequenceModule):
 
     def encode(self, item_seq, lengths, actions=None, gaps=None) -> torch.Tensor:
         n = item_seq.shape[1]
-        if n > self.max_len:
-            raise ValueError(f"sequence width {n} exceeds max_len {self.max_len}")
+        pos = self.pos.weight[:n]  # [min(L, max_len), dim]
+        if n > self.max_len:  # only padding lies beyond max_len (inputs keep the last max_len)
+            pos = torch.cat([pos, pos.new_zeros(n - self.max_len, self.dim)])
         x = self.inputs(item_seq, actions, gaps) * (self.dim ** 0.5)  # [B, L, dim]
-        x = x + self.pos.weight[:n].unsqueeze(0)
+        x = x + pos.unsqueeze(0)
         x = self.in_drop(x)
         for blk in self.blocks:  # causal: position t sees 0..t only, padding sits after
             x = blk(x)

@@ -1,0 +1,157 @@
+"""``seqstream train``: read a log, split it, train a model, save a checkpoint directory.
+
+    seqstream train --data ../shared/data/bert4rec_beauty/beauty.txt --format seqtxt \\
+        --model sasrec --out runs/sasrec-beauty --loss sampled --negatives 2048
+
+The split (``--protocol``) gives the training events and the validation cases used for early
+stopping on NDCG@10; the test part is never looked at here (``seqstream evaluate`` does).
+With ``temporal`` and ``session`` the model validated on the earlier part is refitted on all
+training events for the best number of epochs (``--no-refit`` keeps the validated model).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model and save a checkpoint directory")
+    p.add_argument("--data", required=True, help="behaviour log file")
+    p.add_argument("--format", dest="fmt", default=None,
+                   help="taobao | yoochoose | jsonl | csv | seqtxt | recbole (guessed when absent)")
+    p.add_argument("--model", required=True, help="popular | markov | itemknn | gru4rec | sasrec")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--protocol", default="loo", choices=("loo", "temporal", "session"))
+    p.add_argument("--test", default=None, help="session protocol: test sessions file")
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=None, help="gru4rec: recurrent units (default dim)")
+    p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--heads", type=int, default=None, help="sasrec: attention heads")
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--cell", default=None, choices=("gru", "lstm"), help="gru4rec cell")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--loss", default="auto", choices=("auto", "ce", "sampled", "gbce"),
+                   help="auto: full cross-entropy up to 20,000 items, else sampled")
+    p.add_argument("--negatives", type=int, default=2048, help="sampled / gbce negatives per batch")
+    p.add_argument("--sample-alpha", type=float, default=0.0,
+                   help="negatives drawn by popularity**alpha (0 = uniform)")
+    p.add_argument("--in-batch", action="store_true", help="sampled: add in-batch negatives")
+    p.add_argument("--gbce-t", type=float, default=0.75)
+    p.add_argument("--features", default="",
+                   help="side features, comma-separated: action,category,gap")
+    p.add_argument("--combine", default="sum", choices=("sum", "concat"))
+    p.add_argument("--no-action-head", action="store_true",
+                   help="do not train the next-action head even when the log has actions")
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--valid-max-cases", type=int, default=None,
+                   help="validate on a fixed random subset of this many cases")
+    p.add_argument("--max-seconds", type=float, default=None, help="training time limit")
+    p.add_argument("--no-refit", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _config(args) -> dict:
+    cfg = {
+        "max_len": args.max_len, "dim": args.dim, "epochs": args.epochs,
+        "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
+        "patience": args.patience, "device": args.device, "threads": args.threads,
+        "valid_max_cases": args.valid_max_cases, "max_seconds": args.max_seconds,
+        "loss": args.loss, "negatives": args.negatives, "sample_alpha": args.sample_alpha,
+        "in_batch": args.in_batch, "gbce_t": args.gbce_t, "combine": args.combine,
+        "features": [f.strip() for f in args.features.split(",") if f.strip()],
+    }
+    if args.no_action_head:
+        cfg["action_head"] = False
+    for k in ("hidden", "layers", "heads", "dropout", "cell"):
+        v = getattr(args, k)
+        if v is not None:
+            cfg[k] = v
+    if args.model == "gru4rec":
+        cfg.pop("heads", None)
+    if args.model == "sasrec":
+        cfg.pop("hidden", None)
+        cfg.pop("cell", None)
+    if args.model not in ("gru4rec", "sasrec"):
+        cfg = {k: v for k, v in cfg.items() if k in ("epochs", "device", "threads", "max_len",
+                                                      "valid_max_cases")}
+    return cfg
+
+
+def run(args) -> int:
+    from model_core.checkpoint import save_model
+    from model_core.datasets import guess_format, read_log
+    from model_core.exceptions import DataFormatError
+    from model_core.models import MODELS
+    from model_core.splits import make_split
+    from model_core.train import data_hash, sequences_from_events, train_model
+
+    if args.model not in MODELS:
+        raise DataFormatError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
+    fmt = args.fmt or guess_format(args.data)
+    if fmt is None:
+        raise DataFormatError(f"cannot guess the format of {args.data}; pass --format")
+    t0 = time.perf_counter()
+    log = read_log(args.data, fmt)
+    if log.rejected:
+        first = log.errors[0] if log.errors else None
+        where = f" (first: line {first.line_no}: {first.reason})" if first else ""
+        print(f"read {len(log.events)} events from {args.data}; rejected {log.rejected} "
+              f"line(s){where}", file=sys.stderr)
+    if not log.events:
+        raise DataFormatError(f"{args.data}: no valid events")
+    test_events = None
+    if args.test:
+        tlog = read_log(args.test, fmt)
+        test_events = tlog.events
+    split = make_split(log.events, args.protocol, test_events=test_events)
+    by = "session" if args.protocol == "session" else "user"
+    refit = split.fit_events is not split.train_events and not args.no_refit \
+        and len(split.fit_events) != len(split.train_events)
+    cfg = _config(args)
+
+    # 1. fit on the part before the validation cases, early stopping on them
+    seqs, vocab, cats = sequences_from_events(split.fit_events, by=by)
+    valid, dropped = split.valid.for_vocab(vocab)
+    print(f"{args.model}: {seqs.n_events} training events, {len(seqs)} sequences, "
+          f"{vocab.n_items} items; {len(valid)} validation cases "
+          f"({dropped} with an item unseen in training skipped)", file=sys.stderr)
+    model, hist = train_model(args.model, seqs, valid if len(valid) else None, config=cfg,
+                              progress=not args.quiet, seed=args.seed, vocab=vocab,
+                              item_categories=cats)
+    valid_metrics = hist.best_valid
+    history = [hist.to_dict()]
+    # 2. refit on every training event for the chosen number of epochs
+    if refit:
+        seqs, vocab, cats = sequences_from_events(split.train_events, by=by)
+        cfg2 = {**cfg, "epochs": hist.best_epoch or cfg.get("epochs", 1), "max_seconds": None}
+        print(f"refit on {seqs.n_events} events for {cfg2['epochs']} epoch(s)", file=sys.stderr)
+        model, hist2 = train_model(args.model, seqs, None, config=cfg2,
+                                   progress=not args.quiet, seed=args.seed, vocab=vocab,
+                                   item_categories=cats)
+        history.append(hist2.to_dict())
+    meta = {
+        "data": {"path": str(args.data), "format": fmt, "sha256_16": data_hash([args.data]),
+                 "events": len(log.events), "rejected_lines": log.rejected,
+                 "test_file": args.test},
+        "split": {"protocol": args.protocol, "info": split.info, "refit": refit,
+                  "sequences_by": by},
+        "valid_metrics": valid_metrics,
+        "training": history,
+        "seed": args.seed,
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+    }
+    out = save_model(model, args.out, meta)
+    m = valid_metrics or {}
+    shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("ndcg@10", "hr@10") if k in m)
+    print(f"saved {model.name} ({model.version}) to {out}"
+          + (f"; best validation {shown} at epoch {history[0]['best_epoch']}" if shown else ""))
+    return 0
