@@ -1,0 +1,420 @@
+"""Offline evaluation of a :class:`~model_core.predictor.Recommender` on test cases.
+
+    result = evaluate(model, split.test)            # full ranking, conservative ties
+    result.metrics["hr@10"], result.ci["hr@10"]     # mean and 95 % bootstrap interval
+
+Protocol (all maths in :mod:`model_core.metrics`):
+
+- **Full ranking** by default: ``model.score(batch)`` gives a score to every catalogue item;
+  the target's rank counts the items scored above it, plus tied items as the tie policy says
+  (``conservative``: every tie ranks above the target, GRU4Rec's official choice).
+- ``exclude_history=True`` sets the scores of the case's history items to ``-inf`` before
+  ranking — except the target itself, so a repeated item can still be hit.
+- ``sampled=("uniform" | "popularity", n)``: *additionally* ranks the target among ``n``
+  negatives drawn per case without replacement (never the target; never history items when
+  history is excluded). Reported under ``result.sampled`` beside the full-ranking figures,
+  which stay the headline (sampled metrics can mis-rank models: Krichene & Rendle 2020).
+- Cases whose target the model's vocabulary does not know are skipped and counted
+  (``n_skipped_unknown``); ``case_index`` says which of the given cases were evaluated, so two
+  models can be compared on the cases both could rank (:func:`paired_comparison`).
+- Next action: when the model returns ``action_probs``, accuracy, per-class P/R/F1 and
+  macro-F1 of the arg-max, beside a majority-class baseline (the most frequent training action
+  when given, else the most frequent action in the cases' histories — never the targets).
+- Coverage: distinct items in the top-``max(ks)`` lists over all cases / catalogue size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from model_core.metrics import (
+    bootstrap_ci,
+    case_matrix,
+    classification_report,
+    full_ranks,
+    metric_names,
+    paired_bootstrap,
+)
+from model_core.predictor import Recommender, SequenceBatch
+from model_core.splits import TestCase, TestCases
+from model_core.vocab import UNKNOWN
+from schemas.actions import ACTIONS, N_ACTIONS
+
+SAMPLING_MODES = ("uniform", "popularity")
+DEFAULT_KS = (1, 5, 10, 20)
+
+
+@dataclass
+class EvaluationResult:
+    model: str
+    n_cases: int  # cases evaluated
+    ks: tuple[int, ...]
+    ties: str
+    exclude_history: bool
+    metrics: dict[str, float]  # "hr@10", "ndcg@10", "mrr@20", ...
+    ci: dict[str, tuple[float, float]]  # same keys -> 95 % bootstrap interval
+    per_case: dict[str, np.ndarray]  # same keys -> per-case values (for paired tests)
+    ranks: np.ndarray  # [n_cases] 1-based full-catalogue ranks
+    case_index: np.ndarray  # [n_cases] positions of the evaluated cases in the input
+    coverage: float
+    n_skipped_unknown: int = 0
+    protocol: str | None = None
+    sampled: dict[str, Any] | None = None  # {"mode", "n", "metrics", "ci"}
+    action: dict[str, Any] | None = None  # classification report of the next-action head
+    action_baseline: dict[str, Any] | None = None  # majority class: {"class", report...}
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no per-case arrays)."""
+        out: dict[str, Any] = {
+            "model": self.model, "protocol": self.protocol, "n_test_cases": self.n_cases,
+            "n_skipped_unknown_target": self.n_skipped_unknown, "ks": list(self.ks),
+            "ties": self.ties, "exclude_history": self.exclude_history,
+            "metrics": _clean(self.metrics), "ci": {k: _clean(list(v)) for k, v in self.ci.items()},
+            "coverage": _clean(self.coverage),
+        }
+        if self.sampled is not None:
+            out["sampled"] = {"mode": self.sampled["mode"], "n": self.sampled["n"],
+                              "metrics": _clean(self.sampled["metrics"]),
+                              "ci": {k: _clean(list(v)) for k, v in self.sampled["ci"].items()}}
+        if self.action is not None:
+            out["action"] = _clean(self.action)
+        if self.action_baseline is not None:
+            out["action_baseline"] = _clean(self.action_baseline)
+        if self.extra:
+            out["extra"] = _clean(self.extra)
+        return out
+
+
+def _clean(v: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, recursively (strict JSON)."""
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+# --------------------------------------------------------------------------- case access
+class _CaseView:
+    """Uniform access to :class:`TestCases` or a sequence of :class:`TestCase`."""
+
+    def __init__(self, cases: TestCases | Sequence[TestCase], model: Recommender) -> None:
+        if isinstance(cases, TestCases):
+            known = _known_mask(cases, model)
+            self.index = np.flatnonzero(known)
+            self.n_skipped = int((~known).sum())
+            enc, _ = cases.subset(self.index).for_vocab(model.vocab)
+            self._cases: TestCases | list[TestCase] = enc
+            self.targets = enc.target_item.astype(np.int64)
+            self.target_actions = enc.target_action.astype(np.int64)
+        else:
+            lst = list(cases)
+            tg = np.asarray([c.target_item for c in lst], dtype=np.int64)
+            known = (tg != UNKNOWN) & (tg < len(model.vocab))
+            self.index = np.flatnonzero(known)
+            self.n_skipped = int((~known).sum())
+            self._cases = [lst[i] for i in self.index]
+            self.targets = tg[self.index]
+            self.target_actions = np.asarray([c.target_action for c in self._cases],
+                                             dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def batch(self, s: int, e: int, max_len: int | None) -> SequenceBatch:
+        if isinstance(self._cases, TestCases):
+            return self._cases.batch(range(s, e), max_len=max_len)
+        sub = self._cases[s:e]
+        cut = (lambda a: a) if max_len is None else (lambda a: a[-max_len:] if max_len else a[:0])
+        return SequenceBatch(items=[cut(np.asarray(c.history_items, dtype=np.int32)) for c in sub],
+                             actions=[cut(np.asarray(c.history_actions, dtype=np.uint8))
+                                      for c in sub],
+                             timestamps_ms=[cut(np.asarray(c.history_ts, dtype=np.int64))
+                                            for c in sub])
+
+    def history_items(self, s: int, e: int) -> list[np.ndarray]:
+        """Full histories (not truncated): what exclusion removes."""
+        if isinstance(self._cases, TestCases):
+            return self._cases.batch(range(s, e)).items
+        return [np.asarray(c.history_items) for c in self._cases[s:e]]
+
+    def history_actions_all(self) -> np.ndarray:
+        if isinstance(self._cases, TestCases):
+            b = self._cases.batch(range(len(self)))
+            parts = b.actions or []
+        else:
+            parts = [np.asarray(c.history_actions) for c in self._cases]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def _known_mask(cases: TestCases, model: Recommender) -> np.ndarray:
+    if cases.vocab is model.vocab or cases.vocab.fingerprint() == model.vocab.fingerprint():
+        known_by_idx = np.ones(len(cases.vocab), dtype=bool)
+    else:
+        lut = model.vocab.indices(cases.vocab.item_id(i) for i in range(len(cases.vocab)))
+        known_by_idx = lut != UNKNOWN
+    known_by_idx[UNKNOWN] = False
+    return known_by_idx[cases.target_item]
+
+
+# --------------------------------------------------------------------------- helpers
+def _action_probs(model: Recommender, batch: SequenceBatch) -> np.ndarray | None:
+    fn = getattr(model, "action_probs", None)
+    if callable(fn):
+        return fn(batch)
+    return model.predict_topk(batch, 1).action_probs
+
+
+def _exclude(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray) -> None:
+    for b, h in enumerate(histories):
+        h = np.asarray(h, dtype=np.int64)
+        h = h[(h > 0) & (h != targets[b]) & (h < scores.shape[1])]
+        scores[b, h] = -np.inf
+
+
+def _sample_negatives(rng: np.random.Generator, log_p: np.ndarray | None, n_items_cols: int,
+                      forbid: list[np.ndarray], n: int) -> np.ndarray:
+    """[B, n] distinct negatives per row by the Gumbel-top-k trick (exact sampling without
+    replacement proportional to ``exp(log_p)``; uniform when ``log_p`` is None)."""
+    b = len(forbid)
+    keys = rng.gumbel(size=(b, n_items_cols))
+    if log_p is not None:
+        keys += log_p[None, :]
+    keys[:, UNKNOWN] = -np.inf
+    for r, f in enumerate(forbid):
+        keys[r, f] = -np.inf
+    n_eff = min(n, n_items_cols - 1)
+    part = np.argpartition(-keys, n_eff - 1, axis=1)[:, :n_eff]
+    ok = np.take_along_axis(keys, part, axis=1) > -np.inf
+    # rows with fewer allowed items than n: drop the forbidden picks (marked -1)
+    return np.where(ok, part, -1)
+
+
+def _sampled_ranks(scores: np.ndarray, targets: np.ndarray, neg: np.ndarray, ties: str) -> np.ndarray:
+    rows = np.arange(len(targets))
+    t = scores[rows, targets][:, None]
+    valid = neg >= 0
+    ns = np.where(valid, np.take_along_axis(scores, np.maximum(neg, 0), axis=1), -np.inf)
+    above = ((ns > t) & valid).sum(axis=1)
+    equal = ((ns == t) & valid).sum(axis=1)
+    if ties == "optimistic":
+        return above + 1.0
+    if ties == "average":
+        return above + equal / 2.0 + 1.0
+    return above + equal + 1.0
+
+
+def _cis(per_case: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, tuple[float, float]]:
+    if n_boot <= 0:
+        return {k: (float("nan"), float("nan")) for k in per_case}
+    return {k: bootstrap_ci(v, n_boot=n_boot, seed=seed) for k, v in per_case.items()}
+
+
+# --------------------------------------------------------------------------- evaluate
+def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
+             ks: Sequence[int] = DEFAULT_KS, ties: str = "conservative",
+             exclude_history: bool = False,
+             sampled: tuple[str, int] | None = None, n_boot: int = 1000, *,
+             batch_size: int = 256, max_len: int | None = None, seed: int = 0,
+             item_counts: np.ndarray | None = None, majority_action: int | None = None,
+             protocol: str | None = None) -> EvaluationResult:
+    """Evaluate ``model`` on ``cases`` (see the module docstring).
+
+    ``max_len``: histories are cut to their last ``max_len`` events before scoring (exclusion
+    still uses the whole history). ``item_counts`` [len(model.vocab)]: training counts for
+    popularity-sampled negatives (default: the model's ``item_counts`` if it has them).
+    """
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    if not ks or ks[0] < 1:
+        raise ValueError(f"cut-offs must be positive integers, got {ks}")
+    log_p = None
+    if sampled is not None:
+        mode, n_neg = sampled
+        if mode not in SAMPLING_MODES:
+            raise ValueError(f"unknown sampling {mode!r}; choose one of {', '.join(SAMPLING_MODES)}")
+        if int(n_neg) < 1:
+            raise ValueError("the number of sampled negatives must be >= 1")
+        if mode == "popularity":
+            counts = item_counts if item_counts is not None else getattr(model, "item_counts", None)
+            if counts is None:
+                raise ValueError("popularity sampling needs item_counts (training counts per "
+                                 "vocabulary index)")
+            c = np.asarray(counts, dtype=np.float64)[: len(model.vocab)]
+            with np.errstate(divide="ignore"):
+                log_p = np.log(c)
+    view = _CaseView(cases, model)
+    n = len(view)
+    k_max = ks[-1]
+    ranks = np.empty(n, dtype=np.float64)
+    s_ranks = np.empty(n, dtype=np.float64) if sampled is not None else None
+    recommended: set[int] = set()
+    probs_all: list[np.ndarray] = []
+    has_actions: bool | None = None
+    rng = np.random.default_rng(seed)
+    for s in range(0, n, batch_size):
+        e = min(n, s + batch_size)
+        batch = view.batch(s, e, max_len)
+        tg = view.targets[s:e]
+        scores = np.array(model.score(batch), dtype=np.float32, copy=True)
+        scores[:, UNKNOWN] = -np.inf
+        hist = view.history_items(s, e) if (exclude_history or sampled is not None) else []
+        if exclude_history:
+            _exclude(scores, hist, tg)
+        ranks[s:e] = full_ranks(scores, tg, ties)
+        kk = min(k_max, scores.shape[1] - 1)
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        top_ok = np.take_along_axis(scores, top, axis=1) > -np.inf
+        recommended.update(np.unique(top[top_ok]).tolist())
+        if sampled is not None:
+            forbid = []
+            for r, h in enumerate(hist):
+                f = [tg[r]]
+                if exclude_history:
+                    f.extend(np.asarray(h, dtype=np.int64)[np.asarray(h) > 0].tolist())
+                forbid.append(np.asarray(f, dtype=np.int64))
+            neg = _sample_negatives(rng, log_p, scores.shape[1], forbid, int(sampled[1]))
+            s_ranks[s:e] = _sampled_ranks(scores, tg, neg, ties)
+        if has_actions is not False:
+            p = _action_probs(model, batch)
+            has_actions = p is not None
+            if p is not None:
+                probs_all.append(np.asarray(p))
+    per_case = case_matrix(ranks, ks)
+    names = metric_names(ks)
+    per_case = {k: per_case[k] for k in names}
+    metrics = {k: float(v.mean()) if n else float("nan") for k, v in per_case.items()}
+    n_catalogue = model.vocab.n_items
+    result = EvaluationResult(
+        model=getattr(model, "name", type(model).__name__), n_cases=n, ks=ks, ties=ties,
+        exclude_history=exclude_history, metrics=metrics, ci=_cis(per_case, n_boot, seed),
+        per_case=per_case, ranks=ranks, case_index=view.index,
+        coverage=len(recommended - {UNKNOWN}) / n_catalogue if n_catalogue else 0.0,
+        n_skipped_unknown=view.n_skipped, protocol=protocol,
+    )
+    if s_ranks is not None:
+        sp = case_matrix(s_ranks, ks)
+        sp = {k: sp[k] for k in names}
+        result.sampled = {"mode": sampled[0], "n": int(sampled[1]),
+                          "metrics": {k: float(v.mean()) if n else float("nan")
+                                      for k, v in sp.items()},
+                          "ci": _cis(sp, n_boot, seed), "per_case": sp, "ranks": s_ranks}
+    if n:
+        y_true = view.target_actions
+        if probs_all:
+            y_pred = np.argmax(np.concatenate(probs_all), axis=1)
+            result.action = classification_report(y_true, y_pred, N_ACTIONS, ACTIONS)
+            result.per_case["action_acc"] = (y_pred == y_true).astype(np.float64)
+            result.action["accuracy_ci"] = list(
+                _cis({"a": result.per_case["action_acc"]}, n_boot, seed)["a"])
+        if majority_action is None:
+            ha = view.history_actions_all()
+            majority_action = int(np.bincount(ha, minlength=N_ACTIONS).argmax()) if len(ha) else 0
+        base = classification_report(y_true, np.full(n, majority_action), N_ACTIONS, ACTIONS)
+        result.action_baseline = {"class": ACTIONS[majority_action], **base}
+    return result
+
+
+# --------------------------------------------------------------------------- comparison
+def paired_comparison(a: EvaluationResult, b: EvaluationResult, n_boot: int = 1000,
+                      seed: int = 0) -> dict[str, dict[str, float]]:
+    """Paired bootstrap of ``a - b`` per metric over the cases both results evaluated."""
+    common, ia, ib = np.intersect1d(a.case_index, b.case_index, return_indices=True)
+    out: dict[str, dict[str, float]] = {}
+    if len(common) == 0:
+        return out
+    for name in a.per_case:
+        if name not in b.per_case:
+            continue
+        d = paired_bootstrap(a.per_case[name][ia], b.per_case[name][ib], n_boot=n_boot,
+                             seed=seed)
+        d["a"] = float(a.per_case[name][ia].mean())
+        d["b"] = float(b.per_case[name][ib].mean())
+        d["n"] = int(len(common))
+        out[name] = d
+    return out
+
+
+__all__ = ["DEFAULT_KS", "SAMPLING_MODES", "EvaluationResult", "evaluate", "paired_comparison"]
+
+
+# --------------------------------------------------------------------------- prequential
+def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequence = (),
+                         ks: Sequence[int] = DEFAULT_KS, exclude_history: bool = False,
+                         max_len: int = 50, batch_size: int = 1000, n_boot: int = 1000,
+                         seed: int = 0) -> EvaluationResult:
+    """Test-then-learn over ``events`` with the stream's own engine
+    (:class:`model_core.prequential.PrequentialEngine`).
+
+    ``warm_events`` (e.g. the training period) are first appended to the users' sequences
+    without scoring, as a stream that had been running would hold them (only each user's last
+    warm event is predicted from, so the first evaluated event has a prediction). Each
+    event of ``events`` is then scored against the top-``max(ks)`` list predicted after the
+    user's previous event (rank = position in that list; beyond it, or an item unknown to the
+    model, is a miss); events with no previous prediction are not scored. Ties follow the
+    order of the model's top-K (``ties="topk"``), as online.
+    """
+    from model_core.metrics import RankingAccumulator
+    from model_core.prequential import PrequentialEngine, PrequentialSummary
+    from model_core.sequence_state import UserState, event_hash
+    from schemas.actions import action_index
+
+    ks = tuple(sorted(set(int(k) for k in ks)))
+    engine = PrequentialEngine(model, max_len=max_len, k=ks[-1], exclude_history=exclude_history)
+    states: dict[str, UserState] = {}
+    index = model.vocab.index
+    warm = sorted(warm_events, key=lambda e: e.timestamp_ms)
+    last_of = {ev.user_id: i for i, ev in enumerate(warm)}
+    for i, ev in enumerate(warm):
+        if last_of[ev.user_id] == i:
+            continue  # the user's last warm event goes through the engine (below)
+        st = states.get(ev.user_id)
+        if st is None:
+            st = states[ev.user_id] = UserState()
+        st.append(index(ev.item_id), action_index(ev.action), ev.timestamp_ms,
+                  event_hash(ev.event_id), max_len)
+    # one engine pass over each user's last warm event: appended, then a prediction is made
+    # from it, which the user's first evaluated event is scored against (nothing is scored here)
+    lasts = [warm[i] for i in sorted(last_of.values())]
+    for s in range(0, len(lasts), batch_size):
+        engine.process(lasts[s:s + batch_size], states)
+    summary = PrequentialSummary(ranking=RankingAccumulator(ks))
+    events = list(events)
+    recommended: set[int] = set()
+    for s in range(0, len(events), batch_size):
+        res = engine.process(events[s:s + batch_size], states)
+        summary.add(res)
+        summary.n_events += len(events[s:s + batch_size])
+        recommended.update(np.unique(res.topk.items).tolist())
+    ranks = np.asarray(summary.ranks, dtype=np.float64)
+    names = metric_names(ks)
+    pc = case_matrix(ranks, ks)
+    per_case = {k: pc[k] for k in names}
+    n = len(ranks)
+    result = EvaluationResult(
+        model=getattr(model, "name", type(model).__name__), n_cases=n, ks=ks, ties="topk",
+        exclude_history=exclude_history,
+        metrics={k: float(v.mean()) if n else float("nan") for k, v in per_case.items()},
+        ci=_cis(per_case, n_boot, seed), per_case=per_case, ranks=ranks,
+        case_index=np.arange(n), coverage=len(recommended - {UNKNOWN}) / max(1, model.vocab.n_items),
+        protocol="prequential",
+        extra={"events": summary.n_events, "scored": summary.n_scored,
+               "warm_events": len(warm_events)},
+    )
+    rep = summary.action_report()
+    if rep is not None:
+        result.action = rep
+    return result
+
+
+__all__ += ["evaluate_prequential"]

@@ -1,0 +1,311 @@
+"""``seqstream evaluate``: offline evaluation of a checkpoint or a freshly trained model.
+
+    seqstream evaluate --data UserBehavior.csv --format taobao --model gru4rec --protocol temporal
+    seqstream evaluate --data train.txt --format yoochoose --test test.txt --protocol session \
+        --model runs/gru4rec --ks 5,10,20 --json
+
+``--model`` is a checkpoint directory, or a model name (popular, markov, itemknn, gru4rec,
+sasrec) that is first trained on the protocol's train part (validated on its validation part).
+With ``--json`` the last line of the output is one JSON object: ``metrics``, ``ci``,
+``protocol``, ``model``, ``n_test_cases`` and more.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROTOCOLS = ("loo", "temporal", "session", "prequential")
+
+
+def add_data_options(p) -> None:
+    p.add_argument("--data", required=True, help="behaviour log file")
+    p.add_argument("--format", "-f", dest="fmt", default=None,
+                   help="taobao | yoochoose | jsonl | csv | seqtxt | recbole (guessed if omitted)")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="reader option (repeatable), e.g. --opt time_unit=ms --opt header=false")
+    p.add_argument("--columns", default=None,
+                   help='csv column mapping as JSON, e.g. \'{"user_id":"uid","item_id":"iid"}\'')
+    p.add_argument("--protocol", choices=PROTOCOLS, default="temporal")
+    p.add_argument("--test", default=None,
+                   help="separate test log (session protocol), same format as --data")
+    p.add_argument("--quantile", type=float, default=0.8,
+                   help="time cut: share of events (by time) before the test part")
+    p.add_argument("--ks", default="1,5,10,20", help="cut-offs, comma-separated")
+    p.add_argument("--ties", default="conservative",
+                   choices=("conservative", "optimistic", "average"))
+    p.add_argument("--exclude-history", action="store_true",
+                   help="never rank a case's history items (the target excepted)")
+    p.add_argument("--sampled", default=None, metavar="MODE:N",
+                   help="also report metrics against N sampled negatives (uniform:100, popularity:100)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+    p.add_argument("--max-cases", type=int, default=None,
+                   help="evaluate a seeded random subset of this many test cases")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--config", default=None,
+                   help="training config for a model NAME, as JSON (epochs, dim, lr, ...)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs for a model NAME")
+    p.add_argument("--save", default=None, help="save a model trained here to this directory")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="offline evaluation (loo, temporal, session, prequential)")
+    add_data_options(p)
+    p.add_argument("--model", required=True, help="checkpoint directory or model name")
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------- shared steps
+def parse_ks(text: str) -> tuple[int, ...]:
+    from model_core.exceptions import ModelCoreError
+
+    try:
+        ks = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise ModelCoreError(f"--ks must be comma-separated integers, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise ModelCoreError(f"--ks must be positive, got {text!r}")
+    return ks
+
+
+def parse_sampled(text: str | None) -> tuple[str, int] | None:
+    from model_core.evaluate import SAMPLING_MODES
+    from model_core.exceptions import ModelCoreError
+
+    if not text:
+        return None
+    mode, _, n = text.partition(":")
+    if mode not in SAMPLING_MODES or not n.isdigit() or int(n) < 1:
+        raise ModelCoreError(f"--sampled must be MODE:N with MODE in {', '.join(SAMPLING_MODES)}, "
+                             f"got {text!r}")
+    return mode, int(n)
+
+
+def _opt_value(v: str) -> Any:
+    low = v.lower()
+    if low in ("true", "yes"):
+        return True
+    if low in ("false", "no"):
+        return False
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def read_events(path: str, fmt: str | None, opts: list[str], columns: str | None, quiet: bool):
+    from model_core.datasets import guess_format, read_log
+    from model_core.exceptions import DataFormatError
+
+    fmt = fmt or guess_format(path)
+    if fmt is None:
+        raise DataFormatError(f"cannot guess the format of {path}; pass --format")
+    kw: dict[str, Any] = {}
+    for o in opts:
+        k, sep, v = o.partition("=")
+        if not sep:
+            raise DataFormatError(f"--opt takes KEY=VALUE, got {o!r}")
+        kw[k.strip()] = _opt_value(v.strip())
+    if columns:
+        try:
+            kw["columns"] = json.loads(columns)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"--columns is not valid JSON: {e}") from None
+    res = read_log(path, fmt, **kw)
+    if res.rejected:
+        print(f"{path}: {len(res.events)} events, {res.rejected} rejected line(s)", file=sys.stderr)
+        for r in res.errors[:3]:
+            print(f"  line {r.line_no}: {r.reason}", file=sys.stderr)
+    if not res.events:
+        raise DataFormatError(f"{path}: no valid events as format {fmt!r}")
+    return res.events
+
+
+@dataclass
+class Prepared:
+    protocol: str
+    split: Any  # model_core.splits.Split (None for prequential)
+    train_events: list
+    test_events: list  # prequential: the events streamed after the cut
+    info: dict
+
+
+def prepare(args) -> Prepared:
+    from model_core.splits import make_split, split_temporal
+
+    quiet = args.json
+    events = read_events(args.data, args.fmt, args.opt, args.columns, quiet)
+    test_events = (read_events(args.test, args.fmt, args.opt, args.columns, quiet)
+                   if args.test else None)
+    if args.protocol == "prequential":
+        if test_events is not None:
+            return Prepared("prequential", None, events, sorted(test_events,
+                                                                key=lambda e: e.timestamp_ms),
+                            {"test_file": args.test})
+        sp = split_temporal(events, quantile=args.quantile)
+        cut = sp.info["cut_ts"]
+        rest = sorted((e for e in events if cut is not None and e.timestamp_ms >= cut),
+                      key=lambda e: e.timestamp_ms)
+        return Prepared("prequential", None, sp.train_events, rest, {"cut_ts": cut})
+    if test_events is not None and args.protocol != "session":
+        from model_core.exceptions import ModelCoreError
+
+        raise ModelCoreError("--test is used by the session and prequential protocols only")
+    split = make_split(events, args.protocol, test_events=test_events, quantile=args.quantile)
+    return Prepared(args.protocol, split, split.train_events, [], dict(split.info))
+
+
+def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
+    """Load a checkpoint directory, or train model ``spec`` on the train part."""
+    from model_core.exceptions import ModelCoreError
+    from model_core.models import MODELS
+
+    if Path(spec).is_dir():
+        from model_core.checkpoint import load_model
+
+        return load_model(spec, device=args.device)
+    if spec not in MODELS:
+        raise ModelCoreError(f"--model {spec!r} is neither a checkpoint directory nor a model "
+                             f"name ({', '.join(MODELS)})")
+    from model_core.sequences import build_vocab, group_by_user
+    from model_core.train import train_model
+
+    vocab = build_vocab(prep.train_events)
+    seqs = group_by_user(prep.train_events, vocab)
+    valid = None
+    if prep.split is not None and len(prep.split.valid):
+        vc, _ = prep.split.valid.for_vocab(vocab)
+        if len(vc):
+            valid = {"histories": vc.batch(range(len(vc))), "targets": vc.target_item}
+    config: dict[str, Any] = json.loads(args.config) if args.config else {}
+    if args.epochs is not None:
+        config["epochs"] = args.epochs
+    config.setdefault("device", args.device)
+    if not quiet:
+        print(f"training {spec} on {len(prep.train_events)} events "
+              f"({len(seqs)} sequences, {vocab.n_items} items)", file=sys.stderr)
+    model, _history = train_model(spec, seqs, valid, config=config, progress=False,
+                                  seed=args.seed, vocab=vocab)
+    if args.save:
+        model.save(args.save)
+    return model
+
+
+def train_stats(model, train_events) -> tuple:
+    """(item_counts in the model's vocabulary, majority training action)."""
+    import numpy as np
+
+    from schemas import N_ACTIONS, action_index
+
+    counts = np.zeros(len(model.vocab), dtype=np.float64)
+    idx = model.vocab.indices(e.item_id for e in train_events)
+    np.add.at(counts, idx, 1.0)
+    counts[0] = 0.0
+    acts = np.bincount([action_index(e.action) for e in train_events], minlength=N_ACTIONS)
+    return counts, (int(acts.argmax()) if acts.sum() else None)
+
+
+def run_evaluation(model, prep: Prepared, args, cases_pick=None):
+    from model_core.evaluate import evaluate, evaluate_prequential
+
+    ks = parse_ks(args.ks)
+    if prep.protocol == "prequential":
+        return evaluate_prequential(model, prep.test_events, warm_events=prep.train_events,
+                                    ks=ks, exclude_history=args.exclude_history,
+                                    max_len=int(getattr(model, "max_len", 50) or 50),
+                                    n_boot=args.bootstrap, seed=args.seed)
+    cases = prep.split.test if cases_pick is None else prep.split.test.subset(cases_pick)
+    counts, majority = train_stats(model, prep.train_events)
+    res = evaluate(model, cases, ks=ks, ties=args.ties, exclude_history=args.exclude_history,
+                   sampled=parse_sampled(args.sampled), n_boot=args.bootstrap, seed=args.seed,
+                   item_counts=counts, majority_action=majority, protocol=prep.protocol)
+    if cases_pick is not None:
+        res.case_index = cases_pick[res.case_index]
+    return res
+
+
+def pick_cases(prep: Prepared, args):
+    import numpy as np
+
+    if prep.split is None or not args.max_cases or len(prep.split.test) <= args.max_cases:
+        return None
+    rng = np.random.default_rng(args.seed)
+    return np.sort(rng.choice(len(prep.split.test), args.max_cases, replace=False))
+
+
+def model_label(spec: str, model) -> str:
+    v = getattr(model, "version", None)
+    return f"{spec} ({v})" if v and v != "untrained" else spec
+
+
+# --------------------------------------------------------------------------- output
+def _fmt(v) -> str:
+    return "-" if v is None or v != v else f"{v:.4f}"
+
+
+def print_result(res, label: str, info: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, width=160)
+    title = (f"{label} — {res.protocol}, {res.n_cases} test cases"
+             + (f" ({res.n_skipped_unknown} skipped: target unknown to the model)"
+                if res.n_skipped_unknown else "")
+             + f", ties {res.ties}" + (", history excluded" if res.exclude_history else ""))
+    t = Table(title=title)
+    t.add_column("metric")
+    for k in res.ks:
+        t.add_column(f"@{k}", justify="right")
+    for m in ("hr", "ndcg", "mrr"):
+        row = [m.upper()]
+        for k in res.ks:
+            key = f"{m}@{k}"
+            lo, hi = res.ci.get(key, (None, None))
+            row.append(f"{_fmt(res.metrics[key])} [{_fmt(lo)}, {_fmt(hi)}]")
+        t.add_row(*row)
+    if res.sampled:
+        for m in ("hr", "ndcg"):
+            row = [f"{m.upper()} sampled {res.sampled['mode']}:{res.sampled['n']}"]
+            row += [_fmt(res.sampled["metrics"][f"{m}@{k}"]) for k in res.ks]
+            t.add_row(*row)
+    console.print(t)
+    console.print(f"catalogue coverage (top-{res.ks[-1]}): {res.coverage:.4f}")
+    if res.action is not None:
+        a = res.action
+        console.print(f"next action: accuracy {_fmt(a['accuracy'])}, macro-F1 {_fmt(a['macro_f1'])}")
+    if res.action_baseline is not None:
+        b = res.action_baseline
+        console.print(f"majority-class baseline ({b['class']}): accuracy {_fmt(b['accuracy'])}, "
+                      f"macro-F1 {_fmt(b['macro_f1'])}")
+    if info:
+        console.print("split: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+
+
+def print_json_line(obj: dict) -> None:
+    sys.stdout.flush()
+    print(json.dumps(obj, separators=(",", ":")), flush=True)
+
+
+def run(args) -> int:
+    prep = prepare(args)
+    model = obtain_model(args.model, prep, args, args.json)
+    pick = pick_cases(prep, args)
+    res = run_evaluation(model, prep, args, pick)
+    label = model_label(args.model, model)
+    print_result(res, label, prep.info)
+    if args.json:
+        out = res.to_dict()
+        out["model"] = args.model
+        out["model_version"] = getattr(model, "version", None)
+        out["split"] = prep.info
+        print_json_line(out)
+    return 0
