@@ -74,8 +74,15 @@ def parse_event(raw: bytes | str | None) -> Event:
     """Decode and validate one event from wire bytes; raises :class:`SchemaError`."""
     if raw is None:
         raise SchemaError("empty record (null value)")
-    if len(raw) > MAX_EVENT_BYTES:
-        raise SchemaError(f"record of {len(raw)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit")
+    if isinstance(raw, str):
+        # the limit is on bytes: a str is measured as the UTF-8 it stands for
+        size = len(raw.encode("utf-8", "surrogatepass"))
+    elif isinstance(raw, (bytes, bytearray, memoryview)):
+        size = memoryview(raw).nbytes
+    else:
+        raise SchemaError(f"record must be bytes or str, got {type(raw).__name__}")
+    if size > MAX_EVENT_BYTES:
+        raise SchemaError(f"record of {size} bytes exceeds the {MAX_EVENT_BYTES}-byte limit")
     try:
         d = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
