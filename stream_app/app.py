@@ -87,12 +87,14 @@ def load_model_from_settings(settings: Settings) -> Recommender:
     return load_model(settings.model_path, device=settings.device)
 
 
-def create_app(settings: Settings, model: Recommender | None = None) -> SeqstreamApp:
+def app_options(settings: Settings) -> dict:
+    """Keyword arguments of ``faust.App`` for ``settings`` (consumer and producer tuning).
+
+    Shared with the benchmark's plain Faust agents, so they run with the very same tuning.
+    """
     from stream_app.security import faust_broker_credentials
 
-    model = model if model is not None else load_model_from_settings(settings)
-    app = faust.App(
-        settings.app_id,
+    return dict(
         broker=settings.broker_url,
         broker_credentials=faust_broker_credentials(settings),
         store=settings.store,
@@ -111,6 +113,11 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         table_standby_replicas=1,
         logging_config=None,
     )
+
+
+def create_app(settings: Settings, model: Recommender | None = None) -> SeqstreamApp:
+    model = model if model is not None else load_model_from_settings(settings)
+    app = faust.App(settings.app_id, **app_options(settings))
     windows = WindowAggregator(
         ks=settings.metric_ks, window_s=settings.window_s,
         allowed_lateness_s=settings.allowed_lateness_s, hop_s=settings.hop_s,

@@ -40,8 +40,10 @@ def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict
 
 class WorkerProcess:
     def __init__(self, settings: Settings, log_path: str | Path, extra_args: list[str] = (),
-                 name: str = "worker") -> None:
+                 name: str = "worker", command: list[str] | None = None) -> None:
         self.settings = settings
+        # the child's argv; default ``python -m stream_app.cli worker EXTRA_ARGS``
+        self.command = list(command) if command else None
         self.log_path = Path(log_path)
         self.extra_args = list(extra_args)
         self.name = name
@@ -55,7 +57,7 @@ class WorkerProcess:
         env["PYTHONUNBUFFERED"] = "1"
         self._ready_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app.cli", "worker", *self.extra_args],
+            self.command or [sys.executable, "-m", "stream_app.cli", "worker", *self.extra_args],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True)
         return self
