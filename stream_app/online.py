@@ -7,8 +7,12 @@ each processed batch (:meth:`WindowAggregator.add_batch`) and asks for closed wi
 Windows are tumbling (``window_s``) and, optionally, hopping (``hop_window_s`` every
 ``hop_s``). A window ``[start, end)`` closes once the watermark (the highest event time seen,
 or the idle-advance clock) passes ``end + allowed_lateness``. An event for a window that has
-already been published is *late*: it is counted in ``late_events`` of the oldest open window
-(and its scores go there too, so totals over all windows stay exact), never silently merged.
+already been published is *late*: the published window is never reopened or changed; the event
+is counted in ``late_events`` of the oldest open window of that kind, and its scores go there
+too, so totals over all windows stay exact (:func:`aggregate_windows` equals the prequential
+totals over the same events). ``WindowAggregator.total_late`` counts late events overall.
+
+Dead letters carry no trusted event time: they are counted in the window(s) of the watermark.
 """
 
 from __future__ import annotations
@@ -41,16 +45,10 @@ class _Window:
         default_factory=lambda: np.zeros((N_ACTIONS, N_ACTIONS), dtype=np.int64))
     predicted_items: set = field(default_factory=set)
     latencies_ms: list = field(default_factory=list)
-    first_wall_ms: int | None = None
-    last_wall_ms: int | None = None
+    busy_ms: float = 0.0  # wall time attributed to this window's events (see add_batch)
 
     def __post_init__(self) -> None:
         self.ranking = RankingAccumulator(self.ks)
-
-    def touch(self, wall_ms: int) -> None:
-        if self.first_wall_ms is None:
-            self.first_wall_ms = wall_ms
-        self.last_wall_ms = wall_ms
 
 
 class WindowAggregator:
@@ -67,7 +65,9 @@ class WindowAggregator:
         self.watermark_ms: int | None = None  # highest event time seen
         self._open: dict[tuple[str, int], _Window] = {}
         self._closed_until: dict[str, int] = {}  # kind -> end of the last published window
-        self.total_late = 0
+        self.total_late = 0  # late events (tumbling windows), over the aggregator's life
+        self._pending_dead = 0
+        self._last_wall_ms: int | None = None
 
     # ------------------------------------------------------------------ windows of a time
     def _starts(self, ts: int) -> Iterable[tuple[str, int, int]]:
@@ -86,19 +86,37 @@ class WindowAggregator:
             w = self._open[(kind, start)] = _Window(start, end, kind, self.ks)
         return w
 
-    def _windows_for(self, ts: int) -> list[_Window]:
-        out = []
+    def _windows_for(self, ts: int) -> tuple[list[_Window], bool]:
+        """The open windows an event at ``ts`` is accounted in, and whether it is late.
+
+        Per kind: the event goes into each of its windows that is still open. When some of
+        them were already published, it is *late* (counted once, in ``late_events`` of the
+        first window it goes to); when all of them were published, it goes to the oldest
+        open window of that kind instead, so that totals over windows stay exact. A published
+        window is never reopened or changed. Lateness is reported for the tumbling kind.
+        """
+        out: list[_Window] = []
+        late_tumbling = False
+        by_kind: dict[str, list[tuple[int, int]]] = {}
         for kind, start, end in self._starts(ts):
-            if end <= self._closed_until.get(kind, -(1 << 62)):
-                # already published: late. Counted in the oldest open window of this kind.
-                w = self._oldest_open(kind) or self._window(
-                    kind, *self._bounds(kind, self.watermark_ms or ts))
-                w.late_events += 1
-                self.total_late += 1
-                out.append(w)
+            by_kind.setdefault(kind, []).append((start, end))
+        for kind, bounds in by_kind.items():
+            closed_until = self._closed_until.get(kind, -(1 << 62))
+            open_bounds = [(s, e) for s, e in bounds if e > closed_until]
+            late = len(open_bounds) < len(bounds)
+            if open_bounds:
+                ws = [self._window(kind, s, e) for s, e in sorted(open_bounds)]
             else:
-                out.append(self._window(kind, start, end))
-        return out
+                ws = [self._oldest_open(kind) or self._window(
+                    kind, *self._bounds(kind, max(self.watermark_ms or ts, closed_until)))]
+            if late:
+                ws[0].late_events += 1
+                if kind == "tumbling":
+                    late_tumbling = True
+            out.extend(ws)
+        if late_tumbling:
+            self.total_late += 1
+        return out, late_tumbling
 
     def _bounds(self, kind: str, ts: int) -> tuple[int, int]:
         size = self.window_ms if kind == "tumbling" else self.hop_window_ms
@@ -113,19 +131,32 @@ class WindowAggregator:
     # ------------------------------------------------------------------ feeding
     def add_batch(self, events: Sequence[Event], result: BatchResult,
                   latencies_ms: Sequence[float], wall_ms: int) -> None:
-        """Account one processed batch (``latencies_ms[i]`` for ``events[i]``)."""
+        """Account one processed batch (``latencies_ms[i]`` for ``events[i]``).
+
+        Throughput: the batch's wall time (since the previous batch was accounted; for the
+        first batch, the oldest event's latency) is shared among the windows in proportion
+        to their events in the batch, and a window's ``events_per_s`` is its events over its
+        share. Live, that is the arrival rate; in a fast replay, the processing rate.
+        """
         per_event: list[list[_Window]] = []
+        in_batch: dict[int, tuple[_Window, int]] = {}
         top = result.topk.items
         dup = set(result.duplicates)
         for i, ev in enumerate(events):
-            ws = self._windows_for(ev.timestamp_ms)
+            ws, _late = self._windows_for(ev.timestamp_ms)
+            if self._pending_dead:
+                # dead letters seen before any valid event: they join the first windows
+                for w in ws:
+                    w.dead_letters += self._pending_dead
+                self._pending_dead = 0
             per_event.append(ws)
             for w in ws:
-                w.touch(wall_ms)
                 w.predictions += 1
                 if i in dup:
                     continue
                 w.events += 1
+                seen = in_batch.get(id(w))
+                in_batch[id(w)] = (w, seen[1] + 1 if seen else 1)
                 w.users.add(ev.user_id)
                 w.latencies_ms.append(latencies_ms[i])
                 w.predicted_items.update(top[i].tolist())
@@ -136,15 +167,30 @@ class WindowAggregator:
                 w.ranking.update(s.rank)
                 if s.action_pred >= 0:
                     w.confusion[s.action_true, s.action_pred] += 1
+        n_new = len(events) - len(dup)
+        if self._last_wall_ms is not None:
+            batch_ms = float(max(0, wall_ms - self._last_wall_ms))
+        else:
+            batch_ms = float(max(latencies_ms, default=0.0))
+        self._last_wall_ms = wall_ms
+        if n_new and batch_ms > 0:
+            for w, n in in_batch.values():
+                w.busy_ms += batch_ms * n / n_new
 
     def add_dead_letters(self, n: int, wall_ms: int) -> None:
-        """Dead letters have no trusted event time: they go to the newest open window."""
+        """Dead letters have no trusted event time: they go to the window(s) of the watermark.
+
+        Before any valid event there is no event time at all: they are held and added to the
+        windows of the first valid event.
+        """
         if n <= 0:
             return
-        ts = self.watermark_ms if self.watermark_ms is not None else 0
-        for w in self._windows_for(ts):
+        if self.watermark_ms is None:
+            self._pending_dead += n
+            return
+        ws, _late = self._windows_for(self.watermark_ms)
+        for w in ws:
             w.dead_letters += n
-            w.touch(wall_ms)
 
     def advance_watermark(self, ts_ms: int) -> None:
         """Move event time forward without an event (idle timer)."""
@@ -179,8 +225,7 @@ class WindowAggregator:
     def _record(self, w: _Window, now_wall_ms: int) -> MetricsWindow:
         report = (report_from_confusion(w.confusion, ACTIONS) if w.confusion.sum() else None)
         p50, p95, p99 = percentiles(w.latencies_ms)
-        span_s = ((w.last_wall_ms - w.first_wall_ms) / 1000.0
-                  if w.first_wall_ms is not None and w.last_wall_ms is not None else 0.0)
+        span_s = w.busy_ms / 1000.0
         total = w.events + w.dead_letters
         return MetricsWindow(
             window_start_ms=w.start_ms,
