@@ -26,20 +26,27 @@ def full_ranks(scores: np.ndarray, targets: np.ndarray, ties: str = "conservativ
     ``ties``: ``conservative`` counts every other item with an equal score as ranked above
     the target (GRU4Rec's official evaluation), ``optimistic`` counts none, ``average`` half.
     Columns holding ``-inf`` (excluded items) never rank above the target unless it is
-    ``-inf`` itself. Works on numpy arrays; pass ``tensor.cpu().numpy()`` for torch.
+    ``-inf`` itself. A ``NaN`` column never ranks above the target; a target scored ``NaN``
+    ranks last (``n_columns``) under every policy. Works on numpy arrays; pass
+    ``tensor.cpu().numpy()`` for torch.
     """
+    if ties not in TIE_POLICIES:
+        raise ValueError(f"unknown tie policy {ties!r}; choose one of {', '.join(TIE_POLICIES)}")
     scores = np.asarray(scores)
     targets = np.asarray(targets, dtype=np.int64)
     t = scores[np.arange(len(targets)), targets][:, None]
     above = (scores > t).sum(axis=1)
     if ties == "optimistic":
-        return above + 1
-    equal = (scores == t).sum(axis=1) - 1
-    if ties == "conservative":
-        return above + equal + 1
-    if ties == "average":
-        return above + equal / 2.0 + 1
-    raise ValueError(f"unknown tie policy {ties!r}; choose one of {', '.join(TIE_POLICIES)}")
+        ranks = above + 1
+    else:
+        equal = (scores == t).sum(axis=1) - 1
+        ranks = above + equal + 1 if ties == "conservative" else above + equal / 2.0 + 1
+    # a NaN target compares False with everything: without this it would rank first
+    # (optimistic), or 0.5 (average: NDCG above 1)
+    nan_target = np.isnan(t[:, 0]) if np.issubdtype(scores.dtype, np.floating) else None
+    if nan_target is not None and nan_target.any():
+        ranks = np.where(nan_target, scores.shape[1], ranks)
+    return ranks
 
 
 def rank_in_list(ranked_items: Sequence[int] | np.ndarray, target: int) -> int:
@@ -152,8 +159,14 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], n_classe
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    yt = np.asarray(y_true, dtype=np.int64)
+    yp = np.asarray(y_pred, dtype=np.int64)
+    for name, y in (("y_true", yt), ("y_pred", yp)):
+        # a negative id would silently count as class n_classes - id (numpy wrap-around)
+        if y.size and (y.min() < 0 or y.max() >= n_classes):
+            raise ValueError(f"{name} holds class ids outside 0..{n_classes - 1}")
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    np.add.at(cm, (yt, yp), 1)
     return cm
 
 
@@ -169,8 +182,8 @@ def report_from_confusion(cm: np.ndarray, labels: Sequence[str] | None = None) -
     for c in range(n_classes):
         if true_n[c] == 0 and pred_n[c] == 0:
             continue
-        p = tp[c] / pred_n[c] if pred_n[c] else 0.0
-        r = tp[c] / true_n[c] if true_n[c] else 0.0
+        p = float(tp[c] / pred_n[c]) if pred_n[c] else 0.0
+        r = float(tp[c] / true_n[c]) if true_n[c] else 0.0
         f1 = 2 * p * r / (p + r) if p + r else 0.0
         per_class[labels[c]] = {"precision": p, "recall": r, "f1": f1, "support": int(true_n[c])}
         f1s.append(f1)
@@ -209,6 +222,9 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: fl
     if a.shape != b.shape:
         raise ValueError("paired values must have the same shape (same test cases)")
     d = a - b
+    if d.size == 0:
+        nan = float("nan")
+        return {"mean_diff": nan, "ci_low": nan, "ci_high": nan, "p_value": nan}
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
     for i in range(n_boot):
