@@ -52,6 +52,10 @@ class _Window:
 
 
 class WindowAggregator:
+    # class-level defaults: an aggregator restored from an older saved state lacks these
+    _pending_dead: int = 0
+    _last_wall_ms: int | None = None
+
     def __init__(self, ks: Sequence[int] = (10, 20), window_s: int = 60,
                  allowed_lateness_s: int = 5, hop_s: int = 0, hop_window_s: int = 300,
                  n_items: int = 0, model_version: str = "") -> None:
@@ -262,3 +266,61 @@ def aggregate_windows(windows: Iterable[MetricsWindow], kind: str = "tumbling") 
         for key, v in w.metrics.items():
             sums[key] = sums.get(key, 0.0) + v * w.scored
     return {key: v / n for key, v in sums.items()} if n else {}
+
+
+def merge_windows(windows: Iterable[MetricsWindow]) -> list[MetricsWindow]:
+    """One window per (kind, start, end) out of several workers' or partitions' windows.
+
+    Counts add up; ranking metrics are ``scored``-weighted means (exact); accuracy and
+    macro-F1 ``scored``-weighted means (macro-F1: an approximation); coverage the largest
+    share (a lower bound of the union); ``events_per_s`` adds up (partitions run side by
+    side); latency p50 is the ``events``-weighted mean and p95/p99 the largest (conservative);
+    ``users`` adds up (a user is in one partition). Sorted by (end, kind).
+    """
+    groups: dict[tuple[str, int, int], list[MetricsWindow]] = {}
+    for w in windows:
+        groups.setdefault((w.window_kind, w.window_start_ms, w.window_end_ms), []).append(w)
+    out = []
+    for (kind, start, end), ws in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][0])):
+        if len(ws) == 1:
+            out.append(ws[0])
+            continue
+        events = sum(w.events for w in ws)
+        dead = sum(w.dead_letters for w in ws)
+        scored = sum(w.scored for w in ws)
+
+        def wmean(get, weight, ws=ws):
+            pairs = [(get(w), weight(w)) for w in ws if get(w) is not None and weight(w) > 0]
+            tot = sum(n for _, n in pairs)
+            return sum(v * n for v, n in pairs) / tot if tot else None
+
+        keys = sorted({k for w in ws for k in w.metrics})
+        metrics = {}
+        for key in keys:
+            v = wmean(lambda w, key=key: w.metrics.get(key), lambda w: w.scored)
+            if v is not None:
+                metrics[key] = v
+        cov = [w.coverage for w in ws if w.coverage is not None]
+        p95 = [w.latency_p95_ms for w in ws if w.latency_p95_ms is not None]
+        p99 = [w.latency_p99_ms for w in ws if w.latency_p99_ms is not None]
+        versions = sorted({w.model_version for w in ws if w.model_version})
+        out.append(MetricsWindow(
+            window_start_ms=start, window_end_ms=end, window_kind=kind, events=events,
+            predictions=sum(w.predictions for w in ws), scored=scored,
+            users=sum(w.users for w in ws), late_events=sum(w.late_events for w in ws),
+            dead_letters=dead, dead_letter_rate=dead / (events + dead) if events + dead else 0.0,
+            metrics=metrics,
+            action_accuracy=wmean(lambda w: w.action_accuracy, lambda w: w.scored),
+            action_macro_f1=wmean(lambda w: w.action_macro_f1, lambda w: w.scored),
+            coverage=max(cov) if cov else None,
+            events_per_s=sum(w.events_per_s for w in ws),
+            latency_p50_ms=wmean(lambda w: w.latency_p50_ms, lambda w: w.events),
+            latency_p95_ms=max(p95) if p95 else None,
+            latency_p99_ms=max(p99) if p99 else None,
+            model_version=",".join(versions),
+            emitted_at_ms=max(w.emitted_at_ms for w in ws),
+        ))
+    return out
+
+
+__all__ = ["WindowAggregator", "aggregate_windows", "merge_windows"]

@@ -9,7 +9,7 @@ from model_core.metrics import MISS, ranking_metrics
 from model_core.predictor import TopK
 from model_core.prequential import BatchResult, Score
 from schemas import Event, MetricsWindow
-from stream_app.online import WindowAggregator, aggregate_windows
+from stream_app.online import WindowAggregator, aggregate_windows, merge_windows
 
 T0 = 1_704_067_200_000  # a multiple of 60 s and of 300 s
 
@@ -233,3 +233,18 @@ def test_totals_equal_ranking_metrics(seed, lateness_s, shuffle):
     assert got.keys() == ref.keys()
     for key, v in ref.items():
         assert got[key] == pytest.approx(v, rel=1e-12, abs=1e-15)
+
+
+def test_merge_windows_of_partitions():
+    a = WindowAggregator(window_s=60, allowed_lateness_s=0, n_items=100)
+    b = WindowAggregator(window_s=60, allowed_lateness_s=0, n_items=100)
+    feed(a, [ev(0, T0, "u1"), ev(1, T0 + 5, "u1")], [1, 5], lat=10.0)
+    feed(b, [ev(2, T0 + 7, "u2")], [MISS], lat=50.0)
+    b.add_dead_letters(1, 0)
+    wa, wb = a.flush(0), b.flush(0)
+    (m,) = merge_windows(wa + wb)
+    assert (m.events, m.scored, m.users, m.dead_letters) == (3, 3, 2, 1)
+    assert m.dead_letter_rate == pytest.approx(0.25)
+    assert m.metrics == pytest.approx(ranking_metrics(np.array([1, 5, MISS]), (10, 20)))
+    assert m.latency_p99_ms == 50.0 and m.latency_p50_ms == pytest.approx((2 * 10 + 50) / 3)
+    assert merge_windows(wa) == wa
