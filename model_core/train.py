@@ -329,13 +329,16 @@ def _auto_loss(n_items: int) -> str:
 
 def train_model(name: str, train_sequences, valid_cases=None, config: dict | None = None,
                 progress: bool = True, seed: int = 0, vocab: ItemVocab | None = None,
-                item_categories: np.ndarray | None = None):
+                item_categories: np.ndarray | None = None,
+                text_vectors: np.ndarray | None = None):
     """Train model ``name``; returns ``(model, history)``.
 
     The returned model holds the weights of the best validation epoch (NDCG@10) when
     ``valid_cases`` are given, else those of the last epoch. ``vocab`` defaults to
     ``train_sequences.vocab`` when present. ``item_categories`` [n_items + 1] (category index
-    per item, 0 = none) feeds the ``category`` side feature.
+    per item, 0 = none) feeds the ``category`` side feature. ``text_vectors``
+    [len(vocab), text_dim]: frozen per-item text vectors for ``item_mode`` "text" / "fused"
+    (see :mod:`model_core.text`), installed before the first step.
     """
     cfg = {**TRAIN_DEFAULTS, **(config or {})}
     train_keys = set(TRAIN_DEFAULTS)
@@ -381,8 +384,12 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     feats = tuple(model_cfg.get("features") or ())
     if "category" in feats and data.item_categories is not None:
         model_cfg.setdefault("n_categories", int(data.n_categories))
+    if text_vectors is not None:
+        model_cfg.setdefault("text_dim", int(np.shape(text_vectors)[1]))
     model: NeuralRecommender = create_model(name, vocab, device=str(device), seed=seed, **model_cfg)
     module = model.module
+    if text_vectors is not None:
+        module.item_emb.set_text_vectors(torch.as_tensor(np.asarray(text_vectors, np.float32)))
     if data.item_categories is not None:
         module.inputs.set_item_categories(data.item_categories)
     counts = np.bincount(np.concatenate(data.items) if data.items else np.zeros(0, np.int64),
