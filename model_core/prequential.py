@@ -74,6 +74,12 @@ class PrequentialEngine:
                 touched[user] = st
             h = event_hash(ev.event_id)
             pos = st.position_of(h) if len(st.hashes) else -1
+            if (pos < 0 and offsets is not None and offsets[i] <= st.source_offset
+                    and len(st.items) >= max_len and ev.timestamp_ms <= st.timestamps_ms[0]):
+                # A redelivery of an event that has already slid out of the id-hash window
+                # (a user with more than max_len events in the redelivered range): its input
+                # offset is at or below the highest applied, and it is older than the window.
+                pos = len(st.items) - 1
             if pos >= 0:
                 duplicates.append(i)
                 prev_refs.append(None)

@@ -30,6 +30,7 @@ from stream_app.online import WindowAggregator
 from stream_app.processor import BatchProcessor, RawRecord
 from stream_app.publisher import BatchPublisher
 from stream_app.settings import Settings
+from stream_app.window_state import PartitionWindows, window_key
 from stream_app.worker_process import READY_MARK
 
 log = logging.getLogger("seqstream.worker")
@@ -57,9 +58,11 @@ class SeqstreamApp:
     windows: WindowAggregator
     table: object
     stats: WorkerStats
+    partition_windows: PartitionWindows | None = None  # the worker's crash-safe windows
 
 
-def write_states(stream, table, touched: dict, last_event_of_user: dict) -> None:
+def write_states(stream, table, touched: dict, last_event_of_user: dict,
+                 first: list[tuple[bytes, bytes, object]] = ()) -> None:
     """One table write per user per batch.
 
     A Faust table picks the changelog partition from the stream's current event, so each
@@ -67,9 +70,15 @@ def write_states(stream, table, touched: dict, last_event_of_user: dict) -> None
     current event is restored afterwards, with no ``await`` in between: take_events' buffer
     task reads ``stream.current_event`` to pair each value with its event, and a stale one
     there would pair later values with the wrong events.
+
+    ``first``: (key, value, event) records written before the user states (the partitions'
+    window records: in each changelog partition they must precede that batch's states).
     """
     saved = stream.current_event
     try:
+        for key, value, event in first:
+            stream._set_current_event(event)
+            table[key] = value
         for user, st in touched.items():
             stream._set_current_event(last_event_of_user[user])
             table[user.encode()] = st.encode()
@@ -118,14 +127,19 @@ def app_options(settings: Settings) -> dict:
 def create_app(settings: Settings, model: Recommender | None = None) -> SeqstreamApp:
     model = model if model is not None else load_model_from_settings(settings)
     app = faust.App(settings.app_id, **app_options(settings))
-    windows = WindowAggregator(
-        ks=settings.metric_ks, window_s=settings.window_s,
-        allowed_lateness_s=settings.allowed_lateness_s, hop_s=settings.hop_s,
-        hop_window_s=settings.hop_window_s, n_items=model.vocab.n_items,
-        model_version=model.version,
-    )
+    def new_windows() -> WindowAggregator:
+        return WindowAggregator(
+            ks=settings.metric_ks, window_s=settings.window_s,
+            allowed_lateness_s=settings.allowed_lateness_s, hop_s=settings.hop_s,
+            hop_window_s=settings.hop_window_s, n_items=model.vocab.n_items,
+            model_version=processor.model_version if processor_box else model.version,
+        )
+
+    processor_box: list = []
+    windows = new_windows()
     processor = BatchProcessor(model, max_len=settings.max_seq_len, k=settings.top_k,
                                exclude_history=settings.exclude_history, windows=windows)
+    processor_box.append(processor)
     stats = WorkerStats()
 
     events_topic = app.topic(settings.topic("events"), key_type=bytes, value_type=bytes,
@@ -135,6 +149,8 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                               value_serializer="raw")
     table = app.Table("user-state", default=None, partitions=settings.partitions,
                       schema=raw_schema)
+    # crash-safe windows: per input partition, persisted in ``table`` (stream_app.window_state)
+    pwindows = PartitionWindows(new_windows, table.get)
     topic_predictions = settings.topic("predictions")
     topic_dead = settings.topic("dead-letters")
     topic_metrics = settings.topic("metrics")
@@ -146,16 +162,24 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             publisher_box.append(BatchPublisher(app.producer._ensure_producer()))
         return publisher_box[0]
 
-    async def publish_windows(closed) -> None:
+    async def publish_windows(closed: list[tuple[bytes, bytes]]) -> None:
+        # keyed <kind>/<start>/p<partition>: a window may be re-published after a crash or a
+        # clean stop; consumers keep the latest record per key (window_state.latest_windows)
         if closed:
-            await publisher().publish(topic_metrics, [(None, w.to_json()) for w in closed])
+            await publisher().publish(topic_metrics, closed)
             stats.windows_published += len(closed)
+
+    from stream_app.model_swap import ModelSwapper
+
+    swapper = ModelSwapper(settings, processor,
+                           on_swap=lambda m: pwindows.set_model_version(m.version))
 
     @app.agent(events_topic, name="process-events")
     async def process_events(stream):
         loop = asyncio.get_running_loop()
         within = settings.batch_wait_ms / 1000.0
         async for batch in stream.take_events(settings.batch_size, within=within):
+            swapper.apply_pending()  # hot swap: only between batches
             records = [RawRecord(e.message.key, e.value, e.message.topic, e.message.partition,
                                  e.message.offset, int(e.message.timestamp * 1000))
                        for e in batch]
@@ -166,41 +190,47 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                 user = ev.user_id
                 if user not in states:
                     raw = table.get(user.encode())
-                    states[user] = UserState.decode(raw) if raw else None
+                    states[user] = swapper.adapt(UserState.decode(raw)) if raw else None
                 last_of_user[user] = batch[p]
             result = None
             if events:
                 offsets = [records[p].offset for p in positions]
                 result = await loop.run_in_executor(
                     executor, processor.run_model, events, states, offsets)
-                write_states(stream, table, result.touched, last_of_user)
+                swapper.tag_states(result.touched.values())
             now_ms = int(time.time() * 1000)
             preds = processor.encode_predictions(events, result, now_ms) if events else []
+            closed, window_records = pwindows.account(
+                [r.partition for r in records], [r.offset for r in records], events, positions,
+                result, [float(now_ms - records[p].timestamp_ms) for p in positions], now_ms)
             pub = publisher()
+            # closed windows are acknowledged before the window records that drop them
             await asyncio.gather(pub.publish(topic_predictions, preds),
-                                 pub.publish(topic_dead, dead))
-            from stream_app.processor import BatchOutput
-
-            out = BatchOutput(events, positions, result, preds, dead,
-                              [float(now_ms - records[p].timestamp_ms) for p in positions])
-            processor.account(out, now_ms)
-            await publish_windows(windows.close_until(now_ms))
+                                 pub.publish(topic_dead, dead), publish_windows(closed))
+            last_of_part = {r.partition: e for r, e in zip(records, batch, strict=True)}
+            write_states(stream, table, result.touched if result else {}, last_of_user,
+                         first=[(window_key(p), rec, last_of_part[p])
+                                for p, rec in window_records])
             stats.batches += 1
             stats.events += len(events)
             stats.predictions += len(preds)
             stats.dead_letters += len(dead)
             stats.duplicates += len(result.duplicates) if result else 0
             stats.last_batch_wall = time.monotonic()
-            stats.event_watermark_ms = windows.watermark_ms
+            stats.event_watermark_ms = pwindows.watermark_ms
 
     @app.timer(interval=1.0)
     async def close_idle_windows():
         idle_s = time.monotonic() - stats.last_batch_wall
-        if windows.open_windows() and idle_s >= settings.idle_close_s:
+        if pwindows.open_windows() and idle_s >= settings.idle_close_s:
             # No input for a while: let event time follow the wall clock so open windows close.
-            if stats.event_watermark_ms is not None:
-                windows.advance_watermark(stats.event_watermark_ms + int(idle_s * 1000))
-            await publish_windows(windows.close_until(int(time.time() * 1000)))
+            advance = (stats.event_watermark_ms + int(idle_s * 1000)
+                       if stats.event_watermark_ms is not None else None)
+            await publish_windows(pwindows.close_idle(advance, int(time.time() * 1000)))
+
+    @app.timer(interval=settings.model_poll_s)
+    async def poll_for_model():
+        await asyncio.get_running_loop().run_in_executor(None, swapper.poll)
 
     events_topic_name = settings.topic("events")
 
@@ -208,6 +238,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     async def announce_ready(sender, **kwargs):
         assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
                           if tp.topic == events_topic_name)
+        pwindows.forget()  # partitions may have moved: re-read window records from the table
         print(f"{READY_MARK} partitions={assigned} model={processor.model_version}",
               flush=True)
 
@@ -215,9 +246,10 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     async def flush_windows(sender, **kwargs):
         # Clean shutdown: publish every open window rather than losing it.
         with contextlib.suppress(Exception):
-            await publish_windows(windows.flush(int(time.time() * 1000)))
+            await publish_windows(pwindows.flush(int(time.time() * 1000)))
+        swapper.close()
 
-    return SeqstreamApp(settings, app, processor, windows, table, stats)
+    return SeqstreamApp(settings, app, processor, windows, table, stats, pwindows)
 
 
 def run_worker(settings: Settings, model: Recommender | None = None) -> None:

@@ -79,6 +79,8 @@ class BatchProcessor:
                         f"Kafka key {r.key[:64]!r} is not the event's user_id {ev.user_id[:64]!r};"
                         " events must be keyed by user_id so each user's events stay in order",
                         "key")
+                if ev.user_id.startswith("\x00"):  # reserved for the worker's own table keys
+                    raise SchemaError("user_id must not start with a NUL character", "user_id")
             except SchemaError as e:
                 dl = DeadLetter.of(r.value, e.reason, r.topic, r.partition, r.offset, r.key,
                                    failed_at_ms=now_ms)

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     top_k: int = Field(20, ge=1, description="items per published prediction")
     exclude_history: bool = False
+    model_watch_dir: str | None = Field(
+        None, description="hot swap: directory whose LATEST file names the checkpoint to serve")
+    model_poll_s: float = Field(2.0, gt=0, description="hot swap: how often to check for a new model")
 
     # --- online evaluation
     metric_ks: tuple[int, ...] = (10, 20)
@@ -63,6 +66,13 @@ class Settings(BaseSettings):
     hop_window_s: int = Field(300, ge=1, description="hopping window length")
     allowed_lateness_s: int = Field(5, ge=0)
     idle_close_s: float = Field(5.0, gt=0, description="close open windows after this long without input")
+
+    # --- alerts (stream_app.alerts; published on the alerts topic)
+    alert_hit_k: int = Field(10, ge=1, description="drift detectors watch hit@K")
+    alert_drift_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN confidence (smaller = fewer alerts)")
+    alert_page_hinkley: bool = Field(False, description="also run Page-Hinkley on the hit")
+    alert_latency_p99_ms: float = Field(0.0, ge=0, description="alert when a window's latency p99 is above (0 = off)")
+    alert_dead_letter_rate: float = Field(0.0, ge=0, le=1, description="alert when a window's dead-letter rate is above (0 = off)")
 
     # --- state and ops
     data_dir: str = Field("./seqstream-data", description="worker data dir (tables, rocksdb)")

@@ -1,0 +1,372 @@
+"""Chaos and soak runs on the embedded broker: crash the worker, then audit every output.
+
+:func:`run_chaos` replays ``n_events`` synthetic events into a fresh namespace while a worker
+(a child process, exactly as deployed) consumes them; ``kills`` times, at a random moment,
+the worker is killed with SIGKILL and started again. Afterwards it audits:
+
+- **predictions**: every valid input ``event_id`` has at least one prediction (``missing``);
+  re-emitted predictions after a crash are at-least-once output (``duplicate_predictions``,
+  informational).
+- **final state**: the table's changelog (``<app_id>-user-state-changelog``, last value per
+  key, decoded with :meth:`UserState.decode` — no Faust needed) is compared user by user with
+  a crash-free reference computed offline by the very same engine
+  (:class:`model_core.prequential.PrequentialEngine`) over the same events:
+  ``duplicated_in_state`` (an event id twice in a sequence) and ``mismatched_sequences``
+  (items, actions, times or ids differ: a gap or an extra).
+- **metrics**: the latest record per key of the metrics topic
+  (:func:`stream_app.window_state.latest_windows`): tumbling-window ``events`` and ``scored``
+  totals must equal the number of events and the reference's scored count.
+
+It also times each restart (SIGKILL to "worker ready", which includes the broker's session
+timeout for the dead member and the table recovery). :func:`run_soak` runs one worker without
+kills and samples its RSS.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from model_core.sequence_state import UserState
+from stream_app.settings import Settings, load_settings
+
+
+@dataclass
+class ChaosReport:
+    events: int
+    kills: int
+    store: str
+    missing: int = 0
+    duplicated_in_state: int = 0
+    mismatched_sequences: int = 0
+    users: int = 0
+    predictions: int = 0
+    duplicate_predictions: int = 0
+    metrics_events: int = 0
+    metrics_scored: int = 0
+    reference_scored: int = 0
+    metrics_dead_letters: int = 0
+    metrics_match: bool = False
+    restart_to_ready_s: list = field(default_factory=list)
+    first_ready_s: float = 0.0
+    seconds: float = 0.0
+    events_per_s: float = 0.0
+    examples: dict = field(default_factory=dict)
+    rss_mb: dict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (self.missing == 0 and self.duplicated_in_state == 0
+                and self.mismatched_sequences == 0 and self.metrics_match)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+
+# --------------------------------------------------------------------------- helpers
+def _train_markov(events, path: Path):
+    from model_core.checkpoint import save_model
+    from model_core.models import create_model
+    from model_core.sequences import build_vocab, group_by_user
+
+    train = events[: max(1, len(events) // 2)]
+    vocab = build_vocab(train)
+    model = create_model("markov", vocab)
+    model.fit(group_by_user(train, vocab))
+    save_model(model, path)
+    return model
+
+
+def reference_states(model, events, settings: Settings) -> tuple[dict[str, UserState], int]:
+    """Crash-free final user states and scored count, offline, same engine as the worker."""
+    from model_core.prequential import PrequentialEngine
+
+    engine = PrequentialEngine(model, max_len=settings.max_seq_len, k=settings.top_k,
+                               exclude_history=settings.exclude_history)
+    states: dict[str, UserState] = {}
+    scored = 0
+    step = settings.batch_size
+    for s in range(0, len(events), step):
+        scored += len(engine.process(events[s:s + step], states).scores)
+    return states, scored
+
+
+def read_changelog_states(settings: Settings, timeout_s: float = 120.0) -> dict[str, UserState]:
+    """Final user states from the table's changelog topic (last value per key)."""
+    from stream_app.topics import iter_topic
+    from stream_app.window_state import is_window_key
+
+    latest: dict[bytes, bytes] = {}
+    for m in iter_topic(settings, f"{settings.app_id}-user-state-changelog", idle_s=3.0,
+                        timeout_s=timeout_s):
+        if m.key is not None:
+            latest[m.key] = m.value
+    return {k.decode(): UserState.decode(v) for k, v in latest.items()
+            if v and not is_window_key(k)}
+
+
+class _Tail:
+    """Follows a topic from the beginning in a thread, counting records."""
+
+    def __init__(self, settings: Settings, name: str, keep=None) -> None:
+        self.settings, self.name, self.keep = settings, name, keep
+        self.count = 0
+        self.ids: Counter = Counter()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> _Tail:
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        from stream_app.topics import iter_topic
+
+        for m in iter_topic(self.settings, self.name, follow=True, timeout_s=60):
+            self.count += 1
+            if self.keep is not None:
+                self.ids[self.keep(m.value)] += 1
+            if self._stop.is_set():
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(timeout=10)
+
+
+def _event_id_of(value: bytes) -> str:
+    return orjson.loads(value)["event_id"]
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _settings(broker_url: str, work: Path, store: str, model_path: Path, **over) -> Settings:
+    tag = f"chaos{uuid.uuid4().hex[:8]}"
+    return load_settings(
+        broker_url=broker_url, topic_prefix=f"{tag}.", app_id=tag, web_port=0,
+        data_dir=str(work / "worker-data"), store=store, model_path=str(model_path),
+        session_timeout_s=over.pop("session_timeout_s", 6.0),
+        heartbeat_interval_s=over.pop("heartbeat_interval_s", 0.5),
+        idle_close_s=over.pop("idle_close_s", 2.0), **over)
+
+
+# --------------------------------------------------------------------------- chaos
+def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str = "memory://",
+              broker_url: str | None = None, workdir: str | Path | None = None,
+              min_gap_s: float = 1.0, max_gap_s: float = 6.0, soak: bool = False,
+              n_users: int | None = None, n_items: int | None = None,
+              log=print) -> ChaosReport:
+    from model_core.datasets.synth import generate
+    from stream_app.broker import EmbeddedBroker
+    from stream_app.replay import replay_events
+    from stream_app.topics import ensure_topics
+    from stream_app.window_state import latest_windows
+    from stream_app.worker_process import WorkerProcess
+
+    rng = random.Random(seed)
+    own_dir = workdir is None
+    work = Path(workdir or tempfile.mkdtemp(prefix="seqstream-chaos-"))
+    work.mkdir(parents=True, exist_ok=True)
+    broker = None
+    if broker_url is None:
+        broker = EmbeddedBroker(log_path=work / "broker.log").start()
+        broker_url = broker.url
+    report = ChaosReport(events=n_events, kills=kills, store=store)
+    worker = None
+    try:
+        log(f"generating {n_events:,} events and a markov model ...")
+        events = generate(n_events, n_users=n_users, n_items=n_items, seed=seed)
+        model = _train_markov(events, work / "model")
+        settings = _settings(broker_url, work, store, work / "model")
+        ensure_topics(settings)
+        log(f"reference run (offline, crash-free) over {len(events):,} events ...")
+        ref_states, ref_scored = reference_states(model, events, settings)
+        report.reference_scored = ref_scored
+
+        preds = _Tail(settings, "predictions", keep=_event_id_of).start()
+        worker = WorkerProcess(settings, work / "worker.log")
+        t0 = time.monotonic()
+        worker.start()
+        worker.wait_ready(120)
+        report.first_ready_s = round(time.monotonic() - t0, 2)
+        log(f"worker ready in {report.first_ready_s} s; replaying ...")
+        t_start = time.monotonic()
+        replay = threading.Thread(target=replay_events, args=(settings, events),
+                                  kwargs={"progress": False}, daemon=True)
+        replay.start()
+
+        rss: list[tuple[float, int, float]] = []
+        done_kills = 0
+        next_kill = time.monotonic() + rng.uniform(min_gap_s, max_gap_s)
+        deadline = time.monotonic() + max(600.0, n_events / 200.0)
+        while time.monotonic() < deadline:
+            got = len(preds.ids)
+            if soak:
+                r = _rss_mb(worker.proc.pid)
+                if r is not None:
+                    rss.append((time.monotonic() - t_start, got, r))
+            if got >= n_events:
+                break
+            if done_kills < kills and time.monotonic() >= next_kill and got < n_events:
+                log(f"kill {done_kills + 1}/{kills} at {got:,} events predicted")
+                worker.kill()
+                t_kill = time.monotonic()
+                worker.start()
+                worker.wait_ready(180)
+                dt = round(time.monotonic() - t_kill, 2)
+                report.restart_to_ready_s.append(dt)
+                log(f"  restarted, ready after {dt} s")
+                done_kills += 1
+                next_kill = time.monotonic() + rng.uniform(min_gap_s, max_gap_s)
+            time.sleep(0.25 if not soak else 1.0)
+        report.kills = done_kills
+        report.seconds = round(time.monotonic() - t_start, 1)
+        replay.join(timeout=60)
+        # let idle windows close, then stop cleanly (flushes the rest and commits)
+        time.sleep(settings.idle_close_s + 2.0)
+        worker.stop(60)
+        preds.stop()
+        report.events_per_s = round(n_events / report.seconds, 1) if report.seconds else 0.0
+
+        valid = {e.event_id for e in events}
+        report.predictions = sum(preds.ids.values())
+        report.duplicate_predictions = report.predictions - len(preds.ids)
+        missing = valid - set(preds.ids)
+        report.missing = len(missing)
+        if missing:
+            report.examples["missing"] = sorted(missing)[:5]
+
+        states = read_changelog_states(settings)
+        report.users = len(states)
+        dup_users, mism = [], []
+        for user in set(ref_states) | set(states):
+            got, ref = states.get(user), ref_states.get(user)
+            if got is not None and len(np.unique(got.hashes)) != len(got.hashes):
+                report.duplicated_in_state += len(got.hashes) - len(np.unique(got.hashes))
+                dup_users.append(user)
+            if got is None or ref is None or not (
+                    np.array_equal(got.items, ref.items)
+                    and np.array_equal(got.actions, ref.actions)
+                    and np.array_equal(got.timestamps_ms, ref.timestamps_ms)
+                    and np.array_equal(got.hashes, ref.hashes)):
+                mism.append(user)
+        report.mismatched_sequences = len(mism)
+        if dup_users:
+            report.examples["duplicated_in_state"] = sorted(dup_users)[:5]
+        if mism:
+            report.examples["mismatched_sequences"] = sorted(mism)[:5]
+
+        from stream_app.topics import read_topic
+
+        windows = latest_windows(read_topic(settings, "metrics", idle_s=3.0))
+        tumbling = [w for w in windows if w.window_kind == "tumbling"]
+        report.metrics_events = sum(w.events for w in tumbling)
+        report.metrics_scored = sum(w.scored for w in tumbling)
+        report.metrics_dead_letters = sum(w.dead_letters for w in tumbling)
+        report.metrics_match = (report.metrics_events == len(events)
+                                and report.metrics_scored == ref_scored
+                                and report.metrics_dead_letters == 0)
+        if soak and rss:
+            report.rss_mb = _rss_summary(rss, n_events)
+        return report
+    finally:
+        if worker is not None and worker.alive():
+            worker.kill()
+        if broker is not None:
+            broker.stop()
+        if own_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _rss_summary(samples: list[tuple[float, int, float]], n_events: int) -> dict:
+    """RSS after warm-up (first sample with >= 10% of the events predicted) vs the end."""
+    warm = next((s for s in samples if s[1] >= 0.1 * n_events), samples[0])
+    final = samples[-1]
+    peak = max(s[2] for s in samples)
+    return {
+        "warmup_mb": round(warm[2], 1), "warmup_at_events": warm[1],
+        "final_mb": round(final[2], 1), "final_at_events": final[1],
+        "peak_mb": round(peak, 1),
+        "growth_after_warmup_pct": round(100.0 * (final[2] - warm[2]) / warm[2], 2),
+        "samples": [(round(t, 1), n, round(r, 1)) for t, n, r in samples[:: max(1, len(samples) // 40)]],
+    }
+
+
+# --------------------------------------------------------------------------- restart time
+def measure_restart(n_events: int = 20_000, store: str = "memory://", restarts: int = 3,
+                    seed: int = 0, log=print) -> dict:
+    """Restart-to-ready after SIGKILL with a table of ``n_events`` events' users.
+
+    Also times a clean restart (SIGTERM then start), where only the session timeout of a dead
+    member is not waited for.
+    """
+    from model_core.datasets.synth import generate
+    from stream_app.broker import EmbeddedBroker
+    from stream_app.replay import replay_events
+    from stream_app.topics import ensure_topics
+    from stream_app.worker_process import WorkerProcess
+
+    work = Path(tempfile.mkdtemp(prefix="seqstream-restart-"))
+    try:
+        with EmbeddedBroker(log_path=work / "broker.log") as broker:
+            events = generate(n_events, seed=seed)
+            _train_markov(events, work / "model")
+            settings = _settings(broker.url, work, store, work / "model")
+            ensure_topics(settings)
+            worker = WorkerProcess(settings, work / "worker.log")
+            worker.start()
+            worker.wait_ready(120)
+            preds = _Tail(settings, "predictions", keep=_event_id_of).start()
+            replay_events(settings, events, progress=False)
+            deadline = time.monotonic() + 600
+            while len(preds.ids) < n_events and time.monotonic() < deadline:
+                time.sleep(0.5)
+            preds.stop()
+            time.sleep(4.0)  # let a commit happen
+            kill_s, stop_s = [], []
+            for _ in range(restarts):
+                worker.kill()
+                t = time.monotonic()
+                worker.start()
+                worker.wait_ready(180)
+                kill_s.append(round(time.monotonic() - t, 2))
+            for _ in range(restarts):
+                worker.stop(60)
+                t = time.monotonic()
+                worker.start()
+                worker.wait_ready(180)
+                stop_s.append(round(time.monotonic() - t, 2))
+            worker.stop(60)
+            users = len({e.user_id for e in events})
+            out = {"store": store, "events": n_events, "users": users,
+                   "session_timeout_s": settings.session_timeout_s,
+                   "after_sigkill_s": kill_s, "after_clean_stop_s": stop_s}
+            log(orjson.dumps(out).decode())
+            return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["ChaosReport", "measure_restart", "read_changelog_states", "reference_states",
+           "run_chaos"]

@@ -1,0 +1,255 @@
+"""Hot model swap: workers switch models between micro-batches, without a restart.
+
+Two ways to publish a new checkpoint (both may be used):
+
+- **A watched directory** (``SEQSTREAM_MODEL_WATCH_DIR``): :func:`publish_checkpoint` copies a
+  checkpoint directory into it as ``<model_version>/`` and then atomically replaces the file
+  ``LATEST`` (one line: that subdirectory's name). Workers poll ``LATEST``
+  (``SEQSTREAM_MODEL_POLL_S``); a half-copied checkpoint is never named there.
+- **The control topic** (``settings.topic("control")``): a JSON message
+  ``{"command": "load_model", "path": "/checkpoints/v2"}`` (:func:`send_load_model`). Every
+  worker reads the whole control topic without a consumer group (each sees every message), so
+  a worker that starts later also loads the latest model named there.
+
+Loading runs off the event loop (a thread); the loaded model is *applied* by the agent at
+the start of the next batch (:meth:`ModelSwapper.apply_pending`), so each batch is scored by
+one model, every prediction names the ``model_version`` that made it, and no event is dropped
+or scored twice by the swap (offsets and state are untouched).
+
+**Vocabulary.** User state holds item *indices*, tagged with the vocabulary they refer to
+(``UserState.vocab_tag``, 28 bits of the vocabulary fingerprint; 0 = untagged, read as the
+vocabulary the worker started with). When the new model's vocabulary differs, a state read
+with an old tag is **remapped** through the item ids of that old vocabulary (kept in memory
+for every model this worker has loaded): items the new vocabulary lacks become index 0
+(unknown), the stored last prediction is remapped the same way. A state whose tag is unknown
+to this worker (its old model was loaded only by a worker that has since died) cannot be
+remapped: its items are set to 0 (the sequence restarts for the model, event-id hashes are
+kept so redeliveries are still recognised) and its last prediction is dropped, so its next
+event is not scored. Both cases are counted (``remapped`` / ``reset``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_core.sequence_state import UserState
+
+log = logging.getLogger("seqstream.model_swap")
+
+SWAP_MARK = "seqstream model swapped"
+LATEST = "LATEST"
+
+
+def vocab_tag(vocab) -> int:
+    """28-bit non-zero tag of a vocabulary (from its fingerprint)."""
+    return int(vocab.fingerprint()[:7], 16) or 1
+
+
+def publish_checkpoint(checkpoint_dir: str | Path, watch_dir: str | Path,
+                       name: str | None = None) -> Path:
+    """Copy a checkpoint into ``watch_dir/<name>`` and point ``LATEST`` at it (atomically)."""
+    from model_core.checkpoint import read_meta
+
+    src = Path(checkpoint_dir)
+    name = name or str(read_meta(src).get("model_version") or src.name)
+    dst_root = Path(watch_dir)
+    dst_root.mkdir(parents=True, exist_ok=True)
+    dst = dst_root / name
+    if not dst.exists():
+        tmp = dst_root / f".{name}.incoming"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        os.replace(tmp, dst)
+    pointer = dst_root / f".{LATEST}.tmp"
+    pointer.write_text(name + "\n")
+    os.replace(pointer, dst_root / LATEST)
+    return dst
+
+
+def send_load_model(settings, path: str | Path) -> None:
+    """Ask every worker (control topic) to load the checkpoint at ``path``."""
+    import orjson
+
+    from stream_app.replay import make_producer
+    from stream_app.topics import ensure_topics
+
+    ensure_topics(settings, ("control",))
+    producer = make_producer(settings)
+    try:
+        producer.send(settings.topic("control"), key=b"model",
+                      value=orjson.dumps({"command": "load_model", "path": str(path)}))
+        producer.flush()
+    finally:
+        producer.close()
+
+
+@dataclass
+class SwapStats:
+    swaps: int = 0
+    remapped: int = 0
+    reset: int = 0
+    failed_loads: int = 0
+
+
+class ModelSwapper:
+    """Polls for a new checkpoint, loads it in a thread, applies it between batches."""
+
+    def __init__(self, settings, processor, on_swap=None) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.on_swap = on_swap  # called with the new model after it is applied
+        model = processor.model
+        self.tag = vocab_tag(model.vocab)
+        self.initial_tag = self.tag
+        self._vocabs = {self.tag: model.vocab}
+        self._maps: dict[tuple[int, int], np.ndarray] = {}
+        self._pending = None
+        self._lock = threading.Lock()
+        self._loaded_name: str | None = (str(Path(settings.model_path).resolve())
+                                         if settings.model_path else None)
+        self._control = None
+        self._control_failed = False
+        self.stats = SwapStats()
+
+    # ------------------------------------------------------------------ polling (thread)
+    def poll(self) -> None:
+        """Check the watched directory and the control topic; load a new model if named.
+
+        Blocking (file and Kafka reads, checkpoint load): run it in a thread.
+        """
+        path = self._watched_path()
+        for p in self._control_paths():
+            path = p
+        if path is None:
+            return
+        key = str(Path(path).resolve())
+        if key == self._loaded_name:
+            return
+        self._loaded_name = key
+        try:
+            from model_core.checkpoint import load_model
+
+            model = load_model(path, device=self.settings.device)
+        except Exception as e:  # a bad checkpoint must not stop the worker
+            self.stats.failed_loads += 1
+            print(f"seqstream model load failed ({path}): {e}", flush=True)
+            return
+        with self._lock:
+            self._pending = model
+
+    def _watched_path(self) -> Path | None:
+        d = self.settings.model_watch_dir
+        if not d:
+            return None
+        pointer = Path(d) / LATEST
+        try:
+            name = pointer.read_text().strip()
+        except OSError:
+            return None
+        return Path(d) / name if name else None
+
+    def _control_paths(self) -> list[str]:
+        import orjson
+
+        if self._control_failed:
+            return []
+        try:
+            if self._control is None:
+                self._control = _control_consumer(self.settings)
+            out = []
+            for recs in self._control.poll(timeout_ms=100, max_records=1000).values():
+                for r in recs:
+                    try:
+                        msg = orjson.loads(r.value)
+                        if msg.get("command") == "load_model" and msg.get("path"):
+                            out.append(str(msg["path"]))
+                    except Exception:
+                        continue  # not a control message we understand
+            return out
+        except Exception as e:
+            self._control_failed = True
+            print(f"seqstream control topic unavailable: {e}", flush=True)
+            return []
+
+    def close(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+    # ------------------------------------------------------------------ agent side
+    def apply_pending(self) -> bool:
+        """Switch to a loaded model (call between batches, on the agent's task)."""
+        with self._lock:
+            model, self._pending = self._pending, None
+        if model is None:
+            return False
+        s = self.settings
+        self.processor.set_model(model, max_len=s.max_seq_len, k=s.top_k,
+                                 exclude_history=s.exclude_history)
+        self.tag = vocab_tag(model.vocab)
+        self._vocabs[self.tag] = model.vocab
+        self.stats.swaps += 1
+        if self.on_swap is not None:
+            self.on_swap(model)
+        print(f"{SWAP_MARK} to {model.version}", flush=True)
+        return True
+
+    def adapt(self, st: UserState) -> UserState:
+        """A state read from the table, with its item indices in the current vocabulary."""
+        tag = st.vocab_tag or self.initial_tag
+        if tag == self.tag:
+            st.vocab_tag = self.tag
+            return st
+        old = self._vocabs.get(tag)
+        if old is None:
+            st.items = np.zeros_like(st.items)
+            st.last_pred_items = np.zeros(0, dtype=np.int32)
+            st.last_pred_action = -1
+            self.stats.reset += 1
+        else:
+            m = self._map(tag, old)
+            st.items = m[st.items]
+            st.last_pred_items = m[st.last_pred_items]
+            self.stats.remapped += 1
+        st.vocab_tag = self.tag
+        return st
+
+    def _map(self, tag: int, old) -> np.ndarray:
+        m = self._maps.get((tag, self.tag))
+        if m is None:
+            new = self._vocabs[self.tag]
+            m = np.zeros(len(old), dtype=np.int32)
+            for i in range(1, len(old)):
+                m[i] = new.index(old.item_id(i))
+            self._maps[(tag, self.tag)] = m
+        return m
+
+    def tag_states(self, states) -> None:
+        for st in states:
+            st.vocab_tag = self.tag
+
+
+def _control_consumer(settings):
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic = settings.topic("control")
+    c = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                      enable_auto_commit=False, **settings.kafka_python_security())
+    parts = c.partitions_for_topic(topic) or set()
+    if not parts:
+        c.close()
+        raise RuntimeError(f"control topic {topic} has no partitions")
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    return c
+
+
+__all__ = ["ModelSwapper", "SWAP_MARK", "publish_checkpoint", "send_load_model", "vocab_tag"]

@@ -1,0 +1,305 @@
+"""Crash-safe online metrics windows: one aggregator per input partition, kept in the table.
+
+Why: a worker's event-time windows used to live only in memory. After a crash, windows of
+events that were processed but whose input offsets were not yet committed were lost (the
+redelivered events are recognised as duplicates by the user state and not counted again), and
+windows published just before the crash could be published again with other counts.
+
+How (at-least-once input, idempotent effects):
+
+- Windows are aggregated **per input partition** (one :class:`~stream_app.online.WindowAggregator`
+  each). Its whole state, plus the highest input offset it has accounted
+  (``applied_offset``), is written once per batch to the ``user-state`` table under a reserved
+  key (``\\x00seqstream/windows/<partition>``), *before* that partition's user states, in the
+  same changelog partition. The changelog keeps produce order within a partition, so a
+  persisted user state implies the window record of its batch is persisted too.
+- A redelivered record is accounted in the windows only if its offset is above
+  ``applied_offset``: each input record counts exactly once, whatever the user state says.
+  (If the window record survived but some user states of its batch did not, those events are
+  processed again from the same state, give the same scores, and are not counted twice.)
+- Closed windows are published *before* the window record that no longer holds them is
+  written, keyed ``<kind>/<window_start_ms>/p<partition>``. A window can therefore be
+  published more than once (after a crash, or a clean stop that flushed it while still open),
+  always with the latest key's value complete: **consumers of the metrics topic keep the
+  latest record per key** (:func:`latest_windows`).
+
+Limits: the idle timer closes windows by wall clock; a window it closed and published, then
+re-opened after a crash by a replay that had no idle gap, can count a late event twice
+(once as late in another window). Distinct-user counts, coverage and latency percentiles are
+per partition (sum ``events``/``scored``; do not sum ``users``).
+
+The encoding is plain JSON of a whitelisted object graph (no pickle, no code execution).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import orjson
+
+from model_core.metrics import RankingAccumulator
+from stream_app import online
+from stream_app.online import WindowAggregator
+
+WINDOW_KEY_PREFIX = b"\x00seqstream/windows/"
+_FORMAT = 1
+
+
+def window_key(partition: int) -> bytes:
+    """Table key of a partition's window record (user ids cannot start with NUL... in
+    practice: such a user id would be read as a window record and rejected by its format)."""
+    return WINDOW_KEY_PREFIX + str(partition).encode()
+
+
+def is_window_key(key: bytes) -> bool:
+    return key.startswith(WINDOW_KEY_PREFIX)
+
+
+def metrics_key(kind: str, start_ms: int, partition: int) -> bytes:
+    return f"{kind}/{start_ms}/p{partition}".encode()
+
+
+# --------------------------------------------------------------------------- codec
+def _classes() -> dict[str, type]:
+    out = {"WindowAggregator": WindowAggregator, "RankingAccumulator": RankingAccumulator}
+    w = getattr(online, "_Window", None)
+    if w is not None:
+        out["_Window"] = w
+    return out
+
+
+def _enc(o):
+    if o is None or isinstance(o, (bool, int, float, str)):
+        return o
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return {"__nd__": o.dtype.str, "shape": list(o.shape), "data": o.ravel().tolist()}
+    if isinstance(o, (set, frozenset)):
+        return {"__set__": [_enc(x) for x in o]}
+    if isinstance(o, tuple):
+        return {"__tuple__": [_enc(x) for x in o]}
+    if isinstance(o, list):
+        return [_enc(x) for x in o]
+    if isinstance(o, dict):
+        return {"__map__": [[_enc(k), _enc(v)] for k, v in o.items()]}
+    name = type(o).__name__
+    if name not in _classes():
+        raise TypeError(f"window state holds a {type(o).__qualname__}, which the window codec "
+                        "does not know; add it to stream_app.window_state._classes")
+    if hasattr(o, "__dict__"):
+        attrs = vars(o)
+    else:
+        attrs = {s: getattr(o, s) for s in type(o).__slots__ if hasattr(o, s)}
+    return {"__obj__": name, "attrs": {k: _enc(v) for k, v in attrs.items()}}
+
+
+def _dec(o, classes: dict[str, type]):
+    if isinstance(o, list):
+        return [_dec(x, classes) for x in o]
+    if not isinstance(o, dict):
+        return o
+    if "__nd__" in o:
+        return np.asarray(o["data"], dtype=np.dtype(o["__nd__"])).reshape(o["shape"])
+    if "__set__" in o:
+        return {_dec(x, classes) for x in o["__set__"]}
+    if "__tuple__" in o:
+        return tuple(_dec(x, classes) for x in o["__tuple__"])
+    if "__map__" in o:
+        return {_hashable(_dec(k, classes)): _dec(v, classes) for k, v in o["__map__"]}
+    if "__obj__" in o:
+        cls = classes.get(o["__obj__"])
+        if cls is None:
+            raise ValueError(f"unknown class {o['__obj__']!r} in a window record")
+        obj = cls.__new__(cls)
+        for k, v in o["attrs"].items():
+            object.__setattr__(obj, k, _dec(v, classes))
+        return obj
+    raise ValueError("malformed window record")
+
+
+def _hashable(k):
+    return tuple(k) if isinstance(k, list) else k
+
+
+def encode_record(agg: WindowAggregator, applied_offset: int) -> bytes:
+    return orjson.dumps({"format": _FORMAT, "applied_offset": applied_offset,
+                         "aggregator": _enc(agg)})
+
+
+def decode_record(raw: bytes) -> tuple[WindowAggregator, int]:
+    d = orjson.loads(raw)
+    if d.get("format") != _FORMAT:
+        raise ValueError(f"unknown window record format {d.get('format')!r}")
+    agg = _dec(d["aggregator"], _classes())
+    if not isinstance(agg, WindowAggregator):
+        raise ValueError("window record does not hold a WindowAggregator")
+    return agg, int(d["applied_offset"])
+
+
+# --------------------------------------------------------------------------- per partition
+@dataclasses.dataclass
+class _Part:
+    agg: WindowAggregator
+    applied_offset: int = -1
+
+
+class PartitionWindows:
+    """The worker's windows: one aggregator per input partition, loaded lazily from the table.
+
+    ``table_get(key) -> bytes | None`` reads the table; call :meth:`forget` on a rebalance so
+    a partition that moved away and back is read again from the (recovered) table.
+    """
+
+    def __init__(self, factory: Callable[[], WindowAggregator],
+                 table_get: Callable[[bytes], bytes | None]) -> None:
+        self._factory = factory
+        self._get = table_get
+        self._parts: dict[int, _Part] = {}
+        self.model_version = factory().model_version
+        self.total_late = 0
+
+    # ------------------------------------------------------------------ state
+    def part(self, partition: int) -> _Part:
+        p = self._parts.get(partition)
+        if p is None:
+            raw = self._get(window_key(partition))
+            if raw:
+                agg, applied = decode_record(raw)
+                p = _Part(agg, applied)
+            else:
+                p = _Part(self._factory())
+            self._parts[partition] = p
+        return p
+
+    def forget(self) -> None:
+        self._parts.clear()
+
+    def record(self, partition: int) -> bytes:
+        p = self._parts[partition]
+        return encode_record(p.agg, p.applied_offset)
+
+    def set_model_version(self, version: str) -> None:
+        self.model_version = version
+        for p in self._parts.values():
+            p.agg.model_version = version
+
+    @property
+    def watermark_ms(self) -> int | None:
+        marks = [p.agg.watermark_ms for p in self._parts.values() if p.agg.watermark_ms is not None]
+        return max(marks) if marks else None
+
+    def open_windows(self) -> int:
+        return sum(p.agg.open_windows() for p in self._parts.values())
+
+    # ------------------------------------------------------------------ feeding
+    def account(self, partitions: Sequence[int], offsets: Sequence[int], events: Sequence,
+                positions: Sequence[int], result, latencies_ms: Sequence[float],
+                now_ms: int) -> tuple[list[tuple[bytes, bytes]], list[tuple[int, bytes]]]:
+        """Account one batch; return (closed windows as keyed metrics records,
+        [(partition, window record to write to the table)]).
+
+        ``partitions[i]`` / ``offsets[i]`` describe input record ``i``; ``events[j]`` is the
+        valid record at ``positions[j]`` and row ``j`` of ``result``. Records at or below a
+        partition's ``applied_offset`` were accounted before a crash and are skipped.
+        """
+        from model_core.prequential import BatchResult, Score
+
+        valid = set(positions)
+        dead_by_part: dict[int, int] = {}
+        rows_by_part: dict[int, list[int]] = {}
+        touched: list[int] = []
+        max_off: dict[int, int] = {}
+        for i, (part, off) in enumerate(zip(partitions, offsets, strict=True)):
+            p = self.part(part)
+            if part not in rows_by_part:
+                rows_by_part[part] = []
+                touched.append(part)
+            max_off[part] = max(max_off.get(part, -1), off)
+            if off <= p.applied_offset:
+                continue
+            if i not in valid:
+                dead_by_part[part] = dead_by_part.get(part, 0) + 1
+        row_of_position = {pos: j for j, pos in enumerate(positions)}
+        for pos in positions:
+            part, off = partitions[pos], offsets[pos]
+            if off > self._parts[part].applied_offset:
+                rows_by_part[part].append(row_of_position[pos])
+        scores_by_row = {s.index: s for s in result.scores} if result is not None else {}
+        dups = set(result.duplicates) if result is not None else set()
+        closed: list[tuple[bytes, bytes]] = []
+        for part in touched:
+            p = self._parts[part]
+            rows = rows_by_part[part]
+            late0 = p.agg.total_late
+            if rows:
+                sub_events = [events[j] for j in rows]
+                sub = BatchResult(
+                    topk=_TopKRows(result.topk, rows),
+                    scores=[Score(k, s.rank, s.action_true, s.action_pred)
+                            for k, j in enumerate(rows) if (s := scores_by_row.get(j))],
+                    duplicates=[k for k, j in enumerate(rows) if j in dups],
+                    touched={})
+                p.agg.add_batch(sub_events, sub, [latencies_ms[j] for j in rows], now_ms)
+            if dead_by_part.get(part):
+                p.agg.add_dead_letters(dead_by_part[part], now_ms)
+            self.total_late += p.agg.total_late - late0
+            p.applied_offset = max(p.applied_offset, max_off[part])
+            closed.extend(self._keyed(part, p.agg.close_until(now_ms)))
+        # encoded now: a rebalance during the caller's awaits may forget() the partitions
+        return closed, [(part, self.record(part)) for part in touched]
+
+    def close_idle(self, advance_to_ms: int | None, now_ms: int) -> list[tuple[bytes, bytes]]:
+        """Idle timer: move every partition's event time to ``advance_to_ms`` and close."""
+        out = []
+        for part, p in self._parts.items():
+            if advance_to_ms is not None:
+                p.agg.advance_watermark(advance_to_ms)
+            out.extend(self._keyed(part, p.agg.close_until(now_ms)))
+        return out
+
+    def flush(self, now_ms: int) -> list[tuple[bytes, bytes]]:
+        out = []
+        for part, p in self._parts.items():
+            out.extend(self._keyed(part, p.agg.flush(now_ms)))
+        return out
+
+    @staticmethod
+    def _keyed(part: int, windows: Iterable) -> list[tuple[bytes, bytes]]:
+        return [(metrics_key(w.window_kind, w.window_start_ms, part), w.to_json())
+                for w in windows]
+
+
+class _TopKRows:
+    """A row subset of a TopK (only ``items`` and ``action_probs`` are read by the windows)."""
+
+    def __init__(self, topk, rows: list[int]) -> None:
+        idx = np.asarray(rows, dtype=np.int64)
+        self.items = topk.items[idx]
+        self.scores = topk.scores[idx] if getattr(topk, "scores", None) is not None else None
+        self.action_probs = (topk.action_probs[idx] if topk.action_probs is not None else None)
+
+
+def latest_windows(messages: Iterable) -> list:
+    """Metrics topic messages (with ``.key``/``.value``) -> the latest window per key.
+
+    Unkeyed messages (older workers) are all kept.
+    """
+    from schemas import MetricsWindow
+
+    latest: dict[bytes, bytes] = {}
+    unkeyed: list[bytes] = []
+    for m in messages:
+        if m.key is None:
+            unkeyed.append(m.value)
+        else:
+            latest[m.key] = m.value
+    return [MetricsWindow.from_json(v) for v in [*latest.values(), *unkeyed]]
+
+
+__all__ = ["PartitionWindows", "decode_record", "encode_record", "is_window_key",
+           "latest_windows", "metrics_key", "window_key"]
