@@ -374,6 +374,8 @@ def test_k8s_settings_and_secrets_are_wired():
     assert vol["secretName"] == secret_name
     items = {i["path"]: i["key"] for i in vol["items"]}
     assert items[pw_file[len(mount["mountPath"].rstrip("/")) + 1:]] in secret_keys
+    # no <SERVICE>_PORT=tcp://... variables: a Service named seqstream-<setting> would collide
+    assert pod["enableServiceLinks"] is False
     # the worker runs as a non-root user: the files must be readable through fsGroup
     security = pod["securityContext"]
     assert security["runAsNonRoot"] and security["runAsUser"] != 0 and security["fsGroup"]
