@@ -56,6 +56,13 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    t = p.add_argument_group("item text (gru4rec/sasrec; needs seqstream[text])")
+    t.add_argument("--items", default=None, help="item metadata: CSV/TSV, JSONL or RecBole .item")
+    t.add_argument("--item-id-column", default="item_id")
+    t.add_argument("--item-text-columns", default=None,
+                   help="columns joined into the description, comma-separated (default: all)")
+    t.add_argument("--text-mode", default="id", choices=("id", "text", "fused"),
+                   help="item vectors: ID embedding, projected text vector, or their sum")
     p.set_defaults(func=run)
 
 
@@ -117,6 +124,16 @@ def run(args) -> int:
     refit = split.fit_events is not split.train_events and not args.no_refit \
         and len(split.fit_events) != len(split.train_events)
     cfg = _config(args)
+    text = None
+    if args.text_mode != "id":
+        from model_core.text.training import TextSetup
+
+        if not args.items:
+            raise DataFormatError(f"--text-mode {args.text_mode} needs --items FILE")
+        text = TextSetup.create(args.items, args.item_id_column, args.item_text_columns,
+                                args.text_mode, cache_dir=args.out, device=args.device,
+                                progress=not args.quiet)
+        cfg.update(text.model_config())
 
     # 1. fit on the part before the validation cases, early stopping on them
     seqs, vocab, cats = sequences_from_events(split.fit_events, by=by)
@@ -126,7 +143,8 @@ def run(args) -> int:
           f"({dropped} with an item unseen in training skipped)", file=sys.stderr)
     model, hist = train_model(args.model, seqs, valid if len(valid) else None, config=cfg,
                               progress=not args.quiet, seed=args.seed, vocab=vocab,
-                              item_categories=cats)
+                              item_categories=cats,
+                              text_vectors=text.vectors_for(vocab) if text else None)
     valid_metrics = hist.best_valid
     history = [hist.to_dict()]
     # 2. refit on every training event for the chosen number of epochs
@@ -136,7 +154,8 @@ def run(args) -> int:
         print(f"refit on {seqs.n_events} events for {cfg2['epochs']} epoch(s)", file=sys.stderr)
         model, hist2 = train_model(args.model, seqs, None, config=cfg2,
                                    progress=not args.quiet, seed=args.seed, vocab=vocab,
-                                   item_categories=cats)
+                                   item_categories=cats,
+                                   text_vectors=text.vectors_for(vocab) if text else None)
         history.append(hist2.to_dict())
     meta = {
         "data": {"path": str(args.data), "format": fmt, "sha256_16": data_hash([args.data]),
@@ -149,6 +168,8 @@ def run(args) -> int:
         "seed": args.seed,
         "wall_seconds": round(time.perf_counter() - t0, 2),
     }
+    if text is not None:
+        meta["text"] = text.finish(model)
     out = save_model(model, args.out, meta)
     m = valid_metrics or {}
     shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("ndcg@10", "hr@10") if k in m)
