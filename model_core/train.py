@@ -44,7 +44,7 @@ TRAIN_DEFAULTS: dict = {
     "patience": 3,  # epochs without a better validation NDCG@10 before stopping
     "max_len": 50,
     "device": "auto",
-    "threads": None,  # torch CPU threads; None = min(cpu count, 4)
+    "threads": None,  # torch CPU threads; None = idle cores (1..4)
     "valid_max_cases": None,  # validate on a fixed random subset of this many cases
     "valid_exclude_history": True,
     "valid_batch_size": 1024,
@@ -270,8 +270,14 @@ class _Progress:
         self.plain = enabled and not sys.stderr.isatty()
         self.p = None
         if enabled and not self.plain:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.p = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -308,7 +314,16 @@ class _Progress:
 def _configure_threads(threads: int | None, device: torch.device) -> None:
     if device.type != "cpu":
         return
-    n = threads or max(1, min(os.cpu_count() or 1, 4))
+    if not threads:
+        # the idle cores, at most 4: on a shared 2-core machine a second thread that keeps
+        # being descheduled makes every parallel region wait for it (slower than one thread)
+        cpus = os.cpu_count() or 1
+        try:
+            busy = int(round(os.getloadavg()[0]))
+        except OSError:
+            busy = 0
+        threads = max(1, min(4, cpus - busy))
+    n = threads
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
@@ -378,6 +393,7 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     # ---- neural
     if model_cfg.get("loss", "auto") == "auto":
         model_cfg["loss"] = _auto_loss(vocab.n_items)
+    model_cfg.setdefault("sparse_emb", model_cfg["loss"] != "ce")
     has_actions = data.actions is not None and any(len(a) for a in data.actions)
     if model_cfg.get("action_head") is None:
         model_cfg["action_head"] = bool(has_actions)
@@ -398,8 +414,11 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     rows = build_rows(data, model.max_len, bool(tcfg["windows"]))
     if not rows.inputs:
         raise ValueError("no training sequence has two or more known events; nothing to learn")
-    opt = torch.optim.Adam(module.parameters(), lr=float(tcfg["lr"]),
-                           weight_decay=float(tcfg["weight_decay"]))
+    sparse_w = module.item_emb.sparse_weight
+    dense = [p for p in module.parameters() if p is not sparse_w]
+    opts = [torch.optim.Adam(dense, lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))]
+    if sparse_w is not None:
+        opts.append(torch.optim.SparseAdam([sparse_w], lr=float(tcfg["lr"])))
     use_a = module.inputs.uses_actions
     use_g = module.inputs.uses_gaps
     best_score, best_state, bad = -1.0, None, 0
@@ -416,11 +435,13 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
                 batch, targets, tacts = _pad(rows, idx, device, use_a, use_g)
                 loss, _ = module.loss(batch, targets, tacts if model_cfg["action_head"] else None,
                                       sampler)
-                opt.zero_grad(set_to_none=True)
+                for opt in opts:
+                    opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if tcfg["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(module.parameters(), float(tcfg["grad_clip"]))
-                opt.step()
+                    torch.nn.utils.clip_grad_norm_(dense, float(tcfg["grad_clip"]))
+                for opt in opts:
+                    opt.step()
                 k = int((targets > 0).sum())
                 n_ev += k
                 total_loss += float(loss.detach()) * k

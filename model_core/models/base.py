@@ -72,14 +72,14 @@ class SequenceModule(nn.Module):
     ``self.config`` and in the checkpoint's ``config.json``):
     ``dim``, ``loss`` (ce | sampled | gbce), ``negatives``, ``sample_alpha``, ``in_batch``,
     ``gbce_t``, ``features``, ``combine``, ``n_categories``, ``action_head``,
-    ``action_weight``, ``item_mode``, ``text_dim``.
+    ``action_weight``, ``item_mode``, ``text_dim``, ``logq``, ``sparse_emb``.
     """
 
     def __init__(self, n_items: int, dim: int = 64, loss: str = "ce", negatives: int = 1024,
                  sample_alpha: float = 0.0, in_batch: bool = False, gbce_t: float = 0.75,
                  features: Sequence[str] = (), combine: str = "sum", n_categories: int = 0,
                  action_head: bool = False, action_weight: float = 0.5, item_mode: str = "id",
-                 text_dim: int = 0, logq: bool = False) -> None:
+                 text_dim: int = 0, logq: bool = False, sparse_emb: bool = False) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
@@ -92,7 +92,11 @@ class SequenceModule(nn.Module):
         self.gbce_t = gbce_t
         self.logq = logq
         self.action_weight = action_weight
-        self.inputs = InputEncoder(ItemEmbedding(n_items, dim, mode=item_mode, text_dim=text_dim),
+        # sparse_emb: the id embedding gets sparse gradients (only with sampled losses, which
+        # never touch the whole item matrix); the trainer then uses SparseAdam for it
+        sparse_emb = bool(sparse_emb) and loss != "ce"
+        self.inputs = InputEncoder(ItemEmbedding(n_items, dim, mode=item_mode, text_dim=text_dim,
+                                                 sparse=sparse_emb),
                                    tuple(features), combine, n_categories)
         self.action_head = nn.Linear(dim, N_ACTIONS) if action_head else None
         self.config = {
@@ -100,7 +104,7 @@ class SequenceModule(nn.Module):
             "in_batch": in_batch, "gbce_t": gbce_t, "features": list(features),
             "combine": combine, "n_categories": n_categories, "action_head": action_head,
             "action_weight": action_weight, "item_mode": item_mode, "text_dim": text_dim,
-            "logq": logq,
+            "logq": logq, "sparse_emb": sparse_emb,
         }
 
     @property
@@ -135,35 +139,40 @@ class SequenceModule(nn.Module):
         if self.loss_type == "ce" or sampler is None:
             return F.cross_entropy(self.score_all(h)[:, 1:], y - 1)
         neg = sampler.sample(self.negatives)  # [S]
+        # A sampled negative equal to the target is masked out when that happens often
+        # enough to matter (small catalogues); on large ones it is rare and left in.
+        mask_hits = self.negatives * 20 > self.n_items
+        s_pos = (h * self.item_emb.rows(y)).sum(-1)  # [N]
+        s_neg = h @ self.item_emb.rows(neg).t()  # [N, S]
         if self.loss_type == "gbce":
-            emb_pos = self.item_emb.rows(y)  # [N, H]
-            s_pos = (h * emb_pos).sum(-1)  # [N]
-            s_neg = h @ self.item_emb.rows(neg).t()  # [N, S]
-            s_neg = s_neg.masked_fill(neg.view(1, -1) == y.view(-1, 1), NEG_INF)
+            if mask_hits:
+                s_neg = s_neg.masked_fill(neg.view(1, -1) == y.view(-1, 1), NEG_INF)
             alpha = self.negatives / max(1, self.n_items - 1)
             beta = alpha * (self.gbce_t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
             # log(sigmoid(s)^beta) = -beta * softplus(-s);  log(1 - sigmoid(s)) = -softplus(s)
-            loss = beta * F.softplus(-s_pos) + F.softplus(s_neg).sum(-1)
-            return loss.mean()
-        # sampled softmax over the positive + shared negatives (+ the batch's other positives)
+            return (beta * F.softplus(-s_pos) + F.softplus(s_neg).sum(-1)).mean()
         n = h.shape[0]
         if self.in_batch:
-            cand = torch.cat([y, neg])  # [N + S]
-            logits = h @ self.item_emb.rows(cand).t()  # [N, N + S]
+            # candidates: every target of the batch (row i's own is the label) + the samples
+            s_bat = h @ self.item_emb.rows(y).t()  # [N, N]
             if self.logq and sampler.log_q is not None:
-                logits = logits - sampler.log_q[cand].view(1, -1)
-            target = torch.arange(n, device=h.device)
-            same = cand.view(1, -1) == y.view(-1, 1)
-            same[target, target] = False
-            return F.cross_entropy(logits.masked_fill(same, NEG_INF), target)
-        s_pos = (h * self.item_emb.rows(y)).sum(-1, keepdim=True)  # [N, 1]
-        s_neg = h @ self.item_emb.rows(neg).t()  # [N, S]
+                s_bat = s_bat - sampler.log_q[y].view(1, -1)
+                s_neg = s_neg - sampler.log_q[neg].view(1, -1)
+            eye = torch.arange(n, device=h.device)
+            same = y.view(1, -1) == y.view(-1, 1)
+            same[eye, eye] = False
+            s_bat = s_bat.masked_fill(same, NEG_INF)
+            if mask_hits:
+                s_neg = s_neg.masked_fill(neg.view(1, -1) == y.view(-1, 1), NEG_INF)
+            lse = torch.logaddexp(torch.logsumexp(s_bat, -1), torch.logsumexp(s_neg, -1))
+            return (lse - s_bat[eye, eye]).mean()
         if self.logq and sampler.log_q is not None:
-            s_pos = s_pos - sampler.log_q[y].view(-1, 1)
+            s_pos = s_pos - sampler.log_q[y]
             s_neg = s_neg - sampler.log_q[neg].view(1, -1)
-        s_neg = s_neg.masked_fill(neg.view(1, -1) == y.view(-1, 1), NEG_INF)
-        return F.cross_entropy(torch.cat([s_pos, s_neg], 1),
-                               torch.zeros(n, dtype=torch.long, device=h.device))
+        if mask_hits:
+            s_neg = s_neg.masked_fill(neg.view(1, -1) == y.view(-1, 1), NEG_INF)
+        # cross-entropy with the positive as class 0, without building [N, 1 + S]
+        return (torch.logaddexp(s_pos, torch.logsumexp(s_neg, -1)) - s_pos).mean()
 
     def loss(self, batch: Padded, targets: torch.Tensor, target_actions: torch.Tensor | None,
              sampler: NegativeSampler | None) -> tuple[torch.Tensor, dict]:

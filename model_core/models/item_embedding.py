@@ -32,7 +32,7 @@ SIDE_FEATURES = ("action", "category", "gap")
 
 class ItemEmbedding(nn.Module):
     def __init__(self, n_items: int, dim: int, mode: str = "id", text_dim: int = 0,
-                 text_vectors: torch.Tensor | None = None) -> None:
+                 text_vectors: torch.Tensor | None = None, sparse: bool = False) -> None:
         super().__init__()
         if mode not in EMBEDDING_MODES:
             raise ValueError(f"unknown item embedding mode {mode!r}; choose one of {EMBEDDING_MODES}")
@@ -41,7 +41,8 @@ class ItemEmbedding(nn.Module):
         if mode != "id" and text_dim <= 0:
             raise ValueError(f"item embedding mode {mode!r} needs text vectors (text_dim > 0)")
         self.n_items, self.dim, self.mode, self.text_dim = n_items, dim, mode, text_dim
-        self.id_emb = nn.Embedding(n_items + 1, dim, padding_idx=0) if mode != "text" else None
+        self.id_emb = (nn.Embedding(n_items + 1, dim, padding_idx=0, sparse=sparse)
+                       if mode != "text" else None)
         if self.id_emb is not None:
             nn.init.normal_(self.id_emb.weight, std=dim ** -0.5)
             with torch.no_grad():
@@ -53,6 +54,11 @@ class ItemEmbedding(nn.Module):
                 self.set_text_vectors(text_vectors)
         else:
             self.text_proj = None
+
+    @property
+    def sparse_weight(self) -> torch.Tensor | None:
+        """The id-embedding weight when it gets sparse gradients (train it with SparseAdam)."""
+        return self.id_emb.weight if self.id_emb is not None and self.id_emb.sparse else None
 
     def set_text_vectors(self, vectors: torch.Tensor) -> None:
         """Install frozen per-item text vectors ``[n_items + 1, text_dim]`` (row 0 = padding)."""

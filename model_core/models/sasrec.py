@@ -1,6 +1,7 @@
 """SASRec: causal self-attention over the item sequence (Kang & McAuley, 2018).
 
-Pre-layer-norm transformer blocks (``layers`` blocks, ``heads`` heads, ``dropout``), learned
+Pre-layer-norm transformer blocks (``layers`` blocks, ``heads`` heads, ``dropout`` on the
+residual branches and the input, ``attn_dropout`` on attention weights), learned
 positions counted from the start of the (last ``max_len``) events, tied output embeddings.
 Train it with full cross-entropy (``loss="ce"``, "SASRec+" of Klenitskiy & Vasilev 2023),
 sampled cross-entropy with many shared negatives (``"sampled"``, ``negatives``), or
@@ -17,7 +18,7 @@ from model_core.models.base import NeuralRecommender, SequenceModule
 
 
 class _Block(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, attn_dropout: float) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
@@ -29,7 +30,7 @@ class _Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout),
                                 nn.Linear(4 * dim, dim))
         self.drop = nn.Dropout(dropout)
-        self.p_attn = dropout
+        self.p_attn = attn_dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, L, dim] -> [B, L, dim]
         b, n, d = x.shape
@@ -45,15 +46,16 @@ class SASRecModule(SequenceModule):
     takes_max_len = True
 
     def __init__(self, n_items: int, dim: int = 64, layers: int = 2, heads: int = 1,
-                 dropout: float = 0.2, max_len: int = 50, **common) -> None:
+                 dropout: float = 0.2, attn_dropout: float = 0.0, max_len: int = 50,
+                 **common) -> None:
         super().__init__(n_items, dim=dim, **common)
         self.max_len = max_len
         self.pos = nn.Embedding(max_len, dim)
         nn.init.normal_(self.pos.weight, std=0.02)
         self.in_drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(_Block(dim, heads, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(_Block(dim, heads, dropout, attn_dropout) for _ in range(layers))
         self.final_ln = nn.LayerNorm(dim)
-        self.config.update(layers=layers, heads=heads, dropout=dropout)
+        self.config.update(layers=layers, heads=heads, dropout=dropout, attn_dropout=attn_dropout)
 
     def encode(self, item_seq, lengths, actions=None, gaps=None) -> torch.Tensor:
         n = item_seq.shape[1]
