@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from model_core.checkpoint import load_model, read_meta
+from model_core.models.data import SeqData
 from model_core.predictor import SequenceBatch
 from model_core.train import (
     Cases,
@@ -17,7 +18,6 @@ from model_core.train import (
     train_model,
     validate,
 )
-from model_core.models.data import SeqData
 from model_core.vocab import ItemVocab
 
 N = 20
