@@ -147,8 +147,10 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                              partitions=settings.partitions)
     raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
                               value_serializer="raw")
+    # key_type/value_type bytes: Faust picks the store's (recovery) serializers from these,
+    # not from ``schema``; without them a restarted worker failed to decode its changelog
     table = app.Table("user-state", default=None, partitions=settings.partitions,
-                      schema=raw_schema)
+                      schema=raw_schema, key_type=bytes, value_type=bytes)
     # crash-safe windows: per input partition, persisted in ``table`` (stream_app.window_state)
     pwindows = PartitionWindows(new_windows, table.get)
     topic_predictions = settings.topic("predictions")
