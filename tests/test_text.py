@@ -293,3 +293,30 @@ def test_stream_item_encoder_batches_and_reports_bad_records():
     top = model.predict_topk(SequenceBatch(items=[seqs[1]]), k=len(model.vocab) - 1)
     assert model.vocab.index("x2") in top.items[0]
     assert ie.stats["added"] == 2 and ie.stats["rejected"] == 2
+
+
+@pytest.mark.skipif(not text_extra_available(),
+                    reason="text extra not installed (pip install 'seqstream[text]')")
+def test_train_cli_fused_with_metadata_only_items(tmp_path, no_network):
+    from model_core.checkpoint import load_model, read_meta
+    from model_core.datasets.synth import generate, write_jsonl
+    from stream_app.cli import main
+
+    events = generate(600, n_users=20, n_items=30, seed=3)
+    write_jsonl(events, tmp_path / "log.jsonl")
+    items = sorted({e.item_id for e in events}) + ["only-in-metadata"]
+    (tmp_path / "items.csv").write_text(
+        "sku,title,kind\n" + "".join(f"{i},Product {i},kind {len(i) % 3}\n" for i in items))
+    out = tmp_path / "ckpt"
+    rc = main(["train", "--data", str(tmp_path / "log.jsonl"), "--format", "jsonl",
+               "--model", "gru4rec", "--protocol", "temporal", "--epochs", "1", "--dim", "16",
+               "--items", str(tmp_path / "items.csv"), "--item-id-column", "sku",
+               "--item-text-columns", "title,kind", "--text-mode", "fused", "--out", str(out),
+               "--quiet", "--device", "cpu"])
+    assert rc == 0
+    model = load_model(out, device="cpu")
+    assert "only-in-metadata" in model.vocab
+    assert model.module.item_emb.mode == "fused"
+    text = read_meta(out)["text"]
+    assert text["metadata_only_items_added"] >= 1 and text["encoder"] == "all-MiniLM-L6-v2"
+    assert (out / "text_vectors.safetensors").is_file()
