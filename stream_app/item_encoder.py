@@ -13,6 +13,7 @@ retraining. An item already known gets its text vector refreshed when its text c
     res = enc.submit(raw_values)             # SubmitResult: accepted, rejected [(raw, reason)]
     grow = enc.flush()                       # GrowResult: added ids, updated ids, timings
     enc.stats                                # counters for the metrics/monitor views
+    enc.rebind(new_model)                    # after a hot model swap: re-install, no re-encode
 
 Rejected records (not JSON, not an object, no id, no text) are returned with the reason, for
 the dead-letter topic; they never raise.
@@ -26,9 +27,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model_core.text.cache import TextVectorCache, text_key
+from model_core.text.cache import TextVectorCache
 from model_core.text.encoder import TextEncoder, load_text_encoder
-from model_core.text.fusion import GrowResult, add_metadata_items, item_embedding_of
+from model_core.text.fusion import (
+    GrowResult,
+    TextFusionError,
+    add_metadata_items,
+    item_embedding_of,
+)
 from model_core.text.items import parse_item_record, read_item_metadata, split_columns
 
 __all__ = ["ItemEncoder", "SubmitResult"]
@@ -56,33 +62,44 @@ class ItemEncoder:
                  text_fields: Sequence[str] | str | None = None,
                  cache_path: str | Path | None = None, batch_size: int = 64,
                  device: str = "auto") -> None:
-        emb = item_embedding_of(model)
-        if emb.mode == "id":
-            from model_core.text.fusion import TextFusionError
-
-            raise TextFusionError("the loaded model uses ID embeddings only: new items need a "
-                                  "model trained with --text-mode text or fused")
-        self.model = model
         self.encoder = encoder if encoder is not None else load_text_encoder(device=device)
-        if self.encoder.dim != emb.text_dim:
-            from model_core.text.fusion import TextFusionError
-
-            raise TextFusionError(f"encoder gives {self.encoder.dim}-d vectors but the model was "
-                                  f"trained on {emb.text_dim}-d text vectors")
+        self._check(model)
+        self.model = model
         self.id_field = id_field
         self.text_fields = split_columns(text_fields) or None
         self.batch_size = batch_size
         self.cache = TextVectorCache(cache_path, self.encoder.fingerprint, self.encoder.dim,
                                      self.encoder.name)
         self._pending: dict[str, str] = {}
-        self._installed: dict[str, bytes] = {}  # id -> key of the text installed by us
+        self._installed: dict[str, str] = {}  # id -> text installed by us (for rebind)
         self._lock = threading.Lock()
         self.stats = {"received": 0, "rejected": 0, "unchanged": 0, "added": 0, "updated": 0,
                       "encoded": 0, "cached": 0, "flushes": 0, "encode_s": 0.0, "flush_s": 0.0}
 
+    def _check(self, model) -> None:
+        emb = item_embedding_of(model)
+        if emb.mode == "id":
+            raise TextFusionError("the loaded model uses ID embeddings only: new items need a "
+                                  "model trained with --text-mode text or fused")
+        if self.encoder.dim != emb.text_dim:
+            raise TextFusionError(f"encoder gives {self.encoder.dim}-d vectors but the model was "
+                                  f"trained on {emb.text_dim}-d text vectors")
+
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def rebind(self, model) -> GrowResult:
+        """Switch to a newly loaded model (hot swap) and install every item added so far
+        into it — from the vector cache, without encoding again. Call on the model thread."""
+        self._check(model)
+        with self._lock:
+            installed = dict(self._installed)
+        self.model = model
+        if not installed:
+            return GrowResult([], [], len(model.vocab))
+        return add_metadata_items(model, installed, self.encoder, self.cache,
+                                  batch_size=self.batch_size)
 
     def submit(self, records: Iterable) -> SubmitResult:
         """Parse and queue records (dicts, or JSON bytes/str of one object each)."""
@@ -105,11 +122,10 @@ class ItemEncoder:
         return out
 
     def _queue(self, pairs: Iterable[tuple[str, str]], out: SubmitResult) -> None:
-        fp = self.encoder.fingerprint
         with self._lock:
             for item_id, text in pairs:
                 self.stats["received"] += 1
-                if self._installed.get(item_id) == text_key(fp, text) and item_id not in self._pending:
+                if self._installed.get(item_id) == text and item_id not in self._pending:
                     out.unchanged += 1
                     self.stats["unchanged"] += 1
                     continue
@@ -125,10 +141,8 @@ class ItemEncoder:
         t0 = time.perf_counter()
         res = add_metadata_items(self.model, batch, self.encoder, self.cache,
                                  batch_size=self.batch_size)
-        fp = self.encoder.fingerprint
         with self._lock:
-            for item_id, text in batch.items():
-                self._installed[item_id] = text_key(fp, text)
+            self._installed.update(batch)
             s = self.stats
             s["flushes"] += 1
             s["added"] += len(res.added)

@@ -293,6 +293,12 @@ def test_stream_item_encoder_batches_and_reports_bad_records():
     top = model.predict_topk(SequenceBatch(items=[seqs[1]]), k=len(model.vocab) - 1)
     assert model.vocab.index("x2") in top.items[0]
     assert ie.stats["added"] == 2 and ie.stats["rejected"] == 2
+    # hot swap: a freshly loaded model gets the same items back, from the cache
+    n_calls = len(enc.calls)
+    swapped = _model("sasrec", "text", texts, enc)
+    res = ie.rebind(swapped)
+    assert sorted(res.added) == ["x1", "x2"] and len(enc.calls) == n_calls + 1  # table only
+    torch.testing.assert_close(swapped.module.item_emb.text_vectors, model.module.item_emb.text_vectors)
 
 
 @pytest.mark.skipif(not text_extra_available(),
