@@ -29,6 +29,7 @@ from stream_app.online import aggregate_windows
 from stream_app.replay import load_sorted, replay_events
 from stream_app.settings import Settings, load_settings
 from stream_app.topics import ensure_topics, iter_topic, read_topic
+from stream_app.window_state import latest_windows
 from stream_app.worker_process import WorkerProcess
 
 #: Training settings of the demo's sequence model (small data, CPU, about a minute).
@@ -182,8 +183,8 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
                 worker.kill()
         live.stop.set()
         preds = read_topic(settings, "predictions", idle_s=2)
-        windows = [MetricsWindow.from_json(m.value) for m in read_topic(settings, "metrics",
-                                                                        idle_s=2)]
+        # a window can be republished (crash, clean stop): keep the latest record per key
+        windows = latest_windows(read_topic(settings, "metrics", idle_s=2))
         dead = read_topic(settings, "dead-letters", idle_s=1)
         alerts = _read_alerts(settings)
 

@@ -12,10 +12,11 @@ from model_core.datasets import read_log
 from model_core.datasets.synth import generate, write_jsonl
 from model_core.models import create_model
 from model_core.sequences import build_vocab, group_by_user
-from schemas import DeadLetter, MetricsWindow, Prediction
+from schemas import DeadLetter, Prediction
 from stream_app.online import aggregate_windows
 from stream_app.replay import make_producer, replay_file
 from stream_app.topics import ensure_topics, read_topic
+from stream_app.window_state import latest_windows
 from stream_app.worker_process import WorkerProcess
 
 pytestmark = [pytest.mark.broker]
@@ -96,7 +97,7 @@ def test_replay_worker_outputs(stream_settings, small_log, markov_checkpoint, tm
     assert "not valid JSON" in reasons and "is not the event's user_id" in reasons
 
     # metrics windows: plausible values, every valid event counted once
-    windows = [MetricsWindow.from_json(m.value) for m in metrics]
+    windows = latest_windows(metrics)
     tumbling = [w for w in windows if w.window_kind == "tumbling"]
     assert tumbling
     assert sum(w.events for w in tumbling) == len(events)
