@@ -175,6 +175,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
 
     swapper = ModelSwapper(settings, processor,
                            on_swap=lambda m: pwindows.set_model_version(m.version))
+    in_batch = [False]  # the poll timer applies a new model itself only between batches
 
     @app.agent(events_topic, name="process-events")
     async def process_events(stream):
@@ -182,6 +183,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         within = settings.batch_wait_ms / 1000.0
         async for batch in stream.take_events(settings.batch_size, within=within):
             swapper.apply_pending()  # hot swap: only between batches
+            in_batch[0] = True
             records = [RawRecord(e.message.key, e.value, e.message.topic, e.message.partition,
                                  e.message.offset, int(e.message.timestamp * 1000))
                        for e in batch]
@@ -220,6 +222,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             stats.duplicates += len(result.duplicates) if result else 0
             stats.last_batch_wall = time.monotonic()
             stats.event_watermark_ms = pwindows.watermark_ms
+            in_batch[0] = False
 
     @app.timer(interval=1.0)
     async def close_idle_windows():
@@ -233,6 +236,8 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     @app.timer(interval=settings.model_poll_s)
     async def poll_for_model():
         await asyncio.get_running_loop().run_in_executor(None, swapper.poll)
+        if not in_batch[0]:  # idle agent: switch now (no await between check and switch)
+            swapper.apply_pending()
 
     events_topic_name = settings.topic("events")
 

@@ -218,6 +218,8 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
 
         rss: list[tuple[float, int, float]] = []
         done_kills = 0
+        # kill points: random shares of the events, so the crashes spread over the whole run
+        kill_at = sorted(int(rng.uniform(0.05, 0.95) * n_events) for _ in range(kills))
         next_kill = time.monotonic() + rng.uniform(min_gap_s, max_gap_s)
         deadline = time.monotonic() + max(600.0, n_events / 200.0)
         while time.monotonic() < deadline:
@@ -228,7 +230,8 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
                     rss.append((time.monotonic() - t_start, got, r))
             if got >= n_events:
                 break
-            if done_kills < kills and time.monotonic() >= next_kill and got < n_events:
+            if (done_kills < kills and time.monotonic() >= next_kill and got < n_events
+                    and got >= kill_at[done_kills]):
                 log(f"kill {done_kills + 1}/{kills} at {got:,} events predicted")
                 worker.kill()
                 t_kill = time.monotonic()

@@ -114,6 +114,7 @@ class ModelSwapper:
         self._lock = threading.Lock()
         self._loaded_name: str | None = (str(Path(settings.model_path).resolve())
                                          if settings.model_path else None)
+        self._last_watched: Path | None = None
         self._control = None
         self._control_failed = False
         self.stats = SwapStats()
@@ -124,7 +125,11 @@ class ModelSwapper:
 
         Blocking (file and Kafka reads, checkpoint load): run it in a thread.
         """
-        path = self._watched_path()
+        # a change of LATEST, or a control message, names a model (the newest one wins)
+        path = None
+        watched = self._watched_path()
+        if watched is not None and watched != self._last_watched:
+            self._last_watched = path = watched
         for p in self._control_paths():
             path = p
         if path is None:
