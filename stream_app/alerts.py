@@ -1,0 +1,308 @@
+"""Drift and threshold alerts over the online metrics (pure: no Kafka, no wall clock read).
+
+Two kinds of :class:`~schemas.alert.Alert`:
+
+- **drift**: river's ADWIN watches the per-event hit (``hit@K`` of each scored event, 1 or 0)
+  and the per-event end-to-end latency; optionally Page-Hinkley watches the hit for a fall as
+  well (it reacts sooner than ADWIN but also alarms now and then on a stable 0/1 series). When
+  a detector sees the level change, one alert carries the old level (the mean of what the
+  detector dropped), the new level (the mean of what it kept), the event-time span of the new
+  level and a plain-language message. Small changes (below ``min_hit_change`` /
+  ``min_latency_change``) and changes within ``cooldown`` observations of the previous alert
+  on the same metric are not raised (the detector still resets).
+- **threshold**: a closed window whose latency p99 or dead-letter rate is above its limit.
+  One alert when the limit is first crossed; the next is raised only after a window back
+  under the limit.
+
+river rolling statistics (a rolling mean of the hit, rolling latency quantiles) give the
+current levels (:meth:`AlertMonitor.levels`) and the levels around a Page-Hinkley change.
+
+The worker calls :meth:`AlertMonitor.observe_batch` per micro-batch and
+:meth:`AlertMonitor.observe_window` per closed window, and publishes what they return on the
+``alerts`` topic. Offline, feed a prequential run the same way (see ``tests/test_alerts.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from river import drift, stats, utils
+
+from model_core.metrics import hit_at
+from schemas.alert import Alert
+from schemas.metrics import MetricsWindow
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    hit_k: int = 10  # the drift detectors watch hit@hit_k
+    hit_delta: float = 0.002  # ADWIN confidence on the hit (smaller = fewer, surer alerts)
+    latency_delta: float = 0.002  # ADWIN confidence on the latency
+    page_hinkley: bool = False  # also run Page-Hinkley on the hit
+    ph_threshold: float = 50.0  # Page-Hinkley lambda (on 0/1 hits)
+    ph_recent: int = 200  # Page-Hinkley: the new level is the mean of this many last hits
+    min_hit_change: float = 0.08  # smallest |new - old| hit rate that is raised
+    min_latency_change: float = 0.5  # smallest relative latency change that is raised
+    min_latency_change_ms: float = 50.0  # ... and absolute
+    cooldown: int = 500  # observations of a metric between two of its drift alerts
+    rolling_window: int = 1000  # river rolling statistics over this many observations
+    latency_p99_limit_ms: float = 0.0  # threshold alert on a window's p99 (0 = off)
+    dead_letter_rate_limit: float = 0.0  # threshold alert on a window's dead-letter rate (0 = off)
+    max_span_memory: int = 100_000  # event times kept to date the start of a new level
+
+    @classmethod
+    def from_settings(cls, settings) -> AlertConfig:
+        """From :class:`stream_app.settings.Settings` (its ``alert_*`` fields)."""
+        return cls(
+            hit_k=settings.alert_hit_k,
+            hit_delta=settings.alert_drift_delta,
+            latency_delta=settings.alert_drift_delta,
+            page_hinkley=settings.alert_page_hinkley,
+            latency_p99_limit_ms=settings.alert_latency_p99_ms,
+            dead_letter_rate_limit=settings.alert_dead_letter_rate,
+        )
+
+
+def _fmt_time(ms: int) -> str:
+    return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
+
+
+def _fmt_span(start_ms: int, end_ms: int) -> str:
+    a, b = _fmt_time(start_ms), _fmt_time(end_ms)
+    if a[:10] == b[:10]:
+        b = b[11:]
+    return f"{a} – {b}"
+
+
+class _Watch:
+    """One ADWIN over one per-event series, with the values and event times it keeps.
+
+    river's ADWIN forgets everything after a detection (it resets on the next update), so a
+    change detected early, when only a few observations of the new level are in, would leave
+    no reference to compare the rest against. Here the detector is rebuilt from the part of
+    its window that it kept — the usual ADWIN behaviour: drop the old sub-window, go on.
+    """
+
+    def __init__(self, metric: str, delta: float, memory: int) -> None:
+        self.metric = metric
+        self.delta = delta
+        self.adwin = drift.ADWIN(delta=delta)
+        self.values: deque[float] = deque(maxlen=memory)
+        self.times: deque[int] = deque(maxlen=memory)
+        self.since_alert = 0
+        self.n = 0
+
+    def update(self, x: float, ts_ms: int) -> tuple[float, float, int, int] | None:
+        """Feed one value; on a detected change return (old, new, new_start_ms, n_new)."""
+        a = self.adwin
+        width0, total0 = a.width, a.total
+        a.update(x)
+        self.values.append(x)
+        self.times.append(ts_ms)
+        self.n += 1
+        self.since_alert += 1
+        if not a.drift_detected:
+            return None
+        width1 = int(a.width)
+        dropped = width0 + 1 - width1
+        old = (total0 + x - a.total) / dropped if dropped > 0 else float("nan")
+        new = a.estimation
+        kept = min(width1, len(self.times))
+        start = self.times[-kept] if kept else ts_ms
+        # rebuild from the kept observations (a change inside them is found on later updates)
+        self.adwin = fresh = drift.ADWIN(delta=self.delta)
+        for v in list(self.values)[len(self.values) - kept:]:
+            fresh.update(v)
+        return old, new, start, width1
+
+
+class AlertMonitor:
+    """Drift detectors, rolling statistics and threshold checks; returns :class:`Alert` s."""
+
+    def __init__(self, config: AlertConfig | None = None, model_version: str = "") -> None:
+        self.config = cfg = config or AlertConfig()
+        self.model_version = model_version
+        self.hit_metric = f"hit@{cfg.hit_k}"
+        self._hit = _Watch(self.hit_metric, cfg.hit_delta, cfg.max_span_memory)
+        self._latency = _Watch("latency_ms", cfg.latency_delta, cfg.max_span_memory)
+        self._ph = drift.PageHinkley(threshold=cfg.ph_threshold, mode="down") \
+            if cfg.page_hinkley else None
+        self._ph_count = 0  # hits since the last Page-Hinkley change
+        self._ph_since_alert = 0
+        self.hit_rolling = utils.Rolling(stats.Mean, window_size=cfg.rolling_window)
+        self.latency_p50 = stats.RollingQuantile(0.5, window_size=cfg.rolling_window)
+        self.latency_p99 = stats.RollingQuantile(0.99, window_size=cfg.rolling_window)
+        self._breached: dict[str, bool] = {}
+        self.n_alerts = 0
+
+    # ------------------------------------------------------------------ per event
+    def observe_hits(self, ranks: Iterable[float], timestamps_ms: Iterable[int],
+                     now_ms: int = 0) -> list[Alert]:
+        """One rank per scored event (1-based; 0 = miss), with the event's time."""
+        cfg = self.config
+        out: list[Alert] = []
+        for rank, ts in zip(ranks, timestamps_ms, strict=True):
+            hit = hit_at(rank, cfg.hit_k)
+            self.hit_rolling.update(hit)
+            got = self._hit.update(hit, int(ts))
+            if got is not None:
+                old, new, start, n_new = got
+                if (abs(new - old) >= cfg.min_hit_change
+                        and self._hit.since_alert > cfg.cooldown):
+                    out.append(self._drift_alert(self.hit_metric, "adwin", old, new, start,
+                                                 int(ts), n_new, now_ms, rate=True))
+                    self._hit.since_alert = 0
+            if self._ph is not None:
+                out.extend(self._page_hinkley(hit, int(ts), now_ms))
+        return out
+
+    def _page_hinkley(self, hit: float, ts: int, now_ms: int) -> list[Alert]:
+        """Page-Hinkley on the hit (falls only). Levels: the last ``ph_recent`` hits against
+        the hits before them since the previous Page-Hinkley change."""
+        cfg = self.config
+        ph = self._ph
+        ph.update(hit)
+        self._ph_count += 1
+        self._ph_since_alert += 1
+        if not ph.drift_detected:
+            return []
+        count = min(self._ph_count, len(self._hit.values))
+        self._ph_count = 0
+        recent = min(cfg.ph_recent, count // 2)
+        if recent < 1:
+            return []
+        vals = list(self._hit.values)[len(self._hit.values) - count:]
+        old = sum(vals[:-recent]) / (count - recent)
+        new = sum(vals[-recent:]) / recent
+        start = self._hit.times[-recent]
+        if abs(new - old) < cfg.min_hit_change or self._ph_since_alert <= cfg.cooldown:
+            return []
+        self._ph_since_alert = 0
+        return [self._drift_alert(self.hit_metric, "page_hinkley", old, new, start, ts, recent,
+                                  now_ms, rate=True)]
+
+    def observe_latencies(self, latencies_ms: Iterable[float], timestamps_ms: Iterable[int],
+                          now_ms: int = 0) -> list[Alert]:
+        """End-to-end latency of each event (ms), with the event's time."""
+        cfg = self.config
+        out: list[Alert] = []
+        for lat, ts in zip(latencies_ms, timestamps_ms, strict=True):
+            lat = float(lat)
+            self.latency_p50.update(lat)
+            self.latency_p99.update(lat)
+            got = self._latency.update(lat, int(ts))
+            if got is None:
+                continue
+            old, new, start, n_new = got
+            change = abs(new - old)
+            if (change >= cfg.min_latency_change_ms
+                    and change >= cfg.min_latency_change * max(abs(old), 1e-9)
+                    and self._latency.since_alert > cfg.cooldown):
+                out.append(self._drift_alert("latency_ms", "adwin", old, new, start, int(ts),
+                                             n_new, now_ms, rate=False))
+                self._latency.since_alert = 0
+        return out
+
+    def observe_batch(self, events: Sequence, result, latencies_ms: Sequence[float],
+                      now_ms: int = 0) -> list[Alert]:
+        """One processed micro-batch (``events``, its :class:`BatchResult`, latencies)."""
+        if result is None or not events:
+            return []
+        scores = result.scores
+        out = self.observe_hits([s.rank for s in scores],
+                                [events[s.index].timestamp_ms for s in scores], now_ms)
+        dup = set(result.duplicates)
+        idx = [i for i in range(len(events)) if i not in dup]
+        out += self.observe_latencies([latencies_ms[i] for i in idx],
+                                      [events[i].timestamp_ms for i in idx], now_ms)
+        return out
+
+    # ------------------------------------------------------------------ per window
+    def observe_window(self, w: MetricsWindow, now_ms: int = 0) -> list[Alert]:
+        """Threshold checks on one closed window (tumbling windows only)."""
+        if w.window_kind != "tumbling":
+            return []
+        cfg = self.config
+        out = []
+        span = _fmt_span(w.window_start_ms, w.window_end_ms)
+        if cfg.latency_p99_limit_ms > 0 and w.latency_p99_ms is not None:
+            a = self._threshold(
+                "latency_p99_ms", w.latency_p99_ms, cfg.latency_p99_limit_ms, w, now_ms,
+                f"End-to-end latency p99 was {w.latency_p99_ms:,.0f} ms in the window {span}, "
+                f"above the {cfg.latency_p99_limit_ms:,.0f} ms limit "
+                f"({w.events} events; p50 {w.latency_p50_ms or 0:,.0f} ms).")
+            out += a
+        if cfg.dead_letter_rate_limit > 0 and (w.events + w.dead_letters) > 0:
+            out += self._threshold(
+                "dead_letter_rate", w.dead_letter_rate, cfg.dead_letter_rate_limit, w, now_ms,
+                f"{w.dead_letter_rate:.1%} of the records in the window {span} were "
+                f"dead-lettered ({w.dead_letters} of {w.events + w.dead_letters}), above the "
+                f"{cfg.dead_letter_rate_limit:.1%} limit: check the producers and the "
+                "dead-letters topic for the reasons.")
+        return out
+
+    def observe_windows(self, windows: Iterable[MetricsWindow], now_ms: int = 0) -> list[Alert]:
+        out: list[Alert] = []
+        for w in windows:
+            out += self.observe_window(w, now_ms)
+        return out
+
+    def _threshold(self, metric: str, value: float, limit: float, w: MetricsWindow,
+                   now_ms: int, message: str) -> list[Alert]:
+        above = value > limit
+        was = self._breached.get(metric, False)
+        self._breached[metric] = above
+        if not above or was:
+            return []
+        self.n_alerts += 1
+        return [Alert(metric=metric, kind="threshold", detector="threshold", old_level=limit,
+                      new_level=float(value), window_start_ms=w.window_start_ms,
+                      window_end_ms=w.window_end_ms, message=message, severity="critical",
+                      direction="up", n_observations=w.events,
+                      model_version=w.model_version or self.model_version,
+                      emitted_at_ms=now_ms)]
+
+    # ------------------------------------------------------------------ helpers
+    def _drift_alert(self, metric: str, detector: str, old: float, new: float, start: int,
+                     end: int, n_new: int, now_ms: int, rate: bool) -> Alert:
+        self.n_alerts += 1
+        up = new > old
+        span = _fmt_span(start, end)
+        name = "ADWIN" if detector == "adwin" else "Page-Hinkley"
+        if rate:
+            what = f"The online hit rate ({metric})"
+            levels = f"{old:.1%} to {new:.1%}"
+            hint = ("" if up else " The model may no longer match how users behave "
+                    "(or the input changed): compare with the previous days, consider "
+                    "retraining.")
+            severity = "info" if up else "warning"
+        else:
+            what = "End-to-end latency"
+            levels = f"{old:,.0f} ms to {new:,.0f} ms (mean)"
+            hint = (" Check consumer lag, the worker's CPU and the batch settings." if up
+                    else "")
+            severity = "warning" if up else "info"
+        message = (f"{what} {'rose' if up else 'fell'} from {levels}; {name} detected the "
+                   f"change over {n_new:,} events in {span}.{hint}")
+        return Alert(metric=metric, kind="drift", detector=detector, old_level=float(old),
+                     new_level=float(new), window_start_ms=int(start), window_end_ms=int(end),
+                     message=message, severity=severity, direction="up" if up else "down",
+                     n_observations=int(n_new), model_version=self.model_version,
+                     emitted_at_ms=now_ms)
+
+    def levels(self) -> dict[str, float | None]:
+        """Current levels from the river rolling statistics (None before any observation)."""
+        return {
+            f"{self.hit_metric}_rolling": self.hit_rolling.get() if self._hit.n else None,
+            "latency_p50_ms_rolling": self.latency_p50.get() if self._latency.n else None,
+            "latency_p99_ms_rolling": self.latency_p99.get() if self._latency.n else None,
+            "hit_observations": self._hit.n,
+            "latency_observations": self._latency.n,
+        }
+
+
+__all__ = ["AlertConfig", "AlertMonitor"]
