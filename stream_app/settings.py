@@ -74,13 +74,6 @@ class Settings(BaseSettings):
     alert_latency_p99_ms: float = Field(0.0, ge=0, description="alert when a window's latency p99 is above (0 = off)")
     alert_dead_letter_rate: float = Field(0.0, ge=0, le=1, description="alert when a window's dead-letter rate is above (0 = off)")
 
-    # --- alerts (stream_app.alerts; published on the alerts topic)
-    alert_hit_k: int = Field(10, ge=1, description="drift detectors watch hit@K")
-    alert_drift_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN confidence (smaller = fewer alerts)")
-    alert_page_hinkley: bool = Field(False, description="also run Page-Hinkley on the hit")
-    alert_latency_p99_ms: float = Field(0.0, ge=0, description="alert when a window's latency p99 is above (0 = off)")
-    alert_dead_letter_rate: float = Field(0.0, ge=0, le=1, description="alert when a window's dead-letter rate is above (0 = off)")
-
     # --- state and ops
     data_dir: str = Field("./seqstream-data", description="worker data dir (tables, rocksdb)")
     store: str = Field("memory://", description="table store: memory:// or rocksdb://")
