@@ -183,22 +183,52 @@ def _exclude(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarra
         scores[b, h] = -np.inf
 
 
-def _sample_negatives(rng: np.random.Generator, log_p: np.ndarray | None, n_items_cols: int,
+def _sample_negatives(rng: np.random.Generator, cdf: np.ndarray | None, n_items_cols: int,
                       forbid: list[np.ndarray], n: int) -> np.ndarray:
-    """[B, n] distinct negatives per row by the Gumbel-top-k trick (exact sampling without
-    replacement proportional to ``exp(log_p)``; uniform when ``log_p`` is None)."""
+    """[B, n] distinct negatives per row, drawn without replacement proportionally to the
+    sampling weights (``cdf``: their normalised cumulative sum; uniform over ``1..V-1`` when
+    None), never a ``forbid`` item. Entries are -1 where a row has fewer allowed items.
+
+    Large catalogues: draw with replacement and keep first occurrences (successive sampling,
+    which is exactly sampling without replacement). Small ones: Gumbel top-k over all items.
+    """
     b = len(forbid)
+    out = np.full((b, n), -1, dtype=np.int64)
+    longest = max((len(f) for f in forbid), default=0)
+    if n_items_cols > 4 * (n + longest) + 64:
+        m = 2 * n + 16
+        for r, f in enumerate(forbid):
+            got: list[int] = []
+            seen = set(int(x) for x in f)
+            seen.add(UNKNOWN)
+            for _ in range(64):
+                if cdf is None:
+                    cand = rng.integers(1, n_items_cols, m)
+                else:
+                    cand = np.searchsorted(cdf, rng.random(m), side="right")
+                for c in cand.tolist():
+                    if c not in seen and c < n_items_cols:
+                        seen.add(c)
+                        got.append(c)
+                        if len(got) == n:
+                            break
+                if len(got) == n:
+                    break
+            out[r, : len(got)] = got
+        return out
     keys = rng.gumbel(size=(b, n_items_cols))
-    if log_p is not None:
-        keys += log_p[None, :]
+    if cdf is not None:
+        w = np.diff(np.concatenate([[0.0], cdf]))[:n_items_cols]
+        with np.errstate(divide="ignore"):
+            keys += np.log(w)[None, :]
     keys[:, UNKNOWN] = -np.inf
     for r, f in enumerate(forbid):
         keys[r, f] = -np.inf
     n_eff = min(n, n_items_cols - 1)
     part = np.argpartition(-keys, n_eff - 1, axis=1)[:, :n_eff]
     ok = np.take_along_axis(keys, part, axis=1) > -np.inf
-    # rows with fewer allowed items than n: drop the forbidden picks (marked -1)
-    return np.where(ok, part, -1)
+    out[:, :n_eff] = np.where(ok, part, -1)
+    return out
 
 
 def _sampled_ranks(scores: np.ndarray, targets: np.ndarray, neg: np.ndarray, ties: str) -> np.ndarray:
@@ -238,7 +268,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
     ks = tuple(sorted(set(int(k) for k in ks)))
     if not ks or ks[0] < 1:
         raise ValueError(f"cut-offs must be positive integers, got {ks}")
-    log_p = None
+    cdf = None
     if sampled is not None:
         mode, n_neg = sampled
         if mode not in SAMPLING_MODES:
@@ -250,9 +280,11 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
             if counts is None:
                 raise ValueError("popularity sampling needs item_counts (training counts per "
                                  "vocabulary index)")
-            c = np.asarray(counts, dtype=np.float64)[: len(model.vocab)]
-            with np.errstate(divide="ignore"):
-                log_p = np.log(c)
+            c = np.asarray(counts, dtype=np.float64)[: len(model.vocab)].copy()
+            c[UNKNOWN] = 0.0
+            if c.sum() <= 0:
+                raise ValueError("popularity sampling needs some positive item_counts")
+            cdf = np.cumsum(c) / c.sum()
     view = _CaseView(cases, model)
     n = len(view)
     k_max = ks[-1]
@@ -283,7 +315,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
                 if exclude_history:
                     f.extend(np.asarray(h, dtype=np.int64)[np.asarray(h) > 0].tolist())
                 forbid.append(np.asarray(f, dtype=np.int64))
-            neg = _sample_negatives(rng, log_p, scores.shape[1], forbid, int(sampled[1]))
+            neg = _sample_negatives(rng, cdf, scores.shape[1], forbid, int(sampled[1]))
             s_ranks[s:e] = _sampled_ranks(scores, tg, neg, ties)
         if has_actions is not False:
             p = _action_probs(model, batch)
