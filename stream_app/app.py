@@ -141,6 +141,15 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                                exclude_history=settings.exclude_history, windows=windows)
     processor_box.append(processor)
     stats = WorkerStats()
+    # ops: drift/threshold alerts (alerts topic) and Prometheus metrics (settings.metrics_port)
+    from schemas.metrics import MetricsWindow
+    from stream_app.alerts import AlertConfig, AlertMonitor
+    from stream_app.monitor import WorkerMetrics, consumer_lags
+
+    alert_monitor = AlertMonitor(AlertConfig.from_settings(settings), model.version)
+    prom = WorkerMetrics()
+    prom.set_model_version(model.version)
+    topic_alerts = settings.topic("alerts")
 
     events_topic = app.topic(settings.topic("events"), key_type=bytes, value_type=bytes,
                              key_serializer="raw", value_serializer="raw",
@@ -164,12 +173,23 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             publisher_box.append(BatchPublisher(app.producer._ensure_producer()))
         return publisher_box[0]
 
+    async def publish_alerts(alerts) -> None:
+        if alerts:
+            await publisher().publish(topic_alerts,
+                                      [(a.metric.encode(), a.to_json()) for a in alerts])
+            prom.count_alerts(alerts)
+            for a in alerts:
+                log.warning("alert: %s", a.message)
+
     async def publish_windows(closed: list[tuple[bytes, bytes]]) -> None:
         # keyed <kind>/<start>/p<partition>: a window may be re-published after a crash or a
         # clean stop; consumers keep the latest record per key (window_state.latest_windows)
         if closed:
             await publisher().publish(topic_metrics, closed)
             stats.windows_published += len(closed)
+            prom.count_windows(len(closed))
+            await publish_alerts(alert_monitor.observe_windows(
+                (MetricsWindow.from_json(v) for _, v in closed), int(time.time() * 1000)))
 
     from stream_app.model_swap import ModelSwapper
 
@@ -197,16 +217,20 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                     states[user] = swapper.adapt(UserState.decode(raw)) if raw else None
                 last_of_user[user] = batch[p]
             result = None
+            model_s = None
             if events:
                 offsets = [records[p].offset for p in positions]
+                t_model = time.perf_counter()
                 result = await loop.run_in_executor(
                     executor, processor.run_model, events, states, offsets)
+                model_s = time.perf_counter() - t_model
                 swapper.tag_states(result.touched.values())
             now_ms = int(time.time() * 1000)
             preds = processor.encode_predictions(events, result, now_ms) if events else []
+            latencies = [float(now_ms - records[p].timestamp_ms) for p in positions]
             closed, window_records = pwindows.account(
                 [r.partition for r in records], [r.offset for r in records], events, positions,
-                result, [float(now_ms - records[p].timestamp_ms) for p in positions], now_ms)
+                result, latencies, now_ms)
             pub = publisher()
             # closed windows are acknowledged before the window records that drop them
             await asyncio.gather(pub.publish(topic_predictions, preds),
@@ -222,6 +246,14 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             stats.duplicates += len(result.duplicates) if result else 0
             stats.last_batch_wall = time.monotonic()
             stats.event_watermark_ms = pwindows.watermark_ms
+            alert_monitor.model_version = processor.model_version
+            await publish_alerts(alert_monitor.observe_batch(events, result, latencies, now_ms))
+            prom.observe_batch(len(records), len(events), len(preds), len(dead),
+                               len(result.duplicates) if result else 0, latencies, model_s)
+            prom.set_model_version(processor.model_version)
+            prom.set_watermark(stats.event_watermark_ms)
+            prom.set_lag(consumer_lags(app.consumer,
+                                       {(r.topic, r.partition): r.offset for r in records}))
             in_batch[0] = False
 
     @app.timer(interval=1.0)
@@ -238,6 +270,11 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         await asyncio.get_running_loop().run_in_executor(None, swapper.poll)
         if not in_batch[0]:  # idle agent: switch now (no await between check and switch)
             swapper.apply_pending()
+
+    @app.task
+    async def serve_prometheus():
+        if settings.metrics_port > 0:
+            prom.serve(settings.metrics_port)
 
     events_topic_name = settings.topic("events")
 
