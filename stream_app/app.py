@@ -259,7 +259,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     @app.timer(interval=1.0)
     async def close_idle_windows():
         idle_s = time.monotonic() - stats.last_batch_wall
-        if pwindows.open_windows() and idle_s >= settings.idle_close_s:
+        if pwindows.open_windows() and idle_s >= settings.idle_close_s and not in_batch[0]:
             # No input for a while: let event time follow the wall clock so open windows close.
             advance = (stats.event_watermark_ms + int(idle_s * 1000)
                        if stats.event_watermark_ms is not None else None)
