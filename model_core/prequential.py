@@ -55,52 +55,67 @@ class PrequentialEngine:
 
     def process(self, events: Sequence[Event], states: MutableMapping[str, UserState],
                 offsets: Sequence[int] | None = None) -> BatchResult:
-        """Test-then-learn over one batch. ``states`` is read and written (user -> state)."""
-        rows_items: list[np.ndarray] = []
-        rows_actions: list[np.ndarray] = []
-        rows_ts: list[np.ndarray] = []
-        # for each event: (previous prediction: ("state", items, action) | ("row", j) | None)
-        prev_refs: list[tuple | None] = []
-        duplicates: list[int] = []
-        last_row: dict[str, int] = {}
-        touched: dict[str, UserState] = {}
+        """Test-then-learn over one batch. ``states`` is read and written (user -> state).
+
+        Per batch, not per event, where it can be: each user's new events are gathered in
+        plain lists and joined to the stored arrays once; every model row is a slice (view)
+        of that joined sequence; ranks are found for all scored events at once.
+        """
         index = self._vocab_index
         max_len = self.max_len
+        n = len(events)
+        work: dict[str, _UserWork] = {}
+        row_work: list[_UserWork] = [None] * n  # type: ignore[list-item]
+        row_start = [0] * n
+        row_end = [0] * n
+        # for each event: previous prediction: ("state", items, action) | ("row", j) | None
+        prev_refs: list[tuple | None] = [None] * n
+        targets = [0] * n
+        true_actions = [0] * n
+        duplicates: list[int] = []
         for i, ev in enumerate(events):
             user = ev.user_id
-            st = touched.get(user)
-            if st is None:
-                st = states.get(user) or UserState()
-                touched[user] = st
+            w = work.get(user)
+            if w is None:
+                w = work[user] = _UserWork(states.get(user) or UserState())
             h = event_hash(ev.event_id)
-            pos = st.position_of(h) if len(st.hashes) else -1
-            if (pos < 0 and offsets is not None and offsets[i] <= st.source_offset
-                    and len(st.items) >= max_len and ev.timestamp_ms <= st.timestamps_ms[0]):
+            length = w.length
+            start = length - max_len if length > max_len else 0
+            pos = w.position_of(h, start)
+            if (pos < 0 and offsets is not None and offsets[i] <= w.source_offset
+                    and length >= max_len and ev.timestamp_ms <= w.timestamp_at(start)):
                 # A redelivery of an event that has already slid out of the id-hash window
                 # (a user with more than max_len events in the redelivered range): its input
                 # offset is at or below the highest applied, and it is older than the window.
-                pos = len(st.items) - 1
+                pos = length - 1
+            row_work[i] = w
+            row_start[i] = start
             if pos >= 0:
                 duplicates.append(i)
-                prev_refs.append(None)
-                rows_items.append(st.items[: pos + 1])
-                rows_actions.append(st.actions[: pos + 1])
-                rows_ts.append(st.timestamps_ms[: pos + 1])
+                row_end[i] = pos + 1
                 continue
-            j = last_row.get(user)
-            if j is not None:
-                prev_refs.append(("row", j))
-            elif st.last_pred_action != -1 or len(st.last_pred_items):
-                prev_refs.append(("state", st.last_pred_items, st.last_pred_action))
-            else:
-                prev_refs.append(None)
-            st.append(index(ev.item_id), action_index(ev.action), ev.timestamp_ms, h, max_len)
-            if offsets is not None:
-                st.source_offset = max(st.source_offset, offsets[i])
-            rows_items.append(st.items)
-            rows_actions.append(st.actions)
-            rows_ts.append(st.timestamps_ms)
-            last_row[user] = i
+            if w.last_row >= 0:
+                prev_refs[i] = ("row", w.last_row)
+            elif w.state.last_pred_action != -1 or len(w.state.last_pred_items):
+                prev_refs[i] = ("state", w.state.last_pred_items, w.state.last_pred_action)
+            item = index(ev.item_id)
+            action = action_index(ev.action)
+            w.add(item, action, ev.timestamp_ms, h)
+            if offsets is not None and offsets[i] > w.source_offset:
+                w.source_offset = offsets[i]
+            length += 1
+            row_start[i] = length - max_len if length > max_len else 0
+            row_end[i] = length
+            targets[i] = item
+            true_actions[i] = action
+            w.last_row = i
+
+        for w in work.values():
+            w.join(max_len)
+        rows_items = [w.items[s:e] for w, s, e in zip(row_work, row_start, row_end, strict=True)]
+        rows_actions = [w.actions[s:e]
+                        for w, s, e in zip(row_work, row_start, row_end, strict=True)]
+        rows_ts = [w.timestamps[s:e] for w, s, e in zip(row_work, row_start, row_end, strict=True)]
 
         topk = self.model.predict_topk(
             SequenceBatch(rows_items, rows_actions, rows_ts), self.k,
@@ -108,28 +123,126 @@ class PrequentialEngine:
         )
         pred_items = topk.items
         pred_actions = (np.argmax(topk.action_probs, axis=1) if topk.action_probs is not None
-                        else np.full(len(events), -1, dtype=np.int64))
+                        else np.full(n, -1, dtype=np.int64))
+        pred_actions_l = pred_actions.tolist()
 
+        scored = [i for i in range(n) if prev_refs[i] is not None]
+        ranks = _ranks(pred_items, prev_refs, scored, targets)
         scores: list[Score] = []
-        for i, ev in enumerate(events):
+        for i, rank in zip(scored, ranks, strict=True):
             ref = prev_refs[i]
-            if ref is None:
-                continue
-            if ref[0] == "row":
-                prev_items, prev_action = pred_items[ref[1]], int(pred_actions[ref[1]])
-            else:
-                prev_items, prev_action = ref[1], int(ref[2])
-            target = rows_items[i][-1]
-            rank = _rank(prev_items, int(target))
-            scores.append(Score(i, rank, action_index(ev.action), prev_action))
+            prev_action = pred_actions_l[ref[1]] if ref[0] == "row" else int(ref[2])
+            scores.append(Score(i, rank, true_actions[i], prev_action))
 
-        for user, j in last_row.items():
-            st = touched[user]
-            st.last_pred_items = pred_items[j].astype(np.int32)
-            st.last_pred_action = int(pred_actions[j])
-        for user, st in touched.items():
+        touched: dict[str, UserState] = {}
+        for user, w in work.items():
+            st = w.state
+            st.items, st.actions, st.timestamps_ms, st.hashes = w.final_arrays(max_len)
+            st.source_offset = w.source_offset
+            if w.last_row >= 0:
+                st.last_pred_items = pred_items[w.last_row].astype(np.int32)
+                st.last_pred_action = pred_actions_l[w.last_row]
+            touched[user] = st
             states[user] = st
         return BatchResult(topk, scores, duplicates, touched)
+
+
+class _UserWork:
+    """One user's sequence during a batch: the stored arrays + the batch's new events."""
+
+    __slots__ = ("state", "base", "length", "new_items", "new_actions", "new_ts", "new_hashes",
+                 "_hpos", "source_offset", "last_row", "items", "actions", "timestamps",
+                 "hashes")
+
+    def __init__(self, state: UserState) -> None:
+        self.state = state
+        self.base = len(state.items)
+        self.length = self.base
+        self.new_items: list[int] = []
+        self.new_actions: list[int] = []
+        self.new_ts: list[int] = []
+        self.new_hashes: list[int] = []
+        self._hpos: dict[int, int] | None = None
+        self.source_offset = state.source_offset
+        self.last_row = -1
+
+    def position_of(self, h: int, start: int) -> int:
+        """Position of event-id hash ``h`` in the current window (from ``start``), or -1."""
+        if self._hpos is None:
+            if not self.length:
+                return -1
+            self._hpos = dict(zip(self.state.hashes.tolist(), range(self.base), strict=True))
+        pos = self._hpos.get(h, -1)
+        return pos if pos >= start else -1
+
+    def timestamp_at(self, pos: int) -> int:
+        if pos < self.base:
+            return int(self.state.timestamps_ms[pos])
+        return self.new_ts[pos - self.base]
+
+    def add(self, item: int, action: int, timestamp_ms: int, h: int) -> None:
+        if self._hpos is None:
+            self._hpos = (dict(zip(self.state.hashes.tolist(), range(self.base), strict=True))
+                          if self.base else {})
+        self._hpos[h] = self.length
+        self.new_items.append(item)
+        self.new_actions.append(action)
+        self.new_ts.append(timestamp_ms)
+        self.new_hashes.append(h)
+        self.length += 1
+
+    def join(self, max_len: int) -> None:
+        """The whole sequence seen in this batch (stored + new), one array per field."""
+        st = self.state
+        if not self.new_items:
+            self.items, self.actions = st.items, st.actions
+            self.timestamps, self.hashes = st.timestamps_ms, st.hashes
+            return
+        self.items = np.concatenate((st.items.astype(np.int32, copy=False),
+                                     np.array(self.new_items, dtype=np.int32)))
+        self.actions = np.concatenate((st.actions.astype(np.uint8, copy=False),
+                                       np.array(self.new_actions, dtype=np.uint8)))
+        self.timestamps = np.concatenate((st.timestamps_ms.astype(np.int64, copy=False),
+                                          np.array(self.new_ts, dtype=np.int64)))
+        self.hashes = np.concatenate((st.hashes.astype(np.uint32, copy=False),
+                                      np.array(self.new_hashes, dtype=np.uint32)))
+
+    def final_arrays(self, max_len: int):
+        """The last ``max_len`` events (copies, so the batch's arrays can be freed)."""
+        if not self.new_items:
+            return self.items, self.actions, self.timestamps, self.hashes
+        s = self.length - max_len if self.length > max_len else 0
+        return (self.items[s:].copy(), self.actions[s:].copy(), self.timestamps[s:].copy(),
+                self.hashes[s:].copy())
+
+
+def _ranks(pred_items: np.ndarray, prev_refs: list, scored: list[int],
+           targets: list[int]) -> list[int]:
+    """1-based rank of each scored event's item in its previous top-K list (MISS if absent)."""
+    if not scored:
+        return []
+    out = [MISS] * len(scored)
+    from_rows = [(o, i) for o, i in enumerate(scored) if prev_refs[i][0] == "row"]
+    from_state = [(o, i) for o, i in enumerate(scored) if prev_refs[i][0] == "state"]
+    groups = []
+    if from_rows:
+        groups.append((from_rows, pred_items[[prev_refs[i][1] for _, i in from_rows]]))
+    if from_state:
+        lists = [prev_refs[i][1] for _, i in from_state]
+        k = len(lists[0])
+        if k and all(len(x) == k for x in lists):
+            groups.append((from_state, np.stack(lists)))
+        else:  # mixed lengths (k changed between batches): one at a time
+            for o, i in from_state:
+                out[o] = _rank(np.asarray(prev_refs[i][1]), targets[i])
+    for members, prev in groups:
+        t = np.array([targets[i] for _, i in members], dtype=np.int64)
+        hit = prev == t[:, None]
+        found = hit.any(axis=1) & (t != 0)
+        rank = np.where(found, hit.argmax(axis=1) + 1, MISS).tolist()
+        for (o, _), r in zip(members, rank, strict=True):
+            out[o] = r
+    return out
 
 
 def _rank(items: np.ndarray, target: int) -> int:

@@ -101,26 +101,27 @@ class BatchProcessor:
                            emitted_at_ms: int) -> list[tuple[bytes, bytes]]:
         """One ``Prediction`` JSON per event (duplicates included: at-least-once output)."""
         top = result.topk
-        items = top.items
-        scores = np.round(top.scores.astype(np.float64), 6)
-        probs = top.action_probs
-        item_ids = self._item_ids
+        # whole-batch numpy -> Python conversions (one call each), then one dumps per event
+        rows = top.items.tolist()
+        scores = np.round(top.scores.astype(np.float64), 6).tolist()
+        probs = (np.round(top.action_probs.astype(np.float64), 6).tolist()
+                 if top.action_probs is not None else None)
+        ids = self._item_ids
         version = self.model_version
-        out = []
         dumps = orjson.dumps
+        empty: dict = {}
+        out = []
         for i, ev in enumerate(events):
-            next_action = (dict(zip(ACTIONS, np.round(probs[i].astype(np.float64), 6).tolist(), strict=True))
-                           if probs is not None else {})
             value = dumps({
                 "event_id": ev.event_id,
                 "user_id": ev.user_id,
-                "items": item_ids(items[i].tolist()),
-                "scores": scores[i].tolist(),
-                "next_action": next_action,
+                "items": ids(rows[i]),
+                "scores": scores[i],
+                "next_action": dict(zip(ACTIONS, probs[i], strict=True)) if probs else empty,
                 "model_version": version,
                 "event_timestamp_ms": ev.timestamp_ms,
                 "emitted_at_ms": emitted_at_ms,
-                "extra": {},
+                "extra": empty,
             })
             out.append((ev.user_id.encode(), value))
         return out

@@ -21,6 +21,7 @@ class BatchPublisher:
         self._producer = producer
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
+        self._key_parts: dict[tuple[str, int], dict[bytes, int]] = {}
 
     async def _partitions_for(self, topic: str) -> list[int]:
         parts = self._partitions.get(topic)
@@ -35,8 +36,17 @@ class BatchPublisher:
         parts = await self._partitions_for(topic)
         by_part: dict[int, list[tuple[bytes | None, bytes]]] = {}
         part_of = self._partitioner
+        # murmur2 is pure Python in aiokafka: hash each key once (keys repeat: one per user)
+        cache = self._key_parts.setdefault((topic, len(parts)), {})
+        if len(cache) > 200_000:
+            cache.clear()
         for key, value in records:
-            p = part_of(key, parts, parts) if key is not None else parts[hash(value) % len(parts)]
+            if key is None:
+                p = parts[hash(value) % len(parts)]
+            else:
+                p = cache.get(key)
+                if p is None:
+                    p = cache[key] = part_of(key, parts, parts)
             by_part.setdefault(p, []).append((key, value))
         futures = []
         for p, recs in by_part.items():
