@@ -321,3 +321,16 @@ def test_cli_errors_are_clear(synth_file, capsys):
     assert "neither a checkpoint directory nor a model name" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(synth_file), "--model", "popular",
                  "--sampled", "wrong"]) == 2
+
+
+def test_cli_checkpoint_directory_gives_the_same_figures(synth_file, tmp_path, capsys):
+    from stream_app.cli import main
+
+    ck = tmp_path / "ck"
+    common = ["--data", str(synth_file), "--protocol", "temporal", "--json", "--bootstrap", "20"]
+    assert main(["evaluate", "--model", "markov", "--save", str(ck), *common]) == 0
+    trained = _last_json(capsys)
+    assert main(["evaluate", "--model", str(ck), *common]) == 0
+    loaded = _last_json(capsys)
+    assert loaded["metrics"] == trained["metrics"]
+    assert loaded["n_test_cases"] == trained["n_test_cases"]
