@@ -96,6 +96,19 @@ def load_model_from_settings(settings: Settings) -> Recommender:
     return load_model(settings.model_path, device=settings.device)
 
 
+def tune_fetch_wait(app: faust.App, settings: Settings) -> None:
+    """Lower the consumer's fetch wait from Faust's fixed 1500 ms to ``batch_wait_ms``.
+
+    A broker may hold a fetch for the whole wait even when records arrive meanwhile (the
+    embedded Tansu does: at low rates that added 0.4-0.7 s median latency; at 50 ms, 9 ms).
+    Faust offers no setting, so this sets aiokafka's fetcher attribute (read for every new
+    fetch request). Call after the consumer has started (e.g. on rebalance complete).
+    """
+    with contextlib.suppress(AttributeError):
+        fetcher = app.consumer._thread._consumer._fetcher
+        fetcher._fetch_max_wait_ms = max(5, min(settings.batch_wait_ms, 500))
+
+
 def app_options(settings: Settings) -> dict:
     """Keyword arguments of ``faust.App`` for ``settings`` (consumer and producer tuning).
 
@@ -283,6 +296,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
                           if tp.topic == events_topic_name)
         pwindows.forget()  # partitions may have moved: re-read window records from the table
+        tune_fetch_wait(app, settings)
         print(f"{READY_MARK} partitions={assigned} model={processor.model_version}",
               flush=True)
 

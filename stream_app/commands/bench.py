@@ -1,0 +1,62 @@
+"""``seqstream bench``: throughput and latency of the stream, side by side (issue 4)."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    from stream_app.bench import ALL_VARIANTS
+
+    p = sub.add_parser(
+        "bench", help="streaming benchmark on an embedded broker: raw Kafka, Faust, seqstream, "
+                      "models (events/s, latency, RSS, state bytes, ratios)")
+    p.add_argument("--events", type=int, default=None, help="events (default 100000; --quick 5000)")
+    p.add_argument("--items", type=int, default=None, help="catalogue size (default 50000; --quick 2000)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (the model runs)")
+    p.add_argument("--variants", default=",".join(ALL_VARIANTS),
+                   help="comma-separated subset of: " + ", ".join(ALL_VARIANTS))
+    p.add_argument("--batch-size", type=int, default=2000, help="micro-batch size (seqstream, "
+                   "Faust ceiling, model runs)")
+    p.add_argument("--paced-s", type=float, default=None, help="length of each half-load phase")
+    p.add_argument("--work-dir", default=None, help="logs, checkpoints (default: a temp dir)")
+    p.add_argument("--quick", action="store_true", help="small smoke-test size (CI)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import signal
+    import sys
+
+    from schemas.exceptions import SeqstreamError
+    from stream_app.bench import ALL_VARIANTS, Bench, BenchConfig, format_table
+
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    unknown = [v for v in variants if v not in ALL_VARIANTS]
+    if unknown:
+        raise SeqstreamError(f"unknown variant(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(ALL_VARIANTS)}")
+    kw = dict(events=args.events, items=args.items, device=args.device, variants=variants,
+              batch_size=args.batch_size, paced_s=args.paced_s, work_dir=args.work_dir)
+    if args.quick:
+        cfg = BenchConfig.quick_config(**kw)
+    else:
+        cfg = BenchConfig(**{k: v for k, v in kw.items() if v is not None})
+    if cfg.events < 100 or cfg.items < 50:
+        raise SeqstreamError("--events must be >= 100 and --items >= 50")
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    def on_term(signum, frame):  # stop the broker and the variant's child on SIGTERM too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    bench = Bench(cfg, log=log)
+    summary = bench.run()
+    log(format_table(summary))
+    log(f"finished in {summary['seconds']:.0f} s; logs and checkpoints in {bench.work}")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
