@@ -19,7 +19,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--store", default="memory://", help="memory:// or rocksdb://")
     p.add_argument("--min-gap-s", type=float, default=1.0,
-                   help="shortest time from ready to the next kill")
+                   help="kills happen at random shares (5-95%%) of the events predicted, "
+                        "and at least a random MIN..MAX gap after the worker became ready")
     p.add_argument("--max-gap-s", type=float, default=6.0)
     p.add_argument("--soak", type=int, default=None, metavar="N",
                    help="soak instead: N events, no kills, RSS sampled once a second")
