@@ -150,3 +150,47 @@ def test_alert_json_lines_round_trip(run_with_change):
     _, alerts = run_with_change
     for a in alerts:
         assert Alert.from_json(orjson.dumps(orjson.loads(a.to_json()))) == a
+
+
+# --------------------------------------------------------------------------- seqstream top
+def test_top_once_from_jsonl(run_with_change, tmp_path, capsys, monkeypatch):
+    windows, alerts = run_with_change
+    mpath, apath = tmp_path / "metrics.jsonl", tmp_path / "alerts.jsonl"
+    save_windows_jsonl([(None, w) for w in windows], mpath)
+    apath.write_bytes(b"".join(a.to_json() + b"\n" for a in alerts))
+    monkeypatch.setenv("COLUMNS", "220")
+    rc = main(["top", "--once", "--rows", "4", "--from-jsonl", str(mpath),
+               "--alerts-jsonl", str(apath)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    ws = sorted(windows, key=lambda w: w.window_start_ms)
+    assert f"{len(windows)} tumbling windows" in out
+    assert "HR@10" in out and "p99 ms" in out and f"alerts ({len(alerts)})" in out
+    last = ws[-1]
+    from stream_app.commands.top import _t
+
+    assert _t(last.window_end_ms, date=True) in out
+    assert _t(ws[-5].window_end_ms, date=True) not in out  # only the newest 4 rows
+    assert f"{last.metrics['hr@10']:.3f}" in out
+    assert "fell from" in out
+
+
+def test_top_state_keeps_latest_per_key_and_counts_bad_records():
+    from stream_app.commands.top import TopState, render_frame
+
+    st = TopState(max_alerts=2)
+    w1 = MetricsWindow(window_start_ms=0, window_end_ms=60_000, events=1)
+    w2 = MetricsWindow(window_start_ms=0, window_end_ms=60_000, events=7)
+    st.add_window_message(b"tumbling/0/p0", w1.to_json())
+    st.add_window_message(b"tumbling/0/p0", w2.to_json())
+    st.add_window_message(None, b"garbage")
+    for i in range(3):
+        st.add_alert_message(Alert("hit@10", "drift", "adwin", 0.5, 0.2, 0, i, f"m{i}").to_json())
+    assert [w.events for w in st.windows()] == [7] and st.rejected == 1
+    assert [a.message for a in st.alerts] == ["m1", "m2"]
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(render_frame([], [], rows=3))
+    text = console.export_text()
+    assert "no closed window yet" in text and "no alerts" in text

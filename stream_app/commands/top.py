@@ -1,0 +1,227 @@
+"""``seqstream top``: a live terminal view of the latest metrics windows and alerts (rich).
+
+Reads the ``metrics`` and ``alerts`` topics from the beginning (or ``--from-end``), keeps the
+latest record per window key, merges the partitions' windows per time range, and redraws in
+place every ``--refresh-s``. ``--once`` reads what is there, prints one frame and exits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+
+from stream_app.commands._common import add_kafka_options, settings_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("top", help="live view of the latest metrics windows and alerts")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument("--rows", type=int, default=15, help="windows shown (newest last)")
+    p.add_argument("--kind", default="tumbling", choices=("tumbling", "hopping"))
+    p.add_argument("--refresh-s", type=float, default=1.0)
+    p.add_argument("--from-end", action="store_true",
+                   help="only records published from now on (default: the whole topics)")
+    p.add_argument("--from-jsonl", dest="from_jsonl", default=None,
+                   help="with --once: windows from a saved JSONL instead of Kafka")
+    p.add_argument("--alerts-jsonl", dest="alerts_jsonl", default=None,
+                   help="with --once: alerts from a JSONL")
+    p.add_argument("--idle-s", type=float, default=2.0,
+                   help="--once: stop reading a topic after this long without a message")
+    add_kafka_options(p)
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------- state + frame
+class TopState:
+    """The latest window per key and the latest alerts (bounded)."""
+
+    def __init__(self, max_alerts: int = 200) -> None:
+        self._windows: dict = {}
+        self._unkeyed: list = []
+        self.alerts: list = []
+        self.max_alerts = max_alerts
+        self.rejected = 0
+        self.updated_at: float | None = None
+
+    def add_window_message(self, key, value) -> None:
+        from schemas.exceptions import SchemaError
+        from schemas.metrics import MetricsWindow
+
+        try:
+            w = MetricsWindow.from_json(value)
+        except SchemaError:
+            self.rejected += 1
+            return
+        if key is None:
+            self._unkeyed.append(w)
+            del self._unkeyed[:-5000]
+        else:
+            self._windows[key] = w
+        self.updated_at = time.time()
+
+    def add_alert_message(self, value) -> None:
+        from schemas.alert import Alert
+        from schemas.exceptions import SchemaError
+
+        try:
+            self.alerts.append(Alert.from_json(value))
+        except SchemaError:
+            self.rejected += 1
+            return
+        del self.alerts[:-self.max_alerts]
+        self.updated_at = time.time()
+
+    def windows(self) -> list:
+        return [*self._windows.values(), *self._unkeyed]
+
+
+def _t(ms: int | None, date: bool = False) -> str:
+    if ms is None:
+        return "–"
+    d = dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
+    return d.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
+
+
+def _f(v, fmt: str = ".3f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def render_frame(windows: Sequence, alerts: Sequence, kind: str = "tumbling", rows: int = 15,
+                 source: str = "", rejected: int = 0):
+    """A rich renderable: header, the newest ``rows`` windows (merged), the latest alerts."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    from stream_app.online import aggregate_windows, merge_windows
+
+    ws = [w for w in merge_windows(windows) if w.window_kind == kind]
+    ws.sort(key=lambda w: w.window_start_ms)
+    total = aggregate_windows(ws, kind=kind)
+    ks = sorted({int(k.split("@")[1]) for w in ws for k in w.metrics if "@" in k})[:2] or [10]
+    head = Text()
+    head.append("seqstream top", style="bold")
+    if source:
+        head.append(f"  {source}", style="dim")
+    head.append(f"\n{len(ws)} {kind} windows, {sum(w.events for w in ws):,} events, "
+                f"{sum(w.dead_letters for w in ws):,} dead letters, "
+                f"{sum(w.late_events for w in ws):,} late")
+    if total:
+        head.append("   all windows: " + "  ".join(
+            f"{k.upper() if not k.startswith('ndcg') else 'NDCG' + k[4:]} {v:.4f}"
+            for k, v in total.items() if k.endswith(f"@{ks[0]}")))
+    if rejected:
+        head.append(f"   ({rejected} unreadable records skipped)", style="yellow")
+
+    table = Table(expand=False, header_style="bold", pad_edge=False)
+    table.add_column("window end (UTC)")
+    for col in ("events", "scored", "users"):
+        table.add_column(col, justify="right")
+    for k in ks:
+        for m in ("HR", "NDCG", "MRR"):
+            table.add_column(f"{m}@{k}", justify="right")
+    for col in ("acc", "F1", "cov", "p50 ms", "p95 ms", "p99 ms", "ev/s", "dead", "late",
+                "model"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for w in ws[-rows:]:
+        cells = [_t(w.window_end_ms, date=True), f"{w.events:,}", f"{w.scored:,}",
+                 f"{w.users:,}"]
+        for k in ks:
+            for m in ("hr", "ndcg", "mrr"):
+                cells.append(_f(w.metrics.get(f"{m}@{k}")))
+        cells += [_f(w.action_accuracy), _f(w.action_macro_f1), _f(w.coverage),
+                  _f(w.latency_p50_ms, ",.0f"), _f(w.latency_p95_ms, ",.0f"),
+                  _f(w.latency_p99_ms, ",.0f"), _f(w.events_per_s, ",.0f"),
+                  f"{w.dead_letters:,}" + (f" ({w.dead_letter_rate:.1%})" if w.dead_letters
+                                           else ""),
+                  f"{w.late_events:,}", w.model_version[:24]]
+        table.add_row(*cells)
+    if not ws:
+        table.add_row(*(["no closed window yet"] + [""] * (len(table.columns) - 1)))
+
+    lines = Text()
+    for i, a in enumerate(alerts[-8:]):
+        if i:
+            lines.append("\n")
+        style = {"critical": "bold red", "warning": "red", "info": "cyan"}.get(a.severity, "")
+        lines.append(f"{_t(a.window_end_ms, date=True)}  {a.severity:<8} {a.metric:<16} ",
+                     style=style)
+        lines.append(a.message)
+    if not alerts:
+        lines.append("no alerts", style="dim")
+    return Group(head, table, Panel(lines, title=f"alerts ({len(alerts)})", title_align="left"))
+
+
+# --------------------------------------------------------------------------- reading
+def _consumer(settings, topics: list[str], from_end: bool):
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                             enable_auto_commit=False, **settings.kafka_python_security())
+    tps = []
+    for topic in topics:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps += [TopicPartition(topic, p) for p in sorted(parts)]
+    if tps:
+        consumer.assign(tps)
+        (consumer.seek_to_end if from_end else consumer.seek_to_beginning)(*tps)
+    return consumer, tps
+
+
+def run(args) -> int:
+    from rich.console import Console
+
+    console = Console()
+    state = TopState()
+    if args.once and args.from_jsonl:
+        from stream_app.report import load_alerts_jsonl, load_windows_jsonl
+
+        loaded = load_windows_jsonl(args.from_jsonl)
+        alerts = load_alerts_jsonl(args.alerts_jsonl).records if args.alerts_jsonl else []
+        console.print(render_frame(loaded.records, alerts, args.kind, args.rows,
+                                   source=args.from_jsonl, rejected=loaded.rejected))
+        return 0
+    settings = settings_from_args(args)
+    t_metrics, t_alerts = settings.topic("metrics"), settings.topic("alerts")
+    source = f"{settings.broker_url}  {t_metrics} + {t_alerts}"
+    if args.once:
+        from stream_app.topics import iter_topic
+
+        for m in iter_topic(settings, "metrics", idle_s=args.idle_s, timeout_s=60):
+            state.add_window_message(m.key, m.value)
+        for m in iter_topic(settings, "alerts", idle_s=args.idle_s, timeout_s=60):
+            state.add_alert_message(m.value)
+        console.print(render_frame(state.windows(), state.alerts, args.kind, args.rows,
+                                   source=source, rejected=state.rejected))
+        return 0
+
+    from rich.live import Live
+
+    consumer, tps = _consumer(settings, [t_metrics, t_alerts], args.from_end)
+    try:
+        with Live(render_frame([], [], args.kind, args.rows, source=source), console=console,
+                  refresh_per_second=4, screen=False) as live:
+            next_draw = 0.0
+            while True:
+                if not tps:  # topics not created yet: look again
+                    consumer.close()
+                    time.sleep(args.refresh_s)
+                    consumer, tps = _consumer(settings, [t_metrics, t_alerts], args.from_end)
+                    continue
+                for tp, msgs in consumer.poll(timeout_ms=int(args.refresh_s * 500)).items():
+                    for m in msgs:
+                        if tp.topic == t_metrics:
+                            state.add_window_message(m.key, m.value)
+                        else:
+                            state.add_alert_message(m.value)
+                if time.monotonic() >= next_draw:
+                    live.update(render_frame(state.windows(), state.alerts, args.kind,
+                                             args.rows, source=source,
+                                             rejected=state.rejected))
+                    next_draw = time.monotonic() + args.refresh_s
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        consumer.close()
