@@ -41,12 +41,12 @@ def _cycle_data(n_seqs=80, seed=0):
 
 @pytest.mark.parametrize("name,cfg", [
     ("markov", {}),
-    ("gru4rec", {"epochs": 30, "lr": 0.01}),
-    ("sasrec", {"epochs": 30, "lr": 0.01, "dropout": 0.0, "heads": 1, "layers": 1}),
+    ("gru4rec", {"epochs": 12, "lr": 0.03, "batch_size": 8}),
+    ("sasrec", {"epochs": 12, "lr": 0.01, "dropout": 0.0, "heads": 1, "layers": 1}),
 ])
 def test_models_learn_a_deterministic_successor(name, cfg):
     vocab, train, valid = _cycle_data()
-    model, hist = train_model(name, train, valid, config={**FAST, **cfg, "patience": 30},
+    model, hist = train_model(name, train, valid, config={**FAST, **cfg, "patience": 12},
                               progress=False, seed=0, vocab=vocab)
     assert hist.best_valid["hr@10"] > 0.95
     assert hist.best_valid["ndcg@10"] > 0.8
