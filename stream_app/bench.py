@@ -46,6 +46,7 @@ from model_core.predictor import SequenceBatch, TopK
 from model_core.vocab import ItemVocab
 from schemas.actions import ACTIONS
 from schemas.event import Event
+from schemas.exceptions import SeqstreamError
 
 KAFKA_VARIANTS = ("raw", "faust_naive", "faust_ceiling", "seqstream_noop")
 NEURAL = ("gru4rec", "sasrec")
@@ -228,27 +229,24 @@ async def preload(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
 async def paced_send(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]],
                      rate: float, tick_s: float = 0.005) -> tuple[list[float], float]:
     """Send ``records`` at ``rate`` per second; returns each record's send time (epoch ms)
-    and the achieved rate. Sends are not awaited one by one (a tick never waits for acks)."""
-    from stream_app.publisher import BatchPublisher
-
+    and the achieved rate. Each record is handed to the producer (key-hash partitioning, as
+    the pre-load) without waiting for its ack; the producer batches them (linger 5 ms)."""
     prod = await _producer(bootstrap)
     sent_ms: list[float] = []
-    tasks = []
+    futures = []
     try:
-        pub = BatchPublisher(prod)
         t0 = time.monotonic()
         n = 0
         while n < len(records):
             due = min(len(records), int((time.monotonic() - t0) * rate) + 1)
-            if due > n:
-                now_ms = time.time() * 1000.0
-                chunk = records[n:due]
-                sent_ms.extend([now_ms] * len(chunk))
-                tasks.append(asyncio.ensure_future(pub.publish(topic, chunk)))
-                n = due
+            while n < due:
+                key, value = records[n]
+                sent_ms.append(time.time() * 1000.0)
+                futures.append(await prod.send(topic, value, key=key))
+                n += 1
             await asyncio.sleep(tick_s)
         elapsed = time.monotonic() - t0
-        await asyncio.gather(*tasks)
+        await asyncio.gather(*futures)
     finally:
         await prod.stop()
     return sent_ms, (len(records) / elapsed if elapsed > 0 else 0.0)
@@ -557,11 +555,14 @@ class Bench:
         state = self._state_bytes(events[:cfg.events], vocab)
         with EmbeddedBroker(log_path=self.work / "broker.log") as broker:
             for variant in cfg.variants:
-                if variant.startswith("model_"):
-                    runs[variant] = self._model_run(variant, ckpts[variant[6:]])
-                else:
-                    runs[variant] = self._kafka_run(broker, variant, drain, drain_ids, extra,
-                                                    ckpts.get(variant[10:]))
+                try:
+                    if variant.startswith("model_"):
+                        runs[variant] = self._model_run(variant, ckpts[variant[6:]])
+                    else:
+                        runs[variant] = self._kafka_run(broker, variant, drain, drain_ids,
+                                                        extra, ckpts.get(variant[10:]))
+                except (RuntimeError, TimeoutError, OSError, SeqstreamError) as e:  # keep the rest
+                    runs[variant] = RunResult(variant, note=f"failed: {str(e)[:500]}")
                 self.log(_line(runs[variant]))
         for name, r in runs.items():
             if name.startswith("seqstream_"):
@@ -690,9 +691,12 @@ class Bench:
             t0_ms = time.time() * 1000.0
             sender = asyncio.ensure_future(
                 paced_send(bootstrap, settings.topic("events"), chunk, half))
-            await col.collect(col.events + n if per_event else None,
-                              timeout_s=120 + 2 * n / half, alive=worker.alive,
-                              busy=lambda: not sender.done())
+            try:
+                await col.collect(col.events + n if per_event else None,
+                                  timeout_s=120 + 2 * n / half, alive=worker.alive,
+                                  busy=lambda: not sender.done())
+            except TimeoutError as e:  # report what came out rather than lose the run
+                res.note = f"half-load phase incomplete: {e}"
             sent, achieved = await sender
             res.peak_rss_mb = peak_rss_mb(worker.proc.pid)
         finally:
