@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # --- state and ops
     data_dir: str = Field("./seqstream-data", description="worker data dir (tables, rocksdb)")
     store: str = Field("memory://", description="table store: memory:// or rocksdb://")
+    recovery_consistency_check: bool = Field(
+        True, description="refuse a RocksDB store whose saved changelog offset is past the "
+        "topic's end; the embedded Tansu broker under-reports end offsets, so turn it off there")
     metrics_port: int = Field(0, ge=0, description="Prometheus port (0 = off)")
     web_port: int = Field(6066, ge=0)
     log_level: str = "WARNING"
