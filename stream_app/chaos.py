@@ -344,29 +344,32 @@ def measure_restart(n_events: int = 20_000, store: str = "memory://", restarts: 
             settings = _settings(broker.url, work, store, work / "model")
             ensure_topics(settings)
             worker = WorkerProcess(settings, work / "worker.log")
-            worker.start()
-            worker.wait_ready(120)
-            preds = _Tail(settings, "predictions", keep=_event_id_of).start()
-            replay_events(settings, events, progress=False)
-            deadline = time.monotonic() + 600
-            while len(preds.ids) < n_events and time.monotonic() < deadline:
-                time.sleep(0.5)
-            preds.stop()
-            time.sleep(4.0)  # let a commit happen
-            kill_s, stop_s = [], []
-            for _ in range(restarts):
-                worker.kill()
-                t = time.monotonic()
+            try:
                 worker.start()
-                worker.wait_ready(180)
-                kill_s.append(round(time.monotonic() - t, 2))
-            for _ in range(restarts):
+                worker.wait_ready(120)
+                preds = _Tail(settings, "predictions", keep=_event_id_of).start()
+                replay_events(settings, events, progress=False)
+                deadline = time.monotonic() + 600
+                while len(preds.ids) < n_events and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                preds.stop()
+                time.sleep(4.0)  # let a commit happen
+                kill_s, stop_s = [], []
+                for _ in range(restarts):
+                    worker.kill()
+                    t = time.monotonic()
+                    worker.start()
+                    worker.wait_ready(180)
+                    kill_s.append(round(time.monotonic() - t, 2))
+                for _ in range(restarts):
+                    worker.stop(60)
+                    t = time.monotonic()
+                    worker.start()
+                    worker.wait_ready(180)
+                    stop_s.append(round(time.monotonic() - t, 2))
                 worker.stop(60)
-                t = time.monotonic()
-                worker.start()
-                worker.wait_ready(180)
-                stop_s.append(round(time.monotonic() - t, 2))
-            worker.stop(60)
+            finally:
+                worker.kill()
             users = len({e.user_id for e in events})
             out = {"store": store, "events": n_events, "users": users,
                    "session_timeout_s": settings.session_timeout_s,

@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--items", type=int, default=None)
     p.add_argument("--restart-bench", action="store_true",
                    help="time restart-to-ready after SIGKILL and clean stop, memory and rocksdb")
+    p.add_argument("--restart-stores", default="memory://,rocksdb://",
+                   help="stores timed by --restart-bench (comma-separated)")
     p.add_argument("--workdir", default=None, help="keep logs here (default: a temp dir)")
     p.add_argument("--json", action="store_true", help="print the JSON summary last")
     p.set_defaults(func=run)
@@ -38,7 +40,8 @@ def run(args) -> int:
     from stream_app.chaos import measure_restart, run_chaos
 
     if args.restart_bench:
-        out = [measure_restart(args.events, store=s) for s in ("memory://", "rocksdb://")]
+        out = [measure_restart(args.events, store=s.strip())
+               for s in args.restart_stores.split(",") if s.strip()]
         print(json.dumps(out))
         return 0
     if args.soak:
