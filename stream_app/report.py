@@ -172,7 +172,7 @@ def _style(ax, title: str, ylabel: str) -> None:
     ax.set_ylabel(ylabel, fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.tick_params(labelsize=8)
-    loc = mdates.AutoDateLocator(maxticks=8)
+    loc = mdates.AutoDateLocator()
     ax.xaxis.set_major_locator(loc)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
     ax.legend(fontsize=7, loc="best", ncol=4, frameon=False)

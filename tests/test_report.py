@@ -194,3 +194,16 @@ def test_top_state_keeps_latest_per_key_and_counts_bad_records():
     console.print(render_frame([], [], rows=3))
     text = console.export_text()
     assert "no closed window yet" in text and "no alerts" in text
+
+
+@pytest.mark.parametrize("width_s, n", [(600, 22), (1, 200), (86_400, 50), (60, 1)])
+def test_report_time_axes_for_any_range(tmp_path, width_s, n):
+    """Every span of event time gets date ticks (a matplotlib warning is an error here)."""
+    t0 = 1_704_067_200_000
+    ws = [MetricsWindow(window_start_ms=t0 + i * width_s * 1000,
+                        window_end_ms=t0 + (i + 1) * width_s * 1000, events=3, scored=3,
+                        metrics={"hr@10": 0.5}, latency_p50_ms=1.0, latency_p95_ms=2.0,
+                        latency_p99_ms=3.0, events_per_s=10.0) for i in range(n)]
+    alert = Alert("hit@10", "drift", "adwin", 0.5, 0.2, t0, t0 + width_s * 500, "m",
+                  direction="down")
+    assert write_report(ws, [alert], tmp_path).exists()
