@@ -18,6 +18,8 @@ def register(sub) -> None:
                    help="comma-separated subset of: " + ", ".join(ALL_VARIANTS))
     p.add_argument("--batch-size", type=int, default=2000, help="micro-batch size (seqstream, "
                    "Faust ceiling, model runs)")
+    p.add_argument("--batch-wait-ms", type=int, default=50, help="micro-batch wait (seqstream, "
+                   "Faust ceiling)")
     p.add_argument("--paced-s", type=float, default=None, help="length of each half-load phase")
     p.add_argument("--work-dir", default=None, help="logs, checkpoints (default: a temp dir)")
     p.add_argument("--quick", action="store_true", help="small smoke-test size (CI)")
@@ -38,7 +40,8 @@ def run(args) -> int:
         raise SeqstreamError(f"unknown variant(s) {', '.join(unknown)}; choose from "
                              f"{', '.join(ALL_VARIANTS)}")
     kw = dict(events=args.events, items=args.items, device=args.device, variants=variants,
-              batch_size=args.batch_size, paced_s=args.paced_s, work_dir=args.work_dir)
+              batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms, paced_s=args.paced_s,
+              work_dir=args.work_dir)
     if args.quick:
         cfg = BenchConfig.quick_config(**kw)
     else:
