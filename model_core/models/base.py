@@ -300,10 +300,11 @@ class NeuralRecommender(_RecommenderBase):
         config = dict(config or {})
         self.max_len = int(config.pop("max_len", 50))
         self.trained_actions = bool(config.pop("trained_actions", False))
-        torch.manual_seed(seed)
         if getattr(self.module_cls, "takes_max_len", False):
             config["max_len"] = self.max_len
-        module = self.module_cls(n_items=vocab.n_items, **config)
+        with torch.random.fork_rng(devices=[]):  # seeded init, the caller's RNG untouched
+            torch.manual_seed(seed)
+            module = self.module_cls(n_items=vocab.n_items, **config)
         module.config.pop("max_len", None)
         super().__init__(vocab, {**module.config, "max_len": self.max_len}, device, version,
                          batch_size)
