@@ -25,6 +25,7 @@ The worker calls :meth:`AlertMonitor.observe_batch` per micro-batch and
 from __future__ import annotations
 
 import datetime as _dt
+import heapq
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class AlertConfig:
     latency_p99_limit_ms: float = 0.0  # threshold alert on a window's p99 (0 = off)
     dead_letter_rate_limit: float = 0.0  # threshold alert on a window's dead-letter rate (0 = off)
     max_span_memory: int = 100_000  # event times kept to date the start of a new level
+    max_buffer: int = 200_000  # observations held back to feed partitions in event-time order
 
     @classmethod
     def from_settings(cls, settings) -> AlertConfig:
@@ -138,6 +140,9 @@ class AlertMonitor:
         self.latency_p99 = stats.RollingQuantile(0.99, window_size=cfg.rolling_window)
         self._breached: dict[str, bool] = {}
         self.n_alerts = 0
+        self._buffer: list[tuple[int, int, int, float]] = []  # (ts, seq, 0 hit/1 latency, value)
+        self._part_watermark: dict[int, int] = {}
+        self._seq = 0
 
     # ------------------------------------------------------------------ per event
     def observe_hits(self, ranks: Iterable[float], timestamps_ms: Iterable[int],
@@ -208,18 +213,77 @@ class AlertMonitor:
         return out
 
     def observe_batch(self, events: Sequence, result, latencies_ms: Sequence[float],
-                      now_ms: int = 0) -> list[Alert]:
-        """One processed micro-batch (``events``, its :class:`BatchResult`, latencies)."""
+                      now_ms: int = 0, partitions: Sequence[int] | None = None) -> list[Alert]:
+        """One processed micro-batch (``events``, its :class:`BatchResult`, latencies).
+
+        ``partitions[i]``: the input partition of ``events[i]``. With it, observations are
+        fed to the detectors in event-time order: each partition is in order, but a worker
+        reads partitions unevenly (a replay can have one partition hours of event time ahead
+        of another), and a detector fed in processing order would compare levels of
+        different times. They are held until every partition seen has passed their event
+        time (:meth:`flush` releases the rest; at most ``max_buffer`` are held). Without
+        ``partitions`` the batch is taken to be in order (offline, one partition).
+        """
         if result is None or not events:
             return []
-        scores = result.scores
-        out = self.observe_hits([s.rank for s in scores],
-                                [events[s.index].timestamp_ms for s in scores], now_ms)
         dup = set(result.duplicates)
-        idx = [i for i in range(len(events)) if i not in dup]
-        out += self.observe_latencies([latencies_ms[i] for i in idx],
-                                      [events[i].timestamp_ms for i in idx], now_ms)
+        if partitions is None:
+            scores = result.scores
+            out = self.observe_hits([s.rank for s in scores],
+                                    [events[s.index].timestamp_ms for s in scores], now_ms)
+            idx = [i for i in range(len(events)) if i not in dup]
+            out += self.observe_latencies([latencies_ms[i] for i in idx],
+                                          [events[i].timestamp_ms for i in idx], now_ms)
+            return out
+        push = heapq.heappush
+        buf = self._buffer
+        marks = self._part_watermark
+        for i, ev in enumerate(events):
+            ts = ev.timestamp_ms
+            part = partitions[i]
+            if ts > marks.get(part, -(1 << 62)):
+                marks[part] = ts
+            if i not in dup:
+                self._seq += 1
+                push(buf, (ts, self._seq, 1, float(latencies_ms[i])))
+        for sc in result.scores:
+            self._seq += 1
+            push(buf, (events[sc.index].timestamp_ms, self._seq, 0, float(sc.rank)))
+        return self._release(min(marks.values()), now_ms)
+
+    def flush(self, now_ms: int = 0) -> list[Alert]:
+        """Feed every held observation (the input is idle, or the worker stops)."""
+        return self._release(None, now_ms)
+
+    def forget_partitions(self) -> None:
+        """After a rebalance: partitions may have moved away; wait only for those seen next."""
+        self._part_watermark.clear()
+
+    def _release(self, upto_ms: int | None, now_ms: int) -> list[Alert]:
+        buf = self._buffer
+        pop = heapq.heappop
+        hits: list[float] = []
+        hit_ts: list[int] = []
+        lats: list[float] = []
+        lat_ts: list[int] = []
+        cap = self.config.max_buffer
+        while buf and (upto_ms is None or buf[0][0] <= upto_ms or len(buf) > cap):
+            ts, _, kind, v = pop(buf)
+            if kind == 0:
+                hits.append(v)
+                hit_ts.append(ts)
+            else:
+                lats.append(v)
+                lat_ts.append(ts)
+        out = self.observe_hits(hits, hit_ts, now_ms) if hits else []
+        if lats:
+            out += self.observe_latencies(lats, lat_ts, now_ms)
         return out
+
+    @property
+    def held(self) -> int:
+        """Observations waiting for the slowest partition."""
+        return len(self._buffer)
 
     # ------------------------------------------------------------------ per window
     def observe_window(self, w: MetricsWindow, now_ms: int = 0) -> list[Alert]:

@@ -264,7 +264,9 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             stats.last_batch_wall = time.monotonic()
             stats.event_watermark_ms = pwindows.watermark_ms
             alert_monitor.model_version = processor.model_version
-            await publish_alerts(alert_monitor.observe_batch(events, result, latencies, now_ms))
+            await publish_alerts(alert_monitor.observe_batch(
+                events, result, latencies, now_ms,
+                partitions=[records[p].partition for p in positions]))
             prom.observe_batch(len(records), len(events), len(preds), len(dead),
                                len(result.duplicates) if result else 0, latencies, model_s)
             prom.set_model_version(processor.model_version)
@@ -276,6 +278,9 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     @app.timer(interval=1.0)
     async def close_idle_windows():
         idle_s = time.monotonic() - stats.last_batch_wall
+        if alert_monitor.held and idle_s >= settings.idle_close_s and not in_batch[0]:
+            # the detectors wait for the slowest partition; idle input: feed what is held
+            await publish_alerts(alert_monitor.flush(int(time.time() * 1000)))
         if pwindows.open_windows() and idle_s >= settings.idle_close_s and not in_batch[0]:
             # No input for a while: let event time follow the wall clock so open windows close.
             advance = (stats.event_watermark_ms + int(idle_s * 1000)
@@ -300,6 +305,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
                           if tp.topic == events_topic_name)
         pwindows.forget()  # partitions may have moved: re-read window records from the table
+        alert_monitor.forget_partitions()
         tune_fetch_wait(app, settings)
         print(f"{READY_MARK} partitions={assigned} model={processor.model_version}",
               flush=True)
@@ -309,6 +315,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         # Clean shutdown: publish every open window rather than losing it.
         with contextlib.suppress(Exception):
             await publish_windows(pwindows.flush(int(time.time() * 1000)))
+            await publish_alerts(alert_monitor.flush(int(time.time() * 1000)))
         swapper.close()
 
     return SeqstreamApp(settings, app, processor, windows, table, stats, pwindows)

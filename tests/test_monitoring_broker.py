@@ -16,6 +16,7 @@ from model_core.sequences import build_vocab, group_by_user
 from schemas import Alert, MetricsWindow
 from stream_app.cli import main
 from stream_app.replay import replay_file
+from stream_app.report import latest_per_key
 from stream_app.topics import ensure_topics, read_topic
 from stream_app.worker_process import WorkerProcess
 
@@ -75,8 +76,8 @@ def test_alerts_and_prometheus_on_the_broker(stream_settings, drifting_log, tmp_
         worker.stop()
         assert worker.proc.returncode == 0, worker.log_text()[-3000:]
     alerts = [Alert.from_json(m.value) for m in read_topic(settings, "alerts", idle_s=2)]
-    windows = [MetricsWindow.from_json(m.value) for m in read_topic(settings, "metrics",
-                                                                    idle_s=3)]
+    windows = latest_per_key((m.key, MetricsWindow.from_json(m.value))
+                             for m in read_topic(settings, "metrics", idle_s=2))
 
     # the injected change raised a hit-rate alert, and nothing did before it
     hit = [a for a in alerts if a.metric == "hit@10"]
