@@ -98,8 +98,8 @@ class _Watch:
         self.since_alert = 0
         self.n = 0
 
-    def update(self, x: float, ts_ms: int) -> tuple[float, float, int, int] | None:
-        """Feed one value; on a detected change return (old, new, new_start_ms, n_new)."""
+    def update(self, x: float, ts_ms: int) -> tuple[float, float, int, int, int] | None:
+        """Feed one value; on a detected change return (old, new, start_ms, end_ms, n_new)."""
         a = self.adwin
         width0, total0 = a.width, a.total
         a.update(x)
@@ -114,12 +114,15 @@ class _Watch:
         old = (total0 + x - a.total) / dropped if dropped > 0 else float("nan")
         new = a.estimation
         kept = min(width1, len(self.times))
-        start = self.times[-kept] if kept else ts_ms
+        # the span of the new level (min/max: observations fed before every partition was
+        # seen can be slightly out of order)
+        recent = list(self.times)[len(self.times) - kept:] if kept else [ts_ms]
+        start, end = min(recent), max(recent)
         # rebuild from the kept observations (a change inside them is found on later updates)
         self.adwin = fresh = drift.ADWIN(delta=self.delta)
         for v in list(self.values)[len(self.values) - kept:]:
             fresh.update(v)
-        return old, new, start, width1
+        return old, new, start, end, width1
 
 
 class AlertMonitor:
@@ -155,11 +158,11 @@ class AlertMonitor:
             self.hit_rolling.update(hit)
             got = self._hit.update(hit, int(ts))
             if got is not None:
-                old, new, start, n_new = got
+                old, new, start, end, n_new = got
                 if (abs(new - old) >= cfg.min_hit_change
                         and self._hit.since_alert > cfg.cooldown):
                     out.append(self._drift_alert(self.hit_metric, "adwin", old, new, start,
-                                                 int(ts), n_new, now_ms, rate=True))
+                                                 end, n_new, now_ms, rate=True))
                     self._hit.since_alert = 0
             if self._ph is not None:
                 out.extend(self._page_hinkley(hit, int(ts), now_ms))
@@ -183,12 +186,12 @@ class AlertMonitor:
         vals = list(self._hit.values)[len(self._hit.values) - count:]
         old = sum(vals[:-recent]) / (count - recent)
         new = sum(vals[-recent:]) / recent
-        start = self._hit.times[-recent]
+        times = list(self._hit.times)[len(self._hit.times) - recent:]
         if abs(new - old) < cfg.min_hit_change or self._ph_since_alert <= cfg.cooldown:
             return []
         self._ph_since_alert = 0
-        return [self._drift_alert(self.hit_metric, "page_hinkley", old, new, start, ts, recent,
-                                  now_ms, rate=True)]
+        return [self._drift_alert(self.hit_metric, "page_hinkley", old, new, min(times),
+                                  max(times), recent, now_ms, rate=True)]
 
     def observe_latencies(self, latencies_ms: Iterable[float], timestamps_ms: Iterable[int],
                           now_ms: int = 0) -> list[Alert]:
@@ -202,12 +205,12 @@ class AlertMonitor:
             got = self._latency.update(lat, int(ts))
             if got is None:
                 continue
-            old, new, start, n_new = got
+            old, new, start, end, n_new = got
             change = abs(new - old)
             if (change >= cfg.min_latency_change_ms
                     and change >= cfg.min_latency_change * max(abs(old), 1e-9)
                     and self._latency.since_alert > cfg.cooldown):
-                out.append(self._drift_alert("latency_ms", "adwin", old, new, start, int(ts),
+                out.append(self._drift_alert("latency_ms", "adwin", old, new, start, end,
                                              n_new, now_ms, rate=False))
                 self._latency.since_alert = 0
         return out
