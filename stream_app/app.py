@@ -227,12 +227,25 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             events, positions, dead = processor.parse(records)
             states: dict[str, UserState | None] = {}
             last_of_user: dict[str, object] = {}
-            for p, ev in zip(positions, events, strict=True):
-                user = ev.user_id
-                if user not in states:
-                    raw = table.get(user.encode())
-                    states[user] = swapper.adapt(UserState.decode(raw)) if raw else None
-                last_of_user[user] = batch[p]
+            # A rocksdb:// table reads the partition of the *current event*: each read runs
+            # with an event of the key's own partition (restored after, no await between).
+            saved_event = stream.current_event
+            try:
+                for p, ev in zip(positions, events, strict=True):
+                    user = ev.user_id
+                    if user not in states:
+                        stream._set_current_event(batch[p])
+                        raw = table.get(user.encode())
+                        states[user] = swapper.adapt(UserState.decode(raw)) if raw else None
+                    last_of_user[user] = batch[p]
+                seen_parts: set[int] = set()
+                for r, e in zip(records, batch, strict=True):
+                    if r.partition not in seen_parts:  # load each window record once
+                        seen_parts.add(r.partition)
+                        stream._set_current_event(e)
+                        pwindows.part(r.partition)
+            finally:
+                stream._set_current_event(saved_event)
             result = None
             model_s = None
             if events:
