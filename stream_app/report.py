@@ -264,17 +264,18 @@ def write_report(windows: Iterable[MetricsWindow], alerts: Iterable[Alert],
 
     ``windows``: MetricsWindow records as published (per partition and possibly repeated
     after a restart: pass them through :func:`latest_per_key` first when keys are at hand);
-    those of ``kind`` are merged per time range and plotted. ``alerts`` are marked on the
-    plots and listed.
+    those of ``kind`` are merged per time range and plotted. ``alerts`` (:class:`Alert`) are
+    marked on the plots and listed. Both also accept dicts or JSON bytes of the records;
+    unreadable ones are left out.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ws = [w for w in merge_windows(windows) if w.window_kind == kind]
+    ws = [w for w in merge_windows(_coerce(windows, MetricsWindow)) if w.window_kind == kind]
     ws.sort(key=lambda w: w.window_start_ms)
-    al = sorted(alerts, key=lambda a: a.window_end_ms)
+    al = sorted(_coerce(alerts, Alert), key=lambda a: a.window_end_ms)
     pngs = {"quality.png": _plot_quality, "latency.png": _plot_latency,
             "throughput.png": _plot_throughput}
     for name, fn in pngs.items():
@@ -282,6 +283,21 @@ def write_report(windows: Iterable[MetricsWindow], alerts: Iterable[Alert],
     index = out / "index.html"
     index.write_text(_html(ws, al, list(pngs), title, kind), encoding="utf-8")
     return index
+
+
+def _coerce(records: Iterable, cls) -> list:
+    """Records as ``cls``: instances pass, dicts and JSON bytes/str are decoded; records
+    that cannot be read are left out (never a crash in a report)."""
+    out = []
+    for r in records:
+        if isinstance(r, cls):
+            out.append(r)
+            continue
+        try:
+            out.append(cls.from_json(orjson.dumps(r) if isinstance(r, dict) else r))
+        except (SchemaError, TypeError):
+            continue
+    return out
 
 
 def _fmt_ms(ms: int) -> str:

@@ -207,3 +207,13 @@ def test_report_time_axes_for_any_range(tmp_path, width_s, n):
     alert = Alert("hit@10", "drift", "adwin", 0.5, 0.2, t0, t0 + width_s * 500, "m",
                   direction="down")
     assert write_report(ws, [alert], tmp_path).exists()
+
+
+def test_write_report_takes_dicts_and_json(run_with_change, tmp_path):
+    """The demo hands over alerts as decoded JSON dicts; bad records are left out."""
+    windows, alerts = run_with_change
+    index = write_report([w.to_json() for w in windows] + [b"junk"],
+                         [orjson.loads(a.to_json()) for a in alerts] + [{"metric": 1}],
+                         tmp_path)
+    page = index.read_text()
+    assert f"Alerts ({len(alerts)})" in page and "fell from" in page
