@@ -50,6 +50,7 @@ TRAIN_DEFAULTS: dict = {
     "valid_batch_size": 1024,
     "max_seconds": None,  # stop training after this many seconds (checked per batch)
     "windows": True,  # long sequences also train on their earlier max_len windows
+    "init_from": None,  # checkpoint directory to start from (same model, same vocabulary)
 }
 #: Training options that also belong to the model's config.
 _SHARED = ("max_len",)
@@ -341,6 +342,23 @@ def _vocab_for(train_sequences, data: SeqData, vocab: ItemVocab | None) -> ItemV
     return ItemVocab(str(i) for i in range(1, top + 1))
 
 
+def _warm_start(model: NeuralRecommender, directory: str) -> None:
+    """Copy the weights of checkpoint ``directory`` (same model and vocabulary) into ``model``
+    (a continued training run; the optimizer starts afresh)."""
+    from model_core.checkpoint import load_model
+    from model_core.exceptions import CheckpointError
+
+    src = load_model(directory, device="cpu")
+    if src.name != model.name or src.vocab.fingerprint() != model.vocab.fingerprint():
+        raise CheckpointError(f"{directory}: cannot start {model.name} from a {src.name} "
+                              "checkpoint over a different vocabulary")
+    try:
+        model.module.load_state_dict(src.module.state_dict(), strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{directory}: weights do not fit this configuration: "
+                              f"{str(e)[:200]}") from None
+
+
 def _auto_loss(n_items: int) -> str:
     return "ce" if n_items <= 20_000 else "sampled"
 
@@ -412,6 +430,8 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
         module.item_emb.set_text_vectors(torch.as_tensor(np.asarray(text_vectors, np.float32)))
     if data.item_categories is not None:
         module.inputs.set_item_categories(data.item_categories)
+    if tcfg["init_from"]:
+        _warm_start(model, str(tcfg["init_from"]))
     counts = np.bincount(np.concatenate(data.items) if data.items else np.zeros(0, np.int64),
                          minlength=len(vocab))[: len(vocab)]
     sampler = NegativeSampler(vocab.n_items, counts, float(module.sample_alpha), device, seed)

@@ -181,3 +181,22 @@ def test_train_command_reports_bad_input(tmp_path, capsys):
                "--model", "bogus", "--out", str(tmp_path / "o"), "--quiet"])
     assert rc == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_warm_start_continues_from_a_checkpoint(tmp_path):
+    from model_core.checkpoint import save_model
+    from model_core.exceptions import CheckpointError
+
+    vocab, train, valid = _cycle_data()
+    a, _ = train_model("gru4rec", train, None, config={**FAST, "epochs": 2}, progress=False,
+                       seed=0, vocab=vocab)
+    save_model(a, tmp_path / "a")
+    # lr 0: the continued model is exactly the checkpoint
+    b, _ = train_model("gru4rec", train, None,
+                       config={**FAST, "epochs": 1, "lr": 0.0, "init_from": str(tmp_path / "a")},
+                       progress=False, seed=5, vocab=vocab)
+    np.testing.assert_allclose(a.score(valid.histories), b.score(valid.histories), rtol=1e-6)
+    with pytest.raises(CheckpointError, match="cannot start sasrec"):
+        train_model("sasrec", train, None,
+                    config={**FAST, "epochs": 1, "init_from": str(tmp_path / "a")},
+                    progress=False, vocab=vocab)

@@ -52,6 +52,8 @@ def register(sub) -> None:
                    help="validate on a fixed random subset of this many cases")
     p.add_argument("--max-seconds", type=float, default=None, help="training time limit")
     p.add_argument("--no-refit", action="store_true")
+    p.add_argument("--init-from", default=None, metavar="DIR",
+                   help="continue from this checkpoint's weights (same model, data and config)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -72,6 +74,7 @@ def _config(args) -> dict:
         "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
         "patience": args.patience, "device": args.device, "threads": args.threads,
         "valid_max_cases": args.valid_max_cases, "max_seconds": args.max_seconds,
+        "init_from": args.init_from,
         "loss": args.loss, "negatives": args.negatives, "sample_alpha": args.sample_alpha,
         "in_batch": args.in_batch, "gbce_t": args.gbce_t, "combine": args.combine,
         "features": [f.strip() for f in args.features.split(",") if f.strip()],
@@ -90,6 +93,8 @@ def _config(args) -> dict:
     if args.model not in ("gru4rec", "sasrec"):
         cfg = {k: v for k, v in cfg.items() if k in ("epochs", "device", "threads", "max_len",
                                                       "valid_max_cases")}
+    elif args.init_from is None:
+        cfg.pop("init_from")
     return cfg
 
 
@@ -150,7 +155,8 @@ def run(args) -> int:
     # 2. refit on every training event for the chosen number of epochs
     if refit:
         seqs, vocab, cats = sequences_from_events(split.train_events, by=by)
-        cfg2 = {**cfg, "epochs": hist.best_epoch or cfg.get("epochs", 1), "max_seconds": None}
+        cfg2 = {**cfg, "epochs": hist.best_epoch or cfg.get("epochs", 1), "max_seconds": None,
+                "init_from": None}
         print(f"refit on {seqs.n_events} events for {cfg2['epochs']} epoch(s)", file=sys.stderr)
         model, hist2 = train_model(args.model, seqs, None, config=cfg2,
                                    progress=not args.quiet, seed=args.seed, vocab=vocab,
