@@ -97,22 +97,26 @@ class _Watch:
         self.times: deque[int] = deque(maxlen=memory)
         self.since_alert = 0
         self.n = 0
+        self.width = 0  # the detector's window (tracked: reading it from river costs)
 
     def update(self, x: float, ts_ms: int) -> tuple[float, float, int, int, int] | None:
         """Feed one value; on a detected change return (old, new, start_ms, end_ms, n_new)."""
         a = self.adwin
-        width0, total0 = a.width, a.total
         a.update(x)
         self.values.append(x)
         self.times.append(ts_ms)
         self.n += 1
         self.since_alert += 1
+        self.width += 1  # ADWIN's width: it only shrinks when it detects a change
         if not a.drift_detected:
             return None
-        width1 = int(a.width)
-        dropped = width0 + 1 - width1
-        old = (total0 + x - a.total) / dropped if dropped > 0 else float("nan")
+        width0 = self.width
+        width1 = self.width = int(a.width)
         new = a.estimation
+        vals = list(self.values)
+        # the dropped sub-window: the values before the kept ones (as far as remembered)
+        dropped = vals[max(0, len(vals) - width0):max(0, len(vals) - width1)]
+        old = sum(dropped) / len(dropped) if dropped else float("nan")
         kept = min(width1, len(self.times))
         # the span of the new level (min/max: observations fed before every partition was
         # seen can be slightly out of order)
@@ -120,8 +124,10 @@ class _Watch:
         start, end = min(recent), max(recent)
         # rebuild from the kept observations (a change inside them is found on later updates)
         self.adwin = fresh = drift.ADWIN(delta=self.delta)
-        for v in list(self.values)[len(self.values) - kept:]:
+        for v in vals[len(vals) - kept:]:
             fresh.update(v)
+        # a change found while rebuilding: river resets the detector on its next update
+        self.width = 0 if fresh.drift_detected else int(fresh.width)
         return old, new, start, end, width1
 
 
