@@ -147,7 +147,7 @@ class AlertMonitor:
         self.hit_rolling = utils.Rolling(stats.Mean, window_size=cfg.rolling_window)
         self.latency_p50 = stats.RollingQuantile(0.5, window_size=cfg.rolling_window)
         self.latency_p99 = stats.RollingQuantile(0.99, window_size=cfg.rolling_window)
-        self._breached: dict[str, bool] = {}
+        self._breached: dict[tuple[str, str | None], bool] = {}
         self.n_alerts = 0
         self._buffer: list[tuple[int, int, int, float]] = []  # (ts, seq, 0 hit/1 latency, value)
         self._part_watermark: dict[int, int] = {}
@@ -295,40 +295,50 @@ class AlertMonitor:
         return len(self._buffer)
 
     # ------------------------------------------------------------------ per window
-    def observe_window(self, w: MetricsWindow, now_ms: int = 0) -> list[Alert]:
-        """Threshold checks on one closed window (tumbling windows only)."""
+    def observe_window(self, w: MetricsWindow, now_ms: int = 0,
+                       source: str | None = None) -> list[Alert]:
+        """Threshold checks on one closed window (tumbling windows only).
+
+        ``source``: where the window comes from when there are several series of windows
+        (the worker's are per input partition, e.g. ``"p2"``); each series crosses a limit
+        on its own (otherwise a partition under the limit would re-arm another's alert).
+        """
         if w.window_kind != "tumbling":
             return []
         cfg = self.config
         out = []
         span = _fmt_span(w.window_start_ms, w.window_end_ms)
+        where = f" (input partition {source[1:]})" if source and source.startswith("p") \
+            else (f" ({source})" if source else "")
         if cfg.latency_p99_limit_ms > 0 and w.latency_p99_ms is not None:
-            a = self._threshold(
-                "latency_p99_ms", w.latency_p99_ms, cfg.latency_p99_limit_ms, w, now_ms,
-                f"End-to-end latency p99 was {w.latency_p99_ms:,.0f} ms in the window {span}, "
-                f"above the {cfg.latency_p99_limit_ms:,.0f} ms limit "
+            out += self._threshold(
+                "latency_p99_ms", source, w.latency_p99_ms, cfg.latency_p99_limit_ms, w, now_ms,
+                f"End-to-end latency p99 was {w.latency_p99_ms:,.0f} ms in the window {span}"
+                f"{where}, above the {cfg.latency_p99_limit_ms:,.0f} ms limit "
                 f"({w.events} events; p50 {w.latency_p50_ms or 0:,.0f} ms).")
-            out += a
         if cfg.dead_letter_rate_limit > 0 and (w.events + w.dead_letters) > 0:
             out += self._threshold(
-                "dead_letter_rate", w.dead_letter_rate, cfg.dead_letter_rate_limit, w, now_ms,
-                f"{w.dead_letter_rate:.1%} of the records in the window {span} were "
+                "dead_letter_rate", source, w.dead_letter_rate, cfg.dead_letter_rate_limit, w,
+                now_ms,
+                f"{w.dead_letter_rate:.1%} of the records in the window {span}{where} were "
                 f"dead-lettered ({w.dead_letters} of {w.events + w.dead_letters}), above the "
                 f"{cfg.dead_letter_rate_limit:.1%} limit: check the producers and the "
                 "dead-letters topic for the reasons.")
         return out
 
-    def observe_windows(self, windows: Iterable[MetricsWindow], now_ms: int = 0) -> list[Alert]:
+    def observe_windows(self, windows: Iterable[MetricsWindow], now_ms: int = 0,
+                        sources: Iterable[str | None] | None = None) -> list[Alert]:
         out: list[Alert] = []
+        srcs = iter(sources) if sources is not None else None
         for w in windows:
-            out += self.observe_window(w, now_ms)
+            out += self.observe_window(w, now_ms, next(srcs) if srcs is not None else None)
         return out
 
-    def _threshold(self, metric: str, value: float, limit: float, w: MetricsWindow,
-                   now_ms: int, message: str) -> list[Alert]:
+    def _threshold(self, metric: str, source: str | None, value: float, limit: float,
+                   w: MetricsWindow, now_ms: int, message: str) -> list[Alert]:
         above = value > limit
-        was = self._breached.get(metric, False)
-        self._breached[metric] = above
+        was = self._breached.get((metric, source), False)
+        self._breached[(metric, source)] = above
         if not above or was:
             return []
         self.n_alerts += 1

@@ -206,7 +206,8 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             stats.windows_published += len(closed)
             prom.count_windows(len(closed))
             await publish_alerts(alert_monitor.observe_windows(
-                (MetricsWindow.from_json(v) for _, v in closed), int(time.time() * 1000)))
+                (MetricsWindow.from_json(v) for _, v in closed), int(time.time() * 1000),
+                sources=[k.rsplit(b"/", 1)[-1].decode() for k, _ in closed]))  # "p<part>"
 
     from stream_app.model_swap import ModelSwapper
 

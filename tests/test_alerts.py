@@ -206,3 +206,13 @@ def test_uneven_partitions_are_fed_in_event_time_order():
     assert hit and all(a.window_end_ms >= change_ts for a in hit), [
         (a.window_end_ms - change_ts, a.message) for a in hit]
     assert all(a.window_start_ms <= a.window_end_ms for a in alerts)
+
+
+def test_thresholds_per_source():
+    """Per-partition windows cross the limit on their own: p1 under the limit does not
+    re-arm p0, and p0 staying above raises nothing new."""
+    mon = AlertMonitor(AlertConfig(latency_p99_limit_ms=500))
+    got = mon.observe_windows([window(0, 900), window(0, 10), window(1, 950), window(1, 900)],
+                              sources=["p0", "p1", "p0", "p1"])
+    assert [(a.window_start_ms - T0) // 60_000 for a in got] == [0, 1]
+    assert "input partition 0" in got[0].message and "input partition 1" in got[1].message
