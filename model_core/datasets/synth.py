@@ -63,12 +63,12 @@ def generate(n_events: int, n_users: int | None = None, n_items: int | None = No
              concurrent_users: int = 16, mean_gap_ms: float = 3_000.0) -> list[Event]:
     """``n_events`` events in time order (see the module docstring for the structure).
 
-    Defaults: ``n_users = max(5, n_events // 40)``, ``n_items = max(20, n_events // 20)``.
+    Defaults: ``n_users = max(5, n_events // 20)``, ``n_items = max(20, n_events // 20)``.
     ``change_at``: a float in (0, 1) is a fraction of ``n_events``; an int is an event index.
     """
     if n_events < 0:
         raise ValueError("n_events must be >= 0")
-    n_users = n_users or max(5, n_events // 40)
+    n_users = n_users or max(5, n_events // 20)
     n_items = n_items or max(20, n_events // 20)
     if isinstance(change_at, float):
         if not 0.0 < change_at < 1.0:
@@ -86,12 +86,16 @@ def generate(n_events: int, n_users: int | None = None, n_items: int | None = No
     pop /= pop.sum()
     cat = rng.integers(0, n_cats, n_items)
     by_cat = [np.flatnonzero(cat == c) for c in range(n_cats)]
-    cat_pop = [pop[ix] / pop[ix].sum() if len(ix) else ix for ix in by_cat]
+    # cumulative weights: one draw = searchsorted(cdf, uniform) (rng.choice(p=...) is O(n))
+    pop_cdf = np.cumsum(pop)
+    cat_cdf = [np.cumsum(pop[ix]) for ix in by_cat]
+    funnel_cdf = np.cumsum(_FUNNEL, axis=1)
     cat_price = np.exp(rng.normal(3.0, 1.0, n_cats))
     price = np.round(cat_price[cat] * np.exp(rng.normal(0.0, 0.3, n_items)), 2)
 
     succ_p = 1.0 / np.arange(1, n_successors + 1) ** 1.2
     succ_p /= succ_p.sum()
+    succ_cdf = np.cumsum(succ_p)
     tables = [_transition_table(rng, n_items, cat, by_cat, n_successors)]
     if change_idx is not None:
         tables.append(_transition_table(np.random.default_rng([seed, 1]), n_items, cat, by_cat,
@@ -104,12 +108,15 @@ def generate(n_events: int, n_users: int | None = None, n_items: int | None = No
     session_no = np.zeros(n_users, dtype=np.int64)
     left = np.zeros(n_users, dtype=np.int64)  # events left in the current session
 
+    def draw(cdf: np.ndarray) -> int:
+        return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)
+
     def jump(u: int) -> int:
         if rng.random() < 0.5:
             c = fav_cats[u][rng.integers(len(fav_cats[u]))]
             if len(by_cat[c]):
-                return int(by_cat[c][rng.choice(len(by_cat[c]), p=cat_pop[c])])
-        return int(rng.choice(n_items, p=pop))
+                return int(by_cat[c][draw(cat_cdf[c])])
+        return draw(pop_cdf)
 
     def start_session(u: int) -> None:
         session_no[u] += 1
@@ -123,19 +130,19 @@ def generate(n_events: int, n_users: int | None = None, n_items: int | None = No
     events: list[Event] = []
     for n in range(n_events):
         while len(active) < min(concurrent_users, n_users) and idle:
-            u = int(idle.pop(0))
+            u = int(idle.pop(int(rng.integers(len(idle)))))  # a random idle user returns
             start_session(u)
             active.append(u)
         u = active[rng.integers(len(active))]
         table = tables[1] if change_idx is not None and n >= change_idx else tables[0]
-        a = int(rng.choice(len(ACTIONS), p=_FUNNEL[last_action[u]]))
+        a = draw(funnel_cdf[last_action[u]])
         prev = int(last_item[u])
         if prev < 0:
             item = jump(u)
         elif a in _P_SAME_ITEM and rng.random() < _P_SAME_ITEM[a]:
             item = prev
         elif rng.random() < p_follow:
-            item = int(table[prev, rng.choice(n_successors, p=succ_p)])
+            item = int(table[prev, draw(succ_cdf)])
         else:
             item = jump(u)
         t += 1.0 + rng.exponential(mean_gap_ms)
