@@ -341,6 +341,14 @@ def run_worker(settings: Settings, model: Recommender | None = None) -> None:
 
     ensure_topics(settings)
     sapp = create_app(settings, model)
+    from stream_app.store_guard import mark_clean, prepare_local_store
+
+    marker = prepare_local_store(sapp.app, settings)  # rocksdb:// after a crash: rebuild
     worker = faust.Worker(sapp.app, loglevel=settings.log_level, quiet=True,
                           override_logging=False)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as e:
+        if marker is not None and e.code in (0, None):
+            mark_clean(marker)
+        raise
