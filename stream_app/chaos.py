@@ -318,6 +318,11 @@ def _rss_summary(samples: list[tuple[float, int, float]], n_events: int) -> dict
         "final_mb": round(final[2], 1), "final_at_events": final[1],
         "peak_mb": round(peak, 1),
         "growth_after_warmup_pct": round(100.0 * (final[2] - warm[2]) / warm[2], 2),
+        # later warm-up points: user state keeps growing until every sequence holds max_len
+        "growth_after_pct_of_events": {
+            str(q): round(100.0 * (final[2] - w[2]) / w[2], 2)
+            for q in (25, 50)
+            if (w := next((x for x in samples if x[1] >= q / 100 * n_events), None))},
         "samples": [(round(t, 1), n, round(r, 1)) for t, n, r in samples[:: max(1, len(samples) // 40)]],
     }
 
