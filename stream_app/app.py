@@ -209,10 +209,22 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                 (MetricsWindow.from_json(v) for _, v in closed), int(time.time() * 1000),
                 sources=[k.rsplit(b"/", 1)[-1].decode() for k, _ in closed]))  # "p<part>"
 
+    from stream_app.items_feed import follow_items, make_item_encoder
+
+    # new items at run time (text/fused models with the text extra): items topic -> encoder
+    item_encoder = make_item_encoder(settings, model)
+
     from stream_app.model_swap import ModelSwapper
 
-    swapper = ModelSwapper(settings, processor,
-                           on_swap=lambda m: pwindows.set_model_version(m.version))
+    def on_model_swap(new_model) -> None:
+        pwindows.set_model_version(new_model.version)
+        if item_encoder is not None:
+            try:  # items added at run time are re-installed in the new model (from the cache)
+                item_encoder.rebind(new_model)
+            except Exception as e:
+                log.warning("run-time items not carried over to %s: %s", new_model.version, e)
+
+    swapper = ModelSwapper(settings, processor, on_swap=on_model_swap)
     in_batch = [False]  # the poll timer applies a new model itself only between batches
 
     @app.agent(events_topic, name="process-events")
@@ -251,6 +263,9 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             model_s = None
             if events:
                 offsets = [records[p].offset for p in positions]
+                if item_encoder is not None and item_encoder.pending:
+                    # new items join the model on the model thread, between two batches
+                    await loop.run_in_executor(executor, item_encoder.flush)
                 t_model = time.perf_counter()
                 result = await loop.run_in_executor(
                     executor, processor.run_model, events, states, offsets)
@@ -306,6 +321,12 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         await asyncio.get_running_loop().run_in_executor(None, swapper.poll)
         if not in_batch[0]:  # idle agent: switch now (no await between check and switch)
             swapper.apply_pending()
+
+    @app.task
+    async def feed_items():
+        if item_encoder is not None:
+            await follow_items(settings, item_encoder,
+                               lambda dead: publisher().publish(topic_dead, dead))
 
     @app.task
     async def serve_prometheus():

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     exclude_history: bool = False
     model_watch_dir: str | None = Field(
         None, description="hot swap: directory whose LATEST file names the checkpoint to serve")
+    items_id_field: str = Field("item_id", description="items topic: field holding the item id")
+    items_text_fields: str | None = Field(
+        None, description="items topic: comma-separated text fields (default: all but the id)")
     model_poll_s: float = Field(2.0, gt=0, description="hot swap: how often to check for a new model")
 
     # --- online evaluation
