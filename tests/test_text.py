@@ -326,3 +326,23 @@ def test_train_cli_fused_with_metadata_only_items(tmp_path, no_network):
     text = read_meta(out)["text"]
     assert text["metadata_only_items_added"] >= 1 and text["encoder"] == "all-MiniLM-L6-v2"
     assert (out / "text_vectors.safetensors").is_file()
+
+
+def test_knn_id_init_borrows_id_vectors_of_text_neighbours():
+    from model_core.text.fusion import add_metadata_items
+
+    enc = FakeEncoder()
+    seqs, texts = _category_data(n_users=40)
+    model = _model("sasrec", "fused", texts, enc)
+    _train_briefly(model, seqs, steps=3)
+    emb = model.module.item_emb
+    res = add_metadata_items(model, {"z": "cat1 look-alike"}, enc, id_init="knn")
+    new = res.first_index
+    tv = torch.nn.functional.normalize(emb.text_vectors, dim=1)
+    sims = tv[1:new] @ tv[new]
+    nearest = sims.topk(5).indices + 1  # k=10 over 20 items; the 5 closest are category 1
+    assert set(nearest.tolist()) == {6, 7, 8, 9, 10}
+    expect = emb.id_emb.weight[(tv[1:new] @ tv[new]).topk(10).indices + 1].mean(0)
+    torch.testing.assert_close(emb.id_emb.weight[new], expect)
+    zero = add_metadata_items(model, {"y": "cat1 other"}, enc)  # default: text only
+    assert float(emb.id_emb.weight[zero.first_index].detach().abs().sum()) == 0.0

@@ -69,10 +69,18 @@ def _quality(args) -> int:
           f"{len(np.unique(cold_all.target_item))} distinct items)", file=sys.stderr)
     rows = []
     results: dict[str, dict] = {}
-    for ck in args.checkpoints:
+    specs = [(ck, False) for ck in args.checkpoints] + [(ck, True) for ck in args.knn_variant]
+    for ck, knn in specs:
         model = load_model(ck, device=args.device)
         mode = getattr(getattr(getattr(model, "module", None), "item_emb", None), "mode", "-")
         label = f"{model.name}-{mode}"
+        if knn:  # metadata-only items: ID part from their 10 text-nearest trained items
+            from model_core.text.fusion import impute_id_rows
+
+            train_ids = {e.item_id for e in split.train_events}
+            new_idx = [i for i in range(1, len(model.vocab)) if model.vocab.item_id(i) not in train_ids]
+            impute_id_rows(model, new_idx, k=10)
+            label += "+knn-id"
         out = {}
         for kind, cases_all in (("warm", warm_all), ("cold", cold_all)):
             cases, dropped = cases_all.for_vocab(model.vocab)
@@ -170,6 +178,7 @@ def _stream(args) -> int:
     meta = read_item_metadata(args.items, args.item_id_column, args.item_text_columns)
     model0 = load_model(args.checkpoint, device=args.device)
     enc = load_text_encoder(device=args.device)
+    enc.encode(meta.texts[:64], batch_size=64)  # warm-up
     rng = np.random.default_rng(0)
     hist = [rng.integers(1, len(model0.vocab), 30).astype(np.int32) for _ in range(256)]
     batch = SequenceBatch(items=hist)
@@ -180,20 +189,21 @@ def _stream(args) -> int:
     for _ in range(reps):
         model0.predict_topk(batch, 20)
     base_ms = (time.perf_counter() - t0) / reps * 1e3
-    print(f"model scoring batch (256 users, top-20, {model0.vocab.n_items} items): {base_ms:.1f} ms")
-    print("| new items in the batch | flush (encode + grow) ms | of which encode ms | ms per item |")
-    print("|---|---|---|---|")
+    print(f"model scoring batch (256 users, top-20, {model0.vocab.n_items} items): {base_ms:.1f} ms wall")
+    print("| new items in the batch | flush (encode + grow) ms | of which encode ms | ms per item "
+          "| flush process CPU ms |")
+    print("|---|---|---|---|---|")
     for n in args.sizes:
         model = copy.deepcopy(model0)
         ie = ItemEncoder(model, encoder=enc, id_field="item_id", text_fields="text")
         recs = [{"item_id": f"new-{n}-{i}", "text": meta.texts[i % len(meta)] + f" #{n}-{i}"}
                 for i in range(n)]
         ie.submit(recs)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = ie.flush()
-        ms = (time.perf_counter() - t0) * 1e3
+        ms, cpu_ms = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
         assert len(res.added) == n
-        print(f"| {n} | {ms:.1f} | {res.encode_seconds * 1e3:.1f} | {ms / n:.2f} |")
+        print(f"| {n} | {ms:.1f} | {res.encode_seconds * 1e3:.1f} | {ms / n:.2f} | {cpu_ms:.1f} |")
     return 0
 
 
@@ -206,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--quantile", type=float, default=0.8)
     q.add_argument("--checkpoints", nargs="+", required=True)
     q.add_argument("--n-boot", type=int, default=1000)
+    q.add_argument("--knn-variant", nargs="*", default=[],
+                   help="fused checkpoints to evaluate again with kNN-imputed ID rows for "
+                        "metadata-only items")
     q.add_argument("--device", default="cpu")
     for name in ("encode", "stream"):
         s = sub.add_parser(name)

@@ -31,8 +31,8 @@ from model_core.text.cache import EncodeResult, TextVectorCache, encode_items
 from model_core.text.encoder import TextEncoder
 from model_core.vocab import ItemVocab
 
-__all__ = ["TEXT_MODES", "GrowResult", "add_metadata_items", "grow_items", "item_embedding_of",
-           "set_text_table", "text_table"]
+__all__ = ["ID_INITS", "TEXT_MODES", "GrowResult", "add_metadata_items", "grow_items",
+           "impute_id_rows", "item_embedding_of", "set_text_table", "text_table"]
 
 TEXT_MODES = ("id", "text", "fused")
 
@@ -97,12 +97,47 @@ def _grown_embedding(old: nn.Embedding, n_new: int) -> nn.Embedding:
     return new
 
 
-def grow_items(model, item_ids: Sequence[str], vectors: np.ndarray) -> GrowResult:
+ID_INITS = ("zero", "knn")
+
+
+def impute_id_rows(model, indices: Sequence[int] | np.ndarray, k: int = 10,
+                   donors: np.ndarray | None = None) -> None:
+    """``fused`` models: give items ``indices`` the mean ID vector of their ``k`` nearest
+    items by text (cosine), among ``donors`` (default: every item with a non-zero ID row).
+
+    A new item's fused vector is then "ID of look-alike items + its own text" instead of
+    text alone, which sits on the same scale as trained items' vectors.
+    """
+    emb = item_embedding_of(model)
+    if emb.id_emb is None or len(indices) == 0:
+        return
+    idx = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=emb.text_vectors.device)
+    w = emb.id_emb.weight
+    with torch.no_grad():
+        if donors is None:
+            ok = w.abs().sum(1) > 0
+            ok[0] = False
+            ok[idx] = False
+            donors_t = torch.nonzero(ok).squeeze(1)
+        else:
+            donors_t = torch.as_tensor(np.asarray(donors, dtype=np.int64), device=w.device)
+        if len(donors_t) == 0:
+            return
+        tv = torch.nn.functional.normalize(emb.text_vectors, dim=1)
+        sim = tv[idx] @ tv[donors_t].t()  # [n, D]
+        kk = min(k, len(donors_t))
+        top = sim.topk(kk, dim=1).indices  # [n, kk]
+        w[idx] = w[donors_t[top]].mean(1)
+
+
+def grow_items(model, item_ids: Sequence[str], vectors: np.ndarray,
+               id_init: str = "zero", k: int = 10) -> GrowResult:
     """Make ``item_ids`` recommendable by ``model`` from their text ``vectors`` [n, text_dim].
 
     Ids already in the vocabulary get their text vector replaced; new ids are appended to
-    the vocabulary (indices ``len(vocab)..``), with a zero ID vector in ``fused`` mode (so
-    their representation is text-only) and a zero category. Call it on the thread that
+    the vocabulary (indices ``len(vocab)..``) with a zero category and, in ``fused`` mode,
+    ``id_init="zero"``: a zero ID vector (text-only representation) or ``"knn"``: the mean
+    ID vector of the ``k`` text-nearest known items (:func:`impute_id_rows`). Call it on the thread that
     scores with the model, between batches (it replaces tensors in place of the old ones).
     """
     emb = item_embedding_of(model)
@@ -146,6 +181,10 @@ def grow_items(model, item_ids: Sequence[str], vectors: np.ndarray) -> GrowResul
         emb.n_items += n_new
         if hasattr(module, "n_items"):
             module.n_items = emb.n_items
+        if id_init == "knn" and emb.id_emb is not None:
+            impute_id_rows(model, np.arange(first, first + n_new), k)
+        elif id_init not in ID_INITS:
+            raise TextFusionError(f"unknown id_init {id_init!r}; choose one of {ID_INITS}")
         for item_id in added:
             vocab.add(item_id)
         if emb.n_items != vocab.n_items:
@@ -157,7 +196,7 @@ def grow_items(model, item_ids: Sequence[str], vectors: np.ndarray) -> GrowResul
 def add_metadata_items(model, texts: Mapping[str, str], encoder: TextEncoder,
                        cache: TextVectorCache | str | Path | None = None,
                        only_new: bool = False, batch_size: int = 64,
-                       progress: bool = False) -> GrowResult:
+                       progress: bool = False, id_init: str = "zero") -> GrowResult:
     """Encode ``texts`` (id -> description) and :func:`grow_items` the model with them.
 
     ``only_new``: leave items already in the vocabulary as they are (after training, where
@@ -172,6 +211,6 @@ def add_metadata_items(model, texts: Mapping[str, str], encoder: TextEncoder,
     else:
         res = encode_items(encoder, [texts[i] for i in ids], None, batch_size, progress,
                            cache=cache)
-    out = grow_items(model, ids, res.vectors)
+    out = grow_items(model, ids, res.vectors, id_init=id_init)
     out.n_cached, out.n_encoded, out.encode_seconds = res.n_cached, res.n_encoded, res.seconds
     return out
