@@ -302,7 +302,6 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
                     "state_tail_ts": g.timestamps_ms[-3:].tolist(),
                     "reference_tail_ts": r.timestamps_ms[-3:].tolist()}
 
-
         windows = latest_windows(read_topic(settings, "metrics", idle_s=3.0))
         tumbling = [w for w in windows if w.window_kind == "tumbling"]
         report.metrics_events = sum(w.events for w in tumbling)
