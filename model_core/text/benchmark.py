@@ -129,6 +129,41 @@ def _quality(args) -> int:
     return 0
 
 
+def _cold_ranks(args) -> int:
+    """Where the cold-start targets land: median rank, HR@50/100 (random: 50/n, 100/n)."""
+    from model_core.checkpoint import load_model
+    from model_core.datasets import read_log
+    from model_core.evaluate import evaluate
+    from model_core.splits import split_temporal
+    from model_core.text.fusion import impute_id_rows
+
+    log = read_log(args.data, args.format)
+    split = split_temporal(log.events, quantile=args.quantile)
+    cold = cold_start_cases(split)
+    train_ids = {e.item_id for e in split.train_events}
+    print("| model | cold cases ranked | median rank | HR@10 | HR@50 | HR@100 | catalogue |")
+    print("|---|---|---|---|---|---|---|")
+    specs = [(ck, False) for ck in args.checkpoints] + [(ck, True) for ck in args.knn_variant]
+    for ck, knn in specs:
+        model = load_model(ck, device=args.device)
+        label = f"{model.name}-{model.module.item_emb.mode}" + ("+knn-id" if knn else "")
+        if knn:
+            impute_id_rows(model, [i for i in range(1, len(model.vocab))
+                                   if model.vocab.item_id(i) not in train_ids], k=10)
+        cases, dropped = cold.for_vocab(model.vocab)
+        if not len(cases):
+            print(f"| {label} | 0 (all {dropped} targets unknown) | - | 0 | 0 | 0 | {model.vocab.n_items} |")
+            continue
+        r = evaluate(model, cases, ks=(10, 50, 100), exclude_history=True, n_boot=10,
+                     max_len=getattr(model, "max_len", None))
+        m = r.metrics
+        print(f"| {label} | {len(cases)} | {np.median(r.ranks):.0f} | {m['hr@10']:.4f} | "
+              f"{m['hr@50']:.4f} | {m['hr@100']:.4f} | {model.vocab.n_items} |")
+    n = max(load_model(ck, device="cpu").vocab.n_items for ck in args.checkpoints)
+    print(f"| random guess | | {(n + 1) / 2:.0f} | {10 / n:.4f} | {50 / n:.4f} | {100 / n:.4f} | {n} |")
+    return 0
+
+
 def _known_positions(cases, vocab) -> np.ndarray:
     """Positions (in ``cases``) of the cases whose target ``vocab`` knows, in order."""
     ids = cases.vocab.item_ids(cases.target_item.tolist())
@@ -220,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="fused checkpoints to evaluate again with kNN-imputed ID rows for "
                         "metadata-only items")
     q.add_argument("--device", default="cpu")
+    c = sub.add_parser("cold-ranks")
+    c.add_argument("--data", required=True)
+    c.add_argument("--format", default="recbole")
+    c.add_argument("--quantile", type=float, default=0.8)
+    c.add_argument("--checkpoints", nargs="+", required=True)
+    c.add_argument("--knn-variant", nargs="*", default=[])
+    c.add_argument("--device", default="cpu")
     for name in ("encode", "stream"):
         s = sub.add_parser(name)
         s.add_argument("--items", required=True)
@@ -232,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["stream"].add_argument("--checkpoint", required=True)
     sub.choices["stream"].add_argument("--sizes", type=int, nargs="+", default=[1, 16, 64, 256])
     args = p.parse_args(argv)
-    return {"quality": _quality, "encode": _encode, "stream": _stream}[args.what](args)
+    return {"quality": _quality, "cold-ranks": _cold_ranks, "encode": _encode,
+            "stream": _stream}[args.what](args)
 
 
 if __name__ == "__main__":
