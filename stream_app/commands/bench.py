@@ -28,6 +28,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import shutil
     import signal
     import sys
 
@@ -59,7 +60,16 @@ def run(args) -> int:
     bench = Bench(cfg, log=log)
     summary = bench.run()
     log(format_table(summary))
-    log(f"finished in {summary['seconds']:.0f} s; logs and checkpoints in {bench.work}")
+    if args.work_dir:
+        log(f"finished in {summary['seconds']:.0f} s; logs and checkpoints in {bench.work}")
+    else:  # a temp dir of ours: keep it only when something failed
+        failed = [n for n, r in summary["runs"].items() if r["note"].startswith("failed")]
+        if failed:
+            log(f"finished in {summary['seconds']:.0f} s; {', '.join(failed)} failed: logs "
+                f"in {bench.work}")
+        else:
+            shutil.rmtree(bench.work, ignore_errors=True)
+            log(f"finished in {summary['seconds']:.0f} s")
     if args.json:
         print(json.dumps(summary))
     return 0
