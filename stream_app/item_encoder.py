@@ -132,10 +132,15 @@ class ItemEncoder:
                 self._pending[item_id] = text
                 out.accepted += 1
 
-    def flush(self) -> GrowResult:
-        """Encode everything queued and install it in the model (call on the model thread)."""
+    def flush(self, max_items: int | None = None) -> GrowResult:
+        """Encode what is queued (at most ``max_items``, oldest first; the rest stays
+        pending) and install it in the model. Call on the model thread."""
         with self._lock:
-            batch, self._pending = self._pending, {}
+            if max_items is None or len(self._pending) <= max_items:
+                batch, self._pending = self._pending, {}
+            else:
+                keys = list(self._pending)
+                batch = {k: self._pending.pop(k) for k in keys[:max(0, int(max_items))]}
         if not batch:
             return GrowResult([], [], len(self.model.vocab))
         t0 = time.perf_counter()

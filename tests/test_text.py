@@ -288,16 +288,20 @@ def test_stream_item_encoder_batches_and_reports_bad_records():
     res = ie.flush()
     assert res.added == ["x1", "x2"] and enc.calls[-1] == 2  # one batch for both
     assert model.module.item_emb.text_vectors.shape[0] == len(model.vocab)
+    ie.submit([{"item_id": f"b{i}", "title": f"cat3 b{i}"} for i in range(5)])
+    assert ie.flush(max_items=2).added == ["b0", "b1"] and ie.pending == 3
+    assert ie.flush().added == ["b2", "b3", "b4"]
     again = ie.submit([{"item_id": "x2", "title": "cat2 hat"}])
     assert again.unchanged == 1 and ie.flush().added == []
     top = model.predict_topk(SequenceBatch(items=[seqs[1]]), k=len(model.vocab) - 1)
     assert model.vocab.index("x2") in top.items[0]
-    assert ie.stats["added"] == 2 and ie.stats["rejected"] == 2
+    assert ie.stats["added"] == 7 and ie.stats["rejected"] == 2
     # hot swap: a freshly loaded model gets the same items back, from the cache
     n_calls = len(enc.calls)
     swapped = _model("sasrec", "text", texts, enc)
     res = ie.rebind(swapped)
-    assert sorted(res.added) == ["x1", "x2"] and len(enc.calls) == n_calls + 1  # table only
+    assert sorted(res.added) == ["b0", "b1", "b2", "b3", "b4", "x1", "x2"]
+    assert len(enc.calls) == n_calls + 1  # the new model's table only: rebind hit the cache
     torch.testing.assert_close(swapped.module.item_emb.text_vectors, model.module.item_emb.text_vectors)
 
 
