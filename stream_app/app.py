@@ -265,7 +265,9 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                 offsets = [records[p].offset for p in positions]
                 if item_encoder is not None and item_encoder.pending:
                     # new items join the model on the model thread, between two batches
-                    await loop.run_in_executor(executor, item_encoder.flush)
+                    # (at most 64 per batch, about 1 s of CPU encoding: a burst of new items
+                    # must not stall scoring; the rest joins over the next batches)
+                    await loop.run_in_executor(executor, item_encoder.flush, 64)
                 t_model = time.perf_counter()
                 result = await loop.run_in_executor(
                     executor, processor.run_model, events, states, offsets)
