@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_core.models.base import CountingRecommender
 from model_core.models.data import SeqData
-from model_core.models.markov import _csr_from_pairs
+from model_core.models.markov import ItemTableRecommender, _csr_from_pairs
 
 
-class ItemKNNRecommender(CountingRecommender):
+class ItemKNNRecommender(ItemTableRecommender):
     name = "itemknn"
+    table_name = "neighbour table"
 
     def __init__(self, vocab, config=None, **kw) -> None:
         config = {"window": 20, "neighbours": 100, "recent": 10, **(config or {})}
@@ -68,12 +68,3 @@ class ItemKNNRecommender(CountingRecommender):
                 out[b, self.indices[s:e]] += self.data[s:e] / (1.0 + age)
         return out
 
-    def _extra_arrays(self) -> dict[str, np.ndarray]:
-        return {"indptr": self.indptr, "indices": self.indices, "data": self.data}
-
-    def _load_extra(self, arrays) -> None:
-        self.indptr = np.asarray(arrays["indptr"], dtype=np.int64)
-        self.indices = np.asarray(arrays["indices"], dtype=np.int32)
-        self.data = np.asarray(arrays["data"], dtype=np.float32)
-        if len(self.indptr) != len(self.vocab) + 1:
-            raise ValueError("neighbour table does not match the vocabulary size")

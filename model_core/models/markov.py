@@ -26,8 +26,26 @@ def _csr_from_pairs(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n: int
     return np.cumsum(indptr), cols, data
 
 
-class MarkovRecommender(CountingRecommender):
+class ItemTableRecommender(CountingRecommender):
+    """A counting model whose state is one sparse item -> item table (CSR arrays
+    ``indptr`` / ``indices`` / ``data``), saved and loaded as such."""
+
+    table_name = "item table"
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        return {"indptr": self.indptr, "indices": self.indices, "data": self.data}
+
+    def _load_extra(self, arrays) -> None:
+        self.indptr = np.asarray(arrays["indptr"], dtype=np.int64)
+        self.indices = np.asarray(arrays["indices"], dtype=np.int32)
+        self.data = np.asarray(arrays["data"], dtype=np.float32)
+        if len(self.indptr) != len(self.vocab) + 1:
+            raise ValueError(f"{self.table_name} does not match the vocabulary size")
+
+
+class MarkovRecommender(ItemTableRecommender):
     name = "markov"
+    table_name = "transition table"
     conditional_actions = True
 
     def _fit(self, data: SeqData) -> None:
@@ -47,12 +65,3 @@ class MarkovRecommender(CountingRecommender):
             out[b, self.indices[s:e]] += self.data[s:e]
         return out
 
-    def _extra_arrays(self) -> dict[str, np.ndarray]:
-        return {"indptr": self.indptr, "indices": self.indices, "data": self.data}
-
-    def _load_extra(self, arrays) -> None:
-        self.indptr = np.asarray(arrays["indptr"], dtype=np.int64)
-        self.indices = np.asarray(arrays["indices"], dtype=np.int32)
-        self.data = np.asarray(arrays["data"], dtype=np.float32)
-        if len(self.indptr) != len(self.vocab) + 1:
-            raise ValueError("transition table does not match the vocabulary size")
