@@ -174,6 +174,24 @@ def _settings(broker_url: str, work: Path, store: str, model_path: Path, **over)
 
 
 # --------------------------------------------------------------------------- chaos
+def _replay_in_segments(settings, events, pauses: list[int],
+                        resume: list[threading.Event]) -> None:
+    """Replay ``events``; after sending ``pauses[i]`` events wait for ``resume[i]``."""
+    from stream_app.replay import make_producer, replay_events
+
+    producer = make_producer(settings)
+    try:
+        start = 0
+        for end, go in zip([*pauses, len(events)], [*resume, None], strict=True):
+            if end > start:
+                replay_events(settings, events[start:end], progress=False, producer=producer)
+                start = end
+            if go is not None:
+                go.wait(timeout=900)
+    finally:
+        producer.close()
+
+
 def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str = "memory://",
               broker_url: str | None = None, workdir: str | Path | None = None,
               min_gap_s: float = 1.0, max_gap_s: float = 6.0, soak: bool = False,
@@ -181,7 +199,6 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
               log=print) -> ChaosReport:
     from model_core.datasets.synth import generate
     from stream_app.broker import EmbeddedBroker
-    from stream_app.replay import replay_events
     from stream_app.topics import ensure_topics
     from stream_app.window_state import latest_windows
     from stream_app.worker_process import WorkerProcess
@@ -216,14 +233,20 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
         report.first_ready_s = round(time.monotonic() - t0, 2)
         log(f"worker ready in {report.first_ready_s} s; replaying ...")
         t_start = time.monotonic()
-        replay = threading.Thread(target=replay_events, args=(settings, events),
-                                  kwargs={"progress": False}, daemon=True)
-        replay.start()
-
         rss: list[tuple[float, int, float]] = []
         done_kills = 0
         # kill points: random shares of the events, so the crashes spread over the whole run
         kill_at = sorted(int(rng.uniform(0.05, 0.95) * n_events) for _ in range(kills))
+        # The replay sends events up to a little past each kill point, then waits for that
+        # kill: on a fast machine the whole log could otherwise be processed before the first
+        # kill is due. The margin keeps events in flight (sent, not yet predicted) at the kill.
+        margin = max(1, n_events // 50)
+        killed = [threading.Event() for _ in range(kills)]
+        replay = threading.Thread(
+            target=_replay_in_segments,
+            args=(settings, events, [min(n_events, k + margin) for k in kill_at], killed),
+            daemon=True)
+        replay.start()
         next_kill = time.monotonic() + rng.uniform(min_gap_s, max_gap_s)
         deadline = time.monotonic() + max(600.0, n_events / 200.0)
         while time.monotonic() < deadline:
@@ -244,9 +267,12 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
                 dt = round(time.monotonic() - t_kill, 2)
                 report.restart_to_ready_s.append(dt)
                 log(f"  restarted, ready after {dt} s")
+                killed[done_kills].set()
                 done_kills += 1
                 next_kill = time.monotonic() + rng.uniform(min_gap_s, max_gap_s)
             time.sleep(0.25 if not soak else 1.0)
+        for ev in killed:  # release the replay if the loop ended early (deadline)
+            ev.set()
         report.kills = done_kills
         report.seconds = round(time.monotonic() - t_start, 1)
         replay.join(timeout=60)
