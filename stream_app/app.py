@@ -55,10 +55,9 @@ class SeqstreamApp:
     settings: Settings
     app: faust.App
     processor: BatchProcessor
-    windows: WindowAggregator
     table: object
     stats: WorkerStats
-    partition_windows: PartitionWindows | None = None  # the worker's crash-safe windows
+    partition_windows: PartitionWindows  # the worker's crash-safe windows, per input partition
 
 
 def write_states(stream, table, touched: dict, last_event_of_user: dict,
@@ -144,19 +143,19 @@ def app_options(settings: Settings) -> dict:
 def create_app(settings: Settings, model: Recommender | None = None) -> SeqstreamApp:
     model = model if model is not None else load_model_from_settings(settings)
     app = faust.App(settings.app_id, **app_options(settings))
+    # The worker accounts windows per input partition (PartitionWindows below), not in the
+    # processor: its processor gets no aggregator of its own.
+    processor = BatchProcessor(model, max_len=settings.max_seq_len, k=settings.top_k,
+                               exclude_history=settings.exclude_history)
+
     def new_windows() -> WindowAggregator:
         return WindowAggregator(
             ks=settings.metric_ks, window_s=settings.window_s,
             allowed_lateness_s=settings.allowed_lateness_s, hop_s=settings.hop_s,
             hop_window_s=settings.hop_window_s, n_items=model.vocab.n_items,
-            model_version=processor.model_version if processor_box else model.version,
+            model_version=processor.model_version,
         )
 
-    processor_box: list = []
-    windows = new_windows()
-    processor = BatchProcessor(model, max_len=settings.max_seq_len, k=settings.top_k,
-                               exclude_history=settings.exclude_history, windows=windows)
-    processor_box.append(processor)
     stats = WorkerStats()
     # ops: drift/threshold alerts (alerts topic) and Prometheus metrics (settings.metrics_port)
     from schemas.metrics import MetricsWindow
@@ -355,7 +354,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             await publish_alerts(alert_monitor.flush(int(time.time() * 1000)))
         swapper.close()
 
-    return SeqstreamApp(settings, app, processor, windows, table, stats, pwindows)
+    return SeqstreamApp(settings, app, processor, table, stats, pwindows)
 
 
 def run_worker(settings: Settings, model: Recommender | None = None) -> None:
