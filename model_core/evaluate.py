@@ -16,7 +16,10 @@ Protocol (all maths in :mod:`model_core.metrics`):
   which stay the headline (sampled metrics can mis-rank models: Krichene & Rendle 2020).
 - Cases whose target the model's vocabulary does not know are skipped and counted
   (``n_skipped_unknown``); ``case_index`` says which of the given cases were evaluated, so two
-  models can be compared on the cases both could rank (:func:`paired_comparison`).
+  models can be compared on the cases both could rank (:func:`paired_comparison`). With
+  ``unknown_targets="miss"`` they are kept as misses instead (rank :data:`MISS`, every metric
+  0; counted in ``n_unknown_as_miss``), as published leave-one-out figures average over all
+  users; next-action figures still cover the ranked cases only.
 - Next action: when the model returns ``action_probs``, accuracy, per-class P/R/F1 and
   macro-F1 of the arg-max, beside a majority-class baseline (the most frequent training action
   when given, else the most frequent action in the cases' histories — never the targets).
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from model_core.metrics import (
+    MISS,
     bootstrap_ci,
     case_matrix,
     classification_report,
@@ -46,6 +50,7 @@ from model_core.vocab import UNKNOWN
 from schemas.actions import ACTIONS, N_ACTIONS
 
 SAMPLING_MODES = ("uniform", "popularity")
+UNKNOWN_TARGETS = ("skip", "miss")
 DEFAULT_KS = (1, 5, 10, 20)
 
 
@@ -63,6 +68,7 @@ class EvaluationResult:
     case_index: np.ndarray  # [n_cases] positions of the evaluated cases in the input
     coverage: float
     n_skipped_unknown: int = 0
+    n_unknown_as_miss: int = 0  # cases kept as misses because the model cannot rank the target
     protocol: str | None = None
     sampled: dict[str, Any] | None = None  # {"mode", "n", "metrics", "ci"}
     action: dict[str, Any] | None = None  # classification report of the next-action head
@@ -73,7 +79,8 @@ class EvaluationResult:
         """JSON-ready summary (no per-case arrays)."""
         out: dict[str, Any] = {
             "model": self.model, "protocol": self.protocol, "n_test_cases": self.n_cases,
-            "n_skipped_unknown_target": self.n_skipped_unknown, "ks": list(self.ks),
+            "n_skipped_unknown_target": self.n_skipped_unknown,
+            "n_unknown_target_as_miss": self.n_unknown_as_miss, "ks": list(self.ks),
             "ties": self.ties, "exclude_history": self.exclude_history,
             "metrics": _clean(self.metrics), "ci": {k: _clean(list(v)) for k, v in self.ci.items()},
             "coverage": _clean(self.coverage),
@@ -258,7 +265,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
              sampled: tuple[str, int] | None = None, n_boot: int = 1000, *,
              batch_size: int = 256, max_len: int | None = None, seed: int = 0,
              item_counts: np.ndarray | None = None, majority_action: int | None = None,
-             protocol: str | None = None) -> EvaluationResult:
+             protocol: str | None = None, unknown_targets: str = "skip") -> EvaluationResult:
     """Evaluate ``model`` on ``cases`` (see the module docstring).
 
     ``max_len``: histories are cut to their last ``max_len`` events before scoring (exclusion
@@ -268,6 +275,9 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
     ks = tuple(sorted(set(int(k) for k in ks)))
     if not ks or ks[0] < 1:
         raise ValueError(f"cut-offs must be positive integers, got {ks}")
+    if unknown_targets not in UNKNOWN_TARGETS:
+        raise ValueError(f"unknown_targets must be one of {', '.join(UNKNOWN_TARGETS)}, "
+                         f"got {unknown_targets!r}")
     cdf = None
     if sampled is not None:
         mode, n_neg = sampled
@@ -322,6 +332,18 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
             has_actions = p is not None
             if p is not None:
                 probs_all.append(np.asarray(p))
+    n_ranked, case_index, n_skipped, n_missed = n, view.index, view.n_skipped, 0
+    if unknown_targets == "miss" and view.n_skipped:
+        # every given case counts; the ones the model cannot rank are misses (rank MISS)
+        n_total = n + view.n_skipped
+        full = np.full(n_total, float(MISS))
+        full[view.index] = ranks
+        ranks = full
+        if s_ranks is not None:
+            s_full = np.full(n_total, float(MISS))
+            s_full[view.index] = s_ranks
+            s_ranks = s_full
+        n, case_index, n_skipped, n_missed = n_total, np.arange(n_total), 0, view.n_skipped
     per_case = case_matrix(ranks, ks)
     names = metric_names(ks)
     per_case = {k: per_case[k] for k in names}
@@ -330,9 +352,9 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
     result = EvaluationResult(
         model=getattr(model, "name", type(model).__name__), n_cases=n, ks=ks, ties=ties,
         exclude_history=exclude_history, metrics=metrics, ci=_cis(per_case, n_boot, seed),
-        per_case=per_case, ranks=ranks, case_index=view.index,
+        per_case=per_case, ranks=ranks, case_index=case_index,
         coverage=len(recommended - {UNKNOWN}) / n_catalogue if n_catalogue else 0.0,
-        n_skipped_unknown=view.n_skipped, protocol=protocol,
+        n_skipped_unknown=n_skipped, n_unknown_as_miss=n_missed, protocol=protocol,
     )
     if s_ranks is not None:
         sp = case_matrix(s_ranks, ks)
@@ -341,18 +363,20 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
                           "metrics": {k: float(v.mean()) if n else float("nan")
                                       for k, v in sp.items()},
                           "ci": _cis(sp, n_boot, seed), "per_case": sp, "ranks": s_ranks}
-    if n:
+    if n_ranked:
         y_true = view.target_actions
         if probs_all:
             y_pred = np.argmax(np.concatenate(probs_all), axis=1)
             result.action = classification_report(y_true, y_pred, N_ACTIONS, ACTIONS)
-            result.per_case["action_acc"] = (y_pred == y_true).astype(np.float64)
-            result.action["accuracy_ci"] = list(
-                _cis({"a": result.per_case["action_acc"]}, n_boot, seed)["a"])
+            if n_missed == 0:  # per-case arrays stay aligned with the ranked cases
+                result.per_case["action_acc"] = (y_pred == y_true).astype(np.float64)
+            acc_cases = (y_pred == y_true).astype(np.float64)
+            result.action["accuracy_ci"] = list(_cis({"a": acc_cases}, n_boot, seed)["a"])
         if majority_action is None:
             ha = view.history_actions_all()
             majority_action = int(np.bincount(ha, minlength=N_ACTIONS).argmax()) if len(ha) else 0
-        base = classification_report(y_true, np.full(n, majority_action), N_ACTIONS, ACTIONS)
+        base = classification_report(y_true, np.full(n_ranked, majority_action), N_ACTIONS,
+                                     ACTIONS)
         result.action_baseline = {"class": ACTIONS[majority_action], **base}
     return result
 
@@ -377,7 +401,7 @@ def paired_comparison(a: EvaluationResult, b: EvaluationResult, n_boot: int = 10
     return out
 
 
-__all__ = ["DEFAULT_KS", "SAMPLING_MODES", "EvaluationResult", "evaluate", "paired_comparison"]
+__all__ = ["DEFAULT_KS", "SAMPLING_MODES", "UNKNOWN_TARGETS", "EvaluationResult", "evaluate", "paired_comparison"]
 
 
 # --------------------------------------------------------------------------- prequential

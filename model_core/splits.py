@@ -11,6 +11,9 @@ Protocols (events are ordered per user by ``(timestamp_ms, input order)``):
     second last = validation target (history = every event before it); the rest is train.
     Users with fewer than 3 events are train only. ``fit_events == train_events`` (the model is
     trained once on the train part and both targets lie after it, as in SASRec/BERT4Rec).
+    ``valid_users=N``: only a seeded random N of those users hold out their second-last
+    event as a validation target; every other user trains on everything but the test event
+    (no test event is ever trained on; ``info["valid_users"]`` records N).
 
 ``temporal`` (one global time cut, "successive" evaluation)
     ``cut_ts`` = time of the event at position ``floor(quantile * n)`` in global time order;
@@ -32,7 +35,10 @@ Protocols (events are ordered per user by ``(timestamp_ms, input order)``):
 
 In every protocol, a case whose target item never occurs in the events its model learns from
 is skipped and counted (``skipped_unknown_target``): a model cannot rank an item it never saw,
-and GRU4Rec's official evaluation ranks against all training items. Cases keep vocabulary
+and GRU4Rec's official evaluation ranks against all training items. With
+``keep_unknown_targets=True`` (``loo``) such test cases are kept and only counted
+(``test_unseen_target``), so an evaluator can count them as misses (published leave-one-out
+figures average over every user). Cases keep vocabulary
 indices of a global vocabulary over all events; :meth:`TestCases.for_vocab` re-encodes them
 for a model's vocabulary.
 """
@@ -197,44 +203,62 @@ def _train_items(events: Sequence[Event], mask: np.ndarray) -> set[str]:
 
 
 def _cases(base: UserSequences, vocab: ItemVocab, rows: list[int], pos: list[int],
-           known_items: set[str], info: dict, prefix: str) -> TestCases:
+           known_items: set[str], info: dict, prefix: str,
+           keep_unknown: bool = False) -> TestCases:
     cases = TestCases(base, vocab, np.asarray(rows, dtype=np.int64),
                       np.asarray(pos, dtype=np.int64))
     known_idx = np.zeros(len(vocab), dtype=bool)
     known_idx[vocab.indices(known_items)] = True
     known_idx[UNKNOWN] = False
     keep = known_idx[cases.target_item]
+    if keep_unknown:
+        info[f"{prefix}_unseen_target"] = int((~keep).sum())
+        info[f"{prefix}_cases"] = len(cases)
+        return cases
     info[f"{prefix}_skipped_unknown_target"] = int((~keep).sum())
     info[f"{prefix}_cases"] = int(keep.sum())
     return cases.subset(keep)
 
 
-def split_loo(events: Sequence[Event]) -> Split:
+def split_loo(events: Sequence[Event], valid_users: int | None = None, seed: int = 0,
+              keep_unknown_targets: bool = False) -> Split:
+    """Leave-one-out (see the module docstring); ``valid_users`` / ``keep_unknown_targets``
+    as described there. Validation cases always skip unseen targets."""
     events = list(events)
     vocab = build_vocab(events)
     base = group_by_user(events, vocab)
     ts = np.fromiter((e.timestamp_ms for e in events), dtype=np.int64, count=len(events))
     order = _order_within(_event_groups(events, "user_id"), ts)
     train = np.ones(len(events), dtype=bool)
+    eligible = [r for r, u in enumerate(base.user_ids) if len(order[u]) >= 3]
+    if valid_users is not None:
+        if valid_users < 1:
+            raise ValueError(f"valid_users must be a positive number of users, got {valid_users}")
+        pick = np.random.default_rng(seed).permutation(len(eligible))[:valid_users]
+        in_valid = {eligible[i] for i in pick.tolist()}
+    else:
+        in_valid = set(eligible)
     v_rows, v_pos, t_rows, t_pos = [], [], [], []
-    n_short = 0
-    for r, u in enumerate(base.user_ids):
-        ix = order[u]
+    for r in eligible:
+        ix = order[base.user_ids[r]]
         n = len(ix)
-        if n < 3:
-            n_short += 1
-            continue
-        train[ix[-2:]] = False
-        v_rows.append(r)
-        v_pos.append(n - 2)
         t_rows.append(r)
         t_pos.append(n - 1)
-    info: dict[str, Any] = {"users": len(base), "users_train_only": n_short}
+        if r in in_valid:
+            train[ix[-2:]] = False
+            v_rows.append(r)
+            v_pos.append(n - 2)
+        else:
+            train[ix[-1]] = False
+    info: dict[str, Any] = {"users": len(base), "users_train_only": len(base) - len(eligible)}
+    if valid_users is not None:
+        info["valid_users"] = len(in_valid)
     known = _train_items(events, train)
     train_events = [e for e, m in zip(events, train, strict=True) if m]
     return Split("loo", train_events, train_events,
                  _cases(base, vocab, v_rows, v_pos, known, info, "valid"),
-                 _cases(base, vocab, t_rows, t_pos, known, info, "test"), vocab, info)
+                 _cases(base, vocab, t_rows, t_pos, known, info, "test", keep_unknown_targets),
+                 vocab, info)
 
 
 def split_temporal(events: Sequence[Event], quantile: float = 0.8,
@@ -360,10 +384,14 @@ def split_session(events: Sequence[Event], test_events: Sequence[Event] | None =
 
 def make_split(events: Sequence[Event], protocol: str, *, test_events: Sequence[Event] | None = None,
                quantile: float = 0.8, valid_quantile: float | None = None,
-               session_gap_ms: int = SESSION_GAP_MS) -> Split:
-    """Dispatch to :func:`split_loo`, :func:`split_temporal` or :func:`split_session`."""
+               session_gap_ms: int = SESSION_GAP_MS, valid_users: int | None = None,
+               keep_unknown_targets: bool = False, seed: int = 0) -> Split:
+    """Dispatch to :func:`split_loo`, :func:`split_temporal` or :func:`split_session`
+    (``valid_users``, ``keep_unknown_targets`` and ``seed``: ``loo`` only)."""
+    if protocol != "loo" and (valid_users is not None or keep_unknown_targets):
+        raise ValueError("valid_users and keep_unknown_targets apply to the loo protocol only")
     if protocol == "loo":
-        return split_loo(events)
+        return split_loo(events, valid_users, seed, keep_unknown_targets)
     if protocol == "temporal":
         return split_temporal(events, quantile, valid_quantile)
     if protocol == "session":

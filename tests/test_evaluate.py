@@ -267,6 +267,32 @@ def synth_file(tmp_path_factory):
     return p
 
 
+def test_unknown_targets_as_misses_count_every_case():
+    s = split_loo(_loo_log())
+    m = FixedModel(ItemVocab(["b", "c", "d"]), {"b": 3.0, "c": 2.0, "d": 1.0})  # no "a"
+    r = evaluate(m, s.test, ks=(1, 2), n_boot=0, unknown_targets="miss")
+    # u's target a is unknown -> miss (rank 0); w's target b ranks 1
+    assert r.n_cases == 2 and r.n_skipped_unknown == 0 and r.n_unknown_as_miss == 1
+    assert r.case_index.tolist() == [0, 1]
+    assert r.ranks.tolist() == [0.0, 1.0]
+    assert r.metrics["hr@1"] == 0.5 and r.metrics["ndcg@2"] == 0.5
+    d = r.to_dict()
+    assert d["n_unknown_target_as_miss"] == 1 and d["n_test_cases"] == 2
+    with pytest.raises(ValueError, match="unknown_targets"):
+        evaluate(m, s.test, n_boot=0, unknown_targets="drop")
+
+
+def test_unknown_targets_as_misses_keep_sampled_and_paired_alignment():
+    s = split_loo(_loo_log())
+    m = FixedModel(ItemVocab(["b", "c", "d"]), {"b": 3.0, "c": 2.0, "d": 1.0})
+    r = evaluate(m, s.test, ks=(1,), n_boot=0, unknown_targets="miss", sampled=("uniform", 1))
+    assert r.sampled["ranks"].tolist()[0] == 0.0 and r.sampled["metrics"]["hr@1"] <= 0.5
+    full = FixedModel(ItemVocab(["a", "b", "c", "d"]), {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0})
+    rf = evaluate(full, s.test, ks=(1,), n_boot=0)
+    cmp = paired_comparison(rf, r, n_boot=50)
+    assert cmp["hr@1"]["n"] == 2 and cmp["hr@1"]["a"] == 0.5 and cmp["hr@1"]["b"] == 0.5
+
+
 def _last_json(capsys) -> dict:
     out = capsys.readouterr().out.strip().splitlines()
     return json.loads(out[-1])
@@ -287,6 +313,28 @@ def test_cli_evaluate_json_shape(synth_file, capsys):
     assert all(len(v) == 2 and v[0] <= d["metrics"][k] <= v[1] for k, v in d["ci"].items())
     assert d["sampled"]["mode"] == "uniform" and d["sampled"]["n"] == 50
     assert d["sampled"]["metrics"]["hr@10"] >= d["metrics"]["hr@10"]
+
+
+def test_cli_loo_unknown_targets_miss_and_valid_users(synth_file, capsys):
+    from stream_app.cli import main
+
+    base = ["evaluate", "--data", str(synth_file), "--format", "jsonl", "--model", "popular",
+            "--protocol", "loo", "--json", "--bootstrap", "0"]
+    assert main(base) == 0
+    skip = _last_json(capsys)
+    assert main(base + ["--unknown-targets", "miss"]) == 0
+    miss = _last_json(capsys)
+    n_unseen = miss["split"]["test_unseen_target"]
+    assert miss["n_unknown_target_as_miss"] == n_unseen
+    assert miss["n_test_cases"] == skip["n_test_cases"] + skip["split"]["test_skipped_unknown_target"]
+    # the same hits, averaged over more cases
+    assert miss["metrics"]["hr@10"] * miss["n_test_cases"] == pytest.approx(
+        skip["metrics"]["hr@10"] * skip["n_test_cases"])
+    assert main(base + ["--valid-users", "10"]) == 0
+    vu = _last_json(capsys)
+    assert vu["split"]["valid_users"] == 10 and vu["split"]["valid_cases"] <= 10
+    assert main(base + ["--protocol", "temporal", "--valid-users", "10"]) == 2
+    assert "apply to --protocol loo" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("protocol", ["temporal", "session", "prequential"])

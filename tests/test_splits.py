@@ -58,6 +58,53 @@ def test_loo_unknown_targets_are_counted():
     assert items_of(s, s.test, 0) == (["c", "x"], "b")
 
 
+def test_loo_keep_unknown_targets_counts_them():
+    log = [ev(1, "u", "a", 1), ev(2, "u", "b", 2), ev(3, "u", "c", 3), ev(4, "u", "d", 4),
+           ev(7, "w", "c", 1), ev(8, "w", "x", 2), ev(9, "w", "b", 3)]
+    s = split_loo(log, keep_unknown_targets=True)
+    assert s.info["test_unseen_target"] == 1 and s.info["test_cases"] == 2
+    assert [c.user_id for c in s.test] == ["u", "w"]
+    assert s.vocab.item_id(s.test[0].target_item) == "d"
+    # validation keeps skipping unseen targets
+    assert s.info["valid_skipped_unknown_target"] == 1 and len(s.valid) == 1
+
+
+def _many_users_log(n_users=20, n_events=4):
+    out, i = [], 0
+    for u in range(n_users):
+        for t in range(n_events):
+            i += 1
+            out.append(ev(i, f"u{u}", f"i{(u + t) % 7}", t))
+    return out
+
+
+def test_loo_valid_users_trains_on_the_others_second_last_item():
+    log = _many_users_log()
+    s = split_loo(log, valid_users=5, seed=3)
+    assert s.info["valid_users"] == 5 and len(s.valid) == 5
+    assert len(s.test) == 20  # every user still has a test case
+    valid_users = {c.user_id for c in s.valid}
+    train_ids = {e.event_id for e in s.train_events}
+    for u in range(20):
+        ids = [f"e{u * 4 + t + 1}" for t in range(4)]
+        assert ids[3] not in train_ids  # a test event is never trained on
+        assert ids[:2] == [x for x in ids[:2] if x in train_ids]
+        assert (ids[2] in train_ids) == (f"u{u}" not in valid_users)
+    assert len(s.train_events) == 20 * 3 - 5
+    # each validation case: history = the first two events, target = the third
+    for c in s.valid:
+        assert len(c.history_items) == 2
+    # seeded: same users again, other users with another seed
+    assert {c.user_id for c in split_loo(log, valid_users=5, seed=3).valid} == valid_users
+    assert {c.user_id for c in split_loo(log, valid_users=5, seed=4).valid} != valid_users
+    # more validation users than users: all of them (the classic split)
+    assert len(split_loo(log, valid_users=100).train_events) == 20 * 2
+    with pytest.raises(ValueError, match="valid_users"):
+        split_loo(log, valid_users=0)
+    with pytest.raises(ValueError, match="loo protocol only"):
+        make_split(log, "temporal", valid_users=5)
+
+
 def test_temporal_cut_successive_histories_and_no_future():
     # 10 events, times 1..10; quantile 0.8 -> cut at the 9th event (t=9), valid 0.6 -> t=7
     log = [ev(1, "u", "a", 1), ev(2, "v", "b", 2), ev(3, "u", "b", 3), ev(4, "v", "a", 4),

@@ -34,6 +34,14 @@ def add_data_options(p) -> None:
                    help="separate test log (session protocol), same format as --data")
     p.add_argument("--quantile", type=float, default=0.8,
                    help="time cut: share of events (by time) before the test part")
+    p.add_argument("--valid-users", type=int, default=None, metavar="N",
+                   help="loo: only N random users hold out a validation item; the others' "
+                        "second-last items are train (use the value the model was trained with)")
+    p.add_argument("--split-seed", type=int, default=0, help="loo --valid-users: which users")
+    p.add_argument("--unknown-targets", choices=("skip", "miss"), default="skip",
+                   help="test cases whose target the model cannot rank (never in its training "
+                        "part): skip and count them, or keep them as misses (loo: every user "
+                        "counts, as published leave-one-out figures)")
     p.add_argument("--ks", default="1,5,10,20", help="cut-offs, comma-separated")
     p.add_argument("--ties", default="conservative",
                    choices=("conservative", "optimistic", "average"))
@@ -160,7 +168,16 @@ def prepare(args) -> Prepared:
         from model_core.exceptions import ModelCoreError
 
         raise ModelCoreError("--test is used by the session and prequential protocols only")
-    split = make_split(events, args.protocol, test_events=test_events, quantile=args.quantile)
+    loo = args.protocol == "loo"
+    vu = getattr(args, "valid_users", None)
+    miss = getattr(args, "unknown_targets", "skip") == "miss"
+    if not loo and (vu is not None or miss):
+        from model_core.exceptions import ModelCoreError
+
+        raise ModelCoreError("--valid-users and --unknown-targets miss apply to --protocol loo")
+    split = make_split(events, args.protocol, test_events=test_events, quantile=args.quantile,
+                       valid_users=vu, keep_unknown_targets=miss,
+                       seed=getattr(args, "split_seed", 0))
     return Prepared(args.protocol, split, split.train_events, [], dict(split.info))
 
 
@@ -227,7 +244,8 @@ def run_evaluation(model, prep: Prepared, args, cases_pick=None):
     counts, majority = train_stats(model, prep.train_events)
     res = evaluate(model, cases, ks=ks, ties=args.ties, exclude_history=args.exclude_history,
                    sampled=parse_sampled(args.sampled), n_boot=args.bootstrap, seed=args.seed,
-                   item_counts=counts, majority_action=majority, protocol=prep.protocol)
+                   item_counts=counts, majority_action=majority, protocol=prep.protocol,
+                   unknown_targets=getattr(args, "unknown_targets", "skip"))
     if cases_pick is not None:
         res.case_index = cases_pick[res.case_index]
     return res
@@ -260,6 +278,8 @@ def print_result(res, label: str, info: dict) -> None:
     title = (f"{label} — {res.protocol}, {res.n_cases} test cases"
              + (f" ({res.n_skipped_unknown} skipped: target unknown to the model)"
                 if res.n_skipped_unknown else "")
+             + (f" ({res.n_unknown_as_miss} counted as misses: target unknown to the model)"
+                if res.n_unknown_as_miss else "")
              + f", ties {res.ties}" + (", history excluded" if res.exclude_history else ""))
     t = Table(title=title)
     t.add_column("metric")

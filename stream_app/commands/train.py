@@ -24,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--protocol", default="loo", choices=("loo", "temporal", "session"))
     p.add_argument("--test", default=None, help="session protocol: test sessions file")
+    p.add_argument("--valid-users", type=int, default=None, metavar="N",
+                   help="loo: only N random users hold out their second-last item for "
+                        "validation; every other user also trains on it (never on the test item)")
+    p.add_argument("--split-seed", type=int, default=0, help="loo --valid-users: which users")
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--hidden", type=int, default=None, help="gru4rec: recurrent units (default dim)")
@@ -124,7 +128,10 @@ def run(args) -> int:
     if args.test:
         tlog = read_log(args.test, fmt)
         test_events = tlog.events
-    split = make_split(log.events, args.protocol, test_events=test_events)
+    if args.valid_users is not None and args.protocol != "loo":
+        raise DataFormatError("--valid-users applies to --protocol loo only")
+    split = make_split(log.events, args.protocol, test_events=test_events,
+                       valid_users=args.valid_users, seed=args.split_seed)
     by = "session" if args.protocol == "session" else "user"
     refit = split.fit_events is not split.train_events and not args.no_refit \
         and len(split.fit_events) != len(split.train_events)
