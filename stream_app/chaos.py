@@ -168,9 +168,7 @@ def _settings(broker_url: str, work: Path, store: str, model_path: Path, **over)
         data_dir=str(work / "worker-data"), store=store, model_path=str(model_path),
         session_timeout_s=over.pop("session_timeout_s", 6.0),
         heartbeat_interval_s=over.pop("heartbeat_interval_s", 0.5),
-        idle_close_s=over.pop("idle_close_s", 2.0),
-        # the embedded broker under-reports end offsets (see app_options)
-        recovery_consistency_check=not store.startswith("rocksdb"), **over)
+        idle_close_s=over.pop("idle_close_s", 2.0), **over)
 
 
 # --------------------------------------------------------------------------- chaos

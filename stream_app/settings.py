@@ -82,7 +82,11 @@ class Settings(BaseSettings):
     store: str = Field("memory://", description="table store: memory:// or rocksdb://")
     recovery_consistency_check: bool = Field(
         True, description="refuse a RocksDB store whose saved changelog offset is past the "
-        "topic's end; the embedded Tansu broker under-reports end offsets, so turn it off there")
+        "topic's end (sound with verify_end_offsets on any broker)")
+    verify_end_offsets: bool = Field(
+        True, description="check the end offsets the broker reports for changelog partitions "
+        "against a fetch's high watermark before table recovery (the embedded Tansu broker "
+        "under-reports them; on Apache Kafka the check agrees and costs one fetch)")
     metrics_port: int = Field(0, ge=0, description="Prometheus port (0 = off)")
     web_port: int = Field(6066, ge=0)
     log_level: str = "WARNING"

@@ -44,9 +44,8 @@ def test_two_workers_one_killed(stream_settings, tmp_path):
     model = _train_markov(events, tmp_path / "model")
     # rocksdb:// (each worker its own data dir): covers the persistent store's partition
     # handling on takeover; test_chaos covers memory:// across a crash.
-    # (recovery_consistency_check off: the embedded broker under-reports end offsets)
     settings = stream_settings.with_overrides(model_path=str(tmp_path / "model"), partitions=4,
-                                              store="rocksdb://", recovery_consistency_check=False)
+                                              store="rocksdb://")
     ensure_topics(settings)
     a = WorkerProcess(settings.with_overrides(data_dir=str(tmp_path / "a")), tmp_path / "a.log",
                       name="worker-a")
