@@ -31,7 +31,8 @@ from model_core.device import resolve_device
 from model_core.metrics import full_ranks, ranking_metrics
 from model_core.models import NEURAL_MODELS, NeuralRecommender, create_model
 from model_core.models.base import NegativeSampler, exclude_items
-from model_core.models.data import Padded, SeqData, as_seqdata, gap_buckets
+from model_core.models.data import Padded, SeqData, as_seqdata, by_start_time, gap_buckets
+from model_core.models.optim import AdagradM
 from model_core.predictor import SequenceBatch
 from model_core.vocab import ItemVocab
 
@@ -51,10 +52,17 @@ TRAIN_DEFAULTS: dict = {
     "max_seconds": None,  # stop training after this many seconds (checked per batch)
     "windows": True,  # long sequences also train on their earlier max_len windows
     "init_from": None,  # checkpoint directory to start from (same model, same vocabulary)
+    "optimizer": "adam",  # adam | adagrad (Adagrad with momentum, GRU4Rec's optimiser)
+    "momentum": 0.0,  # adagrad only
+    # length: similar lengths together, batches shuffled; time: sequences by start time,
+    # consecutive batches in that order every epoch (GRU4Rec's session-parallel order)
+    "batch_order": "length",
 }
 #: Training options that also belong to the model's config.
 _SHARED = ("max_len",)
 VALID_KS = (10, 20)
+#: batch_order "time": batches per block of consecutive (time-ordered) rows
+TIME_BLOCK = 16
 
 
 @dataclass
@@ -227,8 +235,24 @@ def build_rows(data: SeqData, max_len: int, windows: bool = True) -> _Rows:
     return _Rows(ins, tgs, ia if has_a else None, oa if has_a else None, gp if has_t else None)
 
 
-def _batches(rows: _Rows, batch_size: int, rng: np.random.Generator):
-    """Indices of rows per batch: similar lengths together (little padding), random order."""
+def _batches(rows: _Rows, batch_size: int, rng: np.random.Generator, order: str = "length"):
+    """Indices of rows per batch: similar lengths together (little padding), random order.
+
+    ``order="time"`` keeps the rows' given order (by start time) at a coarse grain: blocks of
+    ``TIME_BLOCK`` batches' worth of consecutive rows come in order, and only within a block
+    are rows grouped by length and batches shuffled, so the last updates of every epoch see
+    the newest sequences (as GRU4Rec's session-parallel mini-batches do) without padding
+    every batch to its longest sequence.
+    """
+    if order == "time":
+        n, size = len(rows.inputs), batch_size * TIME_BLOCK
+        out = []
+        for s in range(0, n, size):
+            sub = _Rows(rows.inputs[s: s + size], [], None, None, None)
+            out += [b + s for b in _batches(sub, batch_size, rng, "length")]
+        return out
+    if order != "length":
+        raise ValueError(f"batch_order must be 'length' or 'time', not {order!r}")
     lens = np.array([len(x) for x in rows.inputs])
     order = np.lexsort((rng.random(len(lens)), lens))
     batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
@@ -435,14 +459,24 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     counts = np.bincount(np.concatenate(data.items) if data.items else np.zeros(0, np.int64),
                          minlength=len(vocab))[: len(vocab)]
     sampler = NegativeSampler(vocab.n_items, counts, float(module.sample_alpha), device, seed)
-    rows = build_rows(data, model.max_len, bool(tcfg["windows"]))
+    order = str(tcfg["batch_order"])
+    rows = build_rows(by_start_time(data) if order == "time" else data, model.max_len,
+                      bool(tcfg["windows"]))
     if not rows.inputs:
         raise ValueError("no training sequence has two or more known events; nothing to learn")
     sparse_w = module.item_emb.sparse_weight
     dense = [p for p in module.parameters() if p is not sparse_w]
-    opts = [torch.optim.Adam(dense, lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))]
-    if sparse_w is not None:
-        opts.append(torch.optim.SparseAdam([sparse_w], lr=float(tcfg["lr"])))
+    if tcfg["optimizer"] == "adagrad":
+        # one optimiser for dense and sparse gradients; no weight decay
+        opts = [AdagradM(list(module.parameters()), lr=float(tcfg["lr"]),
+                         momentum=float(tcfg["momentum"]))]
+    elif tcfg["optimizer"] == "adam":
+        opts = [torch.optim.Adam(dense, lr=float(tcfg["lr"]),
+                                 weight_decay=float(tcfg["weight_decay"]))]
+        if sparse_w is not None:
+            opts.append(torch.optim.SparseAdam([sparse_w], lr=float(tcfg["lr"])))
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'adagrad', not {tcfg['optimizer']!r}")
     use_a = module.inputs.uses_actions
     use_g = module.inputs.uses_gaps
     best_score, best_state, bad = -1.0, None, 0
@@ -451,7 +485,7 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     with _Progress(progress) as prog:
         for epoch in range(1, int(tcfg["epochs"]) + 1):
             module.train()
-            batches = _batches(rows, int(tcfg["batch_size"]), rng)
+            batches = _batches(rows, int(tcfg["batch_size"]), rng, order)
             task = prog.task(f"{name} epoch {epoch}", len(batches))
             t0, c0 = time.perf_counter(), time.process_time()
             total_loss, n_ev, timed_out = 0.0, 0, False

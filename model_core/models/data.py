@@ -105,6 +105,24 @@ def as_seqdata(data, item_categories: np.ndarray | None = None) -> SeqData:
     )
 
 
+def by_start_time(data: SeqData) -> SeqData:
+    """The sequences of ``data`` ordered by their first timestamp (stable; unchanged order
+    without timestamps). Sessions then come in the order GRU4Rec's session-parallel
+    mini-batches visit them."""
+    if data.timestamps_ms is None:
+        return data
+    first = np.array([t[0] if len(t) else np.iinfo(np.int64).max for t in data.timestamps_ms],
+                     dtype=np.int64)
+    order = np.argsort(first, kind="stable")
+
+    def pick(xs):
+        return None if xs is None else [xs[i] for i in order]
+
+    return SeqData(items=pick(data.items), actions=pick(data.actions),
+                   timestamps_ms=pick(data.timestamps_ms), item_categories=data.item_categories,
+                   n_categories=data.n_categories)
+
+
 def gap_buckets(timestamps_ms: np.ndarray) -> np.ndarray:
     """Bucket of the time since the previous event, per event (first event -> 0)."""
     t = np.asarray(timestamps_ms, dtype=np.int64)

@@ -17,18 +17,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model_core.models.base import NeuralRecommender, SequenceModule, StatefulMixin
+from model_core.models.base import (
+    NEG_INF,
+    NegativeSampler,
+    NeuralRecommender,
+    SequenceModule,
+    StatefulMixin,
+)
 
 CELLS = ("gru", "lstm")
+FINAL_ACTS = ("none", "tanh", "elu")
 
 
 class GRU4RecModule(SequenceModule):
     def __init__(self, n_items: int, dim: int = 64, hidden: int | None = None, layers: int = 1,
                  cell: str = "gru", dropout: float = 0.0, embed_dropout: float = 0.0,
-                 **common) -> None:
+                 bias: bool = False, final_act: str = "none", **common) -> None:
         super().__init__(n_items, dim=dim, **common)
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
+        if final_act not in FINAL_ACTS:
+            raise ValueError(f"unknown final activation {final_act!r}; "
+                             f"choose one of {', '.join(FINAL_ACTS)}")
+        if bias and self.loss_type == "gbce":
+            raise ValueError("the output item bias works with the ce and sampled losses, not gbce")
         hidden = int(hidden or dim)
         self.hidden, self.layers, self.cell = hidden, layers, cell
         rnn = nn.GRU if cell == "gru" else nn.LSTM
@@ -37,13 +49,50 @@ class GRU4RecModule(SequenceModule):
         self.embed_drop = nn.Dropout(embed_dropout)
         self.drop = nn.Dropout(dropout)
         self.proj = nn.Linear(hidden, dim) if hidden != dim else nn.Identity()
+        self.act = {"none": nn.Identity(), "tanh": nn.Tanh(), "elu": nn.ELU()}[final_act]
+        # output item bias (GRU4Rec's By): score = h . e_item + b_item
+        self.out_bias = nn.Parameter(torch.zeros(n_items + 1)) if bias else None
         self.config.update(hidden=hidden, layers=layers, cell=cell, dropout=dropout,
-                           embed_dropout=embed_dropout)
+                           embed_dropout=embed_dropout, bias=bool(bias), final_act=final_act)
 
     def encode(self, item_seq, lengths, actions=None, gaps=None) -> torch.Tensor:
         x = self.embed_drop(self.inputs(item_seq, actions, gaps))  # [B, L, dim]
         out, _ = self.rnn(x)  # [B, L, hidden]; causal, so right padding never leaks back
-        return self.proj(self.drop(out))  # [B, L, dim]
+        return self.act(self.proj(self.drop(out)))  # [B, L, dim]
+
+    # ---------------------------------------------------------------- output bias
+    def score_all(self, h: torch.Tensor) -> torch.Tensor:
+        sc = super().score_all(h)
+        return sc if self.out_bias is None else sc + self.out_bias
+
+    def item_loss(self, h: torch.Tensor, y: torch.Tensor,
+                  sampler: NegativeSampler | None) -> torch.Tensor:
+        """As :meth:`SequenceModule.item_loss`, plus the item bias when ``bias`` is set."""
+        if self.out_bias is None or self.loss_type == "ce" or sampler is None:
+            return super().item_loss(h, y, sampler)  # score_all carries the bias for ce
+        b = self.out_bias
+        neg = sampler.sample(self.negatives)  # [S]
+        s_neg = h @ self.item_emb.rows(neg).t() + b[neg]  # [N, S]
+        lq = sampler.log_q if self.logq else None
+        if lq is not None:
+            s_neg = s_neg - lq[neg]
+        if self.negatives * 20 > self.n_items:  # small catalogue: mask sampled hits
+            s_neg = s_neg.masked_fill(neg.view(1, -1) == y.view(-1, 1), NEG_INF)
+        if not self.in_batch:
+            s_pos = (h * self.item_emb.rows(y)).sum(-1) + b[y]
+            if lq is not None:
+                s_pos = s_pos - lq[y]
+            return (torch.logaddexp(s_pos, torch.logsumexp(s_neg, -1)) - s_pos).mean()
+        n = h.shape[0]
+        s_bat = h @ self.item_emb.rows(y).t() + b[y]  # [N, N]: row i's label is column i
+        if lq is not None:
+            s_bat = s_bat - lq[y]
+        eye = torch.arange(n, device=h.device)
+        same = y.view(1, -1) == y.view(-1, 1)
+        same[eye, eye] = False
+        s_bat = s_bat.masked_fill(same, NEG_INF)
+        lse = torch.logaddexp(torch.logsumexp(s_bat, -1), torch.logsumexp(s_neg, -1))
+        return (lse - s_bat[eye, eye]).mean()
 
     # ---------------------------------------------------------------- streaming
     @property
@@ -72,7 +121,7 @@ class GRU4RecModule(SequenceModule):
     def output_of_state(self, state: torch.Tensor) -> torch.Tensor:
         """[B, state_dim] -> [B, dim]: the vector that :meth:`score_all` takes."""
         top = state.view(state.shape[0], self.layers, -1)[:, -1, : self.hidden]
-        return self.proj(top)
+        return self.act(self.proj(top))
 
 
 class GRU4Rec(StatefulMixin, NeuralRecommender):

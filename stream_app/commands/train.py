@@ -51,6 +51,19 @@ def register(sub) -> None:
     p.add_argument("--combine", default="sum", choices=("sum", "concat"))
     p.add_argument("--no-action-head", action="store_true",
                    help="do not train the next-action head even when the log has actions")
+    g = p.add_argument_group("optimiser and batches")
+    g.add_argument("--optimizer", default="adam", choices=("adam", "adagrad"),
+                   help="adagrad: Adagrad with momentum (GRU4Rec's optimiser)")
+    g.add_argument("--momentum", type=float, default=0.0, help="adagrad momentum")
+    g.add_argument("--grad-clip", type=float, default=5.0, help="gradient norm clip (0 = none)")
+    g.add_argument("--batch-order", default="length", choices=("length", "time"),
+                   help="length: similar lengths together, shuffled; time: sequences by start "
+                        "time, batches in that order (GRU4Rec's session-parallel order)")
+    g.add_argument("--logq", action="store_true",
+                   help="sampled: subtract log sampling probability (logQ correction)")
+    g.add_argument("--bias", action="store_true", help="gru4rec: output item bias")
+    g.add_argument("--final-act", default=None, choices=("none", "tanh", "elu"),
+                   help="gru4rec: activation of the output state")
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--valid-max-cases", type=int, default=None,
                    help="validate on a fixed random subset of this many cases")
@@ -82,7 +95,16 @@ def _config(args) -> dict:
         "loss": args.loss, "negatives": args.negatives, "sample_alpha": args.sample_alpha,
         "in_batch": args.in_batch, "gbce_t": args.gbce_t, "combine": args.combine,
         "features": [f.strip() for f in args.features.split(",") if f.strip()],
+        "optimizer": args.optimizer, "momentum": args.momentum, "grad_clip": args.grad_clip,
+        "batch_order": args.batch_order, "logq": args.logq,
+        # the session protocol ranks without excluding the session's earlier clicks
+        # (repeat clicks are targets), so its validation must not exclude them either
+        "valid_exclude_history": args.protocol != "session",
     }
+    if args.model == "gru4rec":
+        cfg["bias"] = args.bias
+        if args.final_act is not None:
+            cfg["final_act"] = args.final_act
     if args.no_action_head:
         cfg["action_head"] = False
     for k in ("hidden", "layers", "heads", "dropout", "cell"):
@@ -96,7 +118,7 @@ def _config(args) -> dict:
         cfg.pop("cell", None)
     if args.model not in ("gru4rec", "sasrec"):
         cfg = {k: v for k, v in cfg.items() if k in ("epochs", "device", "threads", "max_len",
-                                                      "valid_max_cases")}
+                                                      "valid_max_cases", "valid_exclude_history")}
     elif args.init_from is None:
         cfg.pop("init_from")
     return cfg

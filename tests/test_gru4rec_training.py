@@ -1,0 +1,135 @@
+"""GRU4Rec training options: Adagrad with momentum, time-ordered batches, output bias."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model_core.models.data import SeqData, by_start_time
+from model_core.models.optim import AdagradM
+from model_core.predictor import SequenceBatch
+from model_core.train import TIME_BLOCK, Cases, _batches, build_rows, train_model
+from model_core.vocab import ItemVocab
+
+N = 20
+FAST = {"dim": 16, "batch_size": 8, "max_len": 10, "threads": 1, "device": "cpu"}
+
+
+def _cycle_data(n_seqs=80, seed=0):
+    """After item i comes i + 1 (mod N); sequences carry increasing start times."""
+    rng = np.random.default_rng(seed)
+    seqs, ts = [], []
+    for k in range(n_seqs):
+        n = int(rng.integers(4, 12))
+        start = int(rng.integers(0, N))
+        seqs.append(((start + np.arange(n)) % N + 1).astype(np.int32))
+        ts.append((1_000_000 * (n_seqs - k) + 1000 * np.arange(n)).astype(np.int64))
+    vocab = ItemVocab(str(i) for i in range(1, N + 1))
+    train = SeqData(items=[s[:-1] for s in seqs], timestamps_ms=[t[:-1] for t in ts])
+    valid = Cases(SequenceBatch(items=[s[:-1] for s in seqs]),
+                  np.array([s[-1] for s in seqs], dtype=np.int64))
+    return vocab, train, valid
+
+
+# ----------------------------------------------------------------------------- AdagradM
+def test_adagrad_dense_steps_match_hand_computation():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = AdagradM([p], lr=0.5, momentum=0.5, eps=1e-6)
+    grads = [torch.tensor([2.0, 0.0]), torch.tensor([1.0, 3.0])]
+    acc, mom, x = np.zeros(2), np.zeros(2), np.array([1.0, -2.0])
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+        gn = g.numpy().astype(np.float64)
+        acc += gn * gn
+        mom = 0.5 * mom - 0.5 * gn / np.sqrt(acc + 1e-6)
+        x = x + mom
+    # by hand for the first coordinate: step 1: acc 4, mom -0.5, x 0.5;
+    # step 2: acc 5, mom -0.25 - 0.5/sqrt(5), x 0.5 + mom
+    assert x[0] == pytest.approx(0.5 - 0.25 - 0.5 / np.sqrt(5), abs=1e-6)
+    assert p.detach().numpy() == pytest.approx(x, abs=1e-6)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.3])
+def test_adagrad_sparse_rows_equal_dense_and_leave_other_rows_alone(momentum):
+    torch.manual_seed(0)
+    w0 = torch.randn(6, 3)
+    dense = torch.nn.Embedding(6, 3)
+    sparse = torch.nn.Embedding(6, 3, sparse=True)
+    for e in (dense, sparse):
+        with torch.no_grad():
+            e.weight.copy_(w0)
+    od = AdagradM(dense.parameters(), lr=0.1, momentum=momentum)
+    osp = AdagradM(sparse.parameters(), lr=0.1, momentum=momentum)
+    for idx in ([1, 1, 4], [4, 2]):  # a repeated row: the sparse gradient is coalesced
+        for e, o in ((dense, od), (sparse, osp)):
+            o.zero_grad()
+            e(torch.tensor(idx)).pow(2).sum().backward()
+            o.step()
+    # rows with a gradient at every step agree; without momentum every row does (a zero
+    # dense gradient moves nothing), with it the dense row 1 keeps moving in step 2
+    same = [0, 1, 2, 3, 4, 5] if momentum == 0 else [2, 4]
+    assert torch.allclose(dense.weight[same], sparse.weight[same], atol=1e-6)
+    assert not torch.equal(sparse.weight[1], w0[1])
+    for untouched in (0, 3, 5):
+        assert torch.equal(sparse.weight[untouched], w0[untouched])
+
+
+def test_adagrad_rejects_bad_settings():
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    with pytest.raises(ValueError, match="momentum"):
+        AdagradM(p, lr=0.1, momentum=1.0)
+    with pytest.raises(ValueError, match="learning rate"):
+        AdagradM(p, lr=0.0)
+
+
+# ----------------------------------------------------------------------------- time order
+def test_by_start_time_orders_sequences_and_keeps_them_aligned():
+    data = SeqData(items=[np.array([1, 2], np.int32), np.array([3], np.int32),
+                          np.array([4, 5, 6], np.int32)],
+                   actions=[np.array([0, 1], np.uint8), np.array([2], np.uint8),
+                            np.array([0, 0, 1], np.uint8)],
+                   timestamps_ms=[np.array([30, 31]), np.array([10]), np.array([20, 21, 22])])
+    out = by_start_time(data)
+    assert [s.tolist() for s in out.items] == [[3], [4, 5, 6], [1, 2]]
+    assert [a.tolist() for a in out.actions] == [[2], [0, 0, 1], [0, 1]]
+    assert [t.tolist() for t in out.timestamps_ms] == [[10], [20, 21, 22], [30, 31]]
+    no_time = SeqData(items=data.items)
+    assert by_start_time(no_time) is no_time
+
+
+def test_time_order_batches_keep_blocks_in_order():
+    n_rows = 2 * TIME_BLOCK * 3 + 5  # three full blocks of batch size 2, and a short one
+    lens = np.random.default_rng(1).integers(1, 9, n_rows)
+    rows = build_rows(SeqData(items=[np.arange(1, n + 2, dtype=np.int32) for n in lens]),
+                      max_len=10)
+    b = _batches(rows, 2, np.random.default_rng(0), "time")
+    assert sorted(int(i) for x in b for i in x) == list(range(n_rows))  # every row once
+    block_of = [{int(i) // (2 * TIME_BLOCK) for i in x} for x in b]
+    assert all(len(s) == 1 for s in block_of)  # a batch never spans two blocks
+    blocks = [s.pop() for s in block_of]
+    assert blocks == sorted(blocks)  # blocks come in time order
+    with pytest.raises(ValueError, match="batch_order"):
+        _batches(rows, 2, np.random.default_rng(0), "random")
+
+
+@pytest.mark.parametrize("extra", [
+    {"optimizer": "adagrad", "lr": 0.2, "momentum": 0.2, "batch_order": "time"},
+    {"optimizer": "adagrad", "lr": 0.2, "loss": "sampled", "in_batch": True, "negatives": 8,
+     "sample_alpha": 0.5, "logq": True, "bias": True},
+    {"lr": 0.03, "bias": True, "final_act": "tanh"},
+])
+def test_gru4rec_learns_with_official_style_options(extra):
+    vocab, train, valid = _cycle_data()
+    model, hist = train_model("gru4rec", train, valid,
+                              config={**FAST, "epochs": 15, "patience": 15, **extra},
+                              progress=False, seed=0, vocab=vocab)
+    assert hist.best_valid["hr@10"] > 0.9
+
+
+def test_unknown_optimizer_is_a_clear_error():
+    vocab, train, _ = _cycle_data(10)
+    with pytest.raises(ValueError, match="optimizer"):
+        train_model("gru4rec", train, None, config={**FAST, "epochs": 1, "optimizer": "sgd"},
+                    progress=False, vocab=vocab)
