@@ -31,7 +31,14 @@ from model_core.device import resolve_device
 from model_core.metrics import full_ranks, ranking_metrics
 from model_core.models import NEURAL_MODELS, NeuralRecommender, create_model
 from model_core.models.base import NegativeSampler, exclude_items
-from model_core.models.data import Padded, SeqData, as_seqdata, by_start_time, gap_buckets
+from model_core.models.data import (
+    Padded,
+    SeqData,
+    as_seqdata,
+    by_start_time,
+    gap_buckets,
+    session_parallel_steps,
+)
 from model_core.models.optim import AdagradM
 from model_core.predictor import SequenceBatch
 from model_core.vocab import ItemVocab
@@ -55,7 +62,8 @@ TRAIN_DEFAULTS: dict = {
     "optimizer": "adam",  # adam | adagrad (Adagrad with momentum, GRU4Rec's optimiser)
     "momentum": 0.0,  # adagrad only
     # length: similar lengths together, batches shuffled; time: sequences by start time,
-    # consecutive batches in that order every epoch (GRU4Rec's session-parallel order)
+    # blocks of batches in that order every epoch; parallel (gru4rec): GRU4Rec's
+    # session-parallel mini-batches, one event per sequence per step, truncated BPTT of 1
     "batch_order": "length",
 }
 #: Training options that also belong to the model's config.
@@ -460,10 +468,20 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
                          minlength=len(vocab))[: len(vocab)]
     sampler = NegativeSampler(vocab.n_items, counts, float(module.sample_alpha), device, seed)
     order = str(tcfg["batch_order"])
-    rows = build_rows(by_start_time(data) if order == "time" else data, model.max_len,
-                      bool(tcfg["windows"]))
+    rows = build_rows(by_start_time(data) if order in ("time", "parallel") else data,
+                      model.max_len, bool(tcfg["windows"]))
     if not rows.inputs:
         raise ValueError("no training sequence has two or more known events; nothing to learn")
+    steps = None
+    if order == "parallel":  # GRU4Rec's session-parallel mini-batches, sequences by start time
+        if not hasattr(module, "parallel_loss"):
+            raise ValueError(f"batch_order 'parallel' needs a recurrent model, not {name}")
+        if module.inputs.features or model_cfg["action_head"]:
+            raise ValueError("batch_order 'parallel' trains items only: no side features, "
+                             "no action head (action_head=False)")
+        steps = session_parallel_steps(by_start_time(data).items, int(tcfg["batch_size"]))
+    if hasattr(module, "set_item_counts"):
+        module.set_item_counts(counts)
     sparse_w = module.item_emb.sparse_weight
     dense = [p for p in module.parameters() if p is not sparse_w]
     if tcfg["optimizer"] == "adagrad":
@@ -485,14 +503,23 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     with _Progress(progress) as prog:
         for epoch in range(1, int(tcfg["epochs"]) + 1):
             module.train()
-            batches = _batches(rows, int(tcfg["batch_size"]), rng, order)
+            batches = steps if steps is not None else _batches(rows, int(tcfg["batch_size"]),
+                                                                 rng, order)
+            state = None
             task = prog.task(f"{name} epoch {epoch}", len(batches))
             t0, c0 = time.perf_counter(), time.process_time()
             total_loss, n_ev, timed_out = 0.0, 0, False
             for bi, idx in enumerate(batches):
-                batch, targets, tacts = _pad(rows, idx, device, use_a, use_g)
-                loss, _ = module.loss(batch, targets, tacts if model_cfg["action_head"] else None,
-                                      sampler)
+                if steps is not None:
+                    loss, state = module.parallel_loss(
+                        state, *(torch.from_numpy(a).to(device)
+                                 for a in (idx.inputs, idx.targets, idx.prev)), sampler)
+                    k = len(idx.targets)
+                else:
+                    batch, targets, tacts = _pad(rows, idx, device, use_a, use_g)
+                    loss, _ = module.loss(batch, targets,
+                                          tacts if model_cfg["action_head"] else None, sampler)
+                    k = int((targets > 0).sum())
                 for opt in opts:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -500,7 +527,6 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
                     torch.nn.utils.clip_grad_norm_(dense, float(tcfg["grad_clip"]))
                 for opt in opts:
                     opt.step()
-                k = int((targets > 0).sum())
                 n_ev += k
                 total_loss += float(loss.detach()) * k
                 if bi % 10 == 0 or bi == len(batches) - 1:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_core.models.data import SeqData, by_start_time
+from model_core.models.data import SeqData, by_start_time, session_parallel_steps
 from model_core.models.optim import AdagradM
 from model_core.predictor import SequenceBatch
 from model_core.train import TIME_BLOCK, Cases, _batches, build_rows, train_model
@@ -132,4 +132,65 @@ def test_unknown_optimizer_is_a_clear_error():
     vocab, train, _ = _cycle_data(10)
     with pytest.raises(ValueError, match="optimizer"):
         train_model("gru4rec", train, None, config={**FAST, "epochs": 1, "optimizer": "sgd"},
+                    progress=False, vocab=vocab)
+
+
+# ----------------------------------------------------------------------------- session-parallel
+def test_session_parallel_steps_on_a_tiny_log():
+    seqs = [np.array([1, 2, 3]), np.array([4, 5]), np.array([9]), np.array([6, 7, 8, 1])]
+    steps = session_parallel_steps(seqs, 2)
+    got = [(s.inputs.tolist(), s.targets.tolist(), s.prev.tolist()) for s in steps]
+    # lanes: A=[1,2,3] and B=[4,5]; B ends after one step, [9] has no target and is
+    # skipped, so D=[6,7,8,1] takes lane 2 with a fresh state; A ends, lane 1 closes
+    assert got == [([1, 4], [2, 5], [-1, -1]),
+                   ([2, 6], [3, 7], [0, -1]),
+                   ([7], [8], [1]),
+                   ([8], [1], [0])]
+    pairs = sorted((i, t) for s in steps for i, t in zip(s.inputs, s.targets, strict=True))
+    assert pairs == sorted([(1, 2), (2, 3), (4, 5), (6, 7), (7, 8), (8, 1)])
+
+
+def test_parallel_state_continues_the_previous_rows():
+    """A lane's state after its steps equals the full forward of its sequence (eval mode)."""
+    vocab, train, _ = _cycle_data(6)
+    model, _ = train_model("gru4rec", train, None, config={**FAST, "epochs": 1,
+                                                           "action_head": False},
+                           progress=False, seed=0, vocab=vocab)
+    m = model.module.eval()
+    seqs = [np.array([1, 2, 3, 4]), np.array([5, 6]), np.array([7, 8, 9])]
+    state, last = None, {}
+    with torch.no_grad():
+        lane_seq = {}
+        for s in session_parallel_steps(seqs, 2):
+            for b, p in enumerate(s.prev.tolist()):
+                lane_seq[b] = lane_seq[p] if p >= 0 else [x for x in seqs
+                                                          if x[0] == s.inputs[b]][0]
+            lane_seq = {b: lane_seq[b] for b in range(len(s.inputs))}
+            _, state = m.parallel_loss(state, torch.from_numpy(s.inputs),
+                                       torch.from_numpy(s.targets), torch.from_numpy(s.prev),
+                                       None)
+            for b in range(len(s.inputs)):
+                last[int(lane_seq[b][0])] = state[b].clone()
+        for x in seqs:
+            full = m.encode(torch.from_numpy(x[:-1]).view(1, -1), torch.tensor([len(x) - 1]))
+            assert torch.allclose(m.proj(last[int(x[0])]), full[0, -1], atol=1e-5)
+
+
+def test_parallel_order_trains_and_rejects_what_it_cannot_train():
+    vocab, train, valid = _cycle_data()
+    cfg = {**FAST, "epochs": 12, "patience": 12, "batch_order": "parallel", "action_head": False,
+           "optimizer": "adagrad", "lr": 0.2, "momentum": 0.2, "loss": "sampled",
+           "in_batch": True, "negatives": 8, "sample_alpha": 0.5, "logq": True, "bias": True,
+           "grad_clip": 0}
+    _, hist = train_model("gru4rec", train, valid, config=cfg, progress=False, seed=0,
+                          vocab=vocab)
+    assert hist.best_valid["hr@10"] > 0.9
+    # every (event, next event) pair once per epoch
+    assert hist.train_events == len(hist.epochs) * sum(len(s) - 1 for s in train.items)
+    with pytest.raises(ValueError, match="recurrent"):
+        sas = {k: v for k, v in cfg.items() if k != "bias"}
+        train_model("sasrec", train, None, config={**sas, "epochs": 1, "heads": 1},
+                    progress=False, vocab=vocab)
+    with pytest.raises(ValueError, match="side features"):
+        train_model("gru4rec", train, None, config={**cfg, "epochs": 1, "features": ["gap"]},
                     progress=False, vocab=vocab)

@@ -191,3 +191,49 @@ def pad_batch(items: Sequence[np.ndarray], actions: Sequence[np.ndarray] | None,
         actions=torch.from_numpy(amat).to(dev) if use_actions else None,
         gaps=torch.from_numpy(gmat).to(dev) if use_gaps else None,
     )
+
+
+@dataclass(slots=True)
+class ParallelStep:
+    """One step of session-parallel mini-batches: lane ``b`` reads ``inputs[b]`` and predicts
+    ``targets[b]``; its recurrent state continues row ``prev[b]`` of the previous step's state,
+    or starts from zero where ``prev[b] == -1`` (a new sequence took the lane)."""
+
+    inputs: np.ndarray  # [B] int64
+    targets: np.ndarray  # [B] int64
+    prev: np.ndarray  # [B] int64
+
+
+def session_parallel_steps(items: Sequence[np.ndarray], batch_size: int) -> list[ParallelStep]:
+    """GRU4Rec's session-parallel mini-batches over ``items`` (in the order given).
+
+    ``batch_size`` lanes each run through one sequence, one event per step; a lane whose
+    sequence ends takes the next unread sequence (its state reset to zero); once none are
+    left, finished lanes close and the batch shrinks. Sequences with fewer than two events
+    give no target and are skipped. Every (event, next event) pair is one target, once.
+    """
+    seqs = [np.asarray(s, dtype=np.int64) for s in items if len(s) >= 2]
+    steps: list[ParallelStep] = []
+    nxt = 0
+    lanes: list[list] = []  # [sequence, position]
+    prev_rows: list[int] = []
+    while nxt < len(seqs) and len(lanes) < batch_size:
+        lanes.append([seqs[nxt], 0])
+        prev_rows.append(-1)
+        nxt += 1
+    while lanes:
+        steps.append(ParallelStep(
+            inputs=np.array([s[p] for s, p in lanes], dtype=np.int64),
+            targets=np.array([s[p + 1] for s, p in lanes], dtype=np.int64),
+            prev=np.array(prev_rows, dtype=np.int64)))
+        new_lanes, prev_rows = [], []
+        for row, (s, p) in enumerate(lanes):
+            if p + 2 < len(s):  # the lane's sequence has another target
+                new_lanes.append([s, p + 1])
+                prev_rows.append(row)
+            elif nxt < len(seqs):
+                new_lanes.append([seqs[nxt], 0])
+                prev_rows.append(-1)
+                nxt += 1
+        lanes = new_lanes
+    return steps

@@ -52,6 +52,9 @@ class GRU4RecModule(SequenceModule):
         self.act = {"none": nn.Identity(), "tanh": nn.Tanh(), "elu": nn.ELU()}[final_act]
         # output item bias (GRU4Rec's By): score = h . e_item + b_item
         self.out_bias = nn.Parameter(torch.zeros(n_items + 1)) if bias else None
+        # log training counts per item (set_item_counts): GRU4Rec's logQ correction of
+        # in-batch candidates (drawn by count) apart from sampled ones (drawn by count**alpha)
+        self.log_count: torch.Tensor | None = None
         self.config.update(hidden=hidden, layers=layers, cell=cell, dropout=dropout,
                            embed_dropout=embed_dropout, bias=bool(bias), final_act=final_act)
 
@@ -67,13 +70,20 @@ class GRU4RecModule(SequenceModule):
 
     def item_loss(self, h: torch.Tensor, y: torch.Tensor,
                   sampler: NegativeSampler | None) -> torch.Tensor:
-        """As :meth:`SequenceModule.item_loss`, plus the item bias when ``bias`` is set."""
-        if self.out_bias is None or self.loss_type == "ce" or sampler is None:
+        """As :meth:`SequenceModule.item_loss`, plus the item bias when ``bias`` is set, and
+        with item counts set (:meth:`set_item_counts`) GRU4Rec's logQ correction: in-batch
+        candidates by ``log count``, sampled ones by ``sample_alpha * log count``."""
+        own = self.out_bias is not None or (self.log_count is not None and self.in_batch)
+        if not own or self.loss_type == "ce" or sampler is None:
             return super().item_loss(h, y, sampler)  # score_all carries the bias for ce
-        b = self.out_bias
+        b = self.out_bias if self.out_bias is not None else h.new_zeros(self.n_items + 1)
         neg = sampler.sample(self.negatives)  # [S]
         s_neg = h @ self.item_emb.rows(neg).t() + b[neg]  # [N, S]
-        lq = sampler.log_q if self.logq else None
+        lq = lq_bat = None
+        if self.logq and self.log_count is not None:
+            lq, lq_bat = self.sample_alpha * self.log_count, self.log_count
+        elif self.logq:
+            lq = lq_bat = sampler.log_q
         if lq is not None:
             s_neg = s_neg - lq[neg]
         if self.negatives * 20 > self.n_items:  # small catalogue: mask sampled hits
@@ -85,14 +95,44 @@ class GRU4RecModule(SequenceModule):
             return (torch.logaddexp(s_pos, torch.logsumexp(s_neg, -1)) - s_pos).mean()
         n = h.shape[0]
         s_bat = h @ self.item_emb.rows(y).t() + b[y]  # [N, N]: row i's label is column i
-        if lq is not None:
-            s_bat = s_bat - lq[y]
+        if lq_bat is not None:
+            s_bat = s_bat - lq_bat[y]
         eye = torch.arange(n, device=h.device)
         same = y.view(1, -1) == y.view(-1, 1)
         same[eye, eye] = False
         s_bat = s_bat.masked_fill(same, NEG_INF)
         lse = torch.logaddexp(torch.logsumexp(s_bat, -1), torch.logsumexp(s_neg, -1))
         return (lse - s_bat[eye, eye]).mean()
+
+    def set_item_counts(self, counts) -> None:
+        """Training counts per item index ``[n_items + 1]`` for the logQ correction."""
+        c = torch.as_tensor(counts, dtype=torch.float32, device=self.item_emb.item_matrix().device)
+        self.log_count = torch.log(c.clamp_min(1.0))
+
+    # ---------------------------------------------------------------- session-parallel
+    def parallel_loss(self, state: torch.Tensor | None, inputs: torch.Tensor,
+                      targets: torch.Tensor, prev: torch.Tensor,
+                      sampler: NegativeSampler | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of session-parallel training (truncated back-propagation of one step).
+
+        ``state`` [B', state_dim] from the previous step (None at the start), ``inputs`` /
+        ``targets`` [B], ``prev`` [B] (row of ``state`` each lane continues, -1 = zero state,
+        see :func:`~model_core.models.data.session_parallel_steps`). Returns the mean
+        next-item loss and the new state, detached. As in GRU4Rec, a one-layer GRU carries
+        its hidden state with dropout applied.
+        """
+        n = inputs.shape[0]
+        st = torch.zeros(n, self.state_dim, device=inputs.device)
+        if state is not None:
+            keep = prev >= 0
+            st[keep] = state[prev[keep]]
+        x = self.embed_drop(self.inputs(inputs.view(-1, 1)))  # [B, 1, dim]
+        out, hs = self.rnn(x, self._unpack(st))
+        o = self.drop(out[:, 0])  # [B, hidden]
+        h = self.act(self.proj(o))
+        loss = self.item_loss(h, targets, sampler)
+        new = o if (self.cell == "gru" and self.layers == 1) else self._pack(hs)
+        return loss, new.detach()
 
     # ---------------------------------------------------------------- streaming
     @property

@@ -56,9 +56,10 @@ def register(sub) -> None:
                    help="adagrad: Adagrad with momentum (GRU4Rec's optimiser)")
     g.add_argument("--momentum", type=float, default=0.0, help="adagrad momentum")
     g.add_argument("--grad-clip", type=float, default=5.0, help="gradient norm clip (0 = none)")
-    g.add_argument("--batch-order", default="length", choices=("length", "time"),
+    g.add_argument("--batch-order", default="length", choices=("length", "time", "parallel"),
                    help="length: similar lengths together, shuffled; time: sequences by start "
-                        "time, batches in that order (GRU4Rec's session-parallel order)")
+                        "time, blocks of batches in that order; parallel (gru4rec): "
+                        "GRU4Rec's session-parallel mini-batches of --batch-size events")
     g.add_argument("--logq", action="store_true",
                    help="sampled: subtract log sampling probability (logQ correction)")
     g.add_argument("--bias", action="store_true", help="gru4rec: output item bias")
