@@ -61,29 +61,50 @@ class SeqstreamApp:
     partition_windows: PartitionWindows  # the worker's crash-safe windows, per input partition
 
 
-def write_states(stream, table, touched: dict, last_event_of_user: dict,
-                 first: list[tuple[bytes, bytes, object]] = ()) -> None:
-    """One table write per user per batch.
+async def write_states(stream, table, publisher: BatchPublisher, touched: dict,
+                       last_event_of_user: dict,
+                       first: list[tuple[bytes, bytes, object]] = ()) -> None:
+    """One table write per user per batch; the changelog written as one batch per partition.
 
-    A Faust table picks the changelog partition from the stream's current event, so each
-    write runs with the user's last event of the batch as current event. The stream's own
-    current event is restored afterwards, with no ``await`` in between: take_events' buffer
-    task reads ``stream.current_event`` to pair each value with its event, and a stale one
-    there would pair later values with the wrong events.
+    Each value goes into the table's store directly, with the user's last event of the batch
+    as the stream's current event (a Faust store, RocksDB above all, picks its partition from
+    it); the changelog records go out through ``publisher``, in order, one Kafka batch per
+    changelog partition (``table[key] = value`` would make one ``send_soon`` per key: the
+    largest per-event cost of the worker). Returns once the broker has acknowledged them, so
+    the caller acks its input after its state is durable (at-least-once); then the store
+    learns the last changelog offset it holds (RocksDB recovery starts after it).
+
+    The stream's own current event is restored with no ``await`` in between: take_events'
+    buffer task reads ``stream.current_event`` to pair each value with its event, and a stale
+    one there would pair later values with the wrong events.
 
     ``first``: (key, value, event) records written before the user states (the partitions'
     window records: in each changelog partition they must precede that batch's states).
     """
+    from faust.types import TP
+
+    store = table.data
+    by_part: dict[int, list[tuple[bytes, bytes]]] = {}
     saved = stream.current_event
     try:
         for key, value, event in first:
             stream._set_current_event(event)
-            table[key] = value
+            store[key] = value
+            by_part.setdefault(event.message.partition, []).append((key, value))
         for user, st in touched.items():
-            stream._set_current_event(last_event_of_user[user])
-            table[user.encode()] = st.encode()
+            event = last_event_of_user[user]
+            stream._set_current_event(event)
+            key, value = user.encode(), st.encode()
+            store[key] = value
+            by_part.setdefault(event.message.partition, []).append((key, value))
     finally:
         stream._set_current_event(saved)
+    if not by_part:
+        return
+    topic = table.changelog_topic.get_topic_name()
+    last = await publisher.publish_partitioned(topic, by_part)
+    for p, offset in last.items():
+        store.set_persisted_offset(TP(topic, p), offset)
 
 
 def load_model_from_settings(settings: Settings) -> Recommender:
@@ -284,9 +305,9 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             await asyncio.gather(pub.publish(topic_predictions, preds),
                                  pub.publish(topic_dead, dead), publish_windows(closed))
             last_of_part = {r.partition: e for r, e in zip(records, batch, strict=True)}
-            write_states(stream, table, result.touched if result else {}, last_of_user,
-                         first=[(window_key(p), rec, last_of_part[p])
-                                for p, rec in window_records])
+            await write_states(stream, table, pub, result.touched if result else {},
+                               last_of_user, first=[(window_key(p), rec, last_of_part[p])
+                                                    for p, rec in window_records])
             stats.batches += 1
             stats.events += len(events)
             stats.predictions += len(preds)

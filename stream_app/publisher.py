@@ -48,15 +48,29 @@ class BatchPublisher:
                 if p is None:
                     p = cache[key] = part_of(key, parts, parts)
             by_part.setdefault(p, []).append((key, value))
-        futures = []
+        await self.publish_partitioned(topic, by_part)
+
+    async def publish_partitioned(
+            self, topic: str, by_part: dict[int, list[tuple[bytes | None, bytes]]],
+    ) -> dict[int, int]:
+        """Publish each partition's records in order, as few batches as fit; return, per
+        partition, the offset of its last record once the broker has acknowledged them all."""
+        sent: list[tuple[int, int, asyncio.Future]] = []  # (partition, records, future)
         for p, recs in by_part.items():
             batch = self._producer.create_batch()
             for key, value in recs:
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await self._producer.send_batch(batch, topic, partition=p))
+                    sent.append((p, batch.record_count(),
+                                 await self._producer.send_batch(batch, topic, partition=p)))
                     batch = self._producer.create_batch()
                     if batch.append(key=key, value=value, timestamp=None) is None:
                         raise ValueError(f"record of {len(value)} bytes exceeds the batch size")
             if batch.record_count():
-                futures.append(await self._producer.send_batch(batch, topic, partition=p))
-        await asyncio.gather(*futures)
+                sent.append((p, batch.record_count(),
+                             await self._producer.send_batch(batch, topic, partition=p)))
+        metas = await asyncio.gather(*(f for _, _, f in sent))
+        last: dict[int, int] = {}
+        for (p, n, _), meta in zip(sent, metas, strict=True):
+            # a batch's future carries its base offset
+            last[p] = max(last.get(p, -1), meta.offset + n - 1)
+        return last
