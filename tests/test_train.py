@@ -170,6 +170,24 @@ def test_train_command_writes_a_loadable_checkpoint(synth_log, tmp_path, model, 
     assert (top.items > 0).all()
 
 
+def test_train_command_loo_valid_users(synth_log, tmp_path, capsys):
+    from stream_app.cli import main
+
+    out = tmp_path / "ckpt"
+    args = ["train", "--data", str(synth_log), "--format", "jsonl", "--model", "markov",
+            "--out", str(out), "--protocol", "loo", "--quiet"]
+    assert main(args) == 0
+    classic = read_meta(out)["split"]["info"]
+    assert main(args + ["--valid-users", "7", "--split-seed", "1"]) == 0
+    info = read_meta(out)["split"]["info"]
+    assert info["valid_users"] == 7
+    assert info["valid_cases"] + info["valid_skipped_unknown_target"] == 7
+    assert classic["valid_cases"] + classic["valid_skipped_unknown_target"] > 7
+    capsys.readouterr()
+    assert main(args + ["--protocol", "temporal", "--valid-users", "7"]) == 2
+    assert "loo only" in capsys.readouterr().err
+
+
 def test_train_command_reports_bad_input(tmp_path, capsys):
     from stream_app.cli import main
 
