@@ -29,6 +29,7 @@ import heapq
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from river import drift, stats, utils
 
@@ -113,18 +114,21 @@ class _Watch:
         width0 = self.width
         width1 = self.width = int(a.width)
         new = a.estimation
-        vals = list(self.values)
-        # the dropped sub-window: the values before the kept ones (as far as remembered)
-        dropped = vals[max(0, len(vals) - width0):max(0, len(vals) - width1)]
+        # the detector's window, oldest first (as far as remembered): read from the deque's
+        # end, never the whole deque (it holds up to max_span_memory values, and detections
+        # come every few dozen events while latency climbs)
+        vals = list(islice(reversed(self.values), width0))[::-1]
+        # the dropped sub-window: the values before the kept ones
+        dropped = vals[:max(0, len(vals) - width1)]
         old = sum(dropped) / len(dropped) if dropped else float("nan")
         kept = min(width1, len(self.times))
         # the span of the new level (min/max: observations fed before every partition was
         # seen can be slightly out of order)
-        recent = list(self.times)[len(self.times) - kept:] if kept else [ts_ms]
+        recent = list(islice(reversed(self.times), kept)) if kept else [ts_ms]
         start, end = min(recent), max(recent)
         # rebuild from the kept observations (a change inside them is found on later updates)
         self.adwin = fresh = drift.ADWIN(delta=self.delta)
-        for v in vals[len(vals) - kept:]:
+        for v in vals[len(vals) - min(kept, len(vals)):]:
             fresh.update(v)
         # a change found while rebuilding: river resets the detector on its next update
         self.width = 0 if fresh.drift_detected else int(fresh.width)

@@ -80,11 +80,11 @@ def _enc(o):
     if isinstance(o, np.ndarray):
         return {"__nd__": o.dtype.str, "shape": list(o.shape), "data": o.ravel().tolist()}
     if isinstance(o, (set, frozenset)):
-        return {"__set__": [_enc(x) for x in o]}
+        return {"__set__": _enc_items(o)}
     if isinstance(o, tuple):
-        return {"__tuple__": [_enc(x) for x in o]}
+        return {"__tuple__": _enc_items(o)}
     if isinstance(o, list):
-        return [_enc(x) for x in o]
+        return _enc_items(o)
     if isinstance(o, dict):
         return {"__map__": [[_enc(k), _enc(v)] for k, v in o.items()]}
     name = type(o).__name__
@@ -98,15 +98,29 @@ def _enc(o):
     return {"__obj__": name, "attrs": {k: _enc(v) for k, v in attrs.items()}}
 
 
+_PLAIN = frozenset((str, int, float))
+
+
+def _enc_items(items) -> list:
+    # windows hold large collections of plain values (users, items, latencies): copy those
+    # as they are (one C-level type scan) instead of one _enc call per element
+    if set(map(type, items)) <= _PLAIN:
+        return list(items)
+    return [_enc(x) for x in items]
+
+
 def _dec(o, classes: dict[str, type]):
     if isinstance(o, list):
-        return [_dec(x, classes) for x in o]
+        return o if set(map(type, o)) <= _PLAIN else [_dec(x, classes) for x in o]
     if not isinstance(o, dict):
         return o
     if "__nd__" in o:
         return np.asarray(o["data"], dtype=np.dtype(o["__nd__"])).reshape(o["shape"])
     if "__set__" in o:
-        return {_dec(x, classes) for x in o["__set__"]}
+        items = o["__set__"]
+        if set(map(type, items)) <= _PLAIN:
+            return set(items)
+        return {_dec(x, classes) for x in items}
     if "__tuple__" in o:
         return tuple(_dec(x, classes) for x in o["__tuple__"])
     if "__map__" in o:
