@@ -449,8 +449,8 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
         model_cfg["loss"] = _auto_loss(vocab.n_items)
     model_cfg.setdefault("sparse_emb", model_cfg["loss"] != "ce")
     has_actions = data.actions is not None and any(len(a) for a in data.actions)
-    if model_cfg.get("action_head") is None:
-        model_cfg["action_head"] = bool(has_actions)
+    if model_cfg.get("action_head") is None:  # session-parallel steps train items only
+        model_cfg["action_head"] = bool(has_actions) and tcfg["batch_order"] != "parallel"
     feats = tuple(model_cfg.get("features") or ())
     if "category" in feats and data.item_categories is not None:
         model_cfg.setdefault("n_categories", int(data.n_categories))

@@ -118,7 +118,7 @@ def test_time_order_batches_keep_blocks_in_order():
     {"optimizer": "adagrad", "lr": 0.2, "momentum": 0.2, "batch_order": "time"},
     {"optimizer": "adagrad", "lr": 0.2, "loss": "sampled", "in_batch": True, "negatives": 8,
      "sample_alpha": 0.5, "logq": True, "bias": True},
-    {"lr": 0.03, "bias": True, "final_act": "tanh"},
+    {"lr": 0.03, "bias": True, "final_act": "tanh", "init": "uniform"},
 ])
 def test_gru4rec_learns_with_official_style_options(extra):
     vocab, train, valid = _cycle_data()
@@ -194,3 +194,19 @@ def test_parallel_order_trains_and_rejects_what_it_cannot_train():
     with pytest.raises(ValueError, match="side features"):
         train_model("gru4rec", train, None, config={**cfg, "epochs": 1, "features": ["gap"]},
                     progress=False, vocab=vocab)
+
+
+def test_uniform_init_bounds_and_bad_names():
+    from model_core.models.gru4rec import GRU4RecModule
+
+    m = GRU4RecModule(n_items=30, dim=8, init="uniform")
+    a_item = (6.0 / (31 + 8)) ** 0.5
+    w = m.item_emb.id_emb.weight.detach()
+    assert float(w.abs().max()) <= a_item and float(w[1:].abs().max()) > a_item / 2
+    assert float(w[0].abs().max()) == 0.0
+    assert float(m.rnn.weight_hh_l0.detach().abs().max()) <= (6.0 / 16) ** 0.5
+    assert float(m.rnn.bias_ih_l0.detach().abs().max()) == 0.0
+    with pytest.raises(ValueError, match="init"):
+        GRU4RecModule(n_items=30, dim=8, init="xavier")
+    with pytest.raises(ValueError, match="final activation"):
+        GRU4RecModule(n_items=30, dim=8, final_act="relu")

@@ -27,18 +27,22 @@ from model_core.models.base import (
 
 CELLS = ("gru", "lstm")
 FINAL_ACTS = ("none", "tanh", "elu")
+INITS = ("default", "uniform")
 
 
 class GRU4RecModule(SequenceModule):
     def __init__(self, n_items: int, dim: int = 64, hidden: int | None = None, layers: int = 1,
                  cell: str = "gru", dropout: float = 0.0, embed_dropout: float = 0.0,
-                 bias: bool = False, final_act: str = "none", **common) -> None:
+                 bias: bool = False, final_act: str = "none", init: str = "default",
+                 **common) -> None:
         super().__init__(n_items, dim=dim, **common)
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
         if final_act not in FINAL_ACTS:
             raise ValueError(f"unknown final activation {final_act!r}; "
                              f"choose one of {', '.join(FINAL_ACTS)}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
         if bias and self.loss_type == "gbce":
             raise ValueError("the output item bias works with the ce and sampled losses, not gbce")
         hidden = int(hidden or dim)
@@ -56,7 +60,30 @@ class GRU4RecModule(SequenceModule):
         # in-batch candidates (drawn by count) apart from sampled ones (drawn by count**alpha)
         self.log_count: torch.Tensor | None = None
         self.config.update(hidden=hidden, layers=layers, cell=cell, dropout=dropout,
-                           embed_dropout=embed_dropout, bias=bool(bias), final_act=final_act)
+                           embed_dropout=embed_dropout, bias=bool(bias), final_act=final_act,
+                           init=init)
+        if init == "uniform":
+            self._uniform_init()
+
+    @torch.no_grad()
+    def _uniform_init(self) -> None:
+        """GRU4Rec's initialisation: each [fan_out, fan_in] block (the item matrix, every gate's
+        input and recurrent weights) uniform in +-sqrt(6 / (fan_in + fan_out)); biases zero."""
+        def fill(w):
+            a = (6.0 / (w.shape[0] + w.shape[1])) ** 0.5
+            w.uniform_(-a, a)
+
+        emb = self.item_emb.id_emb
+        if emb is not None:
+            fill(emb.weight)
+            emb.weight[0].zero_()
+        gates = 4 if self.cell == "lstm" else 3
+        for name, p in self.rnn.named_parameters():
+            if name.startswith("weight"):
+                for block in p.chunk(gates, 0):
+                    fill(block)
+            else:
+                p.zero_()
 
     def encode(self, item_seq, lengths, actions=None, gaps=None) -> torch.Tensor:
         x = self.embed_drop(self.inputs(item_seq, actions, gaps))  # [B, L, dim]

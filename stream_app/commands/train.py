@@ -65,6 +65,8 @@ def register(sub) -> None:
     g.add_argument("--bias", action="store_true", help="gru4rec: output item bias")
     g.add_argument("--final-act", default=None, choices=("none", "tanh", "elu"),
                    help="gru4rec: activation of the output state")
+    g.add_argument("--init", default=None, choices=("default", "uniform"),
+                   help="gru4rec: uniform = GRU4Rec's +-sqrt(6/(fan_in+fan_out)) initialisation")
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--valid-max-cases", type=int, default=None,
                    help="validate on a fixed random subset of this many cases")
@@ -104,8 +106,9 @@ def _config(args) -> dict:
     }
     if args.model == "gru4rec":
         cfg["bias"] = args.bias
-        if args.final_act is not None:
-            cfg["final_act"] = args.final_act
+        for k in ("final_act", "init"):
+            if getattr(args, k) is not None:
+                cfg[k] = getattr(args, k)
     if args.no_action_head:
         cfg["action_head"] = False
     for k in ("hidden", "layers", "heads", "dropout", "cell"):
