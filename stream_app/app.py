@@ -379,10 +379,36 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     return SeqstreamApp(settings, app, processor, table, stats, pwindows)
 
 
+def limit_malloc_arenas(n: int) -> bool:
+    """Cap glibc's malloc arenas at ``n`` (``mallopt(M_ARENA_MAX)``); True when applied.
+
+    glibc gives each thread that allocates its own arena (up to 8 per core); the worker's
+    threads (Kafka consumer, model executor, torch) then each keep freed memory of their
+    own, and the resident size climbs long after the worker's live data stopped growing
+    (soak of 300k events, RSS growth from 10 % of the events to the end: +16.9 % with
+    glibc's default, +11.2 % with 2 arenas; from 25 %: +10.7 % against +1.6 %). Call before
+    the worker's threads start. No-op off glibc.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if n <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    m_arena_max = -8  # from glibc's malloc.h
+    return bool(mallopt(m_arena_max, int(n)))
+
+
 def run_worker(settings: Settings, model: Recommender | None = None) -> None:
     """Run one worker until SIGINT/SIGTERM (blocks)."""
     from stream_app.topics import ensure_topics
 
+    limit_malloc_arenas(settings.malloc_arenas)
     ensure_topics(settings)
     sapp = create_app(settings, model)
     from stream_app.store_guard import mark_clean, prepare_local_store

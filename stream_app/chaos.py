@@ -335,7 +335,8 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
                                 and (soak or report.metrics_scored == ref_scored)
                                 and report.metrics_dead_letters == 0)
         if soak and rss:
-            report.rss_mb = _rss_summary(rss, n_events)
+            report.rss_mb = _rss_summary(rss, n_events, state_full_at=len(
+                {e.user_id for e in events}) * settings.max_seq_len)
         return report
     finally:
         if worker is not None and worker.alive():
@@ -346,21 +347,32 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _rss_summary(samples: list[tuple[float, int, float]], n_events: int) -> dict:
-    """RSS after warm-up (first sample with >= 10% of the events predicted) vs the end."""
-    warm = next((s for s in samples if s[1] >= 0.1 * n_events), samples[0])
+def _rss_summary(samples: list[tuple[float, int, float]], n_events: int,
+                 state_full_at: int | None = None) -> dict:
+    """RSS after warm-up vs the end.
+
+    Warm-up ends when the user state is full: ``state_full_at`` events predicted (users ×
+    max sequence length: until then every sequence still grows, and so does the live data)
+    or 10 % of the events, whichever comes later. Growth from fixed shares (10/25/50 %) is
+    reported too.
+    """
+    def at(n):
+        return next((s for s in samples if s[1] >= n), None)
+
+    warm_n = max(0.1 * n_events, state_full_at or 0)
+    warm = at(warm_n) or samples[-1]
     final = samples[-1]
     peak = max(s[2] for s in samples)
     return {
         "warmup_mb": round(warm[2], 1), "warmup_at_events": warm[1],
+        "warmup_rule": "state full (users x max_len events) or 10% of events, the later",
         "final_mb": round(final[2], 1), "final_at_events": final[1],
         "peak_mb": round(peak, 1),
         "growth_after_warmup_pct": round(100.0 * (final[2] - warm[2]) / warm[2], 2),
-        # later warm-up points: user state keeps growing until every sequence holds max_len
         "growth_after_pct_of_events": {
             str(q): round(100.0 * (final[2] - w[2]) / w[2], 2)
-            for q in (25, 50)
-            if (w := next((x for x in samples if x[1] >= q / 100 * n_events), None))},
+            for q in (10, 25, 50)
+            if (w := at(q / 100 * n_events)) is not None},
         "samples": [(round(t, 1), n, round(r, 1)) for t, n, r in samples[:: max(1, len(samples) // 40)]],
     }
 

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
         True, description="check the end offsets the broker reports for changelog partitions "
         "against a fetch's high watermark before table recovery (the embedded Tansu broker "
         "under-reports them; on Apache Kafka the check agrees and costs one fetch)")
+    malloc_arenas: int = Field(
+        2, ge=0, description="cap on glibc malloc arenas in the worker (0 = glibc's default "
+        "of 8 per core; more arenas, more memory kept by idle threads)")
     metrics_port: int = Field(0, ge=0, description="Prometheus port (0 = off)")
     web_port: int = Field(6066, ge=0)
     log_level: str = "WARNING"

@@ -118,3 +118,26 @@ def test_chaos_one_kill(broker, tmp_path):
     # event once (this failed in 2 of 3 runs before the end-offset check: stream_app.end_offsets)
     assert rep.mismatched_sequences == 0, d
     assert rep.metrics_match, d
+
+
+def test_rss_summary_warmup_ends_when_the_state_is_full():
+    from stream_app.chaos import _rss_summary
+
+    # (seconds, events predicted, RSS MB): growing until 250k events, then flat
+    samples = [(float(i), i * 10_000, 300.0 + min(i, 25) * 4.0) for i in range(101)]
+    s = _rss_summary(samples, 1_000_000, state_full_at=5000 * 50)
+    assert s["warmup_at_events"] == 250_000 and s["warmup_mb"] == 400.0
+    assert s["growth_after_warmup_pct"] == 0.0
+    assert s["growth_after_pct_of_events"]["10"] == round(100 * (400 - 340) / 340, 2)
+    # without a state size the warm-up is 10 % of the events
+    assert _rss_summary(samples, 1_000_000)["warmup_at_events"] == 100_000
+
+
+def test_malloc_arena_cap_applies_on_glibc():
+    import platform
+
+    from stream_app.app import limit_malloc_arenas
+
+    assert limit_malloc_arenas(0) is False
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert limit_malloc_arenas(2) is True
