@@ -210,3 +210,39 @@ def test_uniform_init_bounds_and_bad_names():
         GRU4RecModule(n_items=30, dim=8, init="xavier")
     with pytest.raises(ValueError, match="final activation"):
         GRU4RecModule(n_items=30, dim=8, final_act="relu")
+
+
+def test_train_command_with_gru4rec_official_options(tmp_path, capsys):
+    """A tiny YooChoose-format log, session protocol with a test file, GRU4Rec's settings."""
+    from model_core.checkpoint import load_model, read_meta
+    from stream_app.cli import main
+
+    rng = np.random.default_rng(0)
+
+    def write(path, first_sid, n_sessions, t0):
+        lines = ["SessionId\tItemId\tTime"]
+        for s in range(first_sid, first_sid + n_sessions):
+            start = int(rng.integers(0, N))
+            for k in range(int(rng.integers(2, 6))):
+                lines.append(f"{s}\t{(start + k) % N + 1}\t{t0 + 100 * s + k}.0")
+        path.write_text("\n".join(lines) + "\n")
+
+    train, test = tmp_path / "train.txt", tmp_path / "test.txt"
+    write(train, 1, 120, 1_400_000_000)
+    write(test, 500, 20, 1_400_100_000)
+    out = tmp_path / "ckpt"
+    rc = main(["train", "--data", str(train), "--test", str(test), "--format", "yoochoose",
+               "--protocol", "session", "--model", "gru4rec", "--out", str(out), "--dim", "16",
+               "--loss", "sampled", "--in-batch", "--negatives", "8", "--sample-alpha", "0.5",
+               "--logq", "--bias", "--dense-emb", "--optimizer", "adagrad", "--lr", "0.2",
+               "--momentum", "0.2", "--grad-clip", "0", "--batch-order", "parallel",
+               "--batch-size", "8", "--epochs", "3", "--quiet", "--threads", "1"])
+    assert rc == 0, capsys.readouterr().err
+    meta = read_meta(out)
+    cfg = meta["training"][0]["config"]
+    assert cfg["batch_order"] == "parallel" and cfg["optimizer"] == "adagrad"
+    assert cfg["valid_exclude_history"] is False  # session protocol: as its test ranks
+    assert meta["split"]["refit"] is True and len(meta["training"]) == 2
+    m = load_model(out, device="cpu")
+    assert m.config["bias"] is True and m.config["sparse_emb"] is False
+    assert m.trained_actions is False  # parallel steps train items only

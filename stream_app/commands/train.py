@@ -62,11 +62,18 @@ def register(sub) -> None:
                         "GRU4Rec's session-parallel mini-batches of --batch-size events")
     g.add_argument("--logq", action="store_true",
                    help="sampled: subtract log sampling probability (logQ correction)")
+    g.add_argument("--dense-emb", action="store_true",
+                   help="dense item-embedding gradients also with sampled losses (default: "
+                        "sparse, only the rows a batch touches); faster on small catalogues")
     g.add_argument("--bias", action="store_true", help="gru4rec: output item bias")
     g.add_argument("--final-act", default=None, choices=("none", "tanh", "elu"),
                    help="gru4rec: activation of the output state")
     g.add_argument("--init", default=None, choices=("default", "uniform"),
                    help="gru4rec: uniform = GRU4Rec's +-sqrt(6/(fan_in+fan_out)) initialisation")
+    p.add_argument("--valid-history", default=None, choices=("exclude", "include"),
+                   help="validation ranking: exclude the case's history items, or keep them "
+                        "(as seqstream evaluate without --exclude-history); default: include "
+                        "for the session protocol, exclude otherwise")
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--valid-max-cases", type=int, default=None,
                    help="validate on a fixed random subset of this many cases")
@@ -102,8 +109,11 @@ def _config(args) -> dict:
         "batch_order": args.batch_order, "logq": args.logq,
         # the session protocol ranks without excluding the session's earlier clicks
         # (repeat clicks are targets), so its validation must not exclude them either
-        "valid_exclude_history": args.protocol != "session",
+        "valid_exclude_history": (args.valid_history == "exclude" if args.valid_history
+                                  else args.protocol != "session"),
     }
+    if args.dense_emb:
+        cfg["sparse_emb"] = False
     if args.model == "gru4rec":
         cfg["bias"] = args.bias
         for k in ("final_act", "init"):
