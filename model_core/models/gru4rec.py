@@ -105,12 +105,12 @@ class GRU4RecModule(SequenceModule):
             return super().item_loss(h, y, sampler)  # score_all carries the bias for ce
         b = self.out_bias if self.out_bias is not None else h.new_zeros(self.n_items + 1)
         neg = sampler.sample(self.negatives)  # [S]
-        s_neg = h @ self.item_emb.rows(neg).t() + b[neg]  # [N, S]
         lq = lq_bat = None
         if self.logq and self.log_count is not None:
             lq, lq_bat = self.sample_alpha * self.log_count, self.log_count
         elif self.logq:
             lq = lq_bat = sampler.log_q
+        s_neg = h @ self.item_emb.rows(neg).t() + b[neg]  # [N, S]
         if lq is not None:
             s_neg = s_neg - lq[neg]
         if self.negatives * 20 > self.n_items:  # small catalogue: mask sampled hits

@@ -58,10 +58,10 @@ class AdagradM(Optimizer):
                         p.index_add_(0, rows, upd, alpha=-lr)
                 else:
                     st["acc"].addcmul_(g, g)
-                    upd = g / (st["acc"] + eps).sqrt()
+                    denom = st["acc"].add(eps).sqrt_()
                     if mu > 0:
-                        st["mom"].mul_(mu).add_(upd, alpha=-lr)
+                        st["mom"].mul_(mu).addcdiv_(g, denom, value=-lr)
                         p.add_(st["mom"])
                     else:
-                        p.add_(upd, alpha=-lr)
+                        p.addcdiv_(g, denom, value=-lr)
         return loss
