@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model_core.metrics import RankingAccumulator, percentiles, report_from_confusion
+from model_core.metrics import RankingAccumulator, coverage, report_from_confusion
 from model_core.prequential import BatchResult
 from schemas.actions import ACTIONS, N_ACTIONS
 from schemas.event import Event
 from schemas.metrics import MetricsWindow
+from stream_app.latency_sketch import LatencyHistogram
 
 
 @dataclass
@@ -43,12 +44,25 @@ class _Window:
     ranking: RankingAccumulator = field(init=False)
     confusion: np.ndarray = field(
         default_factory=lambda: np.zeros((N_ACTIONS, N_ACTIONS), dtype=np.int64))
-    predicted_items: set = field(default_factory=set)
-    latencies_ms: list = field(default_factory=list)
+    # bounded whatever the window's size (it is written to the changelog every batch):
+    # which catalogue indices were recommended (a bitmap) and a latency histogram
+    items_seen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     busy_ms: float = 0.0  # wall time attributed to this window's events (see add_batch)
 
     def __post_init__(self) -> None:
         self.ranking = RankingAccumulator(self.ks)
+
+    def mark_items(self, items: np.ndarray) -> None:
+        """Record recommended catalogue indices (the bitmap grows with the catalogue)."""
+        if items.size == 0:
+            return
+        top = int(items.max())
+        if top >= len(self.items_seen):
+            grown = np.zeros(max(top + 1, 2 * len(self.items_seen)), dtype=bool)
+            grown[:len(self.items_seen)] = self.items_seen
+            self.items_seen = grown
+        self.items_seen[items] = True
 
 
 class WindowAggregator:
@@ -88,6 +102,7 @@ class WindowAggregator:
         w = self._open.get((kind, start))
         if w is None:
             w = self._open[(kind, start)] = _Window(start, end, kind, self.ks)
+            w.items_seen = np.zeros(self.n_items + 1, dtype=bool)
         return w
 
     def _windows_for(self, ts: int) -> tuple[list[_Window], bool]:
@@ -160,10 +175,10 @@ class WindowAggregator:
                     continue
                 w.events += 1
                 seen = in_batch.get(id(w))
-                in_batch[id(w)] = (w, seen[1] + 1 if seen else 1)
+                if seen is None:
+                    seen = in_batch[id(w)] = (w, [])
+                seen[1].append(i)
                 w.users.add(ev.user_id)
-                w.latencies_ms.append(latencies_ms[i])
-                w.predicted_items.update(top[i].tolist())
             if self.watermark_ms is None or ev.timestamp_ms > self.watermark_ms:
                 self.watermark_ms = ev.timestamp_ms
         for s in result.scores:
@@ -171,6 +186,10 @@ class WindowAggregator:
                 w.ranking.update(s.rank)
                 if s.action_pred >= 0:
                     w.confusion[s.action_true, s.action_pred] += 1
+        lat = np.asarray(latencies_ms, dtype=np.float64)
+        for w, rows in in_batch.values():  # per window, once per batch
+            w.latency.add_many(lat[rows])
+            w.mark_items(np.asarray(top[rows]).ravel())
         n_new = len(events) - len(dup)
         if self._last_wall_ms is not None:
             batch_ms = float(max(0, wall_ms - self._last_wall_ms))
@@ -178,8 +197,8 @@ class WindowAggregator:
             batch_ms = float(max(latencies_ms, default=0.0))
         self._last_wall_ms = wall_ms
         if n_new and batch_ms > 0:
-            for w, n in in_batch.values():
-                w.busy_ms += batch_ms * n / n_new
+            for w, rows in in_batch.values():
+                w.busy_ms += batch_ms * len(rows) / n_new
 
     def add_dead_letters(self, n: int, wall_ms: int) -> None:
         """Dead letters have no trusted event time: they go to the window(s) of the watermark.
@@ -228,7 +247,7 @@ class WindowAggregator:
 
     def _record(self, w: _Window, now_wall_ms: int) -> MetricsWindow:
         report = (report_from_confusion(w.confusion, ACTIONS) if w.confusion.sum() else None)
-        p50, p95, p99 = percentiles(w.latencies_ms)
+        p50, p95, p99 = w.latency.quantiles((50, 95, 99))
         span_s = w.busy_ms / 1000.0
         total = w.events + w.dead_letters
         return MetricsWindow(
@@ -245,7 +264,8 @@ class WindowAggregator:
             metrics=w.ranking.get(),
             action_accuracy=report["accuracy"] if report else None,
             action_macro_f1=report["macro_f1"] if report else None,
-            coverage=(len(w.predicted_items - {0}) / self.n_items) if self.n_items else None,
+            coverage=(coverage(np.flatnonzero(w.items_seen), self.n_items)
+                      if self.n_items else None),
             events_per_s=(w.events / span_s) if span_s > 0 else 0.0,
             latency_p50_ms=p50,
             latency_p95_ms=p95,

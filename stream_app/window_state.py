@@ -33,6 +33,7 @@ The encoding is plain JSON of a whitelisted object graph (no pickle, no code exe
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 
@@ -41,10 +42,11 @@ import orjson
 
 from model_core.metrics import RankingAccumulator
 from stream_app import online
+from stream_app.latency_sketch import LatencyHistogram
 from stream_app.online import WindowAggregator
 
 WINDOW_KEY_PREFIX = b"\x00seqstream/windows/"
-_FORMAT = 1
+_FORMAT = 2  # 2: windows hold an item bitmap and a latency histogram (1: a set and a list)
 
 
 def window_key(partition: int) -> bytes:
@@ -63,7 +65,8 @@ def metrics_key(kind: str, start_ms: int, partition: int) -> bytes:
 
 # --------------------------------------------------------------------------- codec
 def _classes() -> dict[str, type]:
-    out = {"WindowAggregator": WindowAggregator, "RankingAccumulator": RankingAccumulator}
+    out = {"WindowAggregator": WindowAggregator, "RankingAccumulator": RankingAccumulator,
+           "LatencyHistogram": LatencyHistogram}
     w = getattr(online, "_Window", None)
     if w is not None:
         out["_Window"] = w
@@ -78,6 +81,9 @@ def _enc(o):
     if isinstance(o, np.floating):
         return float(o)
     if isinstance(o, np.ndarray):
+        if o.dtype == np.bool_:  # bitmaps: 1 bit per entry, base64
+            return {"__nd__": "|b1", "shape": list(o.shape),
+                    "bits": base64.b64encode(np.packbits(o.ravel())).decode()}
         return {"__nd__": o.dtype.str, "shape": list(o.shape), "data": o.ravel().tolist()}
     if isinstance(o, (set, frozenset)):
         return {"__set__": _enc_items(o)}
@@ -86,6 +92,8 @@ def _enc(o):
     if isinstance(o, list):
         return _enc_items(o)
     if isinstance(o, dict):
+        if set(map(type, o)) <= _PLAIN and set(map(type, o.values())) <= _PLAIN:
+            return {"__map__": [[k, v] for k, v in o.items()]}
         return {"__map__": [[_enc(k), _enc(v)] for k, v in o.items()]}
     name = type(o).__name__
     if name not in _classes():
@@ -115,6 +123,10 @@ def _dec(o, classes: dict[str, type]):
     if not isinstance(o, dict):
         return o
     if "__nd__" in o:
+        if "bits" in o:
+            n = int(np.prod(o["shape"]))
+            bits = np.frombuffer(base64.b64decode(o["bits"]), dtype=np.uint8)
+            return np.unpackbits(bits, count=n).astype(bool).reshape(o["shape"])
         return np.asarray(o["data"], dtype=np.dtype(o["__nd__"])).reshape(o["shape"])
     if "__set__" in o:
         items = o["__set__"]
@@ -147,12 +159,24 @@ def encode_record(agg: WindowAggregator, applied_offset: int) -> bytes:
 
 def decode_record(raw: bytes) -> tuple[WindowAggregator, int]:
     d = orjson.loads(raw)
-    if d.get("format") != _FORMAT:
+    if d.get("format") not in (1, _FORMAT):
         raise ValueError(f"unknown window record format {d.get('format')!r}")
     agg = _dec(d["aggregator"], _classes())
     if not isinstance(agg, WindowAggregator):
         raise ValueError("window record does not hold a WindowAggregator")
+    if d["format"] == 1:
+        _upgrade_v1(agg)
     return agg, int(d["applied_offset"])
+
+
+def _upgrade_v1(agg: WindowAggregator) -> None:
+    """Format 1 windows (written before an upgrade) kept a set of items and a latency list."""
+    for w in agg._open.values():
+        items = vars(w).pop("predicted_items", set())
+        w.items_seen = np.zeros(agg.n_items + 1, dtype=bool)
+        w.mark_items(np.fromiter(items, dtype=np.int64, count=len(items)))
+        w.latency = LatencyHistogram()
+        w.latency.add_many(vars(w).pop("latencies_ms", []))
 
 
 # --------------------------------------------------------------------------- per partition
