@@ -25,6 +25,8 @@ class MetricsWindow:
     action_macro_f1: float | None = None
     coverage: float | None = None  # distinct predicted items / catalogue size
     events_per_s: float = 0.0  # processing rate while the window was open (wall clock)
+    #: end-to-end latency (event time -> prediction) percentiles, nearest rank, from a
+    #: log-bucket histogram: within 1 % of the exact value
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
