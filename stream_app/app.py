@@ -27,6 +27,7 @@ import faust
 from model_core.predictor import Recommender
 from model_core.sequence_state import UserState
 from stream_app import end_offsets
+from stream_app.batching import take_batches
 from stream_app.online import WindowAggregator
 from stream_app.processor import BatchProcessor, RawRecord
 from stream_app.publisher import BatchPublisher
@@ -252,7 +253,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     async def process_events(stream):
         loop = asyncio.get_running_loop()
         within = settings.batch_wait_ms / 1000.0
-        async for batch in stream.take_events(settings.batch_size, within=within):
+        async for batch in take_batches(stream, settings.batch_size, within):
             swapper.apply_pending()  # hot swap: only between batches
             in_batch[0] = True
             records = [RawRecord(e.message.key, e.value, e.message.topic, e.message.partition,
