@@ -7,6 +7,7 @@ output topic::
     raw            plain aiokafka consume -> produce loop (the ceiling of any Kafka app here)
     faust_naive    Faust agent, one ``await send`` + one table update per event
     faust_ceiling  Faust agent over ``take_events`` that does nothing (one send per batch)
+    faust_ceiling_tb  the same over seqstream's ``take_batches`` (the batching the worker uses)
     seqstream_noop seqstream's own worker (``create_app`` + ``run_worker``) with a no-op model
     model_<name>   the model's batched ``predict_topk`` over the same sequences, no Kafka
     seqstream_<name>  ``seqstream worker --model CKPT`` (GRU4Rec, SASRec), full-catalogue top-K
@@ -48,7 +49,8 @@ from schemas.actions import ACTIONS
 from schemas.event import Event
 from schemas.exceptions import SeqstreamError
 
-KAFKA_VARIANTS = ("raw", "faust_naive", "faust_ceiling", "seqstream_noop")
+KAFKA_VARIANTS = ("raw", "faust_naive", "faust_ceiling", "faust_ceiling_tb", "seqstream_noop")
+CEILINGS = ("faust_ceiling", "faust_ceiling_tb")  # one output per batch: {"n": .., "ts": [..]}
 NEURAL = ("gru4rec", "sasrec")
 ALL_VARIANTS = (*KAFKA_VARIANTS, *(f"model_{m}" for m in NEURAL),
                 *(f"seqstream_{m}" for m in NEURAL))
@@ -380,9 +382,18 @@ def _faust_variant(settings, variant: str) -> None:
     else:
         within = settings.batch_wait_ms / 1000.0
 
+        if variant == "faust_ceiling_tb":
+            from stream_app.batching import take_batches
+
+            def batches(stream):
+                return take_batches(stream, settings.batch_size, within)
+        else:
+            def batches(stream):
+                return stream.take_events(settings.batch_size, within=within)
+
         @app.agent(src, name="ceiling")
         async def ceiling(stream):  # batches, nothing done; one send per batch to measure
-            async for batch in stream.take_events(settings.batch_size, within=within):
+            async for batch in batches(stream):
                 await dst.send(value=dumps({
                     "n": len(batch), "ts": [int(e.message.timestamp * 1000) for e in batch]}))
 
@@ -442,7 +453,7 @@ def child_main(argv: list[str]) -> int:
     if variant == "raw":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_raw_passthrough(settings))
-    elif variant in ("faust_naive", "faust_ceiling"):
+    elif variant in ("faust_naive", *CEILINGS):
         _faust_variant(settings, variant)
     elif variant == "seqstream_noop":
         from stream_app.app import run_worker
@@ -490,7 +501,7 @@ def analyse(name: str, outputs: list[tuple[int, bytes]], drain_ids: set[str] | N
     drain_pts: list[tuple[int, int]] = []
     lat: list[float] = []
     n = 0
-    if name == "faust_ceiling":
+    if name in CEILINGS:
         for ts, val in outputs:
             d = orjson.loads(val)
             n += d["n"]
@@ -670,7 +681,7 @@ class Bench:
     async def _measure(self, bootstrap: str, settings, variant: str, drain_ids: set[str],
                        extra: list[tuple[bytes, bytes]], worker) -> RunResult:
         cfg = self.cfg
-        per_event = variant != "faust_ceiling"
+        per_event = variant not in CEILINGS
         col = Collector(bootstrap, settings.topic("predictions"))
         await col.start(cfg.partitions)
         try:
@@ -737,6 +748,9 @@ class Bench:
             "runs": {k: asdict(v) for k, v in runs.items()},
             "state": state,
             "ratio_machinery_vs_faust_ceiling": ratio("seqstream_noop", "faust_ceiling"),
+            # beside it: against a do-nothing agent over the batching the worker itself uses
+            "ratio_machinery_vs_ceiling_take_batches": ratio("seqstream_noop",
+                                                             "faust_ceiling_tb"),
             "ratio_machinery_vs_raw": ratio("seqstream_noop", "raw"),
             "ratio_model_path_gru4rec": ratio("seqstream_gru4rec", "model_gru4rec"),
             "ratio_model_path_sasrec": ratio("seqstream_sasrec", "model_sasrec"),
@@ -798,6 +812,9 @@ def format_table(summary: dict) -> str:
         met = None if v is None else (v <= target if lower_is_better else v >= target)
         rows.append(f"| {key} | {'-' if v is None else v} | {'≤' if lower_is_better else '≥'} "
                     f"{target} | {'-' if met is None else ('yes' if met else 'no')} |")
+    if summary.get("ratio_machinery_vs_ceiling_take_batches") is not None:
+        rows.append("| (beside it) ratio_machinery_vs_ceiling_take_batches | "
+                    f"{summary['ratio_machinery_vs_ceiling_take_batches']} | | |")
     cr = summary.get("cpu_ratios") or {}
     rows += ["", "per CPU-second: " + ", ".join(f"{k} {v}" for k, v in cr.items())]
     return "\n".join(rows)
