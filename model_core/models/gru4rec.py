@@ -6,6 +6,15 @@ Losses from :class:`~model_core.models.base.SequenceModule`: full cross-entropy 
 sampled softmax (``sampled``: shared popularity/uniform negatives, ``in_batch`` adds the
 batch's other targets as negatives, ``logq`` correction), or ``gbce``.
 
+GRU4Rec's own training recipe (Hidasi & Karatzoglou, 2018) is available as options:
+``bias`` (an output item bias), ``final_act`` (tanh / elu on the output state),
+``init="uniform"`` (its +-sqrt(6 / (fan_in + fan_out)) initialisation), its logQ correction of
+in-batch candidates by item count (:meth:`GRU4RecModule.set_item_counts`, set by the trainer),
+and session-parallel mini-batches with one step of back-propagation
+(:meth:`GRU4RecModule.parallel_loss`, ``batch_order="parallel"`` in
+:func:`model_core.train.train_model`), trained with Adagrad with momentum
+(:class:`model_core.models.optim.AdagradM`, ``optimizer="adagrad"``).
+
 Streaming: :meth:`GRU4RecModule.step` advances a cached state by one event, and
 :meth:`GRU4RecModule.output_of_state` turns it into the vector scored against the catalogue,
 so a new event costs one cell step instead of a pass over the whole sequence.
