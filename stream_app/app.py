@@ -253,6 +253,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     async def process_events(stream):
         loop = asyncio.get_running_loop()
         within = settings.batch_wait_ms / 1000.0
+        store_get = table.data.get
         async for batch in take_batches(stream, settings.batch_size, within):
             swapper.apply_pending()  # hot swap: only between batches
             in_batch[0] = True
@@ -270,7 +271,8 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                     user = ev.user_id
                     if user not in states:
                         stream._set_current_event(batch[p])
-                        raw = table.get(user.encode())
+                        # the store itself: Table.get adds Faust's per-key sensor calls
+                        raw = store_get(user.encode())
                         states[user] = swapper.adapt(UserState.decode(raw)) if raw else None
                     last_of_user[user] = batch[p]
                 seen_parts: set[int] = set()
