@@ -74,10 +74,15 @@ def test_swap_mid_replay(stream_settings, tmp_path):
         worker.wait_ready(90)
         half = len(events) // 2
         replay_events(settings, events[:half], progress=False)
-        publish_checkpoint(tmp_path / "v2", watch)  # mid-stream: the backlog is still there
+        publish_checkpoint(tmp_path / "v2", watch)  # mid-stream: part of the first half may
+        # still be queued; the second half is sent once the worker has switched (a fast worker
+        # can otherwise finish every event before its next poll of the watched directory)
+        deadline = time.monotonic() + 30
+        while f"{SWAP_MARK} to {v2.version}" not in worker.log_text():
+            assert time.monotonic() < deadline, worker.log_text()[-2000:]
+            time.sleep(0.2)
         replay_events(settings, events[half:], progress=False)
         preds = read_topic(settings, "predictions", expect=len(events), timeout_s=120)
-        assert f"{SWAP_MARK} to {v2.version}" in worker.log_text()
         # the control topic reaches the worker too
         pop = create_model("popular", v2.vocab)
         pop.fit(group_by_user(events[:3000], v2.vocab))
