@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,19 @@ class SeqstreamApp:
     partition_windows: PartitionWindows  # the worker's crash-safe windows, per input partition
 
 
+@contextlib.contextmanager
+def current_event_restored(stream):
+    """Run a block that sets ``stream``'s current event per key (a Faust table or store picks
+    its partition from it), then restore the stream's own. The block must not ``await``:
+    take_batches' processor reads ``stream.current_event`` to pair each value with its event,
+    and a stale one there would pair later values with the wrong events."""
+    saved = stream.current_event
+    try:
+        yield
+    finally:
+        stream._set_current_event(saved)
+
+
 async def write_states(stream, table, publisher: BatchPublisher, touched: dict,
                        last_event_of_user: dict,
                        first: list[tuple[bytes, bytes, object]] = ()) -> None:
@@ -75,10 +89,6 @@ async def write_states(stream, table, publisher: BatchPublisher, touched: dict,
     the caller acks its input after its state is durable (at-least-once); then the store
     learns the last changelog offset it holds (RocksDB recovery starts after it).
 
-    The stream's own current event is restored with no ``await`` in between: take_events'
-    buffer task reads ``stream.current_event`` to pair each value with its event, and a stale
-    one there would pair later values with the wrong events.
-
     ``first``: (key, value, event) records written before the user states (the partitions'
     window records: in each changelog partition they must precede that batch's states).
     """
@@ -86,20 +96,13 @@ async def write_states(stream, table, publisher: BatchPublisher, touched: dict,
 
     store = table.data
     by_part: dict[int, list[tuple[bytes, bytes]]] = {}
-    saved = stream.current_event
-    try:
-        for key, value, event in first:
+    states = ((user.encode(), st.encode(), last_event_of_user[user])
+              for user, st in touched.items())
+    with current_event_restored(stream):
+        for key, value, event in itertools.chain(first, states):
             stream._set_current_event(event)
             store[key] = value
             by_part.setdefault(event.message.partition, []).append((key, value))
-        for user, st in touched.items():
-            event = last_event_of_user[user]
-            stream._set_current_event(event)
-            key, value = user.encode(), st.encode()
-            store[key] = value
-            by_part.setdefault(event.message.partition, []).append((key, value))
-    finally:
-        stream._set_current_event(saved)
     if not by_part:
         return
     topic = table.changelog_topic.get_topic_name()
@@ -264,9 +267,8 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             states: dict[str, UserState | None] = {}
             last_of_user: dict[str, object] = {}
             # A rocksdb:// table reads the partition of the *current event*: each read runs
-            # with an event of the key's own partition (restored after, no await between).
-            saved_event = stream.current_event
-            try:
+            # with an event of the key's own partition
+            with current_event_restored(stream):
                 for p, ev in zip(positions, events, strict=True):
                     user = ev.user_id
                     if user not in states:
@@ -281,8 +283,6 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                         seen_parts.add(r.partition)
                         stream._set_current_event(e)
                         pwindows.part(r.partition)
-            finally:
-                stream._set_current_event(saved_event)
             result = None
             model_s = None
             if events:

@@ -54,9 +54,6 @@ class LatencyHistogram:
         for b, k in zip(buckets.tolist(), counts.tolist(), strict=True):
             c[b] = c.get(b, 0) + k
 
-    def add(self, value: float) -> None:
-        self.add_many([value])
-
     def merge(self, other: LatencyHistogram) -> None:
         if other.accuracy != self.accuracy:
             raise ValueError("cannot merge latency histograms of different accuracy")
@@ -83,6 +80,3 @@ class LatencyHistogram:
             pos = int(np.searchsorted(cum, rank, side="right"))
             out.append(0.0 if pos == 0 else self._value(order[pos - 1]))
         return out
-
-    def __len__(self) -> int:
-        return self.n

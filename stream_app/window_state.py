@@ -129,12 +129,9 @@ def _dec(o, classes: dict[str, type]):
             return np.unpackbits(bits, count=n).astype(bool).reshape(o["shape"])
         return np.asarray(o["data"], dtype=np.dtype(o["__nd__"])).reshape(o["shape"])
     if "__set__" in o:
-        items = o["__set__"]
-        if set(map(type, items)) <= _PLAIN:
-            return set(items)
-        return {_dec(x, classes) for x in items}
+        return set(_dec(o["__set__"], classes))
     if "__tuple__" in o:
-        return tuple(_dec(x, classes) for x in o["__tuple__"])
+        return tuple(_dec(o["__tuple__"], classes))
     if "__map__" in o:
         return {_hashable(_dec(k, classes)): _dec(v, classes) for k, v in o["__map__"]}
     if "__obj__" in o:
