@@ -468,8 +468,8 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
                          minlength=len(vocab))[: len(vocab)]
     sampler = NegativeSampler(vocab.n_items, counts, float(module.sample_alpha), device, seed)
     order = str(tcfg["batch_order"])
-    rows = build_rows(by_start_time(data) if order in ("time", "parallel") else data,
-                      model.max_len, bool(tcfg["windows"]))
+    ordered = by_start_time(data) if order in ("time", "parallel") else data
+    rows = build_rows(ordered, model.max_len, bool(tcfg["windows"]))
     if not rows.inputs:
         raise ValueError("no training sequence has two or more known events; nothing to learn")
     steps = None
@@ -479,7 +479,7 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
         if module.inputs.features or model_cfg["action_head"]:
             raise ValueError("batch_order 'parallel' trains items only: no side features, "
                              "no action head (action_head=False)")
-        steps = session_parallel_steps(by_start_time(data).items, int(tcfg["batch_size"]))
+        steps = session_parallel_steps(ordered.items, int(tcfg["batch_size"]))
     if hasattr(module, "set_item_counts"):
         module.set_item_counts(counts)
     sparse_w = module.item_emb.sparse_weight
