@@ -65,7 +65,14 @@ TRAIN_DEFAULTS: dict = {
     # blocks of batches in that order every epoch; parallel (gru4rec): GRU4Rec's
     # session-parallel mini-batches, one event per sequence per step, truncated BPTT of 1
     "batch_order": "length",
+    # learning rate over training: constant, or linear warm-up (warmup_epochs) then cosine /
+    # linear decay to lr * min_lr_ratio at the end of `epochs` (or of max_seconds, whichever
+    # comes first: progress is the larger of the step and the time fraction)
+    "lr_schedule": "constant",
+    "warmup_epochs": 0.0,
+    "min_lr_ratio": 0.0,
 }
+LR_SCHEDULES = ("constant", "cosine", "linear")
 #: Training options that also belong to the model's config.
 _SHARED = ("max_len",)
 VALID_KS = (10, 20)
@@ -391,6 +398,25 @@ def _warm_start(model: NeuralRecommender, directory: str) -> None:
                               f"{str(e)[:200]}") from None
 
 
+def lr_factor(schedule: str, progress: float, warm: float = 0.0, floor: float = 0.0) -> float:
+    """Multiplier of the base learning rate at ``progress`` in [0, 1] of the training budget.
+
+    ``warm``: the fraction of the budget spent warming up linearly from 0; after it, constant,
+    or a cosine / linear decay from 1 to ``floor`` at progress 1.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {schedule!r}")
+    p = min(max(progress, 0.0), 1.0)
+    if warm > 0 and p < warm:
+        return p / warm
+    if schedule == "constant":
+        return 1.0
+    q = (p - warm) / (1.0 - warm) if warm < 1 else 1.0
+    if schedule == "cosine":
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * q))
+    return floor + (1.0 - floor) * (1.0 - q)
+
+
 def _auto_loss(n_items: int) -> str:
     return "ce" if n_items <= 20_000 else "sampled"
 
@@ -499,6 +525,18 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     use_g = module.inputs.uses_gaps
     best_score, best_state, bad = -1.0, None, 0
     max_s = tcfg["max_seconds"]
+    schedule = str(tcfg["lr_schedule"])
+    lr_factor(schedule, 0.0)  # a bad name fails before the first epoch
+    base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]
+    n_epochs = int(tcfg["epochs"])
+    warm = min(1.0, float(tcfg["warmup_epochs"]) / max(1, n_epochs))
+    scheduled = schedule != "constant" or warm > 0
+    steps_per_epoch = 1
+    if scheduled:  # batches per epoch (their count does not depend on the shuffling)
+        steps_per_epoch = len(steps) if steps is not None else len(
+            _batches(rows, int(tcfg["batch_size"]), np.random.default_rng(0), order))
+    total_steps = max(1, n_epochs * steps_per_epoch)
+    step_no = 0
     t_start = time.perf_counter()
     with _Progress(progress) as prog:
         for epoch in range(1, int(tcfg["epochs"]) + 1):
@@ -520,6 +558,15 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
                     loss, _ = module.loss(batch, targets,
                                           tacts if model_cfg["action_head"] else None, sampler)
                     k = int((targets > 0).sum())
+                if scheduled:
+                    prog_f = (step_no + 1) / total_steps  # the last step ends the schedule
+                    if max_s:
+                        prog_f = max(prog_f, (time.perf_counter() - t_start) / float(max_s))
+                    f = lr_factor(schedule, prog_f, warm, float(tcfg["min_lr_ratio"]))
+                    for opt, lrs in zip(opts, base_lrs, strict=True):
+                        for g, lr0 in zip(opt.param_groups, lrs, strict=True):
+                            g["lr"] = lr0 * f
+                step_no += 1
                 for opt in opts:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -541,6 +588,7 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
             history.train_cpu_seconds += time.process_time() - c0
             history.train_events += n_ev
             rec = {"epoch": epoch, "loss": round(total_loss / max(1, n_ev), 5),
+                   "lr": float(f"{opts[0].param_groups[0]['lr']:.3g}"),
                    "seconds": round(secs, 2), "cpu_seconds": round(time.process_time() - c0, 2),
                    "events_per_s": round(n_ev / max(secs, 1e-9), 1)}
             module.eval()
@@ -624,5 +672,6 @@ def data_hash(paths: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
-__all__ = ["TRAIN_DEFAULTS", "Cases", "TrainHistory", "as_cases", "case_ranks", "data_hash",
-           "item_category_table", "sequences_from_events", "train_model", "validate"]
+__all__ = ["LR_SCHEDULES", "TRAIN_DEFAULTS", "Cases", "TrainHistory", "as_cases", "case_ranks",
+           "data_hash", "item_category_table", "lr_factor", "sequences_from_events", "train_model",
+           "validate"]

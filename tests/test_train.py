@@ -218,3 +218,28 @@ def test_warm_start_continues_from_a_checkpoint(tmp_path):
         train_model("sasrec", train, None,
                     config={**FAST, "epochs": 1, "init_from": str(tmp_path / "a")},
                     progress=False, vocab=vocab)
+
+
+def test_train_command_model_and_schedule_options(synth_log, tmp_path, capsys):
+    from stream_app.cli import main
+
+    base = ["train", "--data", str(synth_log), "--format", "jsonl", "--out", str(tmp_path / "s"),
+            "--protocol", "loo", "--epochs", "2", "--dim", "16", "--max-len", "20", "--quiet",
+            "--threads", "1", "--device", "cpu"]
+    rc = main(base + ["--model", "sasrec", "--block", "sasrec", "--ffn-mult", "1",
+                      "--activation", "relu", "--attn-dropout", "0.1", "--loss", "sampled",
+                      "--negatives", "64", "--loss-dtype", "bfloat16", "--lr-schedule", "cosine",
+                      "--warmup-epochs", "0.5", "--min-lr-ratio", "0.1"])
+    assert rc == 0
+    m = load_model(tmp_path / "s", device="cpu")
+    assert (m.config["block"], m.config["ffn_mult"], m.config["act"]) == ("sasrec", 1, "relu")
+    assert m.config["attn_dropout"] == 0.1 and m.config["loss_dtype"] == "bfloat16"
+    run = read_meta(tmp_path / "s")["training"][0]
+    assert run["config"]["lr_schedule"] == "cosine" and run["config"]["warmup_epochs"] == 0.5
+    assert run["epochs"][-1]["lr"] == pytest.approx(1e-4, rel=0.01)  # --lr 1e-3 * 0.1
+    rc = main(base[:6] + [str(tmp_path / "g")] + base[7:]
+              + ["--model", "gru4rec", "--embed-dropout", "0.25", "--block", "sasrec"])
+    assert rc == 0
+    g = load_model(tmp_path / "g", device="cpu")
+    assert g.config["embed_dropout"] == 0.25 and "block" not in g.config
+    capsys.readouterr()

@@ -34,6 +34,20 @@ def register(sub) -> None:
     p.add_argument("--layers", type=int, default=None)
     p.add_argument("--heads", type=int, default=None, help="sasrec: attention heads")
     p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--attn-dropout", type=float, default=None,
+                   help="sasrec: dropout on attention weights (default 0)")
+    p.add_argument("--block", default=None, choices=("prenorm", "sasrec"),
+                   help="sasrec block shape: prenorm (default) or the SASRec paper's "
+                        "(layer-normed query, post-attention layer norm)")
+    p.add_argument("--ffn-mult", type=int, default=None,
+                   help="sasrec: feed-forward width = ffn_mult * dim (default 4; paper: 1)")
+    p.add_argument("--activation", dest="act", default=None, choices=("gelu", "relu"),
+                   help="sasrec: feed-forward activation (default gelu; paper: relu)")
+    p.add_argument("--loss-dtype", default=None, choices=("float32", "bfloat16"),
+                   help="sasrec: score matrix and softmax of the ce/sampled loss in bfloat16 "
+                        "(faster on AMX CPUs and GPUs; default float32)")
+    p.add_argument("--embed-dropout", type=float, default=None,
+                   help="gru4rec: dropout on the input item embeddings (default 0)")
     p.add_argument("--cell", default=None, choices=("gru", "lstm"), help="gru4rec cell")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
@@ -60,6 +74,14 @@ def register(sub) -> None:
                    help="length: similar lengths together, shuffled; time: sequences by start "
                         "time, blocks of batches in that order; parallel (gru4rec): "
                         "GRU4Rec's session-parallel mini-batches of --batch-size events")
+    g.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine", "linear"),
+                   help="learning rate: constant, or (after --warmup-epochs) cosine / linear "
+                        "decay to lr * --min-lr-ratio at the end of --epochs (or of "
+                        "--max-seconds, whichever comes first)")
+    g.add_argument("--warmup-epochs", type=float, default=0.0,
+                   help="linear learning-rate warm-up from 0 over this many epochs")
+    g.add_argument("--min-lr-ratio", type=float, default=0.0,
+                   help="final learning rate of a decaying schedule, as a fraction of --lr")
     g.add_argument("--logq", action="store_true",
                    help="sampled: subtract log sampling probability (logQ correction)")
     g.add_argument("--dense-emb", action="store_true",
@@ -107,6 +129,8 @@ def _config(args) -> dict:
         "features": [f.strip() for f in args.features.split(",") if f.strip()],
         "optimizer": args.optimizer, "momentum": args.momentum, "grad_clip": args.grad_clip,
         "batch_order": args.batch_order, "logq": args.logq,
+        "lr_schedule": args.lr_schedule, "warmup_epochs": args.warmup_epochs,
+        "min_lr_ratio": args.min_lr_ratio,
         # the session protocol ranks without excluding the session's earlier clicks
         # (repeat clicks are targets), so its validation must not exclude them either
         "valid_exclude_history": (args.valid_history == "exclude" if args.valid_history
@@ -121,15 +145,17 @@ def _config(args) -> dict:
                 cfg[k] = getattr(args, k)
     if args.no_action_head:
         cfg["action_head"] = False
-    for k in ("hidden", "layers", "heads", "dropout", "cell"):
+    sas_only = ("heads", "attn_dropout", "block", "ffn_mult", "act", "loss_dtype")
+    for k in ("hidden", "layers", "dropout", "cell", "embed_dropout") + sas_only:
         v = getattr(args, k)
         if v is not None:
             cfg[k] = v
     if args.model == "gru4rec":
-        cfg.pop("heads", None)
+        for k in sas_only:
+            cfg.pop(k, None)
     if args.model == "sasrec":
-        cfg.pop("hidden", None)
-        cfg.pop("cell", None)
+        for k in ("hidden", "cell", "embed_dropout"):
+            cfg.pop(k, None)
     if args.model not in ("gru4rec", "sasrec"):
         cfg = {k: v for k, v in cfg.items() if k in ("epochs", "device", "threads", "max_len",
                                                       "valid_max_cases", "valid_exclude_history")}
