@@ -127,6 +127,24 @@ class RankingAccumulator:
                 self.sums[f"ndcg@{k}"] += 1.0 / math.log2(rank + 1.0)
                 self.sums[f"mrr@{k}"] += 1.0 / rank
 
+    def update_many(self, ranks: Iterable[float]) -> None:
+        """``update`` for each rank in turn (the same sums, added in the same order)."""
+        ranks = ranks if isinstance(ranks, list) else list(ranks)
+        self.n += len(ranks)
+        hits = [r for r in ranks if r != MISS]
+        sums = self.sums
+        for k in self.ks:
+            at_k = [r for r in hits if r <= k]
+            if not at_k:
+                continue
+            hr, ndcg, mrr = f"hr@{k}", f"ndcg@{k}", f"mrr@{k}"
+            n_hit, s_ndcg, s_mrr = sums[hr], sums[ndcg], sums[mrr]
+            for r in at_k:
+                n_hit += 1.0
+                s_ndcg += 1.0 / math.log2(r + 1.0)
+                s_mrr += 1.0 / r
+            sums[hr], sums[ndcg], sums[mrr] = n_hit, s_ndcg, s_mrr
+
     def merge(self, other: RankingAccumulator) -> None:
         self.n += other.n
         for key, v in other.sums.items():

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from zlib import crc32
 
 import numpy as np
 
 from model_core.metrics import MISS, RankingAccumulator, confusion_matrix, report_from_confusion
 from model_core.predictor import Recommender, SequenceBatch, TopK
-from model_core.sequence_state import UserState, event_hash
-from schemas.actions import ACTIONS, N_ACTIONS, action_index
+from model_core.sequence_state import UserState
+from schemas.actions import ACTIONS, N_ACTIONS
 from schemas.event import Event
+
+_ACTION_INDEX = {a: i for i, a in enumerate(ACTIONS)}
 
 
 @dataclass(slots=True)
@@ -73,17 +76,33 @@ class PrequentialEngine:
         targets = [0] * n
         true_actions = [0] * n
         duplicates: list[int] = []
+        hashes = [crc32(ev.event_id.encode()) for ev in events]  # event_hash, inlined
+        for ev in events:
+            if ev.user_id not in work:
+                work[ev.user_id] = _UserWork(states.get(ev.user_id) or UserState())
+        # redeliveries: an event id already in its user's stored window. One batch-wide test
+        # against every stored id hash; only the events it flags (true redeliveries, or a
+        # hash another user's window also holds) are looked up in their own user's window
+        stored = [w.state.hashes for w in work.values() if w.base]
+        maybe_stored = (np.isin(np.asarray(hashes, dtype=np.uint32),
+                                np.concatenate(stored)).tolist() if stored else [False] * n)
+        action_of = _ACTION_INDEX
+        # the batch's new (not redelivered) events, in order; each user's are at w.new_at
+        new_items: list[int] = []
+        new_actions: list[int] = []
+        new_ts: list[int] = []
+        new_hashes: list[int] = []
+        new_fields = (new_items, new_actions, new_ts, new_hashes)
         for i, ev in enumerate(events):
-            user = ev.user_id
-            w = work.get(user)
-            if w is None:
-                w = work[user] = _UserWork(states.get(user) or UserState())
-            h = event_hash(ev.event_id)
+            w = work[ev.user_id]
+            h = hashes[i]
             length = w.length
             start = length - max_len if length > max_len else 0
-            pos = w.position_of(h, start)
+            pos = w.new_pos.get(h, -1) if w.new_pos else -1
+            if pos < start:
+                pos = w.stored_position(h, start) if maybe_stored[i] else -1
             if (pos < 0 and offsets is not None and offsets[i] <= w.source_offset
-                    and length >= max_len and ev.timestamp_ms <= w.timestamp_at(start)):
+                    and length >= max_len and ev.timestamp_ms <= w.timestamp_at(start, new_ts)):
                 # A redelivery of an event that has already slid out of the id-hash window
                 # (a user with more than max_len events in the redelivered range): its input
                 # offset is at or below the highest applied, and it is older than the window.
@@ -99,23 +118,26 @@ class PrequentialEngine:
             elif w.state.last_pred_action != -1 or len(w.state.last_pred_items):
                 prev_refs[i] = ("state", w.state.last_pred_items, w.state.last_pred_action)
             item = index(ev.item_id)
-            action = action_index(ev.action)
-            w.add(item, action, ev.timestamp_ms, h)
+            action = action_of[ev.action]
+            w.new_pos[h] = length
+            w.new_at.append(len(new_items))
+            new_items.append(item)
+            new_actions.append(action)
+            new_ts.append(ev.timestamp_ms)
+            new_hashes.append(h)
             if offsets is not None and offsets[i] > w.source_offset:
                 w.source_offset = offsets[i]
-            length += 1
+            w.length = length = length + 1
             row_start[i] = length - max_len if length > max_len else 0
             row_end[i] = length
             targets[i] = item
             true_actions[i] = action
             w.last_row = i
 
-        for w in work.values():
-            w.join(max_len)
-        rows_items = [w.items[s:e] for w, s, e in zip(row_work, row_start, row_end, strict=True)]
-        rows_actions = [w.actions[s:e]
-                        for w, s, e in zip(row_work, row_start, row_end, strict=True)]
-        rows_ts = [w.timestamps[s:e] for w, s, e in zip(row_work, row_start, row_end, strict=True)]
+        joined = _join(list(work.values()), new_fields)
+        rows_items, rows_actions, rows_ts = (
+            [f[w.at + s:w.at + e] for w, s, e in zip(row_work, row_start, row_end, strict=True)]
+            for f in joined[:3])
 
         topk = self.model.predict_topk(
             SequenceBatch(rows_items, rows_actions, rows_ts), self.k,
@@ -137,7 +159,11 @@ class PrequentialEngine:
         touched: dict[str, UserState] = {}
         for user, w in work.items():
             st = w.state
-            st.items, st.actions, st.timestamps_ms, st.hashes = w.final_arrays(max_len)
+            if w.new_at:  # the last max_len events, copied out of the batch's arrays
+                a = w.at + (w.length - max_len if w.length > max_len else 0)
+                b = w.at + w.length
+                st.items, st.actions, st.timestamps_ms, st.hashes = (
+                    f[a:b].copy() for f in joined)
             st.source_offset = w.source_offset
             if w.last_row >= 0:
                 st.last_pred_items = pred_items[w.last_row].astype(np.int32)
@@ -150,70 +176,56 @@ class PrequentialEngine:
 class _UserWork:
     """One user's sequence during a batch: the stored arrays + the batch's new events."""
 
-    __slots__ = ("state", "base", "length", "new_items", "new_actions", "new_ts", "new_hashes",
-                 "_hpos", "source_offset", "last_row", "items", "actions", "timestamps",
-                 "hashes")
+    __slots__ = ("state", "base", "length", "new_at", "new_pos", "source_offset", "last_row",
+                 "at")
 
     def __init__(self, state: UserState) -> None:
         self.state = state
         self.base = len(state.items)
         self.length = self.base
-        self.new_items: list[int] = []
-        self.new_actions: list[int] = []
-        self.new_ts: list[int] = []
-        self.new_hashes: list[int] = []
-        self._hpos: dict[int, int] | None = None
+        self.new_at: list[int] = []  # where this user's new events are in the batch's lists
+        self.new_pos: dict[int, int] = {}  # id hash -> position, for this batch's events
         self.source_offset = state.source_offset
         self.last_row = -1
+        self.at = 0  # where the user's joined sequence starts in the batch's joined arrays
 
-    def position_of(self, h: int, start: int) -> int:
-        """Position of event-id hash ``h`` in the current window (from ``start``), or -1."""
-        if self._hpos is None:
-            if not self.length:
-                return -1
-            self._hpos = dict(zip(self.state.hashes.tolist(), range(self.base), strict=True))
-        pos = self._hpos.get(h, -1)
-        return pos if pos >= start else -1
+    def stored_position(self, h: int, start: int) -> int:
+        """Position of id hash ``h`` among the stored events in the window (from
+        ``start``), or -1."""
+        hit = np.flatnonzero(self.state.hashes[start:self.base] == h)
+        return start + int(hit[-1]) if len(hit) else -1
 
-    def timestamp_at(self, pos: int) -> int:
+    def timestamp_at(self, pos: int, new_ts: list[int]) -> int:
         if pos < self.base:
             return int(self.state.timestamps_ms[pos])
-        return self.new_ts[pos - self.base]
+        return new_ts[self.new_at[pos - self.base]]
 
-    def add(self, item: int, action: int, timestamp_ms: int, h: int) -> None:
-        if self._hpos is None:
-            self._hpos = (dict(zip(self.state.hashes.tolist(), range(self.base), strict=True))
-                          if self.base else {})
-        self._hpos[h] = self.length
-        self.new_items.append(item)
-        self.new_actions.append(action)
-        self.new_ts.append(timestamp_ms)
-        self.new_hashes.append(h)
-        self.length += 1
 
-    def join(self, max_len: int) -> None:
-        """The whole sequence seen in this batch (stored + new), one array per field."""
-        st = self.state
-        if not self.new_items:
-            self.items, self.actions = st.items, st.actions
-            self.timestamps, self.hashes = st.timestamps_ms, st.hashes
-            return
-        self.items = np.concatenate((st.items.astype(np.int32, copy=False),
-                                     np.array(self.new_items, dtype=np.int32)))
-        self.actions = np.concatenate((st.actions.astype(np.uint8, copy=False),
-                                       np.array(self.new_actions, dtype=np.uint8)))
-        self.timestamps = np.concatenate((st.timestamps_ms.astype(np.int64, copy=False),
-                                          np.array(self.new_ts, dtype=np.int64)))
-        self.hashes = np.concatenate((st.hashes.astype(np.uint32, copy=False),
-                                      np.array(self.new_hashes, dtype=np.uint32)))
+_DTYPES = (np.int32, np.uint8, np.int64, np.uint32)  # items, actions, times, id hashes
 
-    def final_arrays(self, max_len: int):
-        """The last ``max_len`` events (copies, so the batch's arrays can be freed)."""
-        if not self.new_items:
-            return self.items, self.actions, self.timestamps, self.hashes
-        s = self.length - max_len if self.length > max_len else 0
-        return (self.items[s:].copy(), self.actions[s:].copy(), self.timestamps[s:].copy(),
-                self.hashes[s:].copy())
+
+def _join(users: list[_UserWork], new_fields: tuple[list, ...]) -> list[np.ndarray]:
+    """Every user's whole sequence of the batch (stored events, then new ones), end to end in
+    one array per field (items, actions, times, hashes); sets each user's ``at``.
+
+    One concatenation and one gather per field for the whole batch, not one per user.
+    """
+    stored_at = 0
+    n_stored = sum(w.base for w in users)
+    order: list[int] = []  # for each joined position: where it is in stored + new
+    for w in users:
+        w.at = len(order)
+        order.extend(range(stored_at, stored_at + w.base))
+        order.extend([n_stored + k for k in w.new_at])
+        stored_at += w.base
+    gather = np.asarray(order, dtype=np.int64)
+    out = []
+    for f, (name, dtype) in enumerate(zip(("items", "actions", "timestamps_ms", "hashes"),
+                                          _DTYPES, strict=True)):
+        parts = [getattr(w.state, name) for w in users if w.base]
+        parts.append(np.asarray(new_fields[f], dtype=dtype))
+        out.append(np.concatenate(parts, dtype=dtype, casting="unsafe")[gather])
+    return out
 
 
 def _ranks(pred_items: np.ndarray, prev_refs: list, scored: list[int],

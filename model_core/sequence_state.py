@@ -15,6 +15,7 @@ redelivery (at-least-once input); it is not appended again and not scored again.
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from dataclasses import dataclass, field
 
@@ -25,6 +26,16 @@ _VERSION = 1
 assert _HEADER.size == 24
 
 _EMPTY_I32 = np.zeros(0, dtype=np.int32)
+_unpack_header = _HEADER.unpack_from
+_I4, _U1, _I8, _U4 = np.dtype("<i4"), np.dtype("u1"), np.dtype("<i8"), np.dtype("<u4")
+
+
+def _view(raw: bytes, dtype: np.dtype, count: int, offset: int) -> np.ndarray:
+    arr = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+    return arr if _NATIVE_LE else arr.astype(dtype.newbyteorder("="))
+
+
+_NATIVE_LE = sys.byteorder == "little"
 
 
 def event_hash(event_id: str) -> int:
@@ -78,24 +89,23 @@ class UserState:
 
     @classmethod
     def decode(cls, raw: bytes | None) -> UserState:
+        """The state ``raw`` encodes. On a little-endian machine its arrays are read-only
+        views of ``raw`` (no copy: a state is replaced, never changed in place)."""
         if not raw:
             return cls()
-        version, _flags, n, k, last_action, offset, tag = _HEADER.unpack_from(raw, 0)
+        version, _flags, n, k, last_action, offset, tag = _unpack_header(raw, 0)
         if version != _VERSION:
             raise ValueError(f"unknown user-state encoding version {version}")
+        end = _HEADER.size + 17 * n + 4 * k
+        if end != len(raw):
+            raise ValueError(f"user-state length {len(raw)} does not match its header ({end})")
         pos = _HEADER.size
-
-        def take(dtype: str, count: int) -> np.ndarray:
-            nonlocal pos
-            arr = np.frombuffer(raw, dtype=dtype, count=count, offset=pos)
-            pos += arr.nbytes
-            return arr.astype(dtype[1:] if dtype[0] in "<>" else dtype)  # owned, native order
-
-        items = take("<i4", n)
-        actions = take("u1", n)
-        ts = take("<i8", n)
-        hashes = take("<u4", n)
-        last = take("<i4", k)
-        if pos != len(raw):
-            raise ValueError(f"user-state length {len(raw)} does not match its header ({pos})")
+        items = _view(raw, _I4, n, pos)
+        pos += 4 * n
+        actions = _view(raw, _U1, n, pos)
+        pos += n
+        ts = _view(raw, _I8, n, pos)
+        pos += 8 * n
+        hashes = _view(raw, _U4, n, pos)
+        last = _view(raw, _I4, k, pos + 4 * n)
         return cls(items, actions, ts, hashes, last, last_action, offset, tag)

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from schemas.actions import normalize_action
+from schemas.actions import ACTIONS, normalize_action
 from schemas.exceptions import SchemaError
 
 #: Largest accepted size of one serialized event.
@@ -27,6 +27,7 @@ MAX_PRICE = 1e9
 
 _REQUIRED = ("event_id", "user_id", "item_id", "action", "timestamp_ms")
 _OPTIONAL_IDS = ("session_id", "category_id")
+_CANONICAL = frozenset(ACTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,20 @@ class Event:
     @classmethod
     def from_dict(cls, d: Any) -> Event:
         """Validate a decoded JSON object; raises :class:`SchemaError` with the reason."""
+        if type(d) is dict and len(d) == 5:
+            # the common record (the five required fields, string ids, a canonical action,
+            # an integer time) checked inline: the same rules as below, a third of the calls
+            e, u, i, a, t = (d.get("event_id"), d.get("user_id"), d.get("item_id"),
+                             d.get("action"), d.get("timestamp_ms"))
+            if (type(e) is str and type(u) is str and type(i) is str and type(t) is int
+                    and 0 < len(e) <= MAX_ID_CHARS and 0 < len(u) <= MAX_ID_CHARS
+                    and 0 < len(i) <= MAX_ID_CHARS and type(a) is str and a in _CANONICAL
+                    and MIN_TIMESTAMP_MS <= t <= MAX_TIMESTAMP_MS):
+                return cls(e, u, i, a, t)
+        return cls._from_dict_checked(d)
+
+    @classmethod
+    def _from_dict_checked(cls, d: Any) -> Event:
         if not isinstance(d, dict):
             raise SchemaError(f"event must be a JSON object, got {type(d).__name__}")
         missing = [k for k in _REQUIRED if k not in d or d[k] is None]

@@ -24,8 +24,8 @@ The worker calls :meth:`AlertMonitor.observe_batch` per micro-batch and
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
-import heapq
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -248,20 +248,22 @@ class AlertMonitor:
             out += self.observe_latencies([latencies_ms[i] for i in idx],
                                           [events[i].timestamp_ms for i in idx], now_ms)
             return out
-        push = heapq.heappush
-        buf = self._buffer
         marks = self._part_watermark
-        for i, ev in enumerate(events):
+        for i, ev in enumerate(events):  # each partition's latest event time
             ts = ev.timestamp_ms
             part = partitions[i]
             if ts > marks.get(part, -(1 << 62)):
                 marks[part] = ts
-            if i not in dup:
-                self._seq += 1
-                push(buf, (ts, self._seq, 1, float(latencies_ms[i])))
-        for sc in result.scores:
-            self._seq += 1
-            push(buf, (events[sc.index].timestamp_ms, self._seq, 0, float(sc.rank)))
+        seq = self._seq
+        new = [(ev.timestamp_ms, seq + i, 1, float(latencies_ms[i]))
+               for i, ev in enumerate(events) if i not in dup]
+        seq += len(events)
+        new += [(events[sc.index].timestamp_ms, seq + j, 0, float(sc.rank))
+                for j, sc in enumerate(result.scores)]
+        self._seq = seq + len(result.scores)
+        buf = self._buffer
+        buf += new
+        buf.sort()  # (time, arrival): both parts are nearly sorted, a cheap merge
         return self._release(min(marks.values()), now_ms)
 
     def flush(self, now_ms: int = 0) -> list[Alert]:
@@ -273,24 +275,22 @@ class AlertMonitor:
         self._part_watermark.clear()
 
     def _release(self, upto_ms: int | None, now_ms: int) -> list[Alert]:
+        """Feed the held observations up to event time ``upto_ms`` (all when None), and the
+        oldest beyond ``max_buffer``, in (event time, arrival) order."""
         buf = self._buffer
-        pop = heapq.heappop
-        hits: list[float] = []
-        hit_ts: list[int] = []
-        lats: list[float] = []
-        lat_ts: list[int] = []
-        cap = self.config.max_buffer
-        while buf and (upto_ms is None or buf[0][0] <= upto_ms or len(buf) > cap):
-            ts, _, kind, v = pop(buf)
-            if kind == 0:
-                hits.append(v)
-                hit_ts.append(ts)
-            else:
-                lats.append(v)
-                lat_ts.append(ts)
-        out = self.observe_hits(hits, hit_ts, now_ms) if hits else []
+        if upto_ms is None:
+            n = len(buf)
+        else:
+            n = max(bisect.bisect_right(buf, (upto_ms, 1 << 62)), len(buf) - self.config.max_buffer)
+        if n <= 0:
+            return []
+        out_now, self._buffer = buf[:n], buf[n:]
+        hits = [(ts, v) for ts, _, kind, v in out_now if kind == 0]
+        lats = [(ts, v) for ts, _, kind, v in out_now if kind == 1]
+        out = self.observe_hits([v for _, v in hits], [ts for ts, _ in hits],
+                                now_ms) if hits else []
         if lats:
-            out += self.observe_latencies(lats, lat_ts, now_ms)
+            out += self.observe_latencies([v for _, v in lats], [ts for ts, _ in lats], now_ms)
         return out
 
     @property

@@ -17,6 +17,7 @@ Dead letters carry no trusted event time: they are counted in the window(s) of t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -149,26 +150,118 @@ class WindowAggregator:
 
     # ------------------------------------------------------------------ feeding
     def add_batch(self, events: Sequence[Event], result: BatchResult,
-                  latencies_ms: Sequence[float], wall_ms: int) -> None:
+                  latencies_ms: Sequence[float], wall_ms: int,
+                  rows: Sequence[int] | None = None) -> None:
         """Account one processed batch (``latencies_ms[i]`` for ``events[i]``).
+
+        ``rows``: account only these rows of the batch (in order; default all).
 
         Throughput: the batch's wall time (since the previous batch was accounted; for the
         first batch, the oldest event's latency) is shared among the windows in proportion
         to their events in the batch, and a window's ``events_per_s`` is its events over its
         share. Live, that is the arrival rate; in a fast replay, the processing rate.
         """
-        per_event: list[list[_Window]] = []
-        in_batch: dict[int, tuple[_Window, int]] = {}
+        if rows is None:
+            rows = range(len(events))
+        rows = list(rows)
+        if not rows:
+            self._share_wall(wall_ms, latencies_ms, rows, {}, 0)
+            return
+        ts = [events[i].timestamp_ms for i in rows]
+        groups = self._groups_if_on_time(ts)
+        if groups is None:  # a late event: its windows depend on the events before it
+            self._add_rows_in_order(events, result, latencies_ms, wall_ms, rows)
+            return
+        # every event goes to the open windows of its time: one pass per window, not per event
+        n = len(rows)
+        dup = set(result.duplicates)
+        is_new = np.fromiter((i not in dup for i in rows), dtype=bool, count=n)
+        users = [events[i].user_id for i in rows]
+        rows_arr = np.asarray(rows, dtype=np.int64)
+        pos_of = {r: j for j, r in enumerate(rows)}
+        scores = (result.scores if n == len(events)
+                  else [s for s in result.scores if s.index in pos_of])
+        s_pos = np.fromiter((pos_of[s.index] for s in scores), dtype=np.int64,
+                            count=len(scores))
+        s_true = np.fromiter((s.action_true for s in scores), dtype=np.int64, count=len(scores))
+        s_pred = np.fromiter((s.action_pred for s in scores), dtype=np.int64, count=len(scores))
+        s_rank = [s.rank for s in scores]
+        member: dict[int, tuple[_Window, np.ndarray]] = {}  # id(window) -> (window, mask)
+        for sig_mask, windows in groups:
+            for w in windows:
+                got = member.get(id(w))
+                member[id(w)] = (w, sig_mask if got is None else (got[1] | sig_mask))
+        if self._pending_dead:
+            # dead letters seen before any valid event: they join the first event's windows
+            first = [w for w, mask in member.values() if mask[0]]
+            for w in first:
+                w.dead_letters += self._pending_dead
+            self._pending_dead = 0
+        lat = np.asarray(latencies_ms, dtype=np.float64)
+        top = result.topk.items
+        counted: list[tuple[_Window, np.ndarray]] = []
+        for w, mask in member.values():
+            w.predictions += int(mask.sum())
+            new_rows = np.flatnonzero(mask & is_new)
+            if len(new_rows):
+                w.events += len(new_rows)
+                w.users.update([users[j] for j in new_rows.tolist()])
+                counted.append((w, new_rows))
+            if len(s_pos):
+                sel = mask[s_pos]
+                if sel.any():
+                    w.ranking.update_many([r for r, m in zip(s_rank, sel.tolist(),
+                                                             strict=True) if m])
+                    sel &= s_pred >= 0
+                    if sel.any():
+                        np.add.at(w.confusion, (s_true[sel], s_pred[sel]), 1)
+        for w, new_rows in counted:
+            batch_rows = rows_arr[new_rows]
+            w.latency.add_many(lat[batch_rows])
+            w.mark_items(np.asarray(top[batch_rows]).ravel())
+        top_ts = max(ts)
+        if self.watermark_ms is None or top_ts > self.watermark_ms:
+            self.watermark_ms = top_ts
+        self._share_wall(wall_ms, latencies_ms, rows,
+                         {id(w): (w, len(r)) for w, r in counted}, int(is_new.sum()))
+
+    def _groups_if_on_time(self, ts: list[int]) -> list[tuple[np.ndarray, list[_Window]]] | None:
+        """Events grouped by the windows of their time: [(mask over ``ts``, windows)], or
+        None when one of them is late (some of its windows were published already)."""
+        t = np.asarray(ts, dtype=np.int64)
+        # an event's windows follow from its tumbling window and (if any) its hop slot: both
+        # are fixed within a slot of gcd(window, hop)
+        step = math.gcd(self.window_ms, self.hop_ms) if self.hop_ms else self.window_ms
+        _, first, inverse = np.unique(t // step, return_index=True, return_inverse=True)
+        out = []
+        for g, at in enumerate(first.tolist()):
+            windows: list[_Window] = []
+            by_kind: dict[str, list[tuple[int, int]]] = {}
+            for kind, start, end in self._starts(ts[at]):
+                by_kind.setdefault(kind, []).append((start, end))
+            for kind, bounds in by_kind.items():
+                closed_until = self._closed_until.get(kind, -(1 << 62))
+                if any(e <= closed_until for _, e in bounds):
+                    return None
+                windows.extend(self._window(kind, s, e) for s, e in sorted(bounds))
+            out.append((inverse.reshape(-1) == g, windows))
+        return out
+
+    def _add_rows_in_order(self, events, result, latencies_ms, wall_ms, rows) -> None:
+        """Event by event (a batch with late events): each event's windows in turn."""
+        per_event: dict[int, list[_Window]] = {}
+        in_batch: dict[int, tuple[_Window, list[int]]] = {}
         top = result.topk.items
         dup = set(result.duplicates)
-        for i, ev in enumerate(events):
+        for i in rows:
+            ev = events[i]
             ws, _late = self._windows_for(ev.timestamp_ms)
             if self._pending_dead:
                 # dead letters seen before any valid event: they join the first windows
                 for w in ws:
                     w.dead_letters += self._pending_dead
                 self._pending_dead = 0
-            per_event.append(ws)
+            per_event[i] = ws
             for w in ws:
                 w.predictions += 1
                 if i in dup:
@@ -182,23 +275,29 @@ class WindowAggregator:
             if self.watermark_ms is None or ev.timestamp_ms > self.watermark_ms:
                 self.watermark_ms = ev.timestamp_ms
         for s in result.scores:
-            for w in per_event[s.index]:
+            for w in per_event.get(s.index, ()):
                 w.ranking.update(s.rank)
                 if s.action_pred >= 0:
                     w.confusion[s.action_true, s.action_pred] += 1
         lat = np.asarray(latencies_ms, dtype=np.float64)
-        for w, rows in in_batch.values():  # per window, once per batch
-            w.latency.add_many(lat[rows])
-            w.mark_items(np.asarray(top[rows]).ravel())
-        n_new = len(events) - len(dup)
+        for w, idx in in_batch.values():  # per window, once per batch
+            w.latency.add_many(lat[idx])
+            w.mark_items(np.asarray(top[idx]).ravel())
+        n_new = sum(1 for i in rows if i not in dup)
+        self._share_wall(wall_ms, latencies_ms, rows,
+                         {k: (w, len(idx)) for k, (w, idx) in in_batch.items()}, n_new)
+
+    def _share_wall(self, wall_ms: int, latencies_ms: Sequence[float], rows: Sequence[int],
+                    counts: dict[int, tuple[_Window, int]], n_new: int) -> None:
+        """The batch's wall time shared among its windows by their new events."""
         if self._last_wall_ms is not None:
             batch_ms = float(max(0, wall_ms - self._last_wall_ms))
         else:
-            batch_ms = float(max(latencies_ms, default=0.0))
+            batch_ms = float(max((latencies_ms[i] for i in rows), default=0.0))
         self._last_wall_ms = wall_ms
         if n_new and batch_ms > 0:
-            for w, rows in in_batch.values():
-                w.busy_ms += batch_ms * len(rows) / n_new
+            for w, n in counts.values():
+                w.busy_ms += batch_ms * n / n_new
 
     def add_dead_letters(self, n: int, wall_ms: int) -> None:
         """Dead letters have no trusted event time: they go to the window(s) of the watermark.

@@ -242,51 +242,40 @@ class PartitionWindows:
         valid record at ``positions[j]`` and row ``j`` of ``result``. Records at or below a
         partition's ``applied_offset`` were accounted before a crash and are skipped.
         """
-        from model_core.prequential import BatchResult, Score
-
-        valid = set(positions)
         dead_by_part: dict[int, int] = {}
-        rows_by_part: dict[int, list[int]] = {}
-        touched: list[int] = []
         max_off: dict[int, int] = {}
+        n_valid = len(positions)
+        valid_at = iter(positions)
+        next_valid = next(valid_at, -1)
         for i, (part, off) in enumerate(zip(partitions, offsets, strict=True)):
-            p = self.part(part)
-            if part not in rows_by_part:
-                rows_by_part[part] = []
-                touched.append(part)
-            max_off[part] = max(max_off.get(part, -1), off)
-            if off <= p.applied_offset:
-                continue
-            if i not in valid:
+            is_valid = i == next_valid
+            if is_valid:
+                next_valid = next(valid_at, -1)
+            if off > max_off.get(part, -1):
+                max_off[part] = off
+            if not is_valid and off > self.part(part).applied_offset:
                 dead_by_part[part] = dead_by_part.get(part, 0) + 1
-        row_of_position = {pos: j for j, pos in enumerate(positions)}
-        for pos in positions:
-            part, off = partitions[pos], offsets[pos]
-            if off > self._parts[part].applied_offset:
-                rows_by_part[part].append(row_of_position[pos])
-        scores_by_row = {s.index: s for s in result.scores} if result is not None else {}
-        dups = set(result.duplicates) if result is not None else set()
+        # the rows (valid events) of each partition not accounted before a crash
+        rows_by_part: dict[int, list[int]] = {part: [] for part in max_off}
+        applied = {part: self.part(part).applied_offset for part in max_off}
+        for j in range(n_valid):
+            pos = positions[j]
+            part = partitions[pos]
+            if offsets[pos] > applied[part]:
+                rows_by_part[part].append(j)
         closed: list[tuple[bytes, bytes]] = []
-        for part in touched:
+        for part, rows in rows_by_part.items():
             p = self._parts[part]
-            rows = rows_by_part[part]
             late0 = p.agg.total_late
             if rows:
-                sub_events = [events[j] for j in rows]
-                sub = BatchResult(
-                    topk=_TopKRows(result.topk, rows),
-                    scores=[Score(k, s.rank, s.action_true, s.action_pred)
-                            for k, j in enumerate(rows) if (s := scores_by_row.get(j))],
-                    duplicates=[k for k, j in enumerate(rows) if j in dups],
-                    touched={})
-                p.agg.add_batch(sub_events, sub, [latencies_ms[j] for j in rows], now_ms)
+                p.agg.add_batch(events, result, latencies_ms, now_ms, rows=rows)
             if dead_by_part.get(part):
                 p.agg.add_dead_letters(dead_by_part[part], now_ms)
             self.total_late += p.agg.total_late - late0
             p.applied_offset = max(p.applied_offset, max_off[part])
             closed.extend(self._keyed(part, p.agg.close_until(now_ms)))
         # encoded now: a rebalance during the caller's awaits may forget() the partitions
-        return closed, [(part, self.record(part)) for part in touched]
+        return closed, [(part, self.record(part)) for part in rows_by_part]
 
     def close_idle(self, advance_to_ms: int | None, now_ms: int) -> list[tuple[bytes, bytes]]:
         """Idle timer: move every partition's event time to ``advance_to_ms`` and close."""
@@ -307,16 +296,6 @@ class PartitionWindows:
     def _keyed(part: int, windows: Iterable) -> list[tuple[bytes, bytes]]:
         return [(metrics_key(w.window_kind, w.window_start_ms, part), w.to_json())
                 for w in windows]
-
-
-class _TopKRows:
-    """A row subset of a TopK (only ``items`` and ``action_probs`` are read by the windows)."""
-
-    def __init__(self, topk, rows: list[int]) -> None:
-        idx = np.asarray(rows, dtype=np.int64)
-        self.items = topk.items[idx]
-        self.scores = topk.scores[idx] if getattr(topk, "scores", None) is not None else None
-        self.action_probs = (topk.action_probs[idx] if topk.action_probs is not None else None)
 
 
 def latest_windows(messages: Iterable) -> list:

@@ -301,3 +301,15 @@ def test_paired_bootstrap_edges():
         paired_bootstrap([1.0, 2.0], [1.0])
     empty = paired_bootstrap([], [])
     assert all(math.isnan(v) for v in empty.values())  # no cases: no claim of significance
+
+
+def test_update_many_equals_update_in_turn():
+    rng = np.random.default_rng(7)
+    ranks = [int(r) for r in np.where(rng.random(500) < 0.5, rng.integers(1, 40, 500), MISS)]
+    one, many = RankingAccumulator((1, 5, 10, 20)), RankingAccumulator((1, 5, 10, 20))
+    for r in ranks:
+        one.update(r)
+    many.update_many(ranks[:200])
+    many.update_many(iter(ranks[200:]))
+    assert many.n == one.n == 500
+    assert many.sums == one.sums  # exactly: the same additions in the same order

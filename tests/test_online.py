@@ -289,3 +289,50 @@ def test_format_1_records_are_upgraded():
     assert applied == 3
     (w_back,), (w,) = back.flush(1), agg.flush(1)
     assert w_back.to_json() == w.to_json()
+
+
+# --------------------------------------------------------------------------- fast path
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("hop_s", [0, 60])
+def test_window_fast_path_equals_event_by_event(seed, hop_s, monkeypatch):
+    """Batches with no late event are accounted per window at once; the windows published
+    are exactly those of the event-by-event path (late events, duplicates, row subsets,
+    dead letters before the first event, action confusion, latencies, items)."""
+    rng = np.random.default_rng(seed)
+    n = 700
+    ts = np.sort(rng.integers(0, 900_000, n)) + T0
+    ts = ts + rng.integers(-70_000, 1, n) * (rng.random(n) < 0.05)  # a few late events
+    ranks = np.where(rng.random(n) < 0.4, rng.integers(1, 30, n), MISS)
+    scored = rng.random(n) < 0.85
+    acts = rng.integers(0, 5, (n, 2))
+    items = rng.integers(1, 400, (n, 3))
+    lats = rng.random(n) * 300
+
+    def run(slow: bool) -> list[dict]:
+        agg = WindowAggregator(ks=(5, 10, 20), window_s=60, allowed_lateness_s=0,
+                               hop_s=hop_s, hop_window_s=180, n_items=400)
+        if slow:
+            monkeypatch.setattr(agg, "_groups_if_on_time", lambda ts: None)
+        agg.add_dead_letters(3, 0)
+        brng = np.random.default_rng(seed + 100)  # the same batching for both runs
+        out, i, wall = [], 0, 0
+        while i < n:
+            size = int(brng.integers(1, 90))
+            idx = list(range(i, min(n, i + size)))
+            events = [ev(j, int(ts[j]), user=f"u{j % 23}") for j in idx]
+            dups = [k for k in range(len(idx)) if brng.random() < 0.05]
+            res = batch(events, [int(ranks[j]) if scored[j] and k not in dups else None
+                                 for k, j in enumerate(idx)],
+                        items=items[idx], dups=dups,
+                        actions=[tuple(int(a) for a in acts[j]) for j in idx])
+            rows = sorted(k for k in range(len(idx)) if brng.random() < 0.8)
+            wall += int(brng.integers(1, 50))
+            agg.add_batch(events, res, [float(lats[j]) for j in idx], wall, rows=rows)
+            out += agg.close_until(wall)
+            i += size
+        out += agg.flush(wall)
+        return [orjson.loads(w.to_json()) for w in out]
+
+    fast, slow = run(False), run(True)
+    assert len(fast) > 5
+    assert fast == slow

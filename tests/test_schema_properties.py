@@ -282,3 +282,29 @@ def test_near_miss_actions_are_unknown(raw):
     with pytest.raises(SchemaError) as err:
         normalize_action(raw)
     assert err.value.field == "action"
+
+
+# the fast path of Event.from_dict (common five-field records) must agree with the full checks
+_FIELD_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-10, max_value=5_000_000_000_000),
+    st.floats(allow_nan=True), st.text(max_size=300), st.sampled_from(ACTIONS),
+    st.sampled_from(sorted(_ALIASES)), st.lists(st.integers(), max_size=2),
+    st.integers(min_value=MIN_TIMESTAMP_MS - 5, max_value=MAX_TIMESTAMP_MS + 5),
+)
+
+
+@PROFILE
+@given(st.dictionaries(st.sampled_from(FIELDS), _FIELD_VALUES, min_size=4, max_size=6))
+@example({"event_id": "e", "user_id": "u", "item_id": "i", "action": "view",
+          "timestamp_ms": MIN_TIMESTAMP_MS})
+@example({"event_id": "e", "user_id": "u", "item_id": "i", "action": ["view"],
+          "timestamp_ms": MIN_TIMESTAMP_MS})
+@example({"event_id": "e", "user_id": "u", "item_id": "x" * (MAX_ID_CHARS + 1),
+          "action": "view", "timestamp_ms": MIN_TIMESTAMP_MS})
+def test_fast_path_agrees_with_full_validation(d):
+    def run(f):
+        try:
+            return f(d)
+        except SchemaError as e:
+            return ("error", e.field)
+    assert run(Event.from_dict) == run(Event._from_dict_checked)
