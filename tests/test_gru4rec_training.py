@@ -196,6 +196,22 @@ def test_parallel_order_trains_and_rejects_what_it_cannot_train():
                     progress=False, vocab=vocab)
 
 
+def test_parallel_order_with_a_decaying_learning_rate():
+    """The schedule counts session-parallel steps: Adagrad's rate ends at lr * min_lr_ratio;
+    embedding dropout trains too, and the run is seeded."""
+    vocab, train, valid = _cycle_data()
+    cfg = {**FAST, "epochs": 6, "patience": 6, "batch_order": "parallel", "action_head": False,
+           "optimizer": "adagrad", "lr": 0.2, "momentum": 0.2, "grad_clip": 0,
+           "lr_schedule": "cosine", "min_lr_ratio": 0.05, "embed_dropout": 0.1}
+    a, hist = train_model("gru4rec", train, valid, config=cfg, progress=False, seed=1,
+                          vocab=vocab)
+    lrs = [e["lr"] for e in hist.epochs]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(0.01, rel=1e-3)
+    assert a.config["embed_dropout"] == 0.1
+    b, _ = train_model("gru4rec", train, valid, config=cfg, progress=False, seed=1, vocab=vocab)
+    np.testing.assert_array_equal(a.score(valid.histories), b.score(valid.histories))
+
+
 def test_uniform_init_bounds_and_bad_names():
     from model_core.models.gru4rec import GRU4RecModule
 
