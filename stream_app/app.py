@@ -164,9 +164,37 @@ def app_options(settings: Settings) -> dict:
     )
 
 
+class _FaustApp(faust.App):
+    """``faust.App`` that can leave out Faust's Monitor sensor (``keep_monitor = False``)
+    and deliver consumed messages without tasks per message (``fast_delivery``).
+
+    Faust calls every sensor several times per event (message in, stream event in and out,
+    message out); its Monitor keeps per-topic and per-stream counters for Faust's web /stats
+    page. seqstream's Prometheus metrics are counted per batch and need none of it.
+    """
+
+    keep_monitor = True
+    fast_delivery = False  # stream_app.delivery: no asyncio tasks per consumed message
+
+    def _new_consumer(self):
+        if self.fast_delivery:
+            from stream_app.delivery import fast_consumer_class
+
+            self.transport.Consumer = fast_consumer_class(type(self.transport).Consumer)
+        return super()._new_consumer()
+
+    def on_init_dependencies(self):
+        deps = super().on_init_dependencies()  # adds the Monitor to the sensors
+        if not self.keep_monitor:
+            self.sensors.remove(self.monitor)
+        return deps
+
+
 def create_app(settings: Settings, model: Recommender | None = None) -> SeqstreamApp:
     model = model if model is not None else load_model_from_settings(settings)
-    app = faust.App(settings.app_id, **app_options(settings))
+    app = _FaustApp(settings.app_id, **app_options(settings))
+    app.keep_monitor = settings.faust_monitor
+    app.fast_delivery = settings.fast_delivery
     if settings.verify_end_offsets:
         end_offsets.install(app)
     # The worker accounts windows per input partition (PartitionWindows below), not in the

@@ -31,8 +31,14 @@ class BatchPublisher:
         return parts
 
     async def publish(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        await self.wait(await self.enqueue(topic, records))
+
+    async def enqueue(self, topic: str, records: Sequence[tuple[bytes | None, bytes]],
+                      ) -> list[tuple[int, int, asyncio.Future]]:
+        """Hand ``records`` to the producer (key-hash partitioning) without waiting for the
+        broker; returns what :meth:`wait` waits for."""
         if not records:
-            return
+            return []
         parts = await self._partitions_for(topic)
         by_part: dict[int, list[tuple[bytes | None, bytes]]] = {}
         part_of = self._partitioner
@@ -48,14 +54,21 @@ class BatchPublisher:
                 if p is None:
                     p = cache[key] = part_of(key, parts, parts)
             by_part.setdefault(p, []).append((key, value))
-        await self.publish_partitioned(topic, by_part)
+        return await self.enqueue_partitioned(topic, by_part)
 
     async def publish_partitioned(
             self, topic: str, by_part: dict[int, list[tuple[bytes | None, bytes]]],
     ) -> dict[int, int]:
         """Publish each partition's records in order, as few batches as fit; return, per
         partition, the offset of its last record once the broker has acknowledged them all."""
-        sent: list[tuple[int, int, asyncio.Future]] = []  # (partition, records, future)
+        return await self.wait(await self.enqueue_partitioned(topic, by_part))
+
+    async def enqueue_partitioned(
+            self, topic: str, by_part: dict[int, list[tuple[bytes | None, bytes]]],
+    ) -> list[tuple[int, int, asyncio.Future]]:
+        """Hand each partition's records to the producer in order, as few batches as fit;
+        returns (partition, records, future of the batch's metadata) per batch."""
+        sent: list[tuple[int, int, asyncio.Future]] = []
         for p, recs in by_part.items():
             batch = self._producer.create_batch()
             for key, value in recs:
@@ -68,9 +81,14 @@ class BatchPublisher:
             if batch.record_count():
                 sent.append((p, batch.record_count(),
                              await self._producer.send_batch(batch, topic, partition=p)))
+        return sent
+
+    @staticmethod
+    async def wait(sent: list[tuple[int, int, asyncio.Future]]) -> dict[int, int]:
+        """Wait for the broker to acknowledge enqueued batches; per partition, the offset of
+        its last record (a batch's future carries its base offset)."""
         metas = await asyncio.gather(*(f for _, _, f in sent))
         last: dict[int, int] = {}
         for (p, n, _), meta in zip(sent, metas, strict=True):
-            # a batch's future carries its base offset
             last[p] = max(last.get(p, -1), meta.offset + n - 1)
         return last

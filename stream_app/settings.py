@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     malloc_arenas: int = Field(
         2, ge=0, description="cap on glibc malloc arenas in the worker (0 = glibc's default "
         "of 8 per core; more arenas, more memory kept by idle threads)")
+    fast_delivery: bool = Field(
+        True, description="hand each consumed message to the stream directly when that "
+        "completes at once (stream_app.delivery); false: Faust's loop, four asyncio tasks "
+        "per message")
+    faust_monitor: bool = Field(
+        False, description="keep Faust's own Monitor sensor: per-event bookkeeping behind "
+        "Faust's web /stats page (several calls per event); seqstream's Prometheus "
+        "metrics (metrics_port) do not need it")
     metrics_port: int = Field(0, ge=0, description="Prometheus port (0 = off)")
     web_port: int = Field(6066, ge=0)
     log_level: str = "WARNING"

@@ -74,9 +74,11 @@ def test_swap_mid_replay(stream_settings, tmp_path):
         worker.wait_ready(90)
         half = len(events) // 2
         replay_events(settings, events[:half], progress=False)
-        publish_checkpoint(tmp_path / "v2", watch)  # mid-stream: part of the first half may
-        # still be queued; the second half is sent once the worker has switched (a fast worker
-        # can otherwise finish every event before its next poll of the watched directory)
+        # mid-stream: once v1 has answered the first half (a fresh worker's first fetch can
+        # take a second: a model published at once could be in place before any event came);
+        # the second half is sent once the worker has switched
+        read_topic(settings, "predictions", expect=half, timeout_s=60)
+        publish_checkpoint(tmp_path / "v2", watch)
         deadline = time.monotonic() + 30
         while f"{SWAP_MARK} to {v2.version}" not in worker.log_text():
             assert time.monotonic() < deadline, worker.log_text()[-2000:]

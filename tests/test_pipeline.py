@@ -50,9 +50,12 @@ def markov_checkpoint(tmp_path, small_log):
     return save_model(model, tmp_path / "ckpt")
 
 
-def test_replay_worker_outputs(stream_settings, small_log, markov_checkpoint, tmp_path):
+@pytest.mark.parametrize("fast_delivery", [True, False], ids=["fast-delivery", "faust-loop"])
+def test_replay_worker_outputs(stream_settings, small_log, markov_checkpoint, tmp_path,
+                               fast_delivery):
     path, events = small_log
-    settings = stream_settings.with_overrides(model_path=str(markov_checkpoint), window_s=600)
+    settings = stream_settings.with_overrides(model_path=str(markov_checkpoint), window_s=600,
+                                              fast_delivery=fast_delivery)
     ensure_topics(settings)
     with WorkerProcess(settings, tmp_path / "worker.log") as worker:
         worker.wait_ready(90)
