@@ -63,7 +63,16 @@ class PrequentialEngine:
         Per batch, not per event, where it can be: each user's new events are gathered in
         plain lists and joined to the stored arrays once; every model row is a slice (view)
         of that joined sequence; ranks are found for all scored events at once.
+
+        The same as :meth:`prepare`, the step's :meth:`_Step.predict`, then :meth:`complete`
+        (the worker runs only the model call off its event loop).
         """
+        step = self.prepare(events, states, offsets)
+        return self.complete(step, step.predict())
+
+    def prepare(self, events: Sequence[Event], states: MutableMapping[str, UserState],
+                offsets: Sequence[int] | None = None) -> _Step:
+        """The batch's sequences and what each event is scored against (no model call)."""
         index = self._vocab_index
         max_len = self.max_len
         n = len(events)
@@ -139,10 +148,15 @@ class PrequentialEngine:
             [f[w.at + s:w.at + e] for w, s, e in zip(row_work, row_start, row_end, strict=True)]
             for f in joined[:3])
 
-        topk = self.model.predict_topk(
-            SequenceBatch(rows_items, rows_actions, rows_ts), self.k,
-            exclude_history=self.exclude_history,
-        )
+        return _Step(self, n, SequenceBatch(rows_items, rows_actions, rows_ts), work, joined,
+                     prev_refs, targets, true_actions, duplicates, states)
+
+    def complete(self, step: _Step, topk: TopK) -> BatchResult:
+        """Score the batch's events and update its users' states from the model's ``topk``
+        (one row per event of :meth:`prepare`'s batch)."""
+        n, work, joined, prev_refs = step.n, step.work, step.joined, step.prev_refs
+        targets, true_actions, states = step.targets, step.true_actions, step.states
+        max_len = self.max_len
         pred_items = topk.items
         pred_actions = (np.argmax(topk.action_probs, axis=1) if topk.action_probs is not None
                         else np.full(n, -1, dtype=np.int64))
@@ -170,7 +184,28 @@ class PrequentialEngine:
                 st.last_pred_action = pred_actions_l[w.last_row]
             touched[user] = st
             states[user] = st
-        return BatchResult(topk, scores, duplicates, touched)
+        return BatchResult(topk, scores, step.duplicates, touched)
+
+
+@dataclass(slots=True)
+class _Step:
+    """A batch between :meth:`PrequentialEngine.prepare` and ``complete``."""
+
+    engine: PrequentialEngine
+    n: int
+    batch: SequenceBatch  # one row per event: the sequence as it stood after that event
+    work: dict
+    joined: list
+    prev_refs: list
+    targets: list
+    true_actions: list
+    duplicates: list[int]
+    states: MutableMapping
+
+    def predict(self) -> TopK:
+        """The model's top-K for every row (safe to run in another thread)."""
+        e = self.engine
+        return e.model.predict_topk(self.batch, e.k, exclude_history=e.exclude_history)
 
 
 class _UserWork:

@@ -1,22 +1,24 @@
 """The Faust app factory: one code path for the worker, demo, tests and benchmarks.
 
-    events ──► agent (micro-batches: take_events(batch_size, batch_wait_ms))
+    events ──► agent (micro-batches: take_batches(batch_size, batch_wait_ms))
                  │ parse/validate ──bad──► dead-letters
                  │ states from the ``user-state`` table (changelog-backed, key = user_id)
-                 │ test-then-learn + one batched model call (worker thread, off the event loop)
+                 │ test-then-learn; one batched model call (worker thread, off the event loop)
                  │ one table write per user per batch
                  ├──► predictions (one per event)
                  └──► metrics (event-time windows, on close; an idle timer closes them too)
 
-Input offsets are acknowledged only after the batch's predictions and dead letters are
-acknowledged by the broker (at-least-once); redelivered events are recognised by the event-id
-hashes in the user state and neither appended nor scored twice.
+Input offsets are acknowledged only after the batch's predictions, dead letters and state
+changelog are acknowledged by the broker (at-least-once); that wait overlaps the next batch's
+computation (one batch in flight). Redelivered events are recognised by the event-id hashes in
+the user state and neither appended nor scored twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import time
@@ -76,24 +78,21 @@ def current_event_restored(stream):
         stream._set_current_event(saved)
 
 
-async def write_states(stream, table, publisher: BatchPublisher, touched: dict,
-                       last_event_of_user: dict,
-                       first: list[tuple[bytes, bytes, object]] = ()) -> None:
+async def enqueue_states(stream, table, publisher: BatchPublisher, touched: dict,
+                         last_event_of_user: dict,
+                         first: list[tuple[bytes, bytes, object]] = ()) -> list:
     """One table write per user per batch; the changelog written as one batch per partition.
 
     Each value goes into the table's store directly, with the user's last event of the batch
     as the stream's current event (a Faust store, RocksDB above all, picks its partition from
-    it); the changelog records go out through ``publisher``, in order, one Kafka batch per
+    it); the changelog records are handed to ``publisher``, in order, one Kafka batch per
     changelog partition (``table[key] = value`` would make one ``send_soon`` per key: the
-    largest per-event cost of the worker). Returns once the broker has acknowledged them, so
-    the caller acks its input after its state is durable (at-least-once); then the store
-    learns the last changelog offset it holds (RocksDB recovery starts after it).
+    largest per-event cost of the worker). Returns what :func:`states_durable` waits for:
+    the caller acks its input after its state is durable (at-least-once).
 
     ``first``: (key, value, event) records written before the user states (the partitions'
     window records: in each changelog partition they must precede that batch's states).
     """
-    from faust.types import TP
-
     store = table.data
     by_part: dict[int, list[tuple[bytes, bytes]]] = {}
     states = ((user.encode(), st.encode(), last_event_of_user[user])
@@ -104,11 +103,20 @@ async def write_states(stream, table, publisher: BatchPublisher, touched: dict,
             store[key] = value
             by_part.setdefault(event.message.partition, []).append((key, value))
     if not by_part:
+        return []
+    return await publisher.enqueue_partitioned(table.changelog_topic.get_topic_name(), by_part)
+
+
+async def states_durable(table, sent: list) -> None:
+    """Wait for the changelog records :func:`enqueue_states` handed over; then the store
+    learns the last changelog offset it holds (RocksDB recovery starts after it)."""
+    from faust.types import TP
+
+    if not sent:
         return
     topic = table.changelog_topic.get_topic_name()
-    last = await publisher.publish_partitioned(topic, by_part)
-    for p, offset in last.items():
-        store.set_persisted_offset(TP(topic, p), offset)
+    for p, offset in (await BatchPublisher.wait(sent)).items():
+        table.data.set_persisted_offset(TP(topic, p), offset)
 
 
 def load_model_from_settings(settings: Settings) -> Recommender:
@@ -280,12 +288,26 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     swapper = ModelSwapper(settings, processor, on_swap=on_model_swap)
     in_batch = [False]  # the poll timer applies a new model itself only between batches
 
+    # the previous batch's acknowledgement: waited for while the next batch is computed,
+    # before that one's outputs are handed over (one batch in flight; input acked in order)
+    pending_ack: list[asyncio.Future | None] = [None]
+
+    async def acknowledge(stream, batch, outputs: list, changelog: list) -> None:
+        """Once the broker has a batch's outputs and states, ack its input events."""
+        await states_durable(table, changelog)
+        await BatchPublisher.wait(outputs)
+        for event in batch:
+            await stream.ack(event)
+
     @app.agent(events_topic, name="process-events")
     async def process_events(stream):
         loop = asyncio.get_running_loop()
         within = settings.batch_wait_ms / 1000.0
         store_get = table.data.get
-        async for batch in take_batches(stream, settings.batch_size, within):
+        async for batch in take_batches(stream, settings.batch_size, within, ack=False):
+            acking = pending_ack[0]
+            if acking is not None and acking.done():
+                acking.result()  # the previous batch failed: stop here (its input not acked)
             swapper.apply_pending()  # hot swap: only between batches
             in_batch[0] = True
             records = [RawRecord(e.message.key, e.value, e.message.topic, e.message.partition,
@@ -320,10 +342,14 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                     # (at most 64 per batch, about 1 s of CPU encoding: a burst of new items
                     # must not stall scoring; the rest joins over the next batches)
                     await loop.run_in_executor(executor, item_encoder.flush, 64)
+                # the engine's Python on this thread; only the model call off the event loop
+                # (it releases the GIL in torch: delivery goes on meanwhile)
+                engine = processor.engine
+                step = engine.prepare(events, states, offsets)
                 t_model = time.perf_counter()
-                result = await loop.run_in_executor(
-                    executor, processor.run_model, events, states, offsets)
+                topk = await loop.run_in_executor(executor, step.predict)
                 model_s = time.perf_counter() - t_model
+                result = engine.complete(step, topk)
                 swapper.tag_states(result.touched.values())
             now_ms = int(time.time() * 1000)
             preds = processor.encode_predictions(events, result, now_ms) if events else []
@@ -332,13 +358,17 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                 [r.partition for r in records], [r.offset for r in records], events, positions,
                 result, latencies, now_ms)
             pub = publisher()
+            if acking is not None:
+                await acking  # outputs and changelog stay in batch order
             # closed windows are acknowledged before the window records that drop them
-            await asyncio.gather(pub.publish(topic_predictions, preds),
-                                 pub.publish(topic_dead, dead), publish_windows(closed))
+            await publish_windows(closed)
+            outputs = (await pub.enqueue(topic_predictions, preds)
+                       + await pub.enqueue(topic_dead, dead))
             last_of_part = {r.partition: e for r, e in zip(records, batch, strict=True)}
-            await write_states(stream, table, pub, result.touched if result else {},
-                               last_of_user, first=[(window_key(p), rec, last_of_part[p])
-                                                    for p, rec in window_records])
+            changelog = await enqueue_states(
+                stream, table, pub, result.touched if result else {}, last_of_user,
+                first=[(window_key(p), rec, last_of_part[p]) for p, rec in window_records])
+            pending_ack[0] = asyncio.ensure_future(acknowledge(stream, batch, outputs, changelog))
             stats.batches += 1
             stats.events += len(events)
             stats.predictions += len(preds)
@@ -360,6 +390,9 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
 
     @app.timer(interval=1.0)
     async def close_idle_windows():
+        acking = pending_ack[0]
+        if acking is not None and acking.done() and not acking.cancelled():
+            acking.result()  # a batch's outputs failed and no batch came after: stop now
         idle_s = time.monotonic() - stats.last_batch_wall
         if alert_monitor.held and idle_s >= settings.idle_close_s and not in_batch[0]:
             # the detectors wait for the slowest partition; idle input: feed what is held
@@ -388,6 +421,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             prom.serve(settings.metrics_port)
 
     events_topic_name = settings.topic("events")
+    frozen: list[bool] = []
 
     @app.on_rebalance_complete.connect
     async def announce_ready(sender, **kwargs):
@@ -396,6 +430,14 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         pwindows.forget()  # partitions may have moved: re-read window records from the table
         alert_monitor.forget_partitions()
         tune_fetch_wait(app, settings)
+        if not frozen:
+            # Everything alive at start (torch, Faust, the model: a few hundred thousand objects) out
+            # of the cyclic collector's reach: a full collection walked them all, a 150-200 ms
+            # pause every second or two under load (p99 latency). Once: frozen objects that
+            # later become cyclic garbage are never collected.
+            frozen.append(True)
+            gc.collect()
+            gc.freeze()
         print(f"{READY_MARK} partitions={assigned} model={processor.model_version}",
               flush=True)
 

@@ -8,9 +8,11 @@ delivered. :func:`take_batches` keeps the stream's passive drainer adding events
 batch meanwhile (double buffering), and waits only when that batch is full (back-pressure at
 ``max_``).
 
-Acknowledgement is unchanged: a batch's events are acked after the caller has finished with
-the batch (when the generator is resumed), in order, so the input offsets committed never
-pass an event whose effects are not durable (at-least-once).
+Acknowledgement: a batch's events are acked after the caller has finished with the batch
+(when the generator is resumed), in order, so the input offsets committed never pass an event
+whose effects are not durable (at-least-once). With ``ack=False`` the caller acks each event
+itself (``stream.ack``), e.g. once the broker has acknowledged the batch's outputs while the
+next batch is already being processed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 
-async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list]:
+async def take_batches(stream, max_: int, within: float, ack: bool = True,
+                       ) -> AsyncIterator[list]:
     """Yield lists of up to ``max_`` events: when full, or ``within`` seconds after the
     batch's first event arrived (events that arrived while the previous batch was being
     processed have waited already: a backlog is taken without a further wait)."""
@@ -66,8 +69,9 @@ async def take_batches(stream, max_: int, within: float) -> AsyncIterator[list]:
             room.set()
             yield batch
             # only once the caller is done: a batch whose processing raised is never acked
-            for event in batch:
-                await stream.ack(event)
+            if ack:
+                for event in batch:
+                    await stream.ack(event)
     finally:
         stream.enable_acks = enable_acks
         stream._processors.remove(add)

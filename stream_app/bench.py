@@ -75,7 +75,9 @@ class BenchConfig:
 
     @classmethod
     def quick_config(cls, **kw) -> BenchConfig:
-        base = dict(events=5000, items=2000, quick=True, paced_s=2.0)
+        # batches of 250: a smoke test's few events still make several batches (a rate
+        # needs outputs at more than one instant)
+        base = dict(events=5000, items=2000, quick=True, paced_s=2.0, batch_size=250)
         base.update({k: v for k, v in kw.items() if v is not None})
         return cls(**base)
 

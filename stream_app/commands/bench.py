@@ -16,8 +16,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (the model runs)")
     p.add_argument("--variants", default=",".join(ALL_VARIANTS),
                    help="comma-separated subset of: " + ", ".join(ALL_VARIANTS))
-    p.add_argument("--batch-size", type=int, default=2000, help="micro-batch size (seqstream, "
-                   "Faust ceiling, model runs)")
+    p.add_argument("--batch-size", type=int, default=None, help="micro-batch size (seqstream, "
+                   "Faust ceiling, model runs; default 2000, --quick 250)")
     p.add_argument("--batch-wait-ms", type=int, default=50, help="micro-batch wait (seqstream, "
                    "Faust ceiling)")
     p.add_argument("--paced-s", type=float, default=None, help="length of each half-load phase")
