@@ -14,8 +14,9 @@ Two kinds of :class:`~schemas.alert.Alert`:
   One alert when the limit is first crossed; the next is raised only after a window back
   under the limit.
 
-river rolling statistics (a rolling mean of the hit, rolling latency quantiles) give the
-current levels (:meth:`AlertMonitor.levels`) and the levels around a Page-Hinkley change.
+The latest observations (``rolling_window`` of each) give the current levels on request
+(:meth:`AlertMonitor.levels`: mean hit, latency p50/p99); a Page-Hinkley change reports the
+hit levels before and after it from the detector's own window.
 
 The worker calls :meth:`AlertMonitor.observe_batch` per micro-batch and
 :meth:`AlertMonitor.observe_window` per closed window, and publishes what they return on the
@@ -31,7 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from river import drift, stats, utils
+import numpy as np
+from river import drift
 
 from model_core.metrics import hit_at
 from schemas.alert import Alert
@@ -50,7 +52,7 @@ class AlertConfig:
     min_latency_change: float = 0.5  # smallest relative latency change that is raised
     min_latency_change_ms: float = 50.0  # ... and absolute
     cooldown: int = 500  # observations of a metric between two of its drift alerts
-    rolling_window: int = 1000  # river rolling statistics over this many observations
+    rolling_window: int = 1000  # levels() summarise this many latest observations
     latency_p99_limit_ms: float = 0.0  # threshold alert on a window's p99 (0 = off)
     dead_letter_rate_limit: float = 0.0  # threshold alert on a window's dead-letter rate (0 = off)
     max_span_memory: int = 100_000  # event times kept to date the start of a new level
@@ -148,9 +150,10 @@ class AlertMonitor:
             if cfg.page_hinkley else None
         self._ph_count = 0  # hits since the last Page-Hinkley change
         self._ph_since_alert = 0
-        self.hit_rolling = utils.Rolling(stats.Mean, window_size=cfg.rolling_window)
-        self.latency_p50 = stats.RollingQuantile(0.5, window_size=cfg.rolling_window)
-        self.latency_p99 = stats.RollingQuantile(0.99, window_size=cfg.rolling_window)
+        # the last rolling_window observations, summarised when read (levels): appending a
+        # batch is one C call, where a river rolling statistic costs a call per observation
+        self._recent_hits: deque[float] = deque(maxlen=cfg.rolling_window)
+        self._recent_latencies: deque[float] = deque(maxlen=cfg.rolling_window)
         self._breached: dict[tuple[str, str | None], bool] = {}
         self.n_alerts = 0
         self._buffer: list[tuple[int, int, int, float]] = []  # (ts, seq, 0 hit/1 latency, value)
@@ -163,9 +166,9 @@ class AlertMonitor:
         """One rank per scored event (1-based; 0 = miss), with the event's time."""
         cfg = self.config
         out: list[Alert] = []
-        for rank, ts in zip(ranks, timestamps_ms, strict=True):
-            hit = hit_at(rank, cfg.hit_k)
-            self.hit_rolling.update(hit)
+        hits = [hit_at(rank, cfg.hit_k) for rank in ranks]
+        self._recent_hits.extend(hits)
+        for hit, ts in zip(hits, timestamps_ms, strict=True):
             got = self._hit.update(hit, int(ts))
             if got is not None:
                 old, new, start, end, n_new = got
@@ -208,10 +211,9 @@ class AlertMonitor:
         """End-to-end latency of each event (ms), with the event's time."""
         cfg = self.config
         out: list[Alert] = []
-        for lat, ts in zip(latencies_ms, timestamps_ms, strict=True):
-            lat = float(lat)
-            self.latency_p50.update(lat)
-            self.latency_p99.update(lat)
+        lats = [float(lat) for lat in latencies_ms]
+        self._recent_latencies.extend(lats)
+        for lat, ts in zip(lats, timestamps_ms, strict=True):
             got = self._latency.update(lat, int(ts))
             if got is None:
                 continue
@@ -382,11 +384,14 @@ class AlertMonitor:
                      emitted_at_ms=now_ms)
 
     def levels(self) -> dict[str, float | None]:
-        """Current levels from the river rolling statistics (None before any observation)."""
+        """Current levels over the last ``rolling_window`` observations: mean hit, latency
+        p50/p99 (linear interpolation); None before any observation."""
+        hits, lats = self._recent_hits, np.asarray(self._recent_latencies, dtype=np.float64)
+        p50, p99 = np.quantile(lats, (0.5, 0.99)).tolist() if len(lats) else (None, None)
         return {
-            f"{self.hit_metric}_rolling": self.hit_rolling.get() if self._hit.n else None,
-            "latency_p50_ms_rolling": self.latency_p50.get() if self._latency.n else None,
-            "latency_p99_ms_rolling": self.latency_p99.get() if self._latency.n else None,
+            f"{self.hit_metric}_rolling": sum(hits) / len(hits) if hits else None,
+            "latency_p50_ms_rolling": p50,
+            "latency_p99_ms_rolling": p99,
             "hit_observations": self._hit.n,
             "latency_observations": self._latency.n,
         }
