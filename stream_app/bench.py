@@ -70,6 +70,7 @@ class BenchConfig:
     max_seq_len: int = 50
     partitions: int = 4
     paced_s: float = 8.0  # length of the half-load phase
+    paced_rate: float | None = None  # pace at this many events/s instead of half the drain rate
     seed: int = 0
     work_dir: str | None = None
 
@@ -729,7 +730,7 @@ class Bench:
                 res.note = "no outputs"
                 return res
             # (b) the next events, paced at half that rate: end-to-end latency
-            half = rate / 2.0
+            half = cfg.paced_rate or rate / 2.0
             n = int(min(len(extra), max(200, half * cfg.paced_s)))
             chunk = extra[:n]
             t0_ms = time.time() * 1000.0

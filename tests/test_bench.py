@@ -67,3 +67,10 @@ def test_bench_quick_json(tmp_path, capsys):
         if not name.startswith("model_"):
             assert run["latency_ms"]["p99"] >= run["latency_ms"]["p50"] > 0, name
             assert run["extra"]["paced_outputs"] == run["extra"]["paced_events"], name
+
+
+def test_bench_rejects_a_non_positive_paced_rate(capsys):
+    from stream_app.cli import main
+
+    assert main(["bench", "--quick", "--paced-rate", "0"]) == 2
+    assert "--paced-rate must be a positive rate" in capsys.readouterr().err

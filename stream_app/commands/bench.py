@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--batch-wait-ms", type=int, default=50, help="micro-batch wait (seqstream, "
                    "Faust ceiling)")
     p.add_argument("--paced-s", type=float, default=None, help="length of each half-load phase")
+    p.add_argument("--paced-rate", type=float, default=None, metavar="EV_PER_S",
+                   help="pace the latency phase at this rate instead of half of each variant's "
+                        "own (the latency_p99_ms_at_half_load key then holds this rate's p99)")
     p.add_argument("--work-dir", default=None, help="logs, checkpoints (default: a temp dir)")
     p.add_argument("--quick", action="store_true", help="small smoke-test size (CI)")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
@@ -40,8 +43,11 @@ def run(args) -> int:
     if unknown:
         raise SeqstreamError(f"unknown variant(s) {', '.join(unknown)}; choose from "
                              f"{', '.join(ALL_VARIANTS)}")
+    if args.paced_rate is not None and not args.paced_rate > 0:
+        raise SeqstreamError(f"--paced-rate must be a positive rate, got {args.paced_rate}")
     kw = dict(events=args.events, items=args.items, device=args.device, variants=variants,
               batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms, paced_s=args.paced_s,
+              paced_rate=args.paced_rate,
               work_dir=args.work_dir)
     if args.quick:
         cfg = BenchConfig.quick_config(**kw)
