@@ -118,17 +118,11 @@ class RankingAccumulator:
         self.sums = dict.fromkeys(metric_names(self.ks), 0.0)
 
     def update(self, rank: float) -> None:
-        self.n += 1
-        if rank == MISS:
-            return
-        for k in self.ks:
-            if rank <= k:
-                self.sums[f"hr@{k}"] += 1.0
-                self.sums[f"ndcg@{k}"] += 1.0 / math.log2(rank + 1.0)
-                self.sums[f"mrr@{k}"] += 1.0 / rank
+        self.update_many([rank])
 
     def update_many(self, ranks: Iterable[float]) -> None:
-        """``update`` for each rank in turn (the same sums, added in the same order)."""
+        """One case per rank, added in order (the sums do not depend on how ranks are
+        grouped into calls)."""
         ranks = ranks if isinstance(ranks, list) else list(ranks)
         self.n += len(ranks)
         hits = [r for r in ranks if r != MISS]

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from zlib import crc32
 
 import numpy as np
 
 from model_core.metrics import MISS, RankingAccumulator, confusion_matrix, report_from_confusion
 from model_core.predictor import Recommender, SequenceBatch, TopK
-from model_core.sequence_state import UserState
-from schemas.actions import ACTIONS, N_ACTIONS
+from model_core.sequence_state import UserState, event_hash
+from schemas.actions import ACTIONS, N_ACTIONS, action_index
 from schemas.event import Event
-
-_ACTION_INDEX = {a: i for i, a in enumerate(ACTIONS)}
 
 
 @dataclass(slots=True)
@@ -85,7 +82,7 @@ class PrequentialEngine:
         targets = [0] * n
         true_actions = [0] * n
         duplicates: list[int] = []
-        hashes = [crc32(ev.event_id.encode()) for ev in events]  # event_hash, inlined
+        hashes = [event_hash(ev.event_id) for ev in events]
         for ev in events:
             if ev.user_id not in work:
                 work[ev.user_id] = _UserWork(states.get(ev.user_id) or UserState())
@@ -95,7 +92,6 @@ class PrequentialEngine:
         stored = [w.state.hashes for w in work.values() if w.base]
         maybe_stored = (np.isin(np.asarray(hashes, dtype=np.uint32),
                                 np.concatenate(stored)).tolist() if stored else [False] * n)
-        action_of = _ACTION_INDEX
         # the batch's new (not redelivered) events, in order; each user's are at w.new_at
         new_items: list[int] = []
         new_actions: list[int] = []
@@ -127,7 +123,7 @@ class PrequentialEngine:
             elif w.state.last_pred_action != -1 or len(w.state.last_pred_items):
                 prev_refs[i] = ("state", w.state.last_pred_items, w.state.last_pred_action)
             item = index(ev.item_id)
-            action = action_of[ev.action]
+            action = action_index(ev.action)
             w.new_pos[h] = length
             w.new_at.append(len(new_items))
             new_items.append(item)

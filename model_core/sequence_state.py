@@ -28,14 +28,12 @@ assert _HEADER.size == 24
 _EMPTY_I32 = np.zeros(0, dtype=np.int32)
 _unpack_header = _HEADER.unpack_from
 _I4, _U1, _I8, _U4 = np.dtype("<i4"), np.dtype("u1"), np.dtype("<i8"), np.dtype("<u4")
+_NATIVE_LE = sys.byteorder == "little"
 
 
 def _view(raw: bytes, dtype: np.dtype, count: int, offset: int) -> np.ndarray:
     arr = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
     return arr if _NATIVE_LE else arr.astype(dtype.newbyteorder("="))
-
-
-_NATIVE_LE = sys.byteorder == "little"
 
 
 def event_hash(event_id: str) -> int:

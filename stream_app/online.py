@@ -117,11 +117,7 @@ class WindowAggregator:
         """
         out: list[_Window] = []
         late_tumbling = False
-        by_kind: dict[str, list[tuple[int, int]]] = {}
-        for kind, start, end in self._starts(ts):
-            by_kind.setdefault(kind, []).append((start, end))
-        for kind, bounds in by_kind.items():
-            closed_until = self._closed_until.get(kind, -(1 << 62))
+        for kind, bounds, closed_until in self._bounds_by_kind(ts):
             open_bounds = [(s, e) for s, e in bounds if e > closed_until]
             late = len(open_bounds) < len(bounds)
             if open_bounds:
@@ -137,6 +133,15 @@ class WindowAggregator:
         if late_tumbling:
             self.total_late += 1
         return out, late_tumbling
+
+    def _bounds_by_kind(self, ts: int) -> list[tuple[str, list[tuple[int, int]], int]]:
+        """Per window kind: the (start, end) of each window of time ``ts``, and the end of
+        that kind's last published window."""
+        by_kind: dict[str, list[tuple[int, int]]] = {}
+        for kind, start, end in self._starts(ts):
+            by_kind.setdefault(kind, []).append((start, end))
+        return [(kind, bounds, self._closed_until.get(kind, -(1 << 62)))
+                for kind, bounds in by_kind.items()]
 
     def _bounds(self, kind: str, ts: int) -> tuple[int, int]:
         size = self.window_ms if kind == "tumbling" else self.hop_window_ms
@@ -236,11 +241,7 @@ class WindowAggregator:
         out = []
         for g, at in enumerate(first.tolist()):
             windows: list[_Window] = []
-            by_kind: dict[str, list[tuple[int, int]]] = {}
-            for kind, start, end in self._starts(ts[at]):
-                by_kind.setdefault(kind, []).append((start, end))
-            for kind, bounds in by_kind.items():
-                closed_until = self._closed_until.get(kind, -(1 << 62))
+            for kind, bounds, closed_until in self._bounds_by_kind(ts[at]):
                 if any(e <= closed_until for _, e in bounds):
                     return None
                 windows.extend(self._window(kind, s, e) for s, e in sorted(bounds))

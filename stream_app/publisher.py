@@ -56,13 +56,6 @@ class BatchPublisher:
             by_part.setdefault(p, []).append((key, value))
         return await self.enqueue_partitioned(topic, by_part)
 
-    async def publish_partitioned(
-            self, topic: str, by_part: dict[int, list[tuple[bytes | None, bytes]]],
-    ) -> dict[int, int]:
-        """Publish each partition's records in order, as few batches as fit; return, per
-        partition, the offset of its last record once the broker has acknowledged them all."""
-        return await self.wait(await self.enqueue_partitioned(topic, by_part))
-
     async def enqueue_partitioned(
             self, topic: str, by_part: dict[int, list[tuple[bytes | None, bytes]]],
     ) -> list[tuple[int, int, asyncio.Future]]:
