@@ -137,6 +137,23 @@ class _Watch:
         return old, new, start, end, width1
 
 
+def model_failure_alert(model_version: str, reason: str, now_ms: int) -> Alert:
+    """A batch whose every model call failed: its events went to dead-letters."""
+    return Alert(metric="model_failure", kind="threshold", detector="threshold",
+                 old_level=None, new_level=1.0, window_start_ms=now_ms, window_end_ms=now_ms,
+                 message=f"{reason}; the batch's events went to dead-letters with this reason. "
+                         "Check the model (seqstream evaluate on a recent log) or swap it.",
+                 severity="critical", model_version=model_version, emitted_at_ms=now_ms)
+
+
+def model_swap_alert(model_version: str, reason: str, now_ms: int) -> Alert:
+    """A model swap that was refused (bad record, bad checkpoint): the old model serves."""
+    return Alert(metric="model_swap", kind="threshold", detector="threshold",
+                 old_level=None, new_level=1.0, window_start_ms=now_ms, window_end_ms=now_ms,
+                 message=reason, severity="critical", model_version=model_version,
+                 emitted_at_ms=now_ms)
+
+
 class AlertMonitor:
     """Drift detectors, rolling statistics and threshold checks; returns :class:`Alert` s."""
 

@@ -29,14 +29,17 @@ import faust
 
 from model_core.predictor import Recommender
 from model_core.sequence_state import UserState
-from stream_app import end_offsets
+from schemas.dead_letter import DeadLetter
+from stream_app import end_offsets, monotonic
 from stream_app.batching import take_batches
+from stream_app.faults import InjectedFault, from_environment
+from stream_app.fencing import MembershipFence
 from stream_app.online import WindowAggregator
 from stream_app.processor import BatchProcessor, RawRecord
 from stream_app.publisher import BatchPublisher
 from stream_app.settings import Settings
 from stream_app.window_state import PartitionWindows, window_key
-from stream_app.worker_process import READY_MARK
+from stream_app.worker_process import FAILED_BATCH_MARK, READY_MARK
 
 log = logging.getLogger("seqstream.worker")
 
@@ -49,6 +52,9 @@ class WorkerStats:
     dead_letters: int = 0
     duplicates: int = 0
     windows_published: int = 0
+    stale_events: int = 0  # delivered before a rebalance, left for redelivery
+    failed_batches: int = 0  # model calls that raised (retried)
+    model_failed_events: int = 0  # events dead-lettered because every model try failed
     last_batch_wall: float = field(default_factory=time.monotonic)
     event_watermark_ms: int | None = None
 
@@ -63,6 +69,7 @@ class SeqstreamApp:
     table: object
     stats: WorkerStats
     partition_windows: PartitionWindows  # the worker's crash-safe windows, per input partition
+    fence: MembershipFence | None = None  # writes only while a member of the group
 
 
 @contextlib.contextmanager
@@ -119,6 +126,23 @@ async def states_durable(table, sent: list) -> None:
         table.data.set_persisted_offset(TP(topic, p), offset)
 
 
+def fatal(reason: str, exc: BaseException | None = None, code: int = 70) -> None:
+    """Log ``reason`` (with the traceback of ``exc``) and end the process at once.
+
+    For errors after which the worker cannot go on correctly: a clean Faust shutdown would
+    wait for the unacknowledged batch forever. Uncommitted input is processed again by the
+    next worker (at-least-once; redelivered events are recognised)."""
+    import os
+    import sys
+
+    log.critical("seqstream worker stopping: %s", reason, exc_info=exc)
+    print(f"seqstream worker stopping: {reason}", file=sys.stderr, flush=True)
+    for h in logging.getLogger().handlers + log.handlers:
+        with contextlib.suppress(Exception):
+            h.flush()
+    os._exit(code)
+
+
 def load_model_from_settings(settings: Settings) -> Recommender:
     from model_core.checkpoint import load_model  # torch import deferred to workers
 
@@ -126,7 +150,11 @@ def load_model_from_settings(settings: Settings) -> Recommender:
         from schemas.exceptions import SeqstreamError
 
         raise SeqstreamError("no model: set SEQSTREAM_MODEL_PATH or pass --model CHECKPOINT_DIR")
-    return load_model(settings.model_path, device=settings.device)
+    from model_core.verify import verify_model
+
+    model = load_model(settings.model_path, device=settings.device)
+    verify_model(model, settings.top_k, settings.model_path)  # never serve a broken model
+    return model
 
 
 def tune_fetch_wait(app: faust.App, settings: Settings) -> None:
@@ -219,9 +247,15 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         )
 
     stats = WorkerStats()
+    fence = MembershipFence(app, settings.session_timeout_s, settings.heartbeat_interval_s)
     # ops: drift/threshold alerts (alerts topic) and Prometheus metrics (settings.metrics_port)
     from schemas.metrics import MetricsWindow
-    from stream_app.alerts import AlertConfig, AlertMonitor
+    from stream_app.alerts import (
+        AlertConfig,
+        AlertMonitor,
+        model_failure_alert,
+        model_swap_alert,
+    )
     from stream_app.monitor import WorkerMetrics, consumer_lags
 
     alert_monitor = AlertMonitor(AlertConfig.from_settings(settings), model.version)
@@ -238,6 +272,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     # not from ``schema``; without them a restarted worker failed to decode its changelog
     table = app.Table("user-state", default=None, partitions=settings.partitions,
                       schema=raw_schema, key_type=bytes, value_type=bytes)
+    monotonic.install(table)  # a late record from a stalled worker never wins (recovery)
     # crash-safe windows: per input partition, persisted in ``table`` (stream_app.window_state)
     pwindows = PartitionWindows(new_windows, table.get)
     topic_predictions = settings.topic("predictions")
@@ -292,6 +327,46 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     # before that one's outputs are handed over (one batch in flight; input acked in order)
     pending_ack: list[asyncio.Future | None] = [None]
 
+    faults = from_environment()
+    model_call_every = faults.get("model_raise_every")
+
+    async def predict_with_retries(step, n_events: int) -> tuple[object, str | None]:
+        """The batch's model call, tried ``batch_retries + 1`` times with a growing pause;
+        (top-k, None) or (None, the reason) once every try failed."""
+        tries = settings.batch_retries + 1
+        for attempt in range(1, tries + 1):
+            call = step.predict if model_call_every is None else flaky_calls(step.predict)
+            try:
+                return await loop_of_agent().run_in_executor(executor, call), None
+            except Exception as e:  # noqa: BLE001 - any model failure is this batch's
+                stats.failed_batches += 1
+                prom.count_failed_batch()
+                log.error("%s: model call failed (try %d of %d, %d events, model %s): %r",
+                          FAILED_BATCH_MARK, attempt, tries, n_events, processor.model_version,
+                          e, exc_info=attempt == tries)
+                reason = f"model {processor.model_version} failed on the batch: {e!r}"
+                if attempt < tries:
+                    await asyncio.sleep(min(5.0, 0.1 * 4 ** (attempt - 1)))
+        await publish_alerts([model_failure_alert(processor.model_version, reason,
+                                                  int(time.time() * 1000))])
+        return None, reason
+
+    def flaky_calls(predict):
+        counter = flaky_counter
+        counter[0] += 1  # one model call per try; every N-th raises (SEQSTREAM_FAULTS)
+        n = counter[0]
+
+        def call():
+            if n % model_call_every == 0:
+                raise InjectedFault(f"injected model failure (call {n})")
+            return predict()
+        return call
+
+    flaky_counter = [0]
+
+    def loop_of_agent():
+        return asyncio.get_running_loop()
+
     async def acknowledge(stream, batch, outputs: list, changelog: list) -> None:
         """Once the broker has a batch's outputs and states, ack its input events."""
         await states_durable(table, changelog)
@@ -301,99 +376,137 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
 
     @app.agent(events_topic, name="process-events")
     async def process_events(stream):
-        loop = asyncio.get_running_loop()
-        within = settings.batch_wait_ms / 1000.0
-        store_get = table.data.get
-        async for batch in take_batches(stream, settings.batch_size, within, ack=False):
-            acking = pending_ack[0]
-            if acking is not None and acking.done():
-                acking.result()  # the previous batch failed: stop here (its input not acked)
-            swapper.apply_pending()  # hot swap: only between batches
-            in_batch[0] = True
-            records = [RawRecord(e.message.key, e.value, e.message.topic, e.message.partition,
-                                 e.message.offset, int(e.message.timestamp * 1000))
-                       for e in batch]
-            events, positions, dead = processor.parse(records)
-            states: dict[str, UserState | None] = {}
-            last_of_user: dict[str, object] = {}
-            # A rocksdb:// table reads the partition of the *current event*: each read runs
-            # with an event of the key's own partition
-            with current_event_restored(stream):
-                for p, ev in zip(positions, events, strict=True):
-                    user = ev.user_id
-                    if user not in states:
-                        stream._set_current_event(batch[p])
-                        # the store itself: Table.get adds Faust's per-key sensor calls
-                        raw = store_get(user.encode())
-                        states[user] = swapper.adapt(UserState.decode(raw)) if raw else None
-                    last_of_user[user] = batch[p]
-                seen_parts: set[int] = set()
-                for r, e in zip(records, batch, strict=True):
-                    if r.partition not in seen_parts:  # load each window record once
-                        seen_parts.add(r.partition)
-                        stream._set_current_event(e)
-                        pwindows.part(r.partition)
-            result = None
-            model_s = None
-            if events:
-                offsets = [records[p].offset for p in positions]
-                if item_encoder is not None and item_encoder.pending:
-                    # new items join the model on the model thread, between two batches
-                    # (at most 64 per batch, about 1 s of CPU encoding: a burst of new items
-                    # must not stall scoring; the rest joins over the next batches)
-                    await loop.run_in_executor(executor, item_encoder.flush, 64)
-                # the engine's Python on this thread; only the model call off the event loop
-                # (it releases the GIL in torch: delivery goes on meanwhile)
-                engine = processor.engine
-                step = engine.prepare(events, states, offsets)
-                t_model = time.perf_counter()
-                topk = await loop.run_in_executor(executor, step.predict)
-                model_s = time.perf_counter() - t_model
-                result = engine.complete(step, topk)
-                swapper.tag_states(result.touched.values())
-            now_ms = int(time.time() * 1000)
-            preds = processor.encode_predictions(events, result, now_ms) if events else []
-            latencies = [float(now_ms - records[p].timestamp_ms) for p in positions]
-            closed, window_records = pwindows.account(
-                [r.partition for r in records], [r.offset for r in records], events, positions,
-                result, latencies, now_ms)
-            pub = publisher()
-            if acking is not None:
-                await acking  # outputs and changelog stay in batch order
-            # closed windows are acknowledged before the window records that drop them
-            await publish_windows(closed)
-            outputs = (await pub.enqueue(topic_predictions, preds)
-                       + await pub.enqueue(topic_dead, dead))
-            last_of_part = {r.partition: e for r, e in zip(records, batch, strict=True)}
-            changelog = await enqueue_states(
-                stream, table, pub, result.touched if result else {}, last_of_user,
-                first=[(window_key(p), rec, last_of_part[p]) for p, rec in window_records])
-            pending_ack[0] = asyncio.ensure_future(acknowledge(stream, batch, outputs, changelog))
-            stats.batches += 1
-            stats.events += len(events)
-            stats.predictions += len(preds)
-            stats.dead_letters += len(dead)
-            stats.duplicates += len(result.duplicates) if result else 0
-            stats.last_batch_wall = time.monotonic()
-            stats.event_watermark_ms = pwindows.watermark_ms
-            alert_monitor.model_version = processor.model_version
-            await publish_alerts(alert_monitor.observe_batch(
-                events, result, latencies, now_ms,
-                partitions=[records[p].partition for p in positions]))
-            prom.observe_batch(len(records), len(events), len(preds), len(dead),
-                               len(result.duplicates) if result else 0, latencies, model_s)
-            prom.set_model_version(processor.model_version)
-            prom.set_watermark(stats.event_watermark_ms)
-            prom.set_lag(consumer_lags(app.consumer,
-                                       {(r.topic, r.partition): r.offset for r in records}))
-            in_batch[0] = False
+        # Faust restarts a crashed agent but nothing more reaches it (the failed batch is
+        # never acked and holds the stream): any error that is not a batch's own is fatal,
+        # with its reason in the log; the restarted worker resumes from the committed offsets
+        try:
+            loop = asyncio.get_running_loop()
+            within = settings.batch_wait_ms / 1000.0
+            store_get = table.data.get
+            async for taken in take_batches(stream, settings.batch_size, within, ack=False):
+                acking = pending_ack[0]
+                if acking is not None and acking.done():
+                    acking.result()  # the previous batch's outputs failed: fatal (below)
+                # events delivered before a rebalance come again from the committed offsets
+                batch_gen = fence.generation
+                batch, stale = fence.current(taken)
+                if stale:
+                    fence.release(stale)
+                    stats.stale_events += len(stale)
+                    log.info("%d events delivered before the rebalance to generation %s left "
+                             "for redelivery", len(stale), batch_gen)
+                if not batch:
+                    continue
+                swapper.apply_pending()  # hot swap: only between batches
+                in_batch[0] = True
+                records = [RawRecord(e.message.key, e.value, e.message.topic, e.message.partition,
+                                     e.message.offset, int(e.message.timestamp * 1000))
+                           for e in batch]
+                events, positions, dead = processor.parse(records)
+                states: dict[str, UserState | None] = {}
+                last_of_user: dict[str, object] = {}
+                # A rocksdb:// table reads the partition of the *current event*: each read runs
+                # with an event of the key's own partition
+                with current_event_restored(stream):
+                    for p, ev in zip(positions, events, strict=True):
+                        user = ev.user_id
+                        if user not in states:
+                            stream._set_current_event(batch[p])
+                            # the store itself: Table.get adds Faust's per-key sensor calls
+                            raw = store_get(user.encode())
+                            states[user] = swapper.adapt(UserState.decode(raw)) if raw else None
+                        last_of_user[user] = batch[p]
+                    seen_parts: set[int] = set()
+                    for r, e in zip(records, batch, strict=True):
+                        if r.partition not in seen_parts:  # load each window record once
+                            seen_parts.add(r.partition)
+                            stream._set_current_event(e)
+                            pwindows.part(r.partition)
+                result = None
+                model_s = None
+                if events:
+                    offsets = [records[p].offset for p in positions]
+                    if item_encoder is not None and item_encoder.pending:
+                        # new items join the model on the model thread, between two batches
+                        # (at most 64 per batch, about 1 s of CPU encoding: a burst of new items
+                        # must not stall scoring; the rest joins over the next batches)
+                        await loop.run_in_executor(executor, item_encoder.flush, 64)
+                    # the engine's Python on this thread; only the model call off the event loop
+                    # (it releases the GIL in torch: delivery goes on meanwhile)
+                    engine = processor.engine
+                    step = engine.prepare(events, states, offsets)
+                    t_model = time.perf_counter()
+                    topk, failure = await predict_with_retries(step, len(events))
+                    model_s = time.perf_counter() - t_model
+                    if failure is None:
+                        result = engine.complete(step, topk)
+                        swapper.tag_states(result.touched.values())
+                    else:  # the batch's events go to dead letters with the reason, unchanged
+                        dead = dead + [
+                            (records[p].key, DeadLetter.of(
+                                records[p].value, failure, records[p].topic, records[p].partition,
+                                records[p].offset, records[p].key, failed_at_ms=int(time.time() * 1000)
+                            ).to_json()) for p in positions]
+                        stats.model_failed_events += len(events)
+                        events, positions = [], []
+                now_ms = int(time.time() * 1000)
+                preds = processor.encode_predictions(events, result, now_ms) if events else []
+                latencies = [float(now_ms - records[p].timestamp_ms) for p in positions]
+                closed, window_records = pwindows.account(
+                    [r.partition for r in records], [r.offset for r in records], events, positions,
+                    result, latencies, now_ms)
+                pub = publisher()
+                if acking is not None:
+                    await acking  # outputs and changelog stay in batch order
+                if not await fence.may_write(batch_gen):  # a zombie after a stall writes nothing
+                    fence.dropped(len(batch), f"membership of generation {batch_gen} lost")
+                    fence.release(batch)
+                    prom.count_fenced_batch()
+                    pwindows.forget()  # re-read the window records: this batch is not in them
+                    in_batch[0] = False
+                    continue
+                # closed windows are acknowledged before the window records that drop them
+                await publish_windows(closed)
+                outputs = (await pub.enqueue(topic_predictions, preds)
+                           + await pub.enqueue(topic_dead, dead))
+                last_of_part = {r.partition: e for r, e in zip(records, batch, strict=True)}
+                changelog = await enqueue_states(
+                    stream, table, pub, result.touched if result else {}, last_of_user,
+                    first=[(window_key(p), rec, last_of_part[p]) for p, rec in window_records])
+                pending_ack[0] = asyncio.ensure_future(acknowledge(stream, batch, outputs, changelog))
+                stats.batches += 1
+                stats.events += len(events)
+                stats.predictions += len(preds)
+                stats.dead_letters += len(dead)
+                stats.duplicates += len(result.duplicates) if result else 0
+                stats.last_batch_wall = time.monotonic()
+                stats.event_watermark_ms = pwindows.watermark_ms
+                alert_monitor.model_version = processor.model_version
+                await publish_alerts(alert_monitor.observe_batch(
+                    events, result, latencies, now_ms,
+                    partitions=[records[p].partition for p in positions]))
+                prom.observe_batch(len(records), len(events), len(preds), len(dead),
+                                   len(result.duplicates) if result else 0, latencies, model_s)
+                prom.set_model_version(processor.model_version)
+                prom.set_watermark(stats.event_watermark_ms)
+                prom.set_lag(consumer_lags(app.consumer,
+                                           {(r.topic, r.partition): r.offset for r in records}))
+                in_batch[0] = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - logged with its traceback, then exit
+            fatal(f"the worker's batch loop failed: {e!r}", e)
 
     @app.timer(interval=1.0)
     async def close_idle_windows():
         acking = pending_ack[0]
-        if acking is not None and acking.done() and not acking.cancelled():
-            acking.result()  # a batch's outputs failed and no batch came after: stop now
+        if acking is not None and acking.done() and not acking.cancelled() \
+                and acking.exception() is not None:  # no batch came after to notice
+            fatal(f"a batch's outputs were not accepted by the broker: "
+                  f"{acking.exception()!r}", acking.exception())
         idle_s = time.monotonic() - stats.last_batch_wall
+        if not fence.may_write_now():  # after a stall or in a rebalance: the batches decide
+            return
         if alert_monitor.held and idle_s >= settings.idle_close_s and not in_batch[0]:
             # the detectors wait for the slowest partition; idle input: feed what is held
             await publish_alerts(alert_monitor.flush(int(time.time() * 1000)))
@@ -406,6 +519,11 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     @app.timer(interval=settings.model_poll_s)
     async def poll_for_model():
         await asyncio.get_running_loop().run_in_executor(None, swapper.poll)
+        failures = swapper.take_failures()
+        if failures:
+            now_ms = int(time.time() * 1000)
+            await publish_alerts([model_swap_alert(processor.model_version, reason, now_ms)
+                                  for reason in failures])
         if not in_batch[0]:  # idle agent: switch now (no await between check and switch)
             swapper.apply_pending()
 
@@ -414,6 +532,10 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         if item_encoder is not None:
             await follow_items(settings, item_encoder,
                                lambda dead: publisher().publish(topic_dead, dead))
+
+    @app.task
+    async def watch_stalls():
+        await fence.watch()
 
     @app.task
     async def serve_prometheus():
@@ -428,6 +550,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
                           if tp.topic == events_topic_name)
         pwindows.forget()  # partitions may have moved: re-read window records from the table
+        fence.on_new_generation()
         alert_monitor.forget_partitions()
         tune_fetch_wait(app, settings)
         if not frozen:
@@ -443,13 +566,15 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
 
     @app.on_before_shutdown.connect
     async def flush_windows(sender, **kwargs):
-        # Clean shutdown: publish every open window rather than losing it.
-        with contextlib.suppress(Exception):
-            await publish_windows(pwindows.flush(int(time.time() * 1000)))
-            await publish_alerts(alert_monitor.flush(int(time.time() * 1000)))
+        # Clean shutdown: publish every open window rather than losing it (unless this
+        # worker's membership was lost: its windows are the new owners' now).
+        if fence.may_write_now():
+            with contextlib.suppress(Exception):
+                await publish_windows(pwindows.flush(int(time.time() * 1000)))
+                await publish_alerts(alert_monitor.flush(int(time.time() * 1000)))
         swapper.close()
 
-    return SeqstreamApp(settings, app, processor, table, stats, pwindows)
+    return SeqstreamApp(settings, app, processor, table, stats, pwindows, fence)
 
 
 def limit_malloc_arenas(n: int) -> bool:
@@ -479,19 +604,34 @@ def limit_malloc_arenas(n: int) -> bool:
 
 def run_worker(settings: Settings, model: Recommender | None = None) -> None:
     """Run one worker until SIGINT/SIGTERM (blocks)."""
+    from stream_app.logs import configure_logging
     from stream_app.topics import ensure_topics
 
+    configure_logging(settings.log_level, settings.log_format)
     limit_malloc_arenas(settings.malloc_arenas)
     ensure_topics(settings)
     sapp = create_app(settings, model)
     from stream_app.store_guard import mark_clean, prepare_local_store
 
     marker = prepare_local_store(sapp.app, settings)  # rocksdb:// after a crash: rebuild
+    log.info("seqstream worker starting: broker %s, group %s, topics %s* (%d partitions), "
+             "model %s, store %s, web %s, metrics %s", settings.broker_url, settings.app_id,
+             settings.topic_prefix, settings.partitions, sapp.processor.model_version,
+             settings.store, f"port {settings.web_port}" if settings.web_port else "off",
+             f"port {settings.metrics_port}" if settings.metrics_port else "off")
     worker = faust.Worker(sapp.app, loglevel=settings.log_level, quiet=True,
                           override_logging=False)
+    code = None
     try:
         worker.execute_from_commandline()
     except SystemExit as e:
+        code = e.code
         if marker is not None and e.code in (0, None):
             mark_clean(marker)
         raise
+    finally:
+        st = sapp.stats
+        log.info("seqstream worker stopped (exit %s): %d events, %d predictions, %d dead "
+                 "letters, %d duplicates skipped, %d failed model calls, %d batches fenced",
+                 code, st.events, st.predictions, st.dead_letters, st.duplicates,
+                 st.failed_batches, sapp.fence.dropped_batches)

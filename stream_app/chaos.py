@@ -39,6 +39,7 @@ import orjson
 
 from model_core.sequence_state import UserState
 from stream_app.settings import Settings, load_settings
+from stream_app.worker_process import FAILED_BATCH_MARK
 
 
 @dataclass
@@ -46,6 +47,9 @@ class ChaosReport:
     events: int
     kills: int
     store: str
+    scenario: str = "kill"
+    workers: int = 1
+    failed_batches: int = 0
     missing: int = 0
     duplicated_in_state: int = 0
     mismatched_sequences: int = 0
@@ -105,14 +109,14 @@ def reference_states(model, events, settings: Settings) -> tuple[dict[str, UserS
 
 def read_changelog_states(settings: Settings, timeout_s: float = 120.0) -> dict[str, UserState]:
     """Final user states from the table's changelog topic (last value per key)."""
+    from stream_app.monotonic import latest_values
     from stream_app.topics import iter_topic
     from stream_app.window_state import is_window_key
 
-    latest: dict[bytes, bytes] = {}
-    for m in iter_topic(settings, f"{settings.app_id}-user-state-changelog", idle_s=3.0,
-                        timeout_s=timeout_s):
-        if m.key is not None:
-            latest[m.key] = m.value
+    # as the table applies them: a stale record (from a worker that had stalled) is skipped
+    latest = latest_values(m for m in iter_topic(
+        settings, f"{settings.app_id}-user-state-changelog", idle_s=3.0, timeout_s=timeout_s)
+        if m.key is not None)
     return {k.decode(): UserState.decode(v) for k, v in latest.items()
             if v and not is_window_key(k)}
 
@@ -173,34 +177,126 @@ def _settings(broker_url: str, work: Path, store: str, model_path: Path, **over)
 
 # --------------------------------------------------------------------------- chaos
 def _replay_in_segments(settings, events, pauses: list[int],
-                        resume: list[threading.Event]) -> None:
-    """Replay ``events``; after sending ``pauses[i]`` events wait for ``resume[i]``."""
+                        resume: list[threading.Event], rate: float | None = None) -> None:
+    """Replay ``events``; after sending ``pauses[i]`` events wait for ``resume[i]``.
+
+    ``rate``: events per second (sent in slices every 50 ms), or None for as fast as the
+    producer goes. A paced replay keeps events flowing while a fault is in progress."""
     from stream_app.replay import make_producer, replay_events
 
     producer = make_producer(settings)
+    step = max(1, int(rate / 20)) if rate else None
     try:
         start = 0
         for end, go in zip([*pauses, len(events)], [*resume, None], strict=True):
-            if end > start:
-                replay_events(settings, events[start:end], progress=False, producer=producer)
-                start = end
+            while start < end:
+                upto = end if step is None else min(end, start + step)
+                t = time.monotonic()
+                replay_events(settings, events[start:upto], progress=False, producer=producer)
+                start = upto
+                if step is not None:
+                    time.sleep(max(0.0, 0.05 - (time.monotonic() - t)))
             if go is not None:
                 go.wait(timeout=900)
     finally:
         producer.close()
 
 
+SCENARIOS = ("kill", "pause", "rebalance", "crash-in-batch")
+
+
+class _Fleet:
+    """The workers of one chaos run: each a child process with its own log and data dir."""
+
+    def __init__(self, settings: Settings, work: Path, log=print) -> None:
+        self.settings, self.work, self.log = settings, work, log
+        self.procs: list = []
+
+    def add(self, ready_timeout_s: float = 180.0, extra_env: dict | None = None):
+        from stream_app.worker_process import WorkerProcess
+
+        i = len(self.procs)
+        s = self.settings.model_copy(update={"data_dir": str(self.work / f"worker-{i}-data")})
+        w = WorkerProcess(s, self.work / f"worker-{i}.log", name=f"worker-{i}",
+                          extra_env=extra_env)
+        self.procs.append(w)
+        w.start()
+        w.wait_ready(ready_timeout_s)
+        return w
+
+    def alive(self) -> list:
+        return [w for w in self.procs if w.alive()]
+
+    def stop_all(self, timeout_s: float = 60.0) -> None:
+        for w in self.alive():
+            w.stop(timeout_s)
+
+    def kill_all(self) -> None:
+        for w in self.procs:
+            w.kill()
+
+
+def _fault(scenario: str, i: int, fleet: _Fleet, rng: random.Random, workers: int,
+           pause_s: float, release: threading.Event, log) -> float | None:
+    """Run fault ``i`` of ``scenario``; set ``release`` when the replay may go on (while the
+    fault is in progress for pause/rebalance, so events keep flowing through it). Returns
+    the seconds until the affected worker was ready again, where that applies."""
+    alive = fleet.alive()
+    if scenario in ("kill", "crash-in-batch"):
+        w = rng.choice(alive)
+        log(f"fault {i + 1}: SIGKILL {w.name}")
+        w.kill()
+        t = time.monotonic()
+        w.start()
+        w.wait_ready(180)
+        release.set()
+        return round(time.monotonic() - t, 2)
+    if scenario == "pause":
+        w = rng.choice(alive)
+        log(f"fault {i + 1}: SIGSTOP {w.name} for {pause_s:.0f} s")
+        w.pause()
+        release.set()
+        time.sleep(pause_s)
+        w.resume()
+        log(f"  SIGCONT {w.name}")
+        return None
+    if scenario == "rebalance":
+        release.set()
+        if i % 2 == 0 or len(alive) <= 1:
+            log(f"fault {i + 1}: a worker joins ({len(alive)} running)")
+            t = time.monotonic()
+            fleet.add()
+            return round(time.monotonic() - t, 2)
+        w = alive[0]
+        log(f"fault {i + 1}: {w.name} leaves (SIGTERM; {len(alive)} running)")
+        w.stop(60)
+        return None
+    raise ValueError(f"unknown chaos scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
+
+
 def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str = "memory://",
               broker_url: str | None = None, workdir: str | Path | None = None,
               min_gap_s: float = 1.0, max_gap_s: float = 6.0, soak: bool = False,
               n_users: int | None = None, n_items: int | None = None,
+              scenario: str = "kill", workers: int = 1, rate: float | None = None,
+              pause_s: float | None = None, fail_every: int = 7,
               log=print) -> ChaosReport:
+    """Stream ``n_events`` through ``workers`` workers while ``kills`` faults of
+    ``scenario`` happen, then audit (see the module docstring).
+
+    Scenarios: ``kill`` (SIGKILL a worker and restart it), ``pause`` (SIGSTOP a worker for
+    ``pause_s``, past the session timeout, then SIGCONT: it wakes as a zombie holding a batch),
+    ``rebalance`` (workers join and leave under load), ``crash-in-batch`` (every worker's
+    model call raises on one batch in ``fail_every``, on top of the kills).
+    ``rate``: replay pace in events/s (None = as fast as possible).
+    """
     from model_core.datasets.synth import generate
     from stream_app.broker import EmbeddedBroker
     from stream_app.topics import ensure_topics
     from stream_app.window_state import latest_windows
-    from stream_app.worker_process import WorkerProcess
 
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown chaos scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
     rng = random.Random(seed)
     own_dir = workdir is None
     work = Path(workdir or tempfile.mkdtemp(prefix="seqstream-chaos-"))
@@ -209,13 +305,16 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
     if broker_url is None:
         broker = EmbeddedBroker(log_path=work / "broker.log").start()
         broker_url = broker.url
-    report = ChaosReport(events=n_events, kills=kills, store=store)
-    worker = None
+    report = ChaosReport(events=n_events, kills=kills, store=store, scenario=scenario,
+                         workers=workers)
+    fleet = None
     try:
         log(f"generating {n_events:,} events and a markov model ...")
         events = generate(n_events, n_users=n_users, n_items=n_items, seed=seed)
         model = _train_markov(events, work / "model")
         settings = _settings(broker_url, work, store, work / "model")
+        if pause_s is None:
+            pause_s = 2.5 * settings.session_timeout_s
         ensure_topics(settings)
         ref_states, ref_scored = {}, -1
         if not soak:  # a soak checks predictions, metrics counts and memory only
@@ -224,61 +323,61 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
             report.reference_scored = ref_scored
 
         preds = _Tail(settings, "predictions", keep=_event_id_of).start()
-        worker = WorkerProcess(settings, work / "worker.log")
+        fleet = _Fleet(settings, work, log)
+        extra_env = ({"SEQSTREAM_FAULTS": f"model_raise_every={fail_every}"}
+                     if scenario == "crash-in-batch" else None)
         t0 = time.monotonic()
-        worker.start()
-        worker.wait_ready(120)
+        for _ in range(max(1, workers)):
+            fleet.add(120, extra_env=extra_env)
         report.first_ready_s = round(time.monotonic() - t0, 2)
-        log(f"worker ready in {report.first_ready_s} s; replaying ...")
+        log(f"{workers} worker(s) ready in {report.first_ready_s} s; replaying ...")
         t_start = time.monotonic()
         rss: list[tuple[float, int, float]] = []
-        done_kills = 0
-        # kill points: random shares of the events, so the crashes spread over the whole run
-        kill_at = sorted(int(rng.uniform(0.05, 0.95) * n_events) for _ in range(kills))
-        # The replay sends events up to a little past each kill point, then waits for that
-        # kill: on a fast machine the whole log could otherwise be processed before the first
-        # kill is due. The margin keeps events in flight (sent, not yet predicted) at the kill.
+        done = 0
+        # fault points: random shares of the events, so the faults spread over the whole run
+        fault_at = sorted(int(rng.uniform(0.05, 0.95) * n_events) for _ in range(kills))
+        # The replay sends events up to a little past each fault point, then waits for that
+        # fault: on a fast machine the whole log could otherwise be processed before the first
+        # fault is due. The margin keeps events in flight (sent, not yet predicted) at the fault.
         margin = max(1, n_events // 50)
-        killed = [threading.Event() for _ in range(kills)]
+        released = [threading.Event() for _ in range(kills)]
         replay = threading.Thread(
             target=_replay_in_segments,
-            args=(settings, events, [min(n_events, k + margin) for k in kill_at], killed),
+            args=(settings, events, [min(n_events, k + margin) for k in fault_at], released,
+                  rate),
             daemon=True)
         replay.start()
-        next_kill = time.monotonic() + rng.uniform(min_gap_s, max_gap_s)
+        next_fault = time.monotonic() + rng.uniform(min_gap_s, max_gap_s)
         deadline = time.monotonic() + max(600.0, n_events / 200.0)
         while time.monotonic() < deadline:
             got = len(preds.ids)
-            if soak:
-                r = _rss_mb(worker.proc.pid)
+            if soak and fleet.alive():
+                r = _rss_mb(fleet.alive()[0].proc.pid)
                 if r is not None:
                     rss.append((time.monotonic() - t_start, got, r))
             if got >= n_events:
                 break
-            if (done_kills < kills and time.monotonic() >= next_kill and got < n_events
-                    and got >= kill_at[done_kills]):
-                log(f"kill {done_kills + 1}/{kills} at {got:,} events predicted")
-                worker.kill()
-                t_kill = time.monotonic()
-                worker.start()
-                worker.wait_ready(180)
-                dt = round(time.monotonic() - t_kill, 2)
-                report.restart_to_ready_s.append(dt)
-                log(f"  restarted, ready after {dt} s")
-                killed[done_kills].set()
-                done_kills += 1
-                next_kill = time.monotonic() + rng.uniform(min_gap_s, max_gap_s)
+            if (done < kills and time.monotonic() >= next_fault and got < n_events
+                    and got >= fault_at[done]):
+                log(f"at {got:,} events predicted:")
+                dt = _fault(scenario, done, fleet, rng, workers, pause_s, released[done], log)
+                if dt is not None:
+                    report.restart_to_ready_s.append(dt)
+                    log(f"  ready after {dt} s")
+                done += 1
+                next_fault = time.monotonic() + rng.uniform(min_gap_s, max_gap_s)
             time.sleep(0.25 if not soak else 1.0)
-        for ev in killed:  # release the replay if the loop ended early (deadline)
+        for ev in released:  # release the replay if the loop ended early (deadline)
             ev.set()
-        report.kills = done_kills
+        report.kills = done
         report.seconds = round(time.monotonic() - t_start, 1)
         replay.join(timeout=60)
         # let idle windows close, then stop cleanly (flushes the rest and commits)
         time.sleep(settings.idle_close_s + 2.0)
-        worker.stop(60)
+        fleet.stop_all(60)
         preds.stop()
         report.events_per_s = round(n_events / report.seconds, 1) if report.seconds else 0.0
+        report.failed_batches = sum(w.log_text().count(FAILED_BATCH_MARK) for w in fleet.procs)
 
         valid = {e.event_id for e in events}
         # The audit re-reads the whole topic now that the worker has stopped: a follower
@@ -339,8 +438,8 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
                 {e.user_id for e in events}) * settings.max_seq_len)
         return report
     finally:
-        if worker is not None and worker.alive():
-            worker.kill()
+        if fleet is not None:
+            fleet.kill_all()
         if broker is not None:
             broker.stop()
         if own_dir:

@@ -6,10 +6,21 @@ Two ways to publish a new checkpoint (both may be used):
   checkpoint directory into it as ``<model_version>/`` and then atomically replaces the file
   ``LATEST`` (one line: that subdirectory's name). Workers poll ``LATEST``
   (``SEQSTREAM_MODEL_POLL_S``); a half-copied checkpoint is never named there.
-- **The control topic** (``settings.topic("control")``): a JSON message
-  ``{"command": "load_model", "path": "/checkpoints/v2"}`` (:func:`send_load_model`). Every
-  worker reads the whole control topic without a consumer group (each sees every message), so
-  a worker that starts later also loads the latest model named there.
+- **The control topic** (``settings.topic("control")``): a signed JSON message
+  ``{"command": "load_model", "path": "/models/v2", "issued_at_ms": ..., "hmac": ...}``
+  (:func:`send_load_model`, ``seqstream publish-model``). Anyone who can write one Kafka topic
+  must not choose the model served, so a worker acts on a control record only when
+  ``SEQSTREAM_CONTROL_KEY_FILE`` is set and the record's HMAC-SHA256 (over command, path and
+  issue time) verifies with that key, the record is newer than the last one applied and at
+  most ``SEQSTREAM_CONTROL_MAX_AGE_S`` old, and the path resolves inside
+  ``SEQSTREAM_MODEL_ROOT``. Every worker reads the topic without a consumer group (each sees
+  every record), from its end at start: a restarted worker starts from
+  ``SEQSTREAM_MODEL_PATH`` (or the watched directory's ``LATEST``), never from an old record.
+
+Every model named either way is loaded and then verified with a trial batch
+(:func:`model_core.verify.verify_model`: shapes, index ranges, finite values) before it is
+applied; one that fails to load or verify is never applied: the worker keeps its model,
+logs the reason and publishes a critical alert (``model_swap``) on the alerts topic.
 
 Loading runs off the event loop (a thread); the loaded model is *applied* by the agent at
 the start of the next batch (:meth:`ModelSwapper.apply_pending`), so each batch is scored by
@@ -73,18 +84,84 @@ def publish_checkpoint(checkpoint_dir: str | Path, watch_dir: str | Path,
     return dst
 
 
-def send_load_model(settings, path: str | Path) -> None:
-    """Ask every worker (control topic) to load the checkpoint at ``path``."""
+def control_key(settings) -> bytes | None:
+    """The control records' HMAC key (``SEQSTREAM_CONTROL_KEY_FILE``), or None when unset."""
+    from schemas.exceptions import SeqstreamError
+
+    path = settings.control_key_file
+    if not path:
+        return None
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as e:
+        raise SeqstreamError(f"SEQSTREAM_CONTROL_KEY_FILE={path}: cannot read it ({e.strerror})"
+                             ) from None
+    if len(key) < 16:
+        raise SeqstreamError(f"SEQSTREAM_CONTROL_KEY_FILE={path}: the key must be at least 16 "
+                             "bytes (e.g. `head -c 32 /dev/urandom | base64 > FILE`)")
+    return key
+
+
+def sign_control(key: bytes, command: str, path: str, issued_at_ms: int) -> str:
+    import hashlib
+    import hmac
+
+    msg = f"{command}\n{path}\n{issued_at_ms}".encode()
+    return hmac.new(key, msg, hashlib.sha256).hexdigest()
+
+
+def check_control(record: dict, key: bytes, newer_than_ms: int, now_ms: int,
+                  max_age_s: float) -> str | None:
+    """The reason a control record is refused, or None when it may be acted on."""
+    import hmac
+
+    command, path = record.get("command"), record.get("path")
+    issued = record.get("issued_at_ms")
+    if command != "load_model" or not isinstance(path, str) or not path:
+        return "not a load_model record with a path"
+    if not isinstance(issued, int) or isinstance(issued, bool):
+        return "no issued_at_ms"
+    sig = record.get("hmac")
+    if not isinstance(sig, str) or not hmac.compare_digest(
+            sig, sign_control(key, command, path, issued)):
+        return "its HMAC does not verify with this worker's control key"
+    if issued <= newer_than_ms:
+        return "not newer than the last control record applied"
+    if now_ms - issued > max_age_s * 1000:
+        return f"issued {(now_ms - issued) / 1000:.0f} s ago (limit {max_age_s:.0f} s)"
+    return None
+
+
+def inside_root(path: str | Path, root: str | Path | None) -> bool:
+    """``path`` (links resolved) lies inside ``root`` (links resolved)."""
+    if not root:
+        return False
+    p, r = Path(path).resolve(), Path(root).resolve()
+    return p == r or r in p.parents
+
+
+def send_load_model(settings, path: str | Path, now_ms: int | None = None) -> None:
+    """Ask every worker (control topic) to load the checkpoint at ``path`` (a signed record:
+    needs ``SEQSTREAM_CONTROL_KEY_FILE``, the same key the workers have)."""
+    import time
+
     import orjson
 
+    from schemas.exceptions import SeqstreamError
     from stream_app.replay import make_producer
     from stream_app.topics import ensure_topics
 
+    key = control_key(settings)
+    if key is None:
+        raise SeqstreamError("control records are signed: set SEQSTREAM_CONTROL_KEY_FILE to the "
+                             "key file the workers use")
+    issued = int(time.time() * 1000) if now_ms is None else now_ms
+    record = {"command": "load_model", "path": str(path), "issued_at_ms": issued}
+    record["hmac"] = sign_control(key, "load_model", str(path), issued)
     ensure_topics(settings, ("control",))
     producer = make_producer(settings)
     try:
-        producer.send(settings.topic("control"), key=b"model",
-                      value=orjson.dumps({"command": "load_model", "path": str(path)}))
+        producer.send(settings.topic("control"), key=b"model", value=orjson.dumps(record))
         producer.flush()
     finally:
         producer.close()
@@ -96,6 +173,7 @@ class SwapStats:
     remapped: int = 0
     reset: int = 0
     failed_loads: int = 0
+    refused_controls: int = 0
 
 
 class ModelSwapper:
@@ -117,6 +195,10 @@ class ModelSwapper:
         self._last_watched: Path | None = None
         self._control = None
         self._control_failed = False
+        self._control_key = control_key(settings) if hasattr(settings, "control_key_file") \
+            else None
+        self._last_control_ms = 0
+        self.failures: list[str] = []  # reasons not yet published as alerts (agent side)
         self.stats = SwapStats()
 
     # ------------------------------------------------------------------ polling (thread)
@@ -140,14 +222,26 @@ class ModelSwapper:
         self._loaded_name = key
         try:
             from model_core.checkpoint import load_model
+            from model_core.verify import verify_model
 
             model = load_model(path, device=self.settings.device)
+            verify_model(model, self.settings.top_k, str(path))
         except Exception as e:  # a bad checkpoint must not stop the worker
             self.stats.failed_loads += 1
-            print(f"seqstream model load failed ({path}): {e}", flush=True)
+            self._fail(f"model swap to {path} refused, the current model stays: {e}")
             return
         with self._lock:
             self._pending = model
+
+    def _fail(self, reason: str) -> None:
+        log.error("%s", reason)
+        with self._lock:
+            self.failures.append(reason)
+
+    def take_failures(self) -> list[str]:
+        with self._lock:
+            out, self.failures = self.failures, []
+        return out
 
     def _watched_path(self) -> Path | None:
         d = self.settings.model_watch_dir
@@ -161,6 +255,8 @@ class ModelSwapper:
         return Path(d) / name if name else None
 
     def _control_paths(self) -> list[str]:
+        import time
+
         import orjson
 
         if self._control_failed:
@@ -173,15 +269,38 @@ class ModelSwapper:
                 for r in recs:
                     try:
                         msg = orjson.loads(r.value)
-                        if msg.get("command") == "load_model" and msg.get("path"):
-                            out.append(str(msg["path"]))
-                    except Exception:
-                        continue  # not a control message we understand
+                    except orjson.JSONDecodeError:
+                        msg = None
+                    path = self._accept_control(msg, int(time.time() * 1000), r.offset)
+                    if path is not None:
+                        out.append(path)
             return out
         except Exception as e:
             self._control_failed = True
-            print(f"seqstream control topic unavailable: {e}", flush=True)
+            log.error("control topic unavailable, swaps only through the watched directory: "
+                      "%s", e)
             return []
+
+    def _accept_control(self, msg, now_ms: int, offset: int = -1) -> str | None:
+        """The path of an acceptable control record, else None (the refusal logged and
+        queued as an alert)."""
+        where = f"control record at offset {offset}"
+        if not isinstance(msg, dict):
+            reason = "not a JSON object"
+        elif self._control_key is None:
+            reason = "no SEQSTREAM_CONTROL_KEY_FILE is set, so control records are ignored"
+        else:
+            reason = check_control(msg, self._control_key, self._last_control_ms, now_ms,
+                                   self.settings.control_max_age_s)
+            if reason is None and not inside_root(msg["path"], self.settings.model_root):
+                reason = (f"{msg['path']} is not inside SEQSTREAM_MODEL_ROOT "
+                          f"({self.settings.model_root or 'unset'})")
+        if reason is not None:
+            self.stats.refused_controls += 1
+            self._fail(f"{where} refused: {reason}")
+            return None
+        self._last_control_ms = msg["issued_at_ms"]
+        return str(msg["path"])
 
     def close(self) -> None:
         if self._control is not None:
@@ -204,6 +323,7 @@ class ModelSwapper:
         if self.on_swap is not None:
             self.on_swap(model)
         print(f"{SWAP_MARK} to {model.version}", flush=True)
+        log.info("model swapped to %s", model.version)
         return True
 
     def adapt(self, st: UserState) -> UserState:
@@ -253,8 +373,11 @@ def _control_consumer(settings):
         raise RuntimeError(f"control topic {topic} has no partitions")
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
     c.assign(tps)
-    c.seek_to_beginning(*tps)
+    c.seek_to_end(*tps)  # only records published from now on: old ones never come back
+    for tp in tps:
+        c.position(tp)  # resolve the end now, before a record published meanwhile
     return c
 
 
-__all__ = ["ModelSwapper", "SWAP_MARK", "publish_checkpoint", "send_load_model", "vocab_tag"]
+__all__ = ["ModelSwapper", "SWAP_MARK", "check_control", "control_key", "inside_root",
+           "publish_checkpoint", "send_load_model", "sign_control", "vocab_tag"]

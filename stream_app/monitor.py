@@ -92,6 +92,13 @@ class WorkerMetrics:
                                   "redelivered events recognised (not scored again)",
                                   registry=r)
         self.batches = Counter("seqstream_batches", "micro-batches processed", registry=r)
+        self.failed_batches = Counter(
+            "seqstream_failed_model_calls",
+            "model calls that raised (each is retried; a batch whose tries all fail goes to "
+            "dead-letters)", registry=r)
+        self.fenced_batches = Counter(
+            "seqstream_fenced_batches",
+            "batches not written because the worker's group membership was lost", registry=r)
         self.windows = Counter("seqstream_windows_published",
                                "metrics windows published on the metrics topic", registry=r)
         self.alerts = Counter("seqstream_alerts", "alerts published, by metric", ["metric"],
@@ -149,6 +156,12 @@ class WorkerMetrics:
             self.model_info.labels(version=self._version).set(0)
         self.model_info.labels(version=version).set(1)
         self._version = version
+
+    def count_failed_batch(self) -> None:
+        self.failed_batches.inc()
+
+    def count_fenced_batch(self) -> None:
+        self.fenced_batches.inc()
 
     def count_windows(self, n: int) -> None:
         if n:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SEQSTREAM_"
@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # --- micro-batching
     batch_size: int = Field(2000, ge=1, description="most events per micro-batch")
     batch_wait_ms: int = Field(50, ge=1, description="longest wait to fill a micro-batch")
+    batch_retries: int = Field(
+        3, ge=0, description="a batch whose model call raises is tried again this many times "
+        "(pauses 0.1, 0.4, 1.6 s, ...); then its events go to dead-letters with the reason")
 
     # --- sequences and model
     max_seq_len: int = Field(50, ge=1, description="events kept per user")
@@ -60,6 +63,14 @@ class Settings(BaseSettings):
     items_id_field: str = Field("item_id", description="items topic: field holding the item id")
     items_text_fields: str | None = Field(
         None, description="items topic: comma-separated text fields (default: all but the id)")
+    model_root: str | None = Field(
+        None, description="control-topic swaps load only checkpoints inside this directory "
+        "(unset: control records are refused)")
+    control_key_file: str | None = Field(
+        None, description="file holding the HMAC key that signs control records (>= 16 "
+        "bytes; unset: control records are ignored)")
+    control_max_age_s: float = Field(
+        300.0, gt=0, description="control records older than this are refused")
     model_poll_s: float = Field(2.0, gt=0, description="hot swap: how often to check for a new model")
 
     # --- online evaluation
@@ -100,7 +111,16 @@ class Settings(BaseSettings):
         "metrics (metrics_port) do not need it")
     metrics_port: int = Field(0, ge=0, description="Prometheus port (0 = off)")
     web_port: int = Field(6066, ge=0)
-    log_level: str = "WARNING"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="seqstream's log level (Faust's and the Kafka client's stay at "
+        "WARNING unless DEBUG)")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: timestamped lines; json: one JSON object per line")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, v):
+        return v.upper() if isinstance(v, str) else v
 
     # ------------------------------------------------------------------ derived
     def topic(self, name: str) -> str:

@@ -20,6 +20,8 @@ from schemas.exceptions import SeqstreamError
 from stream_app.settings import Settings
 
 READY_MARK = "seqstream worker ready"
+# logged once per micro-batch that failed (model call or outputs) and was retried
+FAILED_BATCH_MARK = "seqstream batch failed"
 
 
 def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -40,8 +42,10 @@ def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict
 
 class WorkerProcess:
     def __init__(self, settings: Settings, log_path: str | Path, extra_args: list[str] = (),
-                 name: str = "worker", command: list[str] | None = None) -> None:
+                 name: str = "worker", command: list[str] | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.extra_env = dict(extra_env or {})
         # the child's argv; default ``python -m stream_app.cli worker EXTRA_ARGS``
         self.command = list(command) if command else None
         self.log_path = Path(log_path)
@@ -55,6 +59,7 @@ class WorkerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         env = settings_env(self.settings)
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
         self._ready_offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
             self.command or [sys.executable, "-m", "stream_app.cli", "worker", *self.extra_args],
@@ -90,11 +95,22 @@ class WorkerProcess:
             self.proc.wait(10)
         self._close_log()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes (a stalled VM, a long GC pause, a debugger)."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
     def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGTERM and wait (clean shutdown: open windows are flushed)."""
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGTERM)
+                os.killpg(self.proc.pid, signal.SIGCONT)  # a paused worker handles it too
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:

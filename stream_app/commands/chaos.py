@@ -15,7 +15,20 @@ def register(sub) -> None:
     p = sub.add_parser("chaos", help="SIGKILL the worker at random moments and audit outputs "
                                      "and state (embedded broker)")
     p.add_argument("--events", type=int, default=100_000)
-    p.add_argument("--kills", type=int, default=3)
+    p.add_argument("--scenario", default="kill",
+                   choices=("kill", "pause", "rebalance", "crash-in-batch"),
+                   help="kill: SIGKILL and restart a worker; pause: SIGSTOP a worker past the "
+                        "session timeout, then SIGCONT; rebalance: workers join and leave "
+                        "under load; crash-in-batch: the model raises on some batches")
+    p.add_argument("--workers", type=int, default=None,
+                   help="workers running at the start (default 1; 2 for pause and rebalance)")
+    p.add_argument("--kills", "--faults", dest="kills", type=int, default=3,
+                   help="faults injected during the run")
+    p.add_argument("--rate", type=float, default=None,
+                   help="replay pace in events/s (default: as fast as possible for kill, "
+                        "3000 for the others, so events flow through each fault)")
+    p.add_argument("--pause-s", type=float, default=None,
+                   help="pause scenario: seconds stopped (default 2.5 x the session timeout)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--store", default="memory://", help="memory:// or rocksdb://")
     p.add_argument("--min-gap-s", type=float, default=1.0,
@@ -49,8 +62,13 @@ def run(args) -> int:
                         n_users=args.users or 5000, n_items=args.items or 5000,
                         workdir=args.workdir)
     else:
+        workers = args.workers or (2 if args.scenario in ("pause", "rebalance") else 1)
+        rate = args.rate if args.rate is not None else (
+            None if args.scenario == "kill" else 3000.0)
         rep = run_chaos(args.events, kills=args.kills, seed=args.seed, store=args.store,
                         min_gap_s=args.min_gap_s, max_gap_s=args.max_gap_s,
+                        scenario=args.scenario, workers=workers, rate=rate,
+                        pause_s=args.pause_s,
                         n_users=args.users, n_items=args.items, workdir=args.workdir)
     d = rep.to_dict()
     if not args.json:
