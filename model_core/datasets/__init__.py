@@ -15,12 +15,14 @@ exception. A wrong format name, unknown option or unusable header raises
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from model_core.datasets._base import MAX_KEPT_ERRORS, LogItem, LogReadResult, Reader, Rejected
 from model_core.datasets.csv_mapped import iter_csv
+from model_core.datasets.fields import DataWarning
 from model_core.datasets.jsonl import iter_jsonl
 from model_core.datasets.recbole import iter_recbole
 from model_core.datasets.seqtxt import iter_seqtxt
@@ -60,16 +62,30 @@ def iter_log(path: str | Path, fmt: str, **opts: Any) -> Iterator[LogItem]:
 
 def read_log(path: str | Path, fmt: str, max_errors: int = MAX_KEPT_ERRORS,
              **opts: Any) -> LogReadResult:
-    """Read a whole log; rejected lines are counted, the first ``max_errors`` kept."""
+    """Read a whole log; rejected lines are counted, the first ``max_errors`` kept.
+
+    Rows an action mapping drops are counted in ``dropped``; :class:`DataWarning` s raised
+    while reading are kept as text in ``warnings`` (and not shown), for the caller to print.
+    """
     result = LogReadResult(events=[])
     append = result.events.append
-    for item in iter_log(path, fmt, **opts):
-        if isinstance(item, Rejected):
-            result.rejected += 1
-            if len(result.errors) < max_errors:
-                result.errors.append(item)
-        else:
-            append(item)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        for item in iter_log(path, fmt, **opts):
+            if isinstance(item, Rejected):
+                if item.dropped:
+                    result.dropped += 1
+                    continue
+                result.rejected += 1
+                if len(result.errors) < max_errors:
+                    result.errors.append(item)
+            else:
+                append(item)
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            result.warnings.append(str(w.message))
+        else:  # not ours: hand it on as it came
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return result
 
 
@@ -89,6 +105,7 @@ def guess_format(path: str | Path) -> str | None:
 
 __all__ = [
     "FORMATS",
+    "DataWarning",
     "MAX_KEPT_ERRORS",
     "LogItem",
     "LogReadResult",
