@@ -29,7 +29,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
