@@ -177,3 +177,36 @@ def read_checked(args: argparse.Namespace, path: str):
             if res.errors else ""
         raise DataFormatError(f"{path}: no valid events as format {fmt!r}{first}")
     return res
+
+
+# --------------------------------------------------------------------------- protocols
+def default_protocol(*specs: str) -> str:
+    """The protocol an evaluation uses when none is given: the one the checkpoint(s) were
+    trained with (when they agree), else ``temporal``, ``train``'s default."""
+    from model_core.split_guard import recorded_protocol
+
+    found = {recorded_protocol(s) for s in specs} - {None}
+    return found.pop() if len(found) == 1 else "temporal"
+
+
+def check_checkpoint_split(model, protocol: str, info: dict, args: argparse.Namespace) -> None:
+    """Refuse (or with ``--allow-overlap`` warn loudly) when ``model``'s recorded training
+    split overlaps the test part of the split about to be evaluated on ``args.data``."""
+    import sys
+
+    from model_core.exceptions import ModelCoreError
+    from model_core.split_guard import training_overlap
+    from model_core.train import data_hash
+
+    meta = getattr(model, "meta", None) or {}
+    if not (meta.get("split") or {}).get("protocol"):
+        return
+    reason = training_overlap(meta, protocol, info, data_hash([args.data]),
+                              getattr(args, "test", None))
+    if reason is None:
+        return
+    if getattr(args, "allow_overlap", False):
+        print(f"WARNING: test part overlaps training data: {reason}. The figures below do not "
+              "measure generalisation.", file=sys.stderr)
+        return
+    raise ModelCoreError(f"{reason} (--allow-overlap evaluates anyway)")

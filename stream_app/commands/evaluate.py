@@ -20,6 +20,8 @@ from typing import Any
 
 from stream_app.commands._common import (
     add_reader_options,
+    check_checkpoint_split,
+    default_protocol,
     non_negative_int,
     open_fraction,
     positive_int,
@@ -32,7 +34,11 @@ PROTOCOLS = ("loo", "temporal", "session", "prequential")
 def add_data_options(p) -> None:
     p.add_argument("--data", required=True, help="behaviour log file")
     add_reader_options(p)
-    p.add_argument("--protocol", choices=PROTOCOLS, default="temporal")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                   help="default: the checkpoint's own protocol, else temporal (as train)")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="evaluate a checkpoint even when its training split overlaps this "
+                        "test part (a loud warning instead of a refusal)")
     p.add_argument("--test", default=None,
                    help="separate test log (session protocol), same format as --data")
     p.add_argument("--quantile", type=open_fraction, default=0.8,
@@ -111,6 +117,10 @@ class Prepared:
 def prepare(args) -> Prepared:
     from model_core.splits import make_split, split_temporal
 
+    if args.protocol is None:
+        specs = [getattr(args, k) for k in ("model", "model_a", "model_b") if hasattr(args, k)]
+        args.protocol = default_protocol(*specs)
+
     events = read_events(args, args.data)
     test_events = read_events(args, args.test) if args.test else None
     if args.protocol == "prequential":
@@ -148,7 +158,9 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
     if Path(spec).is_dir():
         from model_core.checkpoint import load_model
 
-        return load_model(spec, device=args.device)
+        model = load_model(spec, device=args.device)
+        check_checkpoint_split(model, prep.protocol, prep.info, args)
+        return model
     if spec not in MODELS:
         raise ModelCoreError(f"--model {spec!r} is neither a checkpoint directory nor a model "
                              f"name ({', '.join(MODELS)})")

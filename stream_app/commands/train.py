@@ -32,7 +32,8 @@ def register(sub) -> None:
     add_reader_options(p)
     p.add_argument("--model", required=True, help="popular | markov | itemknn | gru4rec | sasrec")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--protocol", default="loo", choices=("loo", "temporal", "session"))
+    p.add_argument("--protocol", default="temporal", choices=("loo", "temporal", "session"),
+                   help="split (default temporal, as evaluate); recorded in the checkpoint")
     p.add_argument("--test", default=None, help="session protocol: test sessions file")
     p.add_argument("--valid-users", type=positive_int, default=None, metavar="N",
                    help="loo: only N random users hold out their second-last item for "
