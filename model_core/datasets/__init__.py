@@ -90,7 +90,8 @@ def read_log(path: str | Path, fmt: str, max_errors: int = MAX_KEPT_ERRORS,
 
 
 def guess_format(path: str | Path) -> str | None:
-    """A format name from the file name, or None when it is not obvious."""
+    """A format name from the file name, or None when it is not obvious
+    (:func:`model_core.datasets.sniff.guess_reading` looks at the content)."""
     name = Path(path).name.lower()
     if name.endswith((".jsonl", ".ndjson")):
         return "jsonl"
@@ -100,6 +101,8 @@ def guess_format(path: str | Path) -> str | None:
         return "taobao"
     if "yoochoose" in name or "rsc15" in name:
         return "yoochoose"
+    if name.endswith((".csv", ".tsv")):
+        return "csv"  # with a header; columns named like the Event fields unless mapped
     return None
 
 
