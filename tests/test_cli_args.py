@@ -135,3 +135,16 @@ def test_training_overlap_session_test_files_and_unrecorded_splits():
     assert training_overlap(meta, "session", {}, "abc", "t.txt") is None
     assert "test file" in training_overlap(meta, "session", {}, "abc", "u.txt")
     assert training_overlap({"source": "demo"}, "loo", {}, "abc") is None
+
+
+def test_printed_figures_are_rounded(capsys):
+    from stream_app.commands._common import figure
+    from stream_app.commands.demo import _print_summary
+
+    assert [figure(v) for v in (1408.3747777347442, 3.14159, 0.012345, 1234567, None)] == [
+        "1,408", "3.14", "0.0123", "1,234,567", "-"]
+    row = {"hr@10": 0.5, "ndcg@10": 0.25, "mrr@10": 0.2}
+    _print_summary({"events_per_s": 1408.3747777347442, "train_seconds": 12.345678,
+                    "online": row, "prequential_offline": row, "baseline_popular": row})
+    out = capsys.readouterr().out
+    assert "1,408" in out and "12.35" in out and "1408.37" not in out

@@ -210,3 +210,23 @@ def check_checkpoint_split(model, protocol: str, info: dict, args: argparse.Name
               "measure generalisation.", file=sys.stderr)
         return
     raise ModelCoreError(f"{reason} (--allow-overlap evaluates anyway)")
+
+
+# --------------------------------------------------------------------------- output
+def figure(v) -> str:
+    """A value as a person reads it: floats rounded (1,408 / 3.14 / 0.0123), ints with
+    thousands separators, anything else as ``str``. For printed tables, not for JSON."""
+    if isinstance(v, bool) or v is None:
+        return "-" if v is None else str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return str(v)
+        a = abs(v)
+        if a >= 100:
+            return f"{v:,.0f}"
+        if a >= 1:
+            return f"{v:.2f}"
+        return f"{v:.3g}" if a >= 1e-4 or a == 0 else f"{v:.2e}"
+    return str(v)
