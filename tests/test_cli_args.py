@@ -148,3 +148,15 @@ def test_printed_figures_are_rounded(capsys):
                     "online": row, "prequential_offline": row, "baseline_popular": row})
     out = capsys.readouterr().out
     assert "1,408" in out and "12.35" in out and "1408.37" not in out
+
+
+def test_replay_leaves_rows_dropped_by_the_action_mapping_out_of_the_dead_letters(tmp_path):
+    from stream_app.replay import load_sorted
+
+    p = tmp_path / "log.csv"
+    p.write_text("user_id,item_id,timestamp,action\n"
+                 f"u,a,{T0_S + 1},view\nu,b,{T0_S},remove_from_cart\nu,c,{T0_S},teleport\n",
+                 encoding="utf-8")
+    events, rejected = load_sorted(p, "csv", actions={"remove_from_cart": None})
+    assert [e.item_id for e in events] == ["a"]
+    assert [r.line_no for r in rejected] == [4]  # the bad row only, not the dropped one
