@@ -5,10 +5,16 @@
 
 Formats (:data:`FORMATS`): ``taobao``, ``yoochoose``, ``jsonl``, ``csv``, ``seqtxt``,
 ``recbole``; the options of each are the keyword arguments of its ``iter_*`` function.
-Event ids are ``"<file stem>:<line_no>"`` (deterministic, unique within a file) except in
-``jsonl`` (the record's own id) and ``csv`` with an ``event_id`` column. Every event is
-validated by :meth:`schemas.Event.from_dict`; a bad row becomes :class:`Rejected`, never an
-exception. A wrong format name, unknown option or unusable header raises
+``csv`` and ``jsonl`` take a field mapping (``columns``) and read times and actions as
+:mod:`model_core.datasets.fields` says (``time_unit``, ``time_format``, ``timezone``,
+``actions``); :mod:`model_core.datasets.sniff` guesses a format and those options from a
+file's head (``seqstream inspect``).
+Event ids are ``"<file stem>:<line_no>"`` (deterministic, unique within a file; nested JSON
+lines add ``:<k>`` per event of the line) except for plain ``jsonl`` (the record's own id)
+and a mapped ``event_id`` field. Every event is validated by
+:meth:`schemas.Event.from_dict`; a bad row becomes :class:`Rejected`, never an exception,
+and a row an action mapping drops is a :class:`Rejected` with ``dropped=True``. A wrong
+format name, unknown option or unusable header or mapping raises
 :class:`~model_core.exceptions.DataFormatError` before any row is read.
 """
 
