@@ -160,3 +160,19 @@ def test_replay_leaves_rows_dropped_by_the_action_mapping_out_of_the_dead_letter
     events, rejected = load_sorted(p, "csv", actions={"remove_from_cart": None})
     assert [e.item_id for e in events] == ["a"]
     assert [r.line_no for r in rejected] == [4]  # the bad row only, not the dropped one
+
+
+@pytest.mark.parametrize("flag,value,match", [
+    ("--columns", "{bad", "--columns is not valid JSON"),
+    ("--actions", '{"x": "teleport"}', "actions: 'x' -> unknown action"),
+    ("--opt", "delimiter=tabs", "delimiter must be one character"),
+    ("--timezone", "Mars/Olympus", "unknown time zone"),
+    ("--time-unit", "ms", "no option(s) time_unit"),  # taobao has no such option
+])
+def test_bad_reader_options_are_one_line(tmp_path, capsys, flag, value, match):
+    p = _log(tmp_path)
+    fmt = "taobao" if flag == "--time-unit" else "csv"
+    assert main(["train", "--data", str(p), "--format", fmt, flag, value, "--model", "markov",
+                 "--out", str(tmp_path / "ck")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
