@@ -23,6 +23,7 @@ _ALIASES: dict[str, str] = {
     "purchase": "purchase",
     "buy": "purchase",
     "order": "purchase",
+    "orders": "purchase",
     "transaction": "purchase",
 }
 _INDEX = {a: i for i, a in enumerate(ACTIONS)}

@@ -11,17 +11,26 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from schemas.exceptions import SeqstreamError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (the full usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     import stream_app.commands as commands_pkg
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="seqstream",
         description="Real-time sequence recommendation on Kafka.",
     )
+    parser.add_argument("--version", action="version", version=f"seqstream {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for mod in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda m: m.name):
@@ -32,9 +41,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml), or "unknown" when not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("seqstream")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _show_data_warning(command: str):
+    """A ``warnings.showwarning`` that prints a log reader's DataWarning as one line."""
+    from model_core.datasets.fields import DataWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            print(f"seqstream {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown = warnings.showwarning
+    warnings.showwarning = _show_data_warning(args.command)
     try:
         return int(args.func(args) or 0)
     except SeqstreamError as e:
@@ -43,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"seqstream {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

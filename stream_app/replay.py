@@ -44,11 +44,19 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
 
 
 def load_sorted(path: str | Path, fmt: str, **opts) -> tuple[list[Event], list[Rejected]]:
-    """Read a log; events stably sorted by event time, rejected lines kept in file order."""
+    """Read a log; events stably sorted by event time, rejected lines kept in file order.
+
+    Rows an action mapping drops on purpose (``actions={"x": null}``) are neither events nor
+    rejected: they are not bad input, so they do not go to the dead letters.
+    """
     events: list[Event] = []
     rejected: list[Rejected] = []
     for item in iter_log(path, fmt, **opts):
-        (rejected if isinstance(item, Rejected) else events).append(item)
+        if isinstance(item, Rejected):
+            if not item.dropped:
+                rejected.append(item)
+        else:
+            events.append(item)
     events.sort(key=lambda e: e.timestamp_ms)
     return events, rejected
 

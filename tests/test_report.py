@@ -175,6 +175,25 @@ def test_top_once_from_jsonl(run_with_change, tmp_path, capsys, monkeypatch):
     assert "fell from" in out
 
 
+@pytest.mark.parametrize("width", [80, 120])
+def test_top_fits_the_terminal_with_whole_values(run_with_change, width):
+    """At 80 and 120 columns no line is wider, and the figures are printed whole (not 0.…)."""
+    from rich.console import Console
+
+    from stream_app.commands.top import render_frame
+
+    windows, alerts = run_with_change
+    console = Console(width=width, record=True)
+    console.print(render_frame(windows, alerts, rows=5, source="metrics.jsonl", width=width))
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= width
+    assert "…" not in text
+    last = max(windows, key=lambda w: w.window_start_ms)
+    for col in ("events", "HR@10", "NDCG@10", "dead", "p99 ms"):
+        assert col in text
+    assert f"{last.metrics['hr@10']:.3f}" in text
+
+
 def test_top_state_keeps_latest_per_key_and_counts_bad_records():
     from stream_app.commands.top import TopState, render_frame
 

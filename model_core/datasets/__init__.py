@@ -5,22 +5,30 @@
 
 Formats (:data:`FORMATS`): ``taobao``, ``yoochoose``, ``jsonl``, ``csv``, ``seqtxt``,
 ``recbole``; the options of each are the keyword arguments of its ``iter_*`` function.
-Event ids are ``"<file stem>:<line_no>"`` (deterministic, unique within a file) except in
-``jsonl`` (the record's own id) and ``csv`` with an ``event_id`` column. Every event is
-validated by :meth:`schemas.Event.from_dict`; a bad row becomes :class:`Rejected`, never an
-exception. A wrong format name, unknown option or unusable header raises
+``csv`` and ``jsonl`` take a field mapping (``columns``) and read times and actions as
+:mod:`model_core.datasets.fields` says (``time_unit``, ``time_format``, ``timezone``,
+``actions``); :mod:`model_core.datasets.sniff` guesses a format and those options from a
+file's head (``seqstream inspect``).
+Event ids are ``"<file stem>:<line_no>"`` (deterministic, unique within a file; nested JSON
+lines add ``:<k>`` per event of the line) except for plain ``jsonl`` (the record's own id)
+and a mapped ``event_id`` field. Every event is validated by
+:meth:`schemas.Event.from_dict`; a bad row becomes :class:`Rejected`, never an exception,
+and a row an action mapping drops is a :class:`Rejected` with ``dropped=True``. A wrong
+format name, unknown option or unusable header or mapping raises
 :class:`~model_core.exceptions.DataFormatError` before any row is read.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from model_core.datasets._base import MAX_KEPT_ERRORS, LogItem, LogReadResult, Reader, Rejected
 from model_core.datasets.csv_mapped import iter_csv
+from model_core.datasets.fields import DataWarning
 from model_core.datasets.jsonl import iter_jsonl
 from model_core.datasets.recbole import iter_recbole
 from model_core.datasets.seqtxt import iter_seqtxt
@@ -60,21 +68,36 @@ def iter_log(path: str | Path, fmt: str, **opts: Any) -> Iterator[LogItem]:
 
 def read_log(path: str | Path, fmt: str, max_errors: int = MAX_KEPT_ERRORS,
              **opts: Any) -> LogReadResult:
-    """Read a whole log; rejected lines are counted, the first ``max_errors`` kept."""
+    """Read a whole log; rejected lines are counted, the first ``max_errors`` kept.
+
+    Rows an action mapping drops are counted in ``dropped``; :class:`DataWarning` s raised
+    while reading are kept as text in ``warnings`` (and not shown), for the caller to print.
+    """
     result = LogReadResult(events=[])
     append = result.events.append
-    for item in iter_log(path, fmt, **opts):
-        if isinstance(item, Rejected):
-            result.rejected += 1
-            if len(result.errors) < max_errors:
-                result.errors.append(item)
-        else:
-            append(item)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        for item in iter_log(path, fmt, **opts):
+            if isinstance(item, Rejected):
+                if item.dropped:
+                    result.dropped += 1
+                    continue
+                result.rejected += 1
+                if len(result.errors) < max_errors:
+                    result.errors.append(item)
+            else:
+                append(item)
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            result.warnings.append(str(w.message))
+        else:  # not ours: hand it on as it came
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return result
 
 
 def guess_format(path: str | Path) -> str | None:
-    """A format name from the file name, or None when it is not obvious."""
+    """A format name from the file name, or None when it is not obvious
+    (:func:`model_core.datasets.sniff.guess_reading` looks at the content)."""
     name = Path(path).name.lower()
     if name.endswith((".jsonl", ".ndjson")):
         return "jsonl"
@@ -84,11 +107,14 @@ def guess_format(path: str | Path) -> str | None:
         return "taobao"
     if "yoochoose" in name or "rsc15" in name:
         return "yoochoose"
+    if name.endswith((".csv", ".tsv")):
+        return "csv"  # with a header; columns named like the Event fields unless mapped
     return None
 
 
 __all__ = [
     "FORMATS",
+    "DataWarning",
     "MAX_KEPT_ERRORS",
     "LogItem",
     "LogReadResult",

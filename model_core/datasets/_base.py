@@ -21,11 +21,16 @@ MAX_KEPT_ERRORS = 100
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A line that did not become an event."""
+    """A line (or one event of a nested line) that did not become an event.
+
+    ``dropped`` marks a row left out on purpose by an action mapping (``actions={"x": null}``):
+    counted apart from bad rows, which it is not.
+    """
 
     line_no: int  # 1-based line number in the file
     reason: str
     raw: bytes  # the line as read, without its line ending
+    dropped: bool = False
 
 
 @dataclass(slots=True)
@@ -33,10 +38,12 @@ class LogReadResult:
     events: list[Event]
     rejected: int = 0  # number of rejected lines (all of them)
     errors: list[Rejected] = field(default_factory=list)  # the first MAX_KEPT_ERRORS of them
+    dropped: int = 0  # rows left out by an action mapping (not errors)
+    warnings: list[str] = field(default_factory=list)  # DataWarnings raised while reading
 
     @property
     def n_lines(self) -> int:
-        return len(self.events) + self.rejected
+        return len(self.events) + self.rejected + self.dropped
 
 
 LogItem = Event | Rejected

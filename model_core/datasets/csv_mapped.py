@@ -2,19 +2,27 @@
 
 ``columns`` maps event fields to column names (with a header) or 0-based column positions
 (``header=False``): ``{"user_id": "uid", "item_id": "sku", "timestamp": "ts", ...}``.
-Fields: ``user_id``, ``item_id``, ``timestamp`` (required); ``action``, ``session_id``,
-``category_id``, ``price``, ``event_id`` (optional). With a header and no mapping for a field,
-a column named like the field is used. Time is in ``time_unit`` (``s`` or ``ms``), plus
-``time_offset_s``. Rows without an action column get ``default_action``.
-Quoted fields are supported within one line (a quoted line break is not).
+Fields: ``user_id``, ``item_id``, ``timestamp`` (required; a ``session_id`` column stands in
+for a missing ``user_id``); ``action``, ``session_id``, ``category_id``, ``price``,
+``event_id`` (optional). With a header and no mapping for a field, a column named like the
+field is used. Times and actions are read as :mod:`model_core.datasets.fields` describes
+(``time_unit`` auto/s/ms/us/ns, ``time_format``, ``timezone``, ``time_offset_s``,
+``actions``); rows without an action column get ``default_action``.
+
+``delimiter`` is one character or a name (``tab``, ``comma``, ``semicolon``, ``pipe``,
+``space``; ``\\t`` also means tab); by default a tab for ``.tsv``/``.tab`` files, else a comma.
+Every row must have as many fields as the header (without a header: as the first row), so a
+record cut off at the end of a file is rejected with that reason even when the lost field is
+one the mapping does not use. Quoted fields are supported within one line (a quoted line
+break is not).
 """
 
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from model_core.datasets._base import (
     LogItem,
@@ -24,16 +32,23 @@ from model_core.datasets._base import (
     make_event,
     open_lines,
 )
+from model_core.datasets.fields import (
+    FIELDS,
+    OPTIONAL_FIELDS,
+    REQUIRED_FIELDS,
+    ActionMap,
+    TimeParser,
+    event_dict,
+)
 from model_core.exceptions import DataFormatError
 from schemas import SchemaError
 
-REQUIRED_FIELDS = ("user_id", "item_id", "timestamp")
-OPTIONAL_FIELDS = ("action", "session_id", "category_id", "price", "event_id")
-TIME_UNITS = {"s": 1000.0, "ms": 1.0}
+DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|",
+                   "space": " "}
 
 
 def _resolve(columns: Mapping[str, str | int], names: list[str] | None) -> dict[str, int]:
-    unknown = sorted(set(columns) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
+    unknown = sorted(set(columns) - set(FIELDS))
     if unknown:
         raise DataFormatError(
             f"unknown field(s) in columns: {', '.join(unknown)}; "
@@ -56,6 +71,8 @@ def _resolve(columns: Mapping[str, str | int], names: list[str] | None) -> dict[
             raise DataFormatError(f"column {col!r} for {f} is not in the header {names[:12]}")
         else:
             out[f] = names.index(col)
+    if "user_id" not in out and "session_id" in out:
+        out["user_id"] = out["session_id"]
     missing = [f for f in REQUIRED_FIELDS if f not in out]
     if missing:
         raise DataFormatError(f"no column for required field(s) {', '.join(missing)}; "
@@ -63,9 +80,15 @@ def _resolve(columns: Mapping[str, str | int], names: list[str] | None) -> dict[
     return out
 
 
-def _to_ms(v: float) -> int | float:
-    # non-finite values pass through so that Event validation names the problem
-    return int(round(v)) if math.isfinite(v) else v
+def delimiter_char(delimiter: str | None, path: str | Path) -> str:
+    """The one-character delimiter meant by ``delimiter`` (see the module docstring)."""
+    if delimiter is None or delimiter == "":
+        return "\t" if Path(path).suffix.lower() in (".tsv", ".tab", ".inter") else ","
+    d = DELIMITER_NAMES.get(delimiter.lower(), delimiter) if len(delimiter) > 1 else delimiter
+    if len(d) != 1:
+        raise DataFormatError(f"delimiter must be one character or one of "
+                              f"{', '.join(DELIMITER_NAMES)}; got {delimiter!r}")
+    return d
 
 
 def _split(text: str, delimiter: str) -> list[str]:
@@ -73,13 +96,15 @@ def _split(text: str, delimiter: str) -> list[str]:
 
 
 def iter_csv(path: str | Path, columns: Mapping[str, str | int] | None = None,
-             delimiter: str | None = None, header: bool = True, time_unit: str = "s",
-             default_action: str = "view", time_offset_s: float = 0) -> Iterator[LogItem]:
-    if time_unit not in TIME_UNITS:
-        raise DataFormatError(f"time_unit must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}")
-    if delimiter is None:
-        delimiter = "\t" if Path(path).suffix.lower() in (".tsv", ".tab", ".inter") else ","
-    scale = TIME_UNITS[time_unit]
+             delimiter: str | None = None, header: bool = True, time_unit: str = "auto",
+             time_format: str | None = None, timezone: str = "UTC",
+             actions: Mapping[str, str | None] | None = None, default_action: str = "view",
+             time_offset_s: float = 0) -> Iterator[LogItem]:
+    delimiter = delimiter_char(delimiter, path)
+    if columns is not None and not isinstance(columns, Mapping):
+        raise DataFormatError('columns must be a JSON object, e.g. {"user_id": "uid"}')
+    time = TimeParser(time_unit, time_format, timezone, time_offset_s)
+    amap = ActionMap(actions)
     prefix = event_id_prefix(path)
     lines = open_lines(path)
     names = None
@@ -89,33 +114,24 @@ def iter_csv(path: str | Path, columns: Mapping[str, str | int] | None = None,
             return
         names = [n.strip() for n in _split(first[1].decode("utf-8-sig", "replace"), delimiter)]
     idx = _resolve(columns or {}, names)
+    n_fields = len(names) if names is not None else None
     need = max(idx.values()) + 1
     for no, line in lines:
         try:
             parts = _split(decode(line), delimiter)
-            if len(parts) < need:
-                raise SchemaError(f"expected at least {need} fields, got {len(parts)}")
-            get = {f: parts[i].strip() for f, i in idx.items()}
-            try:
-                ts = float(get["timestamp"])
-            except ValueError:
-                raise SchemaError(f"timestamp {get['timestamp'][:40]!r} is not a number",
-                                  "timestamp_ms") from None
-            d: dict = {
-                "event_id": get.get("event_id") or f"{prefix}:{no}",
-                "user_id": get["user_id"],
-                "item_id": get["item_id"],
-                "action": get.get("action") or default_action,
-                "timestamp_ms": _to_ms(ts * scale + time_offset_s * 1000.0),
-                "session_id": get.get("session_id") or None,
-                "category_id": get.get("category_id") or None,
-            }
-            if get.get("price"):
-                try:
-                    d["price"] = float(get["price"])
-                except ValueError:
-                    raise SchemaError(f"price {get['price'][:40]!r} is not a number",
-                                      "price") from None
+            if n_fields is None:  # no header: the first row says how many fields a row has
+                n_fields = max(len(parts), need)
+            if len(parts) != n_fields:
+                hint = " (record cut off?)" if len(parts) < n_fields else ""
+                what = "the header" if names is not None else "the first row"
+                raise SchemaError(f"expected {n_fields} fields as in {what}, "
+                                  f"got {len(parts)}{hint}")
+            values: dict[str, Any] = {f: parts[i].strip() for f, i in idx.items()}
+            d = event_dict(values, f"{prefix}:{no}", time, amap, default_action)
+            if d is None:
+                yield Rejected(no, f"action {values.get('action', '')[:40]!r} dropped by the "
+                                   "action mapping", line, dropped=True)
+                continue
             yield make_event(d)
         except SchemaError as e:
             yield Rejected(no, str(e), line)

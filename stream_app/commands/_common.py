@@ -39,3 +39,194 @@ def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
     values = {k: getattr(args, k, None) for k in _SETTING_ARGS}
     values.update(extra)
     return load_settings(**values)
+
+
+# --------------------------------------------------------------------------- checked numbers
+def _number(kind, lo: float | None, lo_open: bool, hi: float | None = None,
+            hi_open: bool = False, what: str = ""):
+    """An argparse ``type`` that rejects values out of range with one line at parse time."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if v != v or (lo is not None and (v <= lo if lo_open else v < lo)) or (
+                hi is not None and (v >= hi if hi_open else v > hi)):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return v
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+#: ``type=`` values for numeric options: argparse then rejects bad values with one line.
+positive_int = _number(int, 0, True, what="a positive integer")
+non_negative_int = _number(int, 0, False, what="an integer >= 0")
+positive_float = _number(float, 0.0, True, what="a positive number")
+non_negative_float = _number(float, 0.0, False, what="a number >= 0")
+fraction = _number(float, 0.0, False, 1.0, what="a number in 0..1")
+open_fraction = _number(float, 0.0, True, 1.0, True, what="a number strictly between 0 and 1")
+
+
+# --------------------------------------------------------------------------- log readers
+def add_reader_options(p: argparse.ArgumentParser) -> None:
+    """The options that say how to read a log: the same for train, evaluate, compare, replay
+    and inspect (``seqstream inspect FILE --json`` prints them for a given file)."""
+    g = p.add_argument_group("reading the log (seqstream inspect FILE prints these for a file)")
+    g.add_argument("--format", "-f", dest="fmt", default=None,
+                   help="taobao | yoochoose | jsonl | csv | seqtxt | recbole (guessed from the "
+                        "file name if omitted)")
+    g.add_argument("--columns", default=None, metavar="JSON",
+                   help='field -> column (csv) or path (jsonl) as JSON, e.g. \'{"user_id":'
+                        '"uid","item_id":"sku"}\'; nested jsonl: \'{"item_id":"events[].item"}\'')
+    g.add_argument("--actions", default=None, metavar="JSON",
+                   help='action values -> canonical action or null to drop, e.g. '
+                        '\'{"remove_from_cart": null, "1": "view", "4": "purchase"}\'')
+    g.add_argument("--time-unit", default=None, choices=("auto", "s", "ms", "us", "ns"),
+                   help="unit of numeric times (csv/jsonl; default auto: by size)")
+    g.add_argument("--time-format", default=None, metavar="STRPTIME",
+                   help="date-time pattern, e.g. '%%Y-%%m-%%d %%H:%%M:%%S %%Z' (default: ISO 8601 "
+                        "and '... UTC')")
+    g.add_argument("--timezone", default=None, metavar="TZ",
+                   help="zone of date-times without an offset (IANA name; default UTC)")
+    g.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="other reader option (repeatable), e.g. --opt delimiter=tab "
+                        "--opt header=false --opt default_action=click")
+
+
+def _opt_value(v: str):
+    low = v.lower()
+    if low in ("true", "yes"):
+        return True
+    if low in ("false", "no"):
+        return False
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
+
+
+def _json_option(name: str, text: str | None):
+    import json
+
+    from model_core.exceptions import DataFormatError
+
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"{name} is not valid JSON: {e}") from None
+
+
+def reader_options(args: argparse.Namespace, path: str) -> tuple[str, dict]:
+    """``(format, reader keyword options)`` from the options of :func:`add_reader_options`."""
+    from model_core.datasets import guess_format
+    from model_core.exceptions import DataFormatError
+
+    fmt = args.fmt or guess_format(path)
+    if fmt is None:
+        raise DataFormatError(f"cannot guess the format of {path}; pass --format "
+                              f"(seqstream inspect {path} suggests the options)")
+    kw: dict = {}
+    for o in args.opt:
+        k, sep, v = o.partition("=")
+        if not sep or not k.strip():
+            raise DataFormatError(f"--opt takes KEY=VALUE, got {o!r}")
+        # the value is kept as given: a delimiter may be a tab or a space
+        kw[k.strip()] = v if k.strip() == "delimiter" else _opt_value(v.strip())
+    for key, name in (("columns", "--columns"), ("actions", "--actions")):
+        value = _json_option(name, getattr(args, key, None))
+        if value is not None:
+            kw[key] = value
+    for key in ("time_unit", "time_format", "timezone"):
+        if getattr(args, key, None) is not None:
+            kw[key] = getattr(args, key)
+    return fmt, kw
+
+
+def read_events(args: argparse.Namespace, path: str):
+    """The events of :func:`read_checked`."""
+    return read_checked(args, path).events
+
+
+def read_checked(args: argparse.Namespace, path: str):
+    """Read a whole log with the reader options in ``args`` (a ``LogReadResult``), after one
+    stderr line on rejected and dropped rows (with the first reasons) and any data warning;
+    raises :class:`~model_core.exceptions.DataFormatError` when no line is a valid event."""
+    import sys
+
+    from model_core.datasets import read_log
+    from model_core.exceptions import DataFormatError
+
+    fmt, kw = reader_options(args, path)
+    res = read_log(path, fmt, **kw)
+    for w in res.warnings:
+        print(f"warning: {path}: {w}", file=sys.stderr)
+    if res.rejected or res.dropped:
+        dropped = f", {res.dropped} dropped by --actions" if res.dropped else ""
+        print(f"{path}: {len(res.events)} events, {res.rejected} rejected line(s){dropped}",
+              file=sys.stderr)
+        for r in res.errors[:3]:
+            print(f"  line {r.line_no}: {r.reason}", file=sys.stderr)
+    if not res.events:
+        first = f"; first: line {res.errors[0].line_no}: {res.errors[0].reason}" \
+            if res.errors else ""
+        raise DataFormatError(f"{path}: no valid events as format {fmt!r}{first}")
+    return res
+
+
+# --------------------------------------------------------------------------- protocols
+def default_protocol(*specs: str) -> str:
+    """The protocol an evaluation uses when none is given: the one the checkpoint(s) were
+    trained with (when they agree), else ``temporal``, ``train``'s default."""
+    from model_core.split_guard import recorded_protocol
+
+    found = {recorded_protocol(s) for s in specs} - {None}
+    return found.pop() if len(found) == 1 else "temporal"
+
+
+def check_checkpoint_split(model, protocol: str, info: dict, args: argparse.Namespace) -> None:
+    """Refuse (or with ``--allow-overlap`` warn loudly) when ``model``'s recorded training
+    split overlaps the test part of the split about to be evaluated on ``args.data``."""
+    import sys
+
+    from model_core.exceptions import ModelCoreError
+    from model_core.split_guard import training_overlap
+    from model_core.train import data_hash
+
+    meta = getattr(model, "meta", None) or {}
+    if not (meta.get("split") or {}).get("protocol"):
+        return
+    reason = training_overlap(meta, protocol, info, data_hash([args.data]),
+                              getattr(args, "test", None))
+    if reason is None:
+        return
+    if getattr(args, "allow_overlap", False):
+        print(f"WARNING: test part overlaps training data: {reason}. The figures below do not "
+              "measure generalisation.", file=sys.stderr)
+        return
+    raise ModelCoreError(f"{reason} (--allow-overlap evaluates anyway)")
+
+
+# --------------------------------------------------------------------------- output
+def figure(v) -> str:
+    """A value as a person reads it: floats rounded (1,408 / 3.14 / 0.0123), ints with
+    thousands separators, anything else as ``str``. For printed tables, not for JSON."""
+    if isinstance(v, bool) or v is None:
+        return "-" if v is None else str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return str(v)
+        a = abs(v)
+        if a >= 100:
+            return f"{v:,.0f}"
+        if a >= 1:
+            return f"{v:.2f}"
+        return f"{v:.3g}" if a >= 1e-4 or a == 0 else f"{v:.2e}"
+    return str(v)

@@ -51,6 +51,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from stream_app.chaos import measure_restart, run_chaos
+    from stream_app.commands._common import figure
 
     if args.restart_bench:
         out = [measure_restart(args.events, store=s.strip())
@@ -74,6 +75,6 @@ def run(args) -> int:
     if not args.json:
         for k, v in d.items():
             if k != "examples" and not (k == "rss_mb" and v is None):
-                print(f"{k:24s} {v}")
+                print(f"{k:24s} {figure(v) if isinstance(v, (int, float)) else v}")
     print(json.dumps(d) if args.json else ("OK" if rep.ok else "FAILED"))
     return 0 if rep.ok else 1

@@ -46,13 +46,15 @@ def _print_summary(s: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from stream_app.commands._common import figure
+
     t = Table(title="seqstream demo summary")
     t.add_column("")
     t.add_column("value", justify="right")
     for k in ("source", "model", "model_version", "train_events", "train_seconds",
               "events_in", "predictions_out", "dead_letters", "windows", "alerts",
               "events_per_s", "latency_p99_ms", "wall_seconds"):
-        t.add_row(k, str(s.get(k)))
+        t.add_row(k, figure(s.get(k)))
     Console().print(t)
     m = Table(title="HR@10 / NDCG@10 / MRR@10 on the replayed events")
     for c in ("", "hr@10", "ndcg@10", "mrr@10"):

@@ -18,23 +18,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stream_app.commands._common import (
+    add_reader_options,
+    check_checkpoint_split,
+    default_protocol,
+    non_negative_int,
+    open_fraction,
+    positive_int,
+    read_events,
+)
+
 PROTOCOLS = ("loo", "temporal", "session", "prequential")
 
 
 def add_data_options(p) -> None:
     p.add_argument("--data", required=True, help="behaviour log file")
-    p.add_argument("--format", "-f", dest="fmt", default=None,
-                   help="taobao | yoochoose | jsonl | csv | seqtxt | recbole (guessed if omitted)")
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="reader option (repeatable), e.g. --opt time_unit=ms --opt header=false")
-    p.add_argument("--columns", default=None,
-                   help='csv column mapping as JSON, e.g. \'{"user_id":"uid","item_id":"iid"}\'')
-    p.add_argument("--protocol", choices=PROTOCOLS, default="temporal")
+    add_reader_options(p)
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                   help="default: the checkpoint's own protocol, else temporal (as train)")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="evaluate a checkpoint even when its training split overlaps this "
+                        "test part (a loud warning instead of a refusal)")
     p.add_argument("--test", default=None,
                    help="separate test log (session protocol), same format as --data")
-    p.add_argument("--quantile", type=float, default=0.8,
+    p.add_argument("--quantile", type=open_fraction, default=0.8,
                    help="time cut: share of events (by time) before the test part")
-    p.add_argument("--valid-users", type=int, default=None, metavar="N",
+    p.add_argument("--valid-users", type=positive_int, default=None, metavar="N",
                    help="loo: only N random users hold out a validation item; the others' "
                         "second-last items are train (use the value the model was trained with)")
     p.add_argument("--split-seed", type=int, default=0, help="loo --valid-users: which users")
@@ -49,14 +58,16 @@ def add_data_options(p) -> None:
                    help="never rank a case's history items (the target excepted)")
     p.add_argument("--sampled", default=None, metavar="MODE:N",
                    help="also report metrics against N sampled negatives (uniform:100, popularity:100)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
-    p.add_argument("--max-cases", type=int, default=None,
+    p.add_argument("--bootstrap", type=non_negative_int, default=1000,
+                   help="bootstrap resamples for CIs")
+    p.add_argument("--max-cases", type=positive_int, default=None,
                    help="evaluate a seeded random subset of this many test cases")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--config", default=None,
                    help="training config for a model NAME, as JSON (epochs, dim, lr, ...)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs for a model NAME")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="training epochs for a model NAME")
     p.add_argument("--save", default=None, help="save a model trained here to this directory")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
@@ -94,50 +105,6 @@ def parse_sampled(text: str | None) -> tuple[str, int] | None:
     return mode, int(n)
 
 
-def _opt_value(v: str) -> Any:
-    low = v.lower()
-    if low in ("true", "yes"):
-        return True
-    if low in ("false", "no"):
-        return False
-    try:
-        return int(v)
-    except ValueError:
-        pass
-    try:
-        return float(v)
-    except ValueError:
-        return v
-
-
-def read_events(path: str, fmt: str | None, opts: list[str], columns: str | None, quiet: bool):
-    from model_core.datasets import guess_format, read_log
-    from model_core.exceptions import DataFormatError
-
-    fmt = fmt or guess_format(path)
-    if fmt is None:
-        raise DataFormatError(f"cannot guess the format of {path}; pass --format")
-    kw: dict[str, Any] = {}
-    for o in opts:
-        k, sep, v = o.partition("=")
-        if not sep:
-            raise DataFormatError(f"--opt takes KEY=VALUE, got {o!r}")
-        kw[k.strip()] = _opt_value(v.strip())
-    if columns:
-        try:
-            kw["columns"] = json.loads(columns)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"--columns is not valid JSON: {e}") from None
-    res = read_log(path, fmt, **kw)
-    if res.rejected:
-        print(f"{path}: {len(res.events)} events, {res.rejected} rejected line(s)", file=sys.stderr)
-        for r in res.errors[:3]:
-            print(f"  line {r.line_no}: {r.reason}", file=sys.stderr)
-    if not res.events:
-        raise DataFormatError(f"{path}: no valid events as format {fmt!r}")
-    return res.events
-
-
 @dataclass
 class Prepared:
     protocol: str
@@ -150,10 +117,12 @@ class Prepared:
 def prepare(args) -> Prepared:
     from model_core.splits import make_split, split_temporal
 
-    quiet = args.json
-    events = read_events(args.data, args.fmt, args.opt, args.columns, quiet)
-    test_events = (read_events(args.test, args.fmt, args.opt, args.columns, quiet)
-                   if args.test else None)
+    if args.protocol is None:
+        specs = [getattr(args, k) for k in ("model", "model_a", "model_b") if hasattr(args, k)]
+        args.protocol = default_protocol(*specs)
+
+    events = read_events(args, args.data)
+    test_events = read_events(args, args.test) if args.test else None
     if args.protocol == "prequential":
         if test_events is not None:
             return Prepared("prequential", None, events, sorted(test_events,
@@ -189,7 +158,9 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
     if Path(spec).is_dir():
         from model_core.checkpoint import load_model
 
-        return load_model(spec, device=args.device)
+        model = load_model(spec, device=args.device)
+        check_checkpoint_split(model, prep.protocol, prep.info, args)
+        return model
     if spec not in MODELS:
         raise ModelCoreError(f"--model {spec!r} is neither a checkpoint directory nor a model "
                              f"name ({', '.join(MODELS)})")

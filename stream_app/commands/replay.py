@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-import json
+import sys
 
-from stream_app.commands._common import add_kafka_options, settings_from_args
+from stream_app.commands._common import (
+    add_kafka_options,
+    add_reader_options,
+    positive_float,
+    positive_int,
+    reader_options,
+    settings_from_args,
+)
 
 
 def register(sub) -> None:
     p = sub.add_parser("replay", help="replay a log file into the events topic (event-time order)")
     p.add_argument("file")
-    p.add_argument("--format", "-f", dest="fmt", default=None,
-                   help="taobao | yoochoose | jsonl | csv | seqtxt | recbole (guessed if omitted)")
-    p.add_argument("--speed", type=float, default=None,
+    p.add_argument("--speed", type=positive_float, default=None,
                    help="N x real time by event-time gaps (default: full speed)")
-    p.add_argument("--limit", type=int, default=None, help="send at most this many events")
-    p.add_argument("--columns", default=None,
-                   help='csv column mapping as JSON, e.g. \'{"user_id":"uid","item_id":"iid"}\'')
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="send at most this many events")
     p.add_argument("--no-progress", action="store_true")
+    add_reader_options(p)
     add_kafka_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from model_core.datasets import guess_format
-    from model_core.exceptions import DataFormatError
     from stream_app.replay import replay_file
 
-    fmt = args.fmt or guess_format(args.file)
-    if fmt is None:
-        raise DataFormatError(f"cannot guess the format of {args.file}; pass --format")
-    opts = {"columns": json.loads(args.columns)} if args.columns else {}
+    fmt, opts = reader_options(args, args.file)
     settings = settings_from_args(args)
     rep = replay_file(settings, args.file, fmt, speed=args.speed, limit=args.limit,
                       progress=not args.no_progress, **opts)
@@ -39,4 +39,9 @@ def run(args) -> int:
           f"({rep.events_per_s:,.0f} events/s)")
     for reason in rep.rejected_reasons or []:
         print(f"  rejected {reason}")
+    if rep.sent == 0:
+        # nothing reached the stream: a wrong --format or mapping, not a successful replay
+        print(f"seqstream replay: error: {args.file}: no valid events as format {fmt!r}",
+              file=sys.stderr)
+        return 1
     return 0

@@ -11,22 +11,27 @@ import datetime as dt
 import time
 from collections.abc import Sequence
 
-from stream_app.commands._common import add_kafka_options, settings_from_args
+from stream_app.commands._common import (
+    add_kafka_options,
+    positive_float,
+    positive_int,
+    settings_from_args,
+)
 
 
 def register(sub) -> None:
     p = sub.add_parser("top", help="live view of the latest metrics windows and alerts")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
-    p.add_argument("--rows", type=int, default=15, help="windows shown (newest last)")
+    p.add_argument("--rows", type=positive_int, default=15, help="windows shown (newest last)")
     p.add_argument("--kind", default="tumbling", choices=("tumbling", "hopping"))
-    p.add_argument("--refresh-s", type=float, default=1.0)
+    p.add_argument("--refresh-s", type=positive_float, default=1.0)
     p.add_argument("--from-end", action="store_true",
                    help="only records published from now on (default: the whole topics)")
     p.add_argument("--from-jsonl", dest="from_jsonl", default=None,
                    help="with --once: windows from a saved JSONL instead of Kafka")
     p.add_argument("--alerts-jsonl", dest="alerts_jsonl", default=None,
                    help="with --once: alerts from a JSONL")
-    p.add_argument("--idle-s", type=float, default=2.0,
+    p.add_argument("--idle-s", type=positive_float, default=2.0,
                    help="--once: stop reading a topic after this long without a message")
     add_kafka_options(p)
     p.set_defaults(func=run)
@@ -87,9 +92,59 @@ def _f(v, fmt: str = ".3f") -> str:
     return "–" if v is None else format(v, fmt)
 
 
+def _columns(ws: Sequence, ks: list[int], date: bool) -> list[tuple[str, int, list[str]]]:
+    """(header, priority, cells) per column; lower priority numbers are kept first."""
+    cols: list[tuple[str, int, list[str]]] = [
+        ("window end" if not date else "window end (UTC)", 0,
+         [_t(w.window_end_ms, date=date) for w in ws]),
+        ("events", 1, [f"{w.events:,}" for w in ws]),
+        ("scored", 3, [f"{w.scored:,}" for w in ws]),
+        ("users", 8, [f"{w.users:,}" for w in ws]),
+    ]
+    for j, k in enumerate(ks):
+        for m, prio in (("hr", 1), ("ndcg", 2), ("mrr", 4)):
+            label = "NDCG" if m == "ndcg" else m.upper()
+            cols.append((f"{label}@{k}", prio + 6 * j,
+                         [_f(w.metrics.get(f"{m}@{k}")) for w in ws]))
+    cols += [
+        ("acc", 5, [_f(w.action_accuracy) for w in ws]),
+        ("F1", 9, [_f(w.action_macro_f1) for w in ws]),
+        ("cov", 9, [_f(w.coverage) for w in ws]),
+        ("p50 ms", 7, [_f(w.latency_p50_ms, ",.0f") for w in ws]),
+        ("p95 ms", 8, [_f(w.latency_p95_ms, ",.0f") for w in ws]),
+        ("p99 ms", 3, [_f(w.latency_p99_ms, ",.0f") for w in ws]),
+        ("ev/s", 4, [_f(w.events_per_s, ",.0f") for w in ws]),
+        ("dead", 2, [f"{w.dead_letters:,}" + (f" ({w.dead_letter_rate:.1%})"
+                                                if w.dead_letters else "") for w in ws]),
+        ("late", 6, [f"{w.late_events:,}" for w in ws]),
+        ("model", 10, [w.model_version[:24] for w in ws]),
+    ]
+    return cols
+
+
+def _width(col: tuple[str, int, list[str]]) -> int:
+    return max([len(col[0]), *map(len, col[2])])
+
+
+def _fit(cols: list[tuple[str, int, list[str]]], width: int) -> list[tuple[str, int, list[str]]]:
+    """The columns, in their order, that fit ``width`` (each costs its widest text plus a
+    padding space and a separator space), taken by priority: a narrow terminal shows fewer
+    columns, never squeezed values."""
+    need = {c[0]: _width(c) + 2 for c in cols}
+    kept: set[str] = set()
+    used = 0
+    for c in sorted(cols, key=lambda c: c[1]):
+        if used + need[c[0]] <= width:
+            kept.add(c[0])
+            used += need[c[0]]
+    return [c for c in cols if c[0] in kept]
+
+
 def render_frame(windows: Sequence, alerts: Sequence, kind: str = "tumbling", rows: int = 15,
-                 source: str = "", rejected: int = 0):
-    """A rich renderable: header, the newest ``rows`` windows (merged), the latest alerts."""
+                 source: str = "", rejected: int = 0, width: int = 80):
+    """A rich renderable for a terminal ``width`` columns wide: header, the newest ``rows``
+    windows (merged; the columns that fit, by importance), the latest alerts."""
+    from rich import box
     from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table
@@ -108,36 +163,26 @@ def render_frame(windows: Sequence, alerts: Sequence, kind: str = "tumbling", ro
     head.append(f"\n{len(ws)} {kind} windows, {sum(w.events for w in ws):,} events, "
                 f"{sum(w.dead_letters for w in ws):,} dead letters, "
                 f"{sum(w.late_events for w in ws):,} late")
+    if ws:
+        head.append(f"; {_t(ws[0].window_start_ms, date=True)} .. "
+                    f"{_t(ws[-1].window_end_ms, date=True)} UTC")
     if total:
-        head.append("   all windows: " + "  ".join(
+        head.append("\nall windows: " + "  ".join(
             f"{k.upper() if not k.startswith('ndcg') else 'NDCG' + k[4:]} {v:.4f}"
             for k, v in total.items() if k.endswith(f"@{ks[0]}")))
     if rejected:
-        head.append(f"   ({rejected} unreadable records skipped)", style="yellow")
+        head.append(f"\n({rejected} unreadable records skipped)", style="yellow")
 
-    table = Table(expand=False, header_style="bold", pad_edge=False)
-    table.add_column("window end (UTC)")
-    for col in ("events", "scored", "users"):
-        table.add_column(col, justify="right")
-    for k in ks:
-        for m in ("HR", "NDCG", "MRR"):
-            table.add_column(f"{m}@{k}", justify="right")
-    for col in ("acc", "F1", "cov", "p50 ms", "p95 ms", "p99 ms", "ev/s", "dead", "late",
-                "model"):
-        table.add_column(col, justify="right" if col != "model" else "left")
-    for w in ws[-rows:]:
-        cells = [_t(w.window_end_ms, date=True), f"{w.events:,}", f"{w.scored:,}",
-                 f"{w.users:,}"]
-        for k in ks:
-            for m in ("hr", "ndcg", "mrr"):
-                cells.append(_f(w.metrics.get(f"{m}@{k}")))
-        cells += [_f(w.action_accuracy), _f(w.action_macro_f1), _f(w.coverage),
-                  _f(w.latency_p50_ms, ",.0f"), _f(w.latency_p95_ms, ",.0f"),
-                  _f(w.latency_p99_ms, ",.0f"), _f(w.events_per_s, ",.0f"),
-                  f"{w.dead_letters:,}" + (f" ({w.dead_letter_rate:.1%})" if w.dead_letters
-                                           else ""),
-                  f"{w.late_events:,}", w.model_version[:24]]
-        table.add_row(*cells)
+    shown = ws[-rows:]
+    cols = _fit(_columns(shown, ks, date=width >= 140), width - 1)
+    table = Table(expand=False, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                  padding=(0, 1, 0, 0), show_edge=False)
+    for col in cols:
+        name = col[0]
+        table.add_column(name, justify="left" if name == "model" or name.startswith("window")
+                         else "right", no_wrap=True, min_width=_width(col))
+    for i in range(len(shown)):
+        table.add_row(*[c[2][i] for c in cols])
     if not ws:
         table.add_row(*(["no closed window yet"] + [""] * (len(table.columns) - 1)))
 
@@ -181,7 +226,8 @@ def run(args) -> int:
         loaded = load_windows_jsonl(args.from_jsonl)
         alerts = load_alerts_jsonl(args.alerts_jsonl).records if args.alerts_jsonl else []
         console.print(render_frame(loaded.records, alerts, args.kind, args.rows,
-                                   source=args.from_jsonl, rejected=loaded.rejected))
+                                   source=args.from_jsonl, rejected=loaded.rejected,
+                                   width=console.width))
         return 0
     settings = settings_from_args(args)
     t_metrics, t_alerts = settings.topic("metrics"), settings.topic("alerts")
@@ -194,14 +240,15 @@ def run(args) -> int:
         for m in iter_topic(settings, "alerts", idle_s=args.idle_s, timeout_s=60):
             state.add_alert_message(m.value)
         console.print(render_frame(state.windows(), state.alerts, args.kind, args.rows,
-                                   source=source, rejected=state.rejected))
+                                   source=source, rejected=state.rejected, width=console.width))
         return 0
 
     from rich.live import Live
 
     consumer, tps = _consumer(settings, [t_metrics, t_alerts], args.from_end)
     try:
-        with Live(render_frame([], [], args.kind, args.rows, source=source), console=console,
+        with Live(render_frame([], [], args.kind, args.rows, source=source,
+                               width=console.width), console=console,
                   refresh_per_second=4, screen=False) as live:
             next_draw = 0.0
             while True:
@@ -219,7 +266,7 @@ def run(args) -> int:
                 if time.monotonic() >= next_draw:
                     live.update(render_frame(state.windows(), state.alerts, args.kind,
                                              args.rows, source=source,
-                                             rejected=state.rejected))
+                                             rejected=state.rejected, width=console.width))
                     next_draw = time.monotonic() + args.refresh_s
     except KeyboardInterrupt:
         return 0

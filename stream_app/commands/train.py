@@ -14,52 +14,63 @@ from __future__ import annotations
 import sys
 import time
 
+from stream_app.commands._common import (
+    add_reader_options,
+    fraction,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    read_checked,
+    read_events,
+    reader_options,
+)
+
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model and save a checkpoint directory")
     p.add_argument("--data", required=True, help="behaviour log file")
-    p.add_argument("--format", dest="fmt", default=None,
-                   help="taobao | yoochoose | jsonl | csv | seqtxt | recbole (guessed when absent)")
+    add_reader_options(p)
     p.add_argument("--model", required=True, help="popular | markov | itemknn | gru4rec | sasrec")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--protocol", default="loo", choices=("loo", "temporal", "session"))
+    p.add_argument("--protocol", default="temporal", choices=("loo", "temporal", "session"),
+                   help="split (default temporal, as evaluate); recorded in the checkpoint")
     p.add_argument("--test", default=None, help="session protocol: test sessions file")
-    p.add_argument("--valid-users", type=int, default=None, metavar="N",
+    p.add_argument("--valid-users", type=positive_int, default=None, metavar="N",
                    help="loo: only N random users hold out their second-last item for "
                         "validation; every other user also trains on it (never on the test item)")
     p.add_argument("--split-seed", type=int, default=0, help="loo --valid-users: which users")
-    p.add_argument("--max-len", type=int, default=50)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=None, help="gru4rec: recurrent units (default dim)")
-    p.add_argument("--layers", type=int, default=None)
-    p.add_argument("--heads", type=int, default=None, help="sasrec: attention heads")
-    p.add_argument("--dropout", type=float, default=None)
-    p.add_argument("--attn-dropout", type=float, default=None,
+    p.add_argument("--max-len", type=positive_int, default=50)
+    p.add_argument("--dim", type=positive_int, default=64)
+    p.add_argument("--hidden", type=positive_int, default=None, help="gru4rec: recurrent units (default dim)")
+    p.add_argument("--layers", type=positive_int, default=None)
+    p.add_argument("--heads", type=positive_int, default=None, help="sasrec: attention heads")
+    p.add_argument("--dropout", type=fraction, default=None)
+    p.add_argument("--attn-dropout", type=fraction, default=None,
                    help="sasrec: dropout on attention weights (default 0)")
     p.add_argument("--block", default=None, choices=("prenorm", "sasrec"),
                    help="sasrec block shape: prenorm (default) or the SASRec paper's "
                         "(layer-normed query, post-attention layer norm)")
-    p.add_argument("--ffn-mult", type=int, default=None,
+    p.add_argument("--ffn-mult", type=positive_int, default=None,
                    help="sasrec: feed-forward width = ffn_mult * dim (default 4; paper: 1)")
     p.add_argument("--activation", dest="act", default=None, choices=("gelu", "relu"),
                    help="sasrec: feed-forward activation (default gelu; paper: relu)")
     p.add_argument("--loss-dtype", default=None, choices=("float32", "bfloat16"),
                    help="sasrec: score matrix and softmax of the ce/sampled loss in bfloat16 "
                         "(faster on AMX CPUs and GPUs; default float32)")
-    p.add_argument("--embed-dropout", type=float, default=None,
+    p.add_argument("--embed-dropout", type=fraction, default=None,
                    help="gru4rec: dropout on the input item embeddings (default 0)")
     p.add_argument("--cell", default=None, choices=("gru", "lstm"), help="gru4rec cell")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--epochs", type=positive_int, default=20)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--weight-decay", type=non_negative_float, default=0.0)
     p.add_argument("--loss", default="auto", choices=("auto", "ce", "sampled", "gbce"),
                    help="auto: full cross-entropy up to 20,000 items, else sampled")
-    p.add_argument("--negatives", type=int, default=2048, help="sampled / gbce negatives per batch")
-    p.add_argument("--sample-alpha", type=float, default=0.0,
+    p.add_argument("--negatives", type=positive_int, default=2048, help="sampled / gbce negatives per batch")
+    p.add_argument("--sample-alpha", type=non_negative_float, default=0.0,
                    help="negatives drawn by popularity**alpha (0 = uniform)")
     p.add_argument("--in-batch", action="store_true", help="sampled: add in-batch negatives")
-    p.add_argument("--gbce-t", type=float, default=0.75)
+    p.add_argument("--gbce-t", type=fraction, default=0.75)
     p.add_argument("--features", default="",
                    help="side features, comma-separated: action,category,gap")
     p.add_argument("--combine", default="sum", choices=("sum", "concat"))
@@ -68,8 +79,8 @@ def register(sub) -> None:
     g = p.add_argument_group("optimiser and batches")
     g.add_argument("--optimizer", default="adam", choices=("adam", "adagrad"),
                    help="adagrad: Adagrad with momentum (GRU4Rec's optimiser)")
-    g.add_argument("--momentum", type=float, default=0.0, help="adagrad momentum")
-    g.add_argument("--grad-clip", type=float, default=5.0, help="gradient norm clip (0 = none)")
+    g.add_argument("--momentum", type=non_negative_float, default=0.0, help="adagrad momentum")
+    g.add_argument("--grad-clip", type=non_negative_float, default=5.0, help="gradient norm clip (0 = none)")
     g.add_argument("--batch-order", default="length", choices=("length", "time", "parallel"),
                    help="length: similar lengths together, shuffled; time: sequences by start "
                         "time, blocks of batches in that order; parallel (gru4rec): "
@@ -78,9 +89,9 @@ def register(sub) -> None:
                    help="learning rate: constant, or (after --warmup-epochs) cosine / linear "
                         "decay to lr * --min-lr-ratio at the end of --epochs (or of "
                         "--max-seconds, whichever comes first)")
-    g.add_argument("--warmup-epochs", type=float, default=0.0,
+    g.add_argument("--warmup-epochs", type=non_negative_float, default=0.0,
                    help="linear learning-rate warm-up from 0 over this many epochs")
-    g.add_argument("--min-lr-ratio", type=float, default=0.0,
+    g.add_argument("--min-lr-ratio", type=fraction, default=0.0,
                    help="final learning rate of a decaying schedule, as a fraction of --lr")
     g.add_argument("--logq", action="store_true",
                    help="sampled: subtract log sampling probability (logQ correction)")
@@ -96,16 +107,16 @@ def register(sub) -> None:
                    help="validation ranking: exclude the case's history items, or keep them "
                         "(as seqstream evaluate without --exclude-history); default: include "
                         "for the session protocol, exclude otherwise")
-    p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--valid-max-cases", type=int, default=None,
+    p.add_argument("--patience", type=positive_int, default=3)
+    p.add_argument("--valid-max-cases", type=positive_int, default=None,
                    help="validate on a fixed random subset of this many cases")
-    p.add_argument("--max-seconds", type=float, default=None, help="training time limit")
+    p.add_argument("--max-seconds", type=positive_float, default=None, help="training time limit")
     p.add_argument("--no-refit", action="store_true")
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="continue from this checkpoint's weights (same model, data and config)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     t = p.add_argument_group("item text (gru4rec/sasrec; needs seqstream[text])")
     t.add_argument("--items", default=None, help="item metadata: CSV/TSV, JSONL or RecBole .item")
@@ -166,7 +177,6 @@ def _config(args) -> dict:
 
 def run(args) -> int:
     from model_core.checkpoint import save_model
-    from model_core.datasets import guess_format, read_log
     from model_core.exceptions import DataFormatError
     from model_core.models import MODELS
     from model_core.splits import make_split
@@ -174,25 +184,14 @@ def run(args) -> int:
 
     if args.model not in MODELS:
         raise DataFormatError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
-    fmt = args.fmt or guess_format(args.data)
-    if fmt is None:
-        raise DataFormatError(f"cannot guess the format of {args.data}; pass --format")
+    fmt, reader_opts = reader_options(args, args.data)
     t0 = time.perf_counter()
-    log = read_log(args.data, fmt)
-    if log.rejected:
-        first = log.errors[0] if log.errors else None
-        where = f" (first: line {first.line_no}: {first.reason})" if first else ""
-        print(f"read {len(log.events)} events from {args.data}; rejected {log.rejected} "
-              f"line(s){where}", file=sys.stderr)
-    if not log.events:
-        raise DataFormatError(f"{args.data}: no valid events")
-    test_events = None
-    if args.test:
-        tlog = read_log(args.test, fmt)
-        test_events = tlog.events
+    log = read_checked(args, args.data)
+    events = log.events
+    test_events = read_events(args, args.test) if args.test else None
     if args.valid_users is not None and args.protocol != "loo":
         raise DataFormatError("--valid-users applies to --protocol loo only")
-    split = make_split(log.events, args.protocol, test_events=test_events,
+    split = make_split(events, args.protocol, test_events=test_events,
                        valid_users=args.valid_users, seed=args.split_seed)
     by = "session" if args.protocol == "session" else "user"
     refit = split.fit_events is not split.train_events and not args.no_refit \
@@ -234,7 +233,8 @@ def run(args) -> int:
         history.append(hist2.to_dict())
     meta = {
         "data": {"path": str(args.data), "format": fmt, "sha256_16": data_hash([args.data]),
-                 "events": len(log.events), "rejected_lines": log.rejected,
+                 "events": len(events), "rejected_lines": log.rejected,
+                 "dropped_lines": log.dropped, "reader_options": reader_opts,
                  "test_file": args.test},
         "split": {"protocol": args.protocol, "info": split.info, "refit": refit,
                   "sequences_by": by},
