@@ -497,6 +497,13 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         except Exception as e:  # noqa: BLE001 - logged with its traceback, then exit
             fatal(f"the worker's batch loop failed: {e!r}", e)
 
+    def load_assigned_windows() -> None:
+        # the windows of every assigned partition, also those that got no batch since the
+        # last rebalance (their open windows are in the table only)
+        for tp in app.assignor.assigned_actives():
+            if tp.topic == events_topic_name:
+                pwindows.part(tp.partition)
+
     @app.timer(interval=1.0)
     async def close_idle_windows():
         acking = pending_ack[0]
@@ -507,6 +514,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         idle_s = time.monotonic() - stats.last_batch_wall
         if not fence.may_write_now():  # after a stall or in a rebalance: the batches decide
             return
+        load_assigned_windows()
         if alert_monitor.held and idle_s >= settings.idle_close_s and not in_batch[0]:
             # the detectors wait for the slowest partition; idle input: feed what is held
             await publish_alerts(alert_monitor.flush(int(time.time() * 1000)))
@@ -568,8 +576,9 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     async def flush_windows(sender, **kwargs):
         # Clean shutdown: publish every open window rather than losing it (unless this
         # worker's membership was lost: its windows are the new owners' now).
-        if fence.may_write_now():
+        if fence.may_write_now(rebalancing_ok=True):
             with contextlib.suppress(Exception):
+                load_assigned_windows()
                 await publish_windows(pwindows.flush(int(time.time() * 1000)))
                 await publish_alerts(alert_monitor.flush(int(time.time() * 1000)))
         swapper.close()

@@ -44,6 +44,7 @@ class MembershipFence:
         self.last_tick = time.monotonic()
         self.suspect_since: float | None = None  # a stall seen, membership not confirmed
         self.lost_generation: int | None = None  # the coordinator no longer knows us in it
+        self._settling = asyncio.Lock()
         self.dropped_batches = 0
         self.dropped_events = 0
 
@@ -59,9 +60,13 @@ class MembershipFence:
         self.last_tick = now
 
     async def watch(self) -> None:
-        """Background task: notices stalls of the event loop (run as an app task)."""
+        """Background task: notices stalls of the event loop and settles them with the
+        coordinator even when no batch comes (idle windows and the shutdown flush wait for
+        it)."""
         while True:
             self._note_stall()
+            if self.suspect_since is not None:
+                await self._settle(self.generation)
             await asyncio.sleep(0.2)
 
     def on_new_generation(self) -> None:
@@ -87,34 +92,42 @@ class MembershipFence:
         ``generation``; False when the batch must be dropped unwritten (then
         :meth:`release` it)."""
         self._note_stall()
-        if self.generation != generation or generation == self.lost_generation:
-            return False
-        if self.suspect_since is None:
-            return True
-        while True:
-            if self.generation != generation:
-                return False
-            code = await self._heartbeat(generation)
-            if code == 0 and self.generation == generation:
-                log.warning("membership confirmed after the stall (generation %s)", generation)
-                self.suspect_since = None
-                self.last_tick = time.monotonic()
-                return True
-            if code is not None:  # expelled, stale generation, or a rebalance under way
-                log.warning("membership lost during the stall (heartbeat error %s)", code)
-                # the rebalance that follows seeks the partitions back to their committed
-                # offsets; its revocation waits for this batch, so it is released at once
-                self.suspect_since = None
-                self.lost_generation = generation
-                return False
-            await asyncio.sleep(self.poll_s)  # the coordinator did not answer: ask again
+        if self.suspect_since is not None:
+            await self._settle(generation)
+        return self.generation == generation and generation != self.lost_generation
 
-    def may_write_now(self) -> bool:
-        """For writes outside a batch (idle windows, shutdown flush): no stall unconfirmed,
-        membership not known lost, no rebalance under way."""
+    async def _settle(self, generation: int) -> None:
+        """After a stall: ask the coordinator until it confirms the membership of
+        ``generation`` (suspicion cleared) or denies it (``lost_generation``)."""
+        async with self._settling:
+            while self.suspect_since is not None:
+                if self.generation != generation:
+                    return  # a rebalance completed meanwhile: that batch is stale anyway
+                code = await self._heartbeat(generation)
+                if code == 0 and self.generation == generation:
+                    log.warning("membership confirmed after the stall (generation %s)",
+                                generation)
+                    self.suspect_since = None
+                    self.last_tick = time.monotonic()
+                    return
+                if code is not None:  # expelled, stale generation, or a rebalance under way
+                    # the rebalance that follows seeks the partitions back to their committed
+                    # offsets; its revocation waits for the held batch, so that is released
+                    log.warning("membership of generation %s lost during the stall "
+                                "(heartbeat error %s): nothing is written until the group "
+                                "has rebalanced", generation, code)
+                    self.lost_generation = generation
+                    self.suspect_since = None
+                    return
+                await asyncio.sleep(self.poll_s)  # the coordinator did not answer: again
+
+    def may_write_now(self, rebalancing_ok: bool = False) -> bool:
+        """For writes outside a batch (idle windows; the shutdown flush with
+        ``rebalancing_ok``, as Faust suspends the flow when it stops): no stall unconfirmed,
+        membership not known lost, and no rebalance under way."""
         self._note_stall()
         return (self.suspect_since is None and self.generation != self.lost_generation
-                and self.app.flow_control.is_active())
+                and (rebalancing_ok or self.app.flow_control.is_active()))
 
     @staticmethod
     def release(events: Iterable) -> None:

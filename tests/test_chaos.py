@@ -120,6 +120,38 @@ def test_chaos_one_kill(broker, tmp_path):
     assert rep.metrics_match, d
 
 
+@pytest.mark.broker
+def test_chaos_pause_two_workers(broker, tmp_path):
+    """A worker frozen past the session timeout wakes up as a zombie holding a batch: it
+    must write nothing of it (membership fence), and records it had handed to its producer
+    before freezing must not win over the new owner's (monotonic changelog apply). Before
+    both, this run ended with short user states and window counts off."""
+    from stream_app.chaos import run_chaos
+
+    rep = run_chaos(6000, kills=1, seed=0, scenario="pause", workers=2, rate=1500,
+                    broker_url=broker.url, workdir=tmp_path, min_gap_s=0.3, max_gap_s=1.0,
+                    log=lambda *a: None)
+    d = rep.to_dict()
+    assert rep.kills == 1 and rep.workers == 2, d
+    assert rep.missing == 0 and rep.duplicated_in_state == 0, d
+    assert rep.mismatched_sequences == 0, d
+    assert rep.metrics_match, d
+
+
+@pytest.mark.broker
+def test_chaos_model_raises_in_some_batches(broker, tmp_path):
+    """Every 5th model call raises: each failed batch is retried and nothing is lost or
+    stalls (before: the agent crashed, Faust restarted it, and nothing more was processed)."""
+    from stream_app.chaos import run_chaos
+
+    rep = run_chaos(3000, kills=0, seed=2, scenario="crash-in-batch", fail_every=5,
+                    rate=1500, broker_url=broker.url, workdir=tmp_path, log=lambda *a: None)
+    d = rep.to_dict()
+    assert rep.failed_batches > 0, d
+    assert rep.missing == 0 and rep.mismatched_sequences == 0, d
+    assert rep.metrics_match, d
+
+
 def test_rss_summary_warmup_ends_when_the_state_is_full():
     from stream_app.chaos import _rss_summary
 

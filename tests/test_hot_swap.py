@@ -67,8 +67,12 @@ def test_swap_mid_replay(stream_settings, tmp_path):
     v2 = _markov(events[:3000], tmp_path / "v2")  # another vocabulary: states are remapped
     assert v1.version != v2.version
     watch = tmp_path / "watch"
+    key = tmp_path / "control.key"
+    key.write_bytes(b"k" * 32)
     settings = stream_settings.with_overrides(model_path=str(tmp_path / "v1"),
-                                              model_watch_dir=str(watch), model_poll_s=0.3)
+                                              model_watch_dir=str(watch), model_poll_s=0.3,
+                                              model_root=str(tmp_path),
+                                              control_key_file=str(key))
     ensure_topics(settings)
     with WorkerProcess(settings, tmp_path / "worker.log") as worker:
         worker.wait_ready(90)
