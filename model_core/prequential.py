@@ -21,7 +21,7 @@ import numpy as np
 
 from model_core.metrics import MISS, RankingAccumulator, confusion_matrix, report_from_confusion
 from model_core.predictor import Recommender, SequenceBatch, TopK
-from model_core.sequence_state import UserState, event_hash
+from model_core.sequence_state import UserState, event_hash, legacy_event_hash
 from schemas.actions import ACTIONS, N_ACTIONS, action_index
 from schemas.event import Event
 
@@ -90,7 +90,7 @@ class PrequentialEngine:
         # against every stored id hash; only the events it flags (true redeliveries, or a
         # hash another user's window also holds) are looked up in their own user's window
         stored = [w.state.hashes for w in work.values() if w.base]
-        maybe_stored = (np.isin(np.asarray(hashes, dtype=np.uint32),
+        maybe_stored = (np.isin(np.asarray(hashes, dtype=np.uint64),
                                 np.concatenate(stored)).tolist() if stored else [False] * n)
         # the batch's new (not redelivered) events, in order; each user's are at w.new_at
         new_items: list[int] = []
@@ -106,6 +106,8 @@ class PrequentialEngine:
             pos = w.new_pos.get(h, -1) if w.new_pos else -1
             if pos < start:
                 pos = w.stored_position(h, start) if maybe_stored[i] else -1
+                if pos < 0 and w.state.legacy:  # stored before the 64-bit hashes: its crc32
+                    pos = w.stored_position(legacy_event_hash(ev.event_id), start)
             if (pos < 0 and offsets is not None and offsets[i] <= w.source_offset
                     and length >= max_len and ev.timestamp_ms <= w.timestamp_at(start, new_ts)):
                 # A redelivery of an event that has already slid out of the id-hash window
@@ -232,7 +234,7 @@ class _UserWork:
         return new_ts[self.new_at[pos - self.base]]
 
 
-_DTYPES = (np.int32, np.uint8, np.int64, np.uint32)  # items, actions, times, id hashes
+_DTYPES = (np.int32, np.uint8, np.int64, np.uint64)  # items, actions, times, id hashes
 
 
 def _join(users: list[_UserWork], new_fields: tuple[list, ...]) -> list[np.ndarray]:

@@ -119,3 +119,89 @@ def test_figures_do_not_depend_on_batching(batch_size):
     assert got.metrics() == pytest.approx(ranking_metrics(np.array(ref.ranks), (1, 5, 10)))
     assert (got.action_confusion == ref.action_confusion).all()
     assert got.n_scored == 400 - len({e.user_id for e in events})
+
+
+def _crc32_collision() -> tuple[str, str]:
+    """Two different ids with the same crc32. crc32 is affine over GF(2) for messages of one
+    length: ids of 64 letters, each 'a' or 'c' (one bit apart), map bit vectors x to
+    crc32 = c0 ^ L(x); 64 vectors in a 32-bit space are linearly dependent, and a dependent
+    set XORed into the all-'a' id gives a second id with the same crc32."""
+    import zlib
+
+    def word(mask: int) -> str:
+        return "".join("c" if mask >> i & 1 else "a" for i in range(64))
+
+    c0 = zlib.crc32(word(0).encode())
+    basis: dict[int, tuple[int, int]] = {}
+    for j in range(64):
+        v, combo = zlib.crc32(word(1 << j).encode()) ^ c0, 1 << j
+        while v:
+            top = v.bit_length() - 1
+            if top not in basis:
+                basis[top] = (v, combo)
+                break
+            v, combo = v ^ basis[top][0], combo ^ basis[top][1]
+        else:
+            return word(0), word(combo)
+    raise AssertionError("64 vectors in 32 dimensions are dependent")
+
+
+def test_crc32_collision_is_not_a_duplicate():
+    import zlib
+
+    a, b = _crc32_collision()
+    assert a != b and zlib.crc32(a.encode()) == zlib.crc32(b.encode())
+    assert event_hash(a) != event_hash(b)
+    engine = PrequentialEngine(NextItemModel(100), max_len=50, k=5)
+    states: dict = {}
+    engine.process([ev(0, "u1", 1, eid=a)], states)
+    res = engine.process([ev(1, "u1", 2, eid=b)], states)  # a later batch: read from state
+    assert res.duplicates == [] and len(res.scores) == 1
+    back = UserState.decode(states["u1"].encode())
+    assert back.items.tolist() == [1, 2]
+    res = engine.process([ev(2, "u1", 3, eid=a), ev(3, "u1", 4, eid=b)], states)
+    assert res.duplicates == [0, 1]  # true redeliveries are still recognised
+
+
+def _v1_state(ids: list[str], items: list[int]) -> bytes:
+    """A user state as format version 1 wrote it (uint32 crc32 id hashes)."""
+    import struct
+    import zlib
+
+    n = len(ids)
+    last = np.arange(1, 6, dtype="<i4")
+    head = struct.pack("<BBHHbxqi4x", 1, 0, n, len(last), 0, 7, 0)
+    ts = 1_700_000_000_000 + np.arange(n, dtype="<i8") * 1000
+    return b"".join((head, np.asarray(items, dtype="<i4").tobytes(),
+                     np.zeros(n, dtype="u1").tobytes(), ts.tobytes(),
+                     np.asarray([zlib.crc32(i.encode()) for i in ids], dtype="<u4").tobytes(),
+                     last.tobytes()))
+
+
+def test_version1_state_upgrades_on_read():
+    raw = _v1_state(["e0", "e1", "e2"], [1, 2, 3])
+    st = UserState.decode(raw)
+    assert st.items.tolist() == [1, 2, 3] and st.legacy and st.source_offset == 7
+    assert st.timestamps_ms.tolist() == [1_700_000_000_000 + i * 1000 for i in range(3)]
+    assert st.position_of_id("e1") == 1 and st.position_of_id("e9") == -1
+    engine = PrequentialEngine(NextItemModel(100), max_len=4, k=5)
+    states = {"u1": st}
+    # e2 was recorded before the upgrade: still a redelivery; e3 is new
+    res = engine.process([ev(2, "u1", 3, eid="e2"), ev(3, "u1", 4, eid="e3")], states)
+    assert res.duplicates == [0]
+    up = states["u1"].encode()
+    assert up[0] == 2  # written back in the current format
+    back = UserState.decode(up)
+    assert back.items.tolist() == [1, 2, 3, 4] and back.legacy
+    assert back.position_of_id("e0") == 0 and back.position_of_id("e3") == 3
+    # once the upgraded hashes slide out of the window the state is no longer flagged
+    engine.process([ev(4 + i, "u1", 5 + i, eid=f"n{i}") for i in range(4)], states)
+    assert not UserState.decode(states["u1"].encode()).legacy
+
+
+def test_state_times_far_apart_roundtrip():
+    st = UserState()
+    times = [0, 2**40, 5, -(2**35)]
+    for i, t in enumerate(times):
+        st.append(i + 1, 0, t, event_hash(f"e{i}"), max_len=50)
+    assert UserState.decode(st.encode()).timestamps_ms.tolist() == times
