@@ -24,6 +24,9 @@ MIN_TIMESTAMP_MS = 946_684_800_000
 MAX_TIMESTAMP_MS = 4_102_444_800_000
 #: Largest accepted price.
 MAX_PRICE = 1e9
+#: Default of how far ahead of the wall clock an event time may be (the stream's
+#: ``max_future_ms`` setting): one day covers clock skew and time zones mistaken for UTC.
+DEFAULT_MAX_FUTURE_MS = 86_400_000
 
 _REQUIRED = ("event_id", "user_id", "item_id", "action", "timestamp_ms")
 _OPTIONAL_IDS = ("session_id", "category_id")
@@ -103,6 +106,22 @@ def parse_event(raw: bytes | str | None) -> Event:
     except orjson.JSONDecodeError as e:
         raise SchemaError(f"not valid JSON: {e}") from None
     return Event.from_dict(d)
+
+
+def check_event_time(ev: Event, now_ms: int, max_future_ms: int) -> None:
+    """Refuse an event timed more than ``max_future_ms`` after the wall clock ``now_ms``
+    (0 = no limit); raises :class:`SchemaError`.
+
+    The static range above admits any time up to 2100, but event time drives the stream's
+    windows: one event from 2099 would move a partition's watermark to 2099 and every later
+    window would close as soon as it opened. Only the live stream checks this (offline logs
+    are judged by their own time range).
+    """
+    if max_future_ms and ev.timestamp_ms > now_ms + max_future_ms:
+        ahead_h = (ev.timestamp_ms - now_ms) / 3_600_000
+        raise SchemaError(
+            f"timestamp_ms {ev.timestamp_ms} is {ahead_h:,.1f} h ahead of the wall clock "
+            f"({now_ms}); the limit is max_future_ms={max_future_ms}", "timestamp_ms")
 
 
 def _id(v: Any, name: str) -> str:

@@ -236,7 +236,8 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     # The worker accounts windows per input partition (PartitionWindows below), not in the
     # processor: its processor gets no aggregator of its own.
     processor = BatchProcessor(model, max_len=settings.max_seq_len, k=settings.top_k,
-                               exclude_history=settings.exclude_history)
+                               exclude_history=settings.exclude_history,
+                               max_future_ms=settings.max_future_ms)
 
     def new_windows() -> WindowAggregator:
         return WindowAggregator(

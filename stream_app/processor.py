@@ -20,7 +20,7 @@ from model_core.prequential import BatchResult, PrequentialEngine
 from model_core.sequence_state import UserState
 from schemas.actions import ACTIONS
 from schemas.dead_letter import DeadLetter
-from schemas.event import Event, parse_event
+from schemas.event import DEFAULT_MAX_FUTURE_MS, Event, check_event_time, parse_event
 from schemas.exceptions import SchemaError
 from stream_app.online import WindowAggregator
 
@@ -49,10 +49,15 @@ class BatchOutput:
 
 
 class BatchProcessor:
+    """``max_future_ms``: how far ahead of the wall clock an event time may be (0 = no
+    limit); a later event is a dead letter (:func:`schemas.event.check_event_time`)."""
+
     def __init__(self, model: Recommender, max_len: int = 50, k: int = 20,
-                 exclude_history: bool = False, windows: WindowAggregator | None = None) -> None:
+                 exclude_history: bool = False, windows: WindowAggregator | None = None,
+                 max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> None:
         self.set_model(model, max_len=max_len, k=k, exclude_history=exclude_history)
         self.windows = windows
+        self.max_future_ms = max_future_ms
 
     def set_model(self, model: Recommender, max_len: int = 50, k: int = 20,
                   exclude_history: bool = False) -> None:
@@ -66,21 +71,36 @@ class BatchProcessor:
     # ------------------------------------------------------------------ stage 1
     def parse(self, records: Sequence[RawRecord]) -> tuple[list[Event], list[int],
                                                            list[tuple[bytes | None, bytes]]]:
-        """Validate records; bad ones become dead letters with the reason and original bytes."""
+        """Validate records; bad ones become dead letters with the reason and original bytes.
+
+        A record must be keyed by its event's ``user_id``. A record without a key is a dead
+        letter too: it landed on whichever partition the producer picked, and processing it
+        there would start a second state for its user beside the one in the partition its
+        user's other events go to (and another worker may own that one). The dead letter
+        names the key to re-send it with.
+        """
         events: list[Event] = []
         positions: list[int] = []
         dead: list[tuple[bytes | None, bytes]] = []
         now_ms = int(time.time() * 1000)
+        max_future_ms = self.max_future_ms
         for i, r in enumerate(records):
             try:
                 ev = parse_event(r.value)
-                if r.key is not None and r.key != ev.user_id.encode():
+                if r.key is None:
+                    raise SchemaError(
+                        f"record has no Kafka key; events must be keyed by user_id (re-send it "
+                        f"with key {ev.user_id[:64]!r}) so each user's events stay in one "
+                        "partition, in order", "key")
+                if r.key != ev.user_id.encode():
                     raise SchemaError(
                         f"Kafka key {r.key[:64]!r} is not the event's user_id {ev.user_id[:64]!r};"
                         " events must be keyed by user_id so each user's events stay in order",
                         "key")
                 if ev.user_id.startswith("\x00"):  # reserved for the worker's own table keys
                     raise SchemaError("user_id must not start with a NUL character", "user_id")
+                if ev.timestamp_ms > now_ms + max_future_ms and max_future_ms:
+                    check_event_time(ev, now_ms, max_future_ms)
             except SchemaError as e:
                 dl = DeadLetter.of(r.value, e.reason, r.topic, r.partition, r.offset, r.key,
                                    failed_at_ms=now_ms)

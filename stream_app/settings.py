@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     hop_window_s: int = Field(300, ge=1, description="hopping window length")
     allowed_lateness_s: int = Field(5, ge=0)
     idle_close_s: float = Field(5.0, gt=0, description="close open windows after this long without input")
+    max_future_ms: int = Field(
+        86_400_000, ge=0, description="an event timed more than this after the wall clock is "
+        "a dead letter (one far-future time would close every later window at once; 0 = no "
+        "limit)")
 
     # --- alerts (stream_app.alerts; published on the alerts topic)
     alert_hit_k: int = Field(10, ge=1, description="drift detectors watch hit@K")
@@ -110,7 +114,17 @@ class Settings(BaseSettings):
         "Faust's web /stats page (several calls per event); seqstream's Prometheus "
         "metrics (metrics_port) do not need it")
     metrics_port: int = Field(0, ge=0, description="Prometheus port (0 = off)")
+    metrics_host: str = Field(
+        "127.0.0.1", description="address the Prometheus endpoint listens on (no auth: "
+        "loopback unless opened, e.g. 0.0.0.0)")
     web_port: int = Field(6066, ge=0)
+    web_host: str = Field(
+        "127.0.0.1", description="address Faust's web server (/v1/ready, /stats) listens on "
+        "(no auth: loopback unless opened, e.g. 0.0.0.0)")
+    max_record_bytes: int = Field(
+        512 * 1024, ge=16 * 1024, description="largest record the worker writes (window "
+        "records, dead letters); Apache Kafka refuses records over message.max.bytes, 1 MiB "
+        "by default")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="seqstream's log level (Faust's and the Kafka client's stay at "
         "WARNING unless DEBUG)")

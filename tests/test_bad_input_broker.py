@@ -2,7 +2,8 @@
 
 Raw records — truncated JSON, wrong types, huge strings, invalid UTF-8, unknown actions,
 timestamps out of range, not-an-object JSON, empty and null values, a key that is not the
-user — interleaved with valid events (unicode ids, far past/future but in-range times,
+user, no key at all — interleaved with valid events (unicode ids, far past times,
+times up to an hour ahead of the wall clock — within the worker's ``max_future_ms`` —
 out-of-order and duplicated events). The worker must not crash, every bad record must be in
 the dead-letter topic with a reason and its original bytes, and every valid event must get
 a prediction.
@@ -34,7 +35,9 @@ pytestmark = [pytest.mark.broker]
 _ids = itertools.count()
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                 min_size=1, max_size=24)
-_ts_ok = st.integers(MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS)
+# valid times: the static range, but at most an hour ahead of now (the worker dead-letters
+# events further ahead than its max_future_ms, a day by default: tests/test_input_guards.py)
+_ts_ok = st.integers(MIN_TIMESTAMP_MS, int(time.time() * 1000) + 3_600_000)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +79,7 @@ def bad_record(draw):
     base = _event(draw(_text), draw(_text), draw(st.sampled_from(ACTIONS)), draw(_ts_ok))
     kind = draw(st.sampled_from(["truncated", "wrong_type", "huge", "bad_utf8", "action",
                                  "timestamp", "not_object", "empty", "null", "wrong_key",
-                                 "missing"]))
+                                 "no_key", "missing"]))
     key = base["user_id"].encode()
     if kind == "truncated":
         raw = orjson.dumps(base)
@@ -110,6 +113,9 @@ def bad_record(draw):
         raw = None
     elif kind == "wrong_key":
         key = b"not-" + key
+        raw = orjson.dumps(base)
+    elif kind == "no_key":
+        key = None
         raw = orjson.dumps(base)
     else:  # missing
         del base[draw(st.sampled_from(["event_id", "user_id", "item_id", "action",
