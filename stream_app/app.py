@@ -174,6 +174,11 @@ def app_options(settings: Settings) -> dict:
     """Keyword arguments of ``faust.App`` for ``settings`` (consumer and producer tuning).
 
     Shared with the benchmark's plain Faust agents, so they run with the very same tuning.
+
+    Faust's web server has no authentication: it binds to ``settings.web_host`` (loopback
+    by default; a deployment whose probes come from outside opens it), and its ``/router/``
+    (cluster layout) and ``/table/`` (reads any table key: users' states) views are off —
+    seqstream routes nothing between workers over HTTP.
     """
     from stream_app.security import faust_broker_credentials
 
@@ -191,6 +196,9 @@ def app_options(settings: Settings) -> dict:
         consumer_auto_offset_reset="earliest",
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
+        web_bind=settings.web_host,
+        web_router_enabled=False,
+        web_tables_enabled=False,
         producer_linger_ms=5,
         producer_max_batch_size=1 << 20,
         table_standby_replicas=1,
@@ -549,7 +557,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     @app.task
     async def serve_prometheus():
         if settings.metrics_port > 0:
-            prom.serve(settings.metrics_port)
+            prom.serve(settings.metrics_port, settings.metrics_host)
 
     events_topic_name = settings.topic("events")
     frozen: list[bool] = []

@@ -172,8 +172,11 @@ class WorkerMetrics:
             self.alerts.labels(metric=a.metric).inc()
 
     # ------------------------------------------------------------------ exposing
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Serve ``/metrics`` over HTTP on ``port`` (a daemon thread)."""
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        """Serve ``/metrics`` over HTTP on ``addr``:``port`` (a daemon thread).
+
+        The endpoint has no authentication: it listens on loopback unless the caller opens
+        it (setting ``metrics_host``, e.g. ``0.0.0.0`` behind a network policy)."""
         from prometheus_client import start_http_server
 
         self.server = start_http_server(port, addr=addr, registry=self.registry)
