@@ -4,15 +4,26 @@ Full speed or paced at N x real time (event-time gaps divided by N), with a prog
 final count of sent and rejected lines. Rejected lines go to the ``dead-letters`` topic with
 the reason and the original bytes (``source="replay"``, ``topic`` = the file,
 ``offset`` = the line number), so nothing is silently dropped.
+
+Events of a log without ids are named by file stem, line number and a hash of the line
+(:func:`model_core.datasets._base.line_event_id`): another file with the same name gives other
+ids, a re-sent file the same ones, which the worker recognises as redeliveries (counted in
+``seqstream_duplicates_total``, not as new events). :func:`replay_file` also says so up front:
+it keeps a ledger of the files it has replayed (``<data_dir>/replayed.jsonl``: content hash,
+path, broker, topic, events sent, time) and reports a file whose content was already replayed
+to the same topic (:attr:`ReplayReport.resent_of`). The ledger is this machine's: a file
+replayed from elsewhere is recognised by the worker only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 from kafka import KafkaProducer
 
 from model_core.datasets import Rejected, iter_log
@@ -28,6 +39,8 @@ class ReplayReport:
     rejected: int = 0
     seconds: float = 0.0
     rejected_reasons: list[str] | None = None
+    sha256: str | None = None  # of the replayed file
+    resent_of: dict | None = None  # the ledger entry of an earlier replay of the same content
 
     @property
     def events_per_s(self) -> float:
@@ -117,11 +130,63 @@ def replay_events(settings: Settings, events: Sequence[Event], speed: float | No
 
 def replay_file(settings: Settings, path: str | Path, fmt: str, speed: float | None = None,
                 progress: bool = True, limit: int | None = None, **opts) -> ReplayReport:
+    """Replay one log file; the report names an earlier replay of the same content to the
+    same topic (``resent_of``), whose events the worker will count as duplicates."""
+    digest = file_sha256(path)
+    target = {"broker": ";".join(settings.bootstrap_servers),
+              "topic": settings.topic("events")}
+    earlier = find_replay(settings, digest, target)
     events, rejected = load_sorted(path, fmt, **opts)
     if limit is not None:
         events = events[:limit]
-    return replay_events(settings, events, speed=speed, rejected=rejected, source=str(path),
-                         progress=progress)
+    report = replay_events(settings, events, speed=speed, rejected=rejected, source=str(path),
+                           progress=progress)
+    report.sha256, report.resent_of = digest, earlier
+    _record_replay(settings, {"sha256": digest, **target, "path": str(Path(path).resolve()),
+                              "sent": report.sent, "at": time.strftime(
+                                  "%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return report
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _ledger(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "replayed.jsonl"
+
+
+def find_replay(settings: Settings, digest: str, target: dict) -> dict | None:
+    """The latest ledger entry of a replay of content ``digest`` to ``target``, or None.
+    A damaged ledger line is skipped (the ledger only informs)."""
+    found = None
+    try:
+        lines = _ledger(settings).read_bytes().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if (isinstance(entry, dict) and entry.get("sha256") == digest
+                and all(entry.get(k) == v for k, v in target.items())):
+            found = entry
+    return found
+
+
+def _record_replay(settings: Settings, entry: dict) -> None:
+    path = _ledger(settings)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as f:
+            f.write(orjson.dumps(entry) + b"\n")
+    except OSError as e:  # the replay itself succeeded: say so, do not fail it
+        print(f"note: could not record the replay in {path}: {e}")
 
 
 class _Bar:

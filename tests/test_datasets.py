@@ -20,6 +20,7 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} absent (share
 
 
 def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     p = tmp_path / name
     p.write_bytes(text.encode() if isinstance(text, str) else text)
     return p
@@ -34,7 +35,7 @@ def test_taobao_rows_and_truncated_last_line(tmp_path):
                "2,12,101,cart,1511544090\n"
                "3,13,102,pv")  # cut off, no newline
     r = read_log(p, "taobao")
-    assert [e.event_id for e in r.events] == ["ub:1", "ub:2", "ub:3", "ub:4"]
+    assert [e.event_id.rsplit(":", 1)[0] for e in r.events] == ["ub:1", "ub:2", "ub:3", "ub:4"]
     assert [e.action for e in r.events] == ["view", "purchase", "fav", "cart"]
     assert r.events[0].timestamp_ms == 1_511_544_070_000
     assert r.events[2].timestamp_ms == 1_505_117_799_000
@@ -43,6 +44,23 @@ def test_taobao_rows_and_truncated_last_line(tmp_path):
     (bad,) = r.errors
     assert bad.line_no == 5 and bad.raw == b"3,13,102,pv"
     assert "expected 5" in bad.reason and "got 4" in bad.reason
+
+
+def test_generated_ids_tell_files_of_one_name_apart(tmp_path):
+    """Two exports named alike (part-00000.csv) share no ids; the same file read again gives
+    the same ids (a re-send is a redelivery)."""
+    a = _write(tmp_path / "a", "part-00000.csv", "1,10,100,pv,1511544070\n2,11,100,pv,1511544080\n")
+    b = _write(tmp_path / "b", "part-00000.csv", "3,12,100,pv,1511544090\n4,13,100,pv,1511544095\n")
+    ids_a = [e.event_id for e in read_log(a, "taobao").events]
+    ids_b = [e.event_id for e in read_log(b, "taobao").events]
+    assert ids_a[0].startswith("part-00000:1:") and not set(ids_a) & set(ids_b)
+    assert [e.event_id for e in read_log(a, "taobao").events] == ids_a
+    for fmt, text in [("seqtxt", ("u1 i1\n", "u1 i2\n")),
+                      ("yoochoose", ("SessionId\tItemId\tTime\n1\t7\t1396860669\n",
+                                     "SessionId\tItemId\tTime\n1\t8\t1396860669\n"))]:
+        x = _write(tmp_path / "a", f"same.{fmt}", text[0])
+        y = _write(tmp_path / "b", f"same.{fmt}", text[1])
+        assert read_log(x, fmt).events[0].event_id != read_log(y, fmt).events[0].event_id
 
 
 def test_taobao_bad_rows_become_rejected_not_exceptions(tmp_path):
@@ -54,7 +72,7 @@ def test_taobao_bad_rows_become_rejected_not_exceptions(tmp_path):
                "\n"
                "1,10,100,pv,1511544070\n")
     r = read_log(p, "taobao")
-    assert len(r.events) == 1 and r.events[0].event_id == "ub:6"  # blank line 5 skipped
+    assert len(r.events) == 1 and r.events[0].event_id.startswith("ub:6:")  # blank line 5 skipped
     assert r.rejected == 4
     reasons = [e.reason for e in r.errors]
     assert "unknown action" in reasons[0]
@@ -98,7 +116,7 @@ def test_yoochoose(tmp_path):
         ("1", "1", "214536502", "click", 1_396_860_669_277),
         ("2", "2", "9", "click", 1_396_860_700_000)]
     assert r.rejected == 1 and r.errors[0].line_no == 3
-    assert [e.event_id for e in r.events] == ["clicks:2", "clicks:4"]
+    assert [e.event_id.rsplit(":", 1)[0] for e in r.events] == ["clicks:2", "clicks:4"]
 
 
 def test_yoochoose_without_header_is_refused(tmp_path):

@@ -9,9 +9,10 @@ Formats (:data:`FORMATS`): ``taobao``, ``yoochoose``, ``jsonl``, ``csv``, ``seqt
 :mod:`model_core.datasets.fields` says (``time_unit``, ``time_format``, ``timezone``,
 ``actions``); :mod:`model_core.datasets.sniff` guesses a format and those options from a
 file's head (``seqstream inspect``).
-Event ids are ``"<file stem>:<line_no>"`` (deterministic, unique within a file; nested JSON
-lines add ``:<k>`` per event of the line) except for plain ``jsonl`` (the record's own id)
-and a mapped ``event_id`` field. Every event is validated by
+Event ids are ``"<file stem>:<line_no>:<hash of the line>"`` (deterministic: the same for a
+re-sent file, different for another file of the same name, :func:`._base.line_event_id`;
+nested JSON lines add ``:<k>`` per event of the line) except for plain ``jsonl`` (the
+record's own id) and a mapped ``event_id`` field. Every event is validated by
 :meth:`schemas.Event.from_dict`; a bad row becomes :class:`Rejected`, never an exception,
 and a row an action mapping drops is a :class:`Rejected` with ``dropped=True``. A wrong
 format name, unknown option or unusable header or mapping raises

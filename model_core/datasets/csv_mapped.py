@@ -29,6 +29,7 @@ from model_core.datasets._base import (
     Rejected,
     decode,
     event_id_prefix,
+    line_event_id,
     make_event,
     open_lines,
 )
@@ -127,7 +128,7 @@ def iter_csv(path: str | Path, columns: Mapping[str, str | int] | None = None,
                 raise SchemaError(f"expected {n_fields} fields as in {what}, "
                                   f"got {len(parts)}{hint}")
             values: dict[str, Any] = {f: parts[i].strip() for f, i in idx.items()}
-            d = event_dict(values, f"{prefix}:{no}", time, amap, default_action)
+            d = event_dict(values, line_event_id(prefix, no, line), time, amap, default_action)
             if d is None:
                 yield Rejected(no, f"action {values.get('action', '')[:40]!r} dropped by the "
                                    "action mapping", line, dropped=True)

@@ -31,6 +31,7 @@ from model_core.datasets._base import (
     LogItem,
     Rejected,
     event_id_prefix,
+    line_event_id,
     make_event,
     open_lines,
 )
@@ -134,9 +135,9 @@ def _iter_mapped(path: str | Path, mapping: RecordMapping, time: TimeParser, ama
         if not isinstance(record, dict):
             yield Rejected(no, f"record must be a JSON object, got {type(record).__name__}", line)
             continue
+        eid = line_event_id(prefix, no, line)
         if mapping.list_path is None:
-            yield _one(mapping.values(record), f"{prefix}:{no}", no, line, time, amap,
-                       default_action, "")
+            yield _one(mapping.values(record), eid, no, line, time, amap, default_action, "")
             continue
         elements = _get(record, mapping.list_path)
         if elements is _MISSING or not isinstance(elements, list):
@@ -152,7 +153,7 @@ def _iter_mapped(path: str | Path, mapping: RecordMapping, time: TimeParser, ama
                 yield Rejected(no, f"event {k}: must be a JSON object, got {type(el).__name__}",
                                line)
                 continue
-            yield _one(mapping.values(record, el), f"{prefix}:{no}:{k}", no, line, time, amap,
+            yield _one(mapping.values(record, el), f"{eid}:{k}", no, line, time, amap,
                        default_action, f"event {k}: ")
 
 

@@ -21,6 +21,7 @@ from model_core.datasets._base import (
     Rejected,
     decode,
     event_id_prefix,
+    line_event_id,
     make_event,
     open_lines,
 )
@@ -77,7 +78,7 @@ def iter_recbole(path: str | Path, action: str = "view",
                     offset = float(auto_offset_s(ts))
                 ts_ms = int(round((ts + offset) * 1000))
             yield make_event({
-                "event_id": f"{prefix}:{no}",
+                "event_id": line_event_id(prefix, no, line),
                 "user_id": parts[i_u].strip(),
                 "item_id": parts[i_i].strip(),
                 "action": action,

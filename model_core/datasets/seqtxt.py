@@ -14,6 +14,7 @@ from model_core.datasets._base import (
     Rejected,
     decode,
     event_id_prefix,
+    line_event_id,
     make_event,
     open_lines,
 )
@@ -31,7 +32,7 @@ def iter_seqtxt(path: str | Path, base_ms: int = BASE_MS, action: str = "view") 
             if len(parts) != 2:
                 raise SchemaError(f"expected 2 whitespace-separated fields (user item), got {len(parts)}")
             yield make_event({
-                "event_id": f"{prefix}:{no}",
+                "event_id": line_event_id(prefix, no, line),
                 "user_id": parts[0],
                 "item_id": parts[1],
                 "action": action,

@@ -15,6 +15,7 @@ from model_core.datasets._base import (
     Rejected,
     decode,
     event_id_prefix,
+    line_event_id,
     make_event,
     open_lines,
 )
@@ -39,7 +40,7 @@ def iter_taobao(path: str | Path) -> Iterator[LogItem]:
             if not ts.isdigit():
                 raise SchemaError(f"timestamp {ts[:40]!r} is not whole unix seconds", "timestamp")
             yield make_event({
-                "event_id": f"{prefix}:{no}",
+                "event_id": line_event_id(prefix, no, line),
                 "user_id": user,
                 "item_id": item,
                 "category_id": cat or None,

@@ -15,6 +15,7 @@ from model_core.datasets._base import (
     Rejected,
     decode,
     event_id_prefix,
+    line_event_id,
     make_event,
     open_lines,
     seconds_to_ms,
@@ -47,7 +48,7 @@ def iter_yoochoose(path: str | Path, delimiter: str = "\t") -> Iterator[LogItem]
                 raise SchemaError(f"expected {n_cols} fields as in the header, got {len(parts)}")
             session = parts[i_s].strip()
             yield make_event({
-                "event_id": f"{prefix}:{no}",
+                "event_id": line_event_id(prefix, no, line),
                 "user_id": session,
                 "session_id": session,
                 "item_id": parts[i_i].strip(),

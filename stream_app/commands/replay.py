@@ -39,6 +39,12 @@ def run(args) -> int:
           f"({rep.events_per_s:,.0f} events/s)")
     for reason in rep.rejected_reasons or []:
         print(f"  rejected {reason}")
+    if rep.resent_of:
+        e = rep.resent_of
+        print(f"note: this file's content (sha256 {rep.sha256[:12]}) was replayed to "
+              f"{e['topic']} before ({e['at']}, {e['sent']} events from {e['path']}): its events "
+              "have the same ids, so the worker counts them as duplicates "
+              "(seqstream_duplicates_total), not as new events")
     if rep.sent == 0:
         # nothing reached the stream: a wrong --format or mapping, not a successful replay
         print(f"seqstream replay: error: {args.file}: no valid events as format {fmt!r}",
