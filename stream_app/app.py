@@ -245,7 +245,8 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     # processor: its processor gets no aggregator of its own.
     processor = BatchProcessor(model, max_len=settings.max_seq_len, k=settings.top_k,
                                exclude_history=settings.exclude_history,
-                               max_future_ms=settings.max_future_ms)
+                               max_future_ms=settings.max_future_ms,
+                               max_record_bytes=settings.max_record_bytes)
 
     def new_windows() -> WindowAggregator:
         return WindowAggregator(
@@ -283,7 +284,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                       schema=raw_schema, key_type=bytes, value_type=bytes)
     monotonic.install(table)  # a late record from a stalled worker never wins (recovery)
     # crash-safe windows: per input partition, persisted in ``table`` (stream_app.window_state)
-    pwindows = PartitionWindows(new_windows, table.get)
+    pwindows = PartitionWindows(new_windows, table.get, settings.max_record_bytes)
     topic_predictions = settings.topic("predictions")
     topic_dead = settings.topic("dead-letters")
     topic_metrics = settings.topic("metrics")

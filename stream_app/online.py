@@ -13,6 +13,11 @@ too, so totals over all windows stay exact (:func:`aggregate_windows` equals the
 totals over the same events). ``WindowAggregator.total_late`` counts late events overall.
 
 Dead letters carry no trusted event time: they are counted in the window(s) of the watermark.
+
+A window's size does not depend on its traffic (it is written to the changelog every batch):
+distinct users and distinct recommended items are :class:`~stream_app.distinct_sketch.DistinctSketch`
+counts (exact up to 128 values, then HyperLogLog with a 1.6 % standard error), so ``users``
+and ``coverage`` of a busy window are estimates; latencies are a log-bucket histogram.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model_core.metrics import RankingAccumulator, coverage, report_from_confusion
+from model_core.metrics import RankingAccumulator, report_from_confusion
 from model_core.prequential import BatchResult
 from schemas.actions import ACTIONS, N_ACTIONS
 from schemas.event import Event
 from schemas.metrics import MetricsWindow
+from stream_app.distinct_sketch import DistinctSketch, hash_strings
 from stream_app.latency_sketch import LatencyHistogram
 
 
@@ -41,13 +47,13 @@ class _Window:
     predictions: int = 0
     late_events: int = 0
     dead_letters: int = 0
-    users: set = field(default_factory=set)
+    # bounded whatever the window's traffic and catalogue (it is written to the changelog
+    # every batch): distinct users and recommended items as sketches, a latency histogram
+    users: DistinctSketch = field(default_factory=DistinctSketch)
     ranking: RankingAccumulator = field(init=False)
     confusion: np.ndarray = field(
         default_factory=lambda: np.zeros((N_ACTIONS, N_ACTIONS), dtype=np.int64))
-    # bounded whatever the window's size (it is written to the changelog every batch):
-    # which catalogue indices were recommended (a bitmap) and a latency histogram
-    items_seen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    items: DistinctSketch = field(default_factory=DistinctSketch)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     busy_ms: float = 0.0  # wall time attributed to this window's events (see add_batch)
 
@@ -55,15 +61,9 @@ class _Window:
         self.ranking = RankingAccumulator(self.ks)
 
     def mark_items(self, items: np.ndarray) -> None:
-        """Record recommended catalogue indices (the bitmap grows with the catalogue)."""
-        if items.size == 0:
-            return
-        top = int(items.max())
-        if top >= len(self.items_seen):
-            grown = np.zeros(max(top + 1, 2 * len(self.items_seen)), dtype=bool)
-            grown[:len(self.items_seen)] = self.items_seen
-            self.items_seen = grown
-        self.items_seen[items] = True
+        """Record recommended catalogue indices (0, the unknown item, is not one)."""
+        items = np.asarray(items)
+        self.items.add_ints(items[items > 0])
 
 
 class WindowAggregator:
@@ -103,7 +103,6 @@ class WindowAggregator:
         w = self._open.get((kind, start))
         if w is None:
             w = self._open[(kind, start)] = _Window(start, end, kind, self.ks)
-            w.items_seen = np.zeros(self.n_items + 1, dtype=bool)
         return w
 
     def _windows_for(self, ts: int) -> tuple[list[_Window], bool]:
@@ -181,7 +180,7 @@ class WindowAggregator:
         n = len(rows)
         dup = set(result.duplicates)
         is_new = np.fromiter((i not in dup for i in rows), dtype=bool, count=n)
-        users = [events[i].user_id for i in rows]
+        user_hashes = None  # computed once per batch, when a window has new events
         rows_arr = np.asarray(rows, dtype=np.int64)
         pos_of = {r: j for j, r in enumerate(rows)}
         scores = (result.scores if n == len(events)
@@ -210,7 +209,9 @@ class WindowAggregator:
             new_rows = np.flatnonzero(mask & is_new)
             if len(new_rows):
                 w.events += len(new_rows)
-                w.users.update([users[j] for j in new_rows.tolist()])
+                if user_hashes is None:
+                    user_hashes = hash_strings(events[i].user_id for i in rows)
+                w.users.add_hashes(user_hashes[new_rows])
                 counted.append((w, new_rows))
             if len(s_pos):
                 sel = mask[s_pos]
@@ -272,7 +273,6 @@ class WindowAggregator:
                 if seen is None:
                     seen = in_batch[id(w)] = (w, [])
                 seen[1].append(i)
-                w.users.add(ev.user_id)
             if self.watermark_ms is None or ev.timestamp_ms > self.watermark_ms:
                 self.watermark_ms = ev.timestamp_ms
         for s in result.scores:
@@ -282,6 +282,7 @@ class WindowAggregator:
                     w.confusion[s.action_true, s.action_pred] += 1
         lat = np.asarray(latencies_ms, dtype=np.float64)
         for w, idx in in_batch.values():  # per window, once per batch
+            w.users.add_strings(events[i].user_id for i in idx)
             w.latency.add_many(lat[idx])
             w.mark_items(np.asarray(top[idx]).ravel())
         n_new = sum(1 for i in rows if i not in dup)
@@ -334,6 +335,14 @@ class WindowAggregator:
         keys = sorted(self._open, key=lambda k: (self._open[k].end_ms, k[0]))
         return self._emit(keys, now_wall_ms)
 
+    def close_oldest(self, now_wall_ms: int) -> list[MetricsWindow]:
+        """Close the open window that ends first (a record over its size limit): later
+        events of its time count as late, in the next open window of its kind."""
+        if not self._open:
+            return []
+        key = min(self._open, key=lambda k: (self._open[k].end_ms, k[0]))
+        return self._emit([key], now_wall_ms)
+
     def open_windows(self) -> int:
         return len(self._open)
 
@@ -357,15 +366,14 @@ class WindowAggregator:
             events=w.events,
             predictions=w.predictions,
             scored=w.ranking.n,
-            users=len(w.users),
+            users=w.users.count(),
             late_events=w.late_events,
             dead_letters=w.dead_letters,
             dead_letter_rate=(w.dead_letters / total) if total else 0.0,
             metrics=w.ranking.get(),
             action_accuracy=report["accuracy"] if report else None,
             action_macro_f1=report["macro_f1"] if report else None,
-            coverage=(coverage(np.flatnonzero(w.items_seen), self.n_items)
-                      if self.n_items else None),
+            coverage=min(1.0, w.items.count() / self.n_items) if self.n_items else None,
             events_per_s=(w.events / span_s) if span_s > 0 else 0.0,
             latency_p50_ms=p50,
             latency_p95_ms=p95,

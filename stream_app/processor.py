@@ -19,7 +19,7 @@ from model_core.predictor import Recommender
 from model_core.prequential import BatchResult, PrequentialEngine
 from model_core.sequence_state import UserState
 from schemas.actions import ACTIONS
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import MAX_ORIGINAL_BYTES, DeadLetter
 from schemas.event import DEFAULT_MAX_FUTURE_MS, Event, check_event_time, parse_event
 from schemas.exceptions import SchemaError
 from stream_app.online import WindowAggregator
@@ -50,14 +50,20 @@ class BatchOutput:
 
 class BatchProcessor:
     """``max_future_ms``: how far ahead of the wall clock an event time may be (0 = no
-    limit); a later event is a dead letter (:func:`schemas.event.check_event_time`)."""
+    limit); a later event is a dead letter (:func:`schemas.event.check_event_time`).
+    ``max_record_bytes``: the largest dead letter to write; an input too large to copy into
+    one under it (base64 adds a third) is dead-lettered by reference
+    (:meth:`schemas.dead_letter.DeadLetter.of`)."""
 
     def __init__(self, model: Recommender, max_len: int = 50, k: int = 20,
                  exclude_history: bool = False, windows: WindowAggregator | None = None,
-                 max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> None:
+                 max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+                 max_record_bytes: int = 512 * 1024) -> None:
         self.set_model(model, max_len=max_len, k=k, exclude_history=exclude_history)
         self.windows = windows
         self.max_future_ms = max_future_ms
+        # room for the reason, the key's prefix and the other fields (under 4 KiB together)
+        self.max_original_bytes = min(MAX_ORIGINAL_BYTES, (max_record_bytes - 4096) * 3 // 4)
 
     def set_model(self, model: Recommender, max_len: int = 50, k: int = 20,
                   exclude_history: bool = False) -> None:
@@ -103,7 +109,8 @@ class BatchProcessor:
                     check_event_time(ev, now_ms, max_future_ms)
             except SchemaError as e:
                 dl = DeadLetter.of(r.value, e.reason, r.topic, r.partition, r.offset, r.key,
-                                   failed_at_ms=now_ms)
+                                   failed_at_ms=now_ms,
+                                   max_original_bytes=self.max_original_bytes)
                 dead.append((r.key, dl.to_json()))
                 continue
             events.append(ev)

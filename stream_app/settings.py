@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.event import MAX_ID_CHARS
 
 ENV_PREFIX = "SEQSTREAM_"
 
@@ -135,6 +137,22 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, v):
         return v.upper() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _records_fit(self) -> Settings:
+        """A user's state and a prediction grow with ``max_seq_len`` and ``top_k``: refuse
+        settings whose largest such record would exceed ``max_record_bytes``."""
+        state = 32 + 21 * self.max_seq_len + 4 * self.top_k  # model_core.sequence_state
+        # ids of up to MAX_ID_CHARS characters, JSON-escaped at worst 6 bytes each
+        id_bytes = 6 * MAX_ID_CHARS + 4
+        prediction = self.top_k * (id_bytes + 24) + 2 * id_bytes + 1024
+        worst = max(state, prediction)
+        if worst > self.max_record_bytes:
+            raise ValueError(
+                f"max_seq_len={self.max_seq_len} and top_k={self.top_k} allow records of up to "
+                f"{worst:,} bytes, over max_record_bytes={self.max_record_bytes:,}: lower them "
+                "or raise max_record_bytes (below the broker's message.max.bytes)")
+        return self
 
     # ------------------------------------------------------------------ derived
     def topic(self, name: str) -> str:

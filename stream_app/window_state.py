@@ -23,6 +23,15 @@ How (at-least-once input, idempotent effects):
   always with the latest key's value complete: **consumers of the metrics topic keep the
   latest record per key** (:func:`latest_windows`).
 
+**Size.** A window record holds no ids: distinct users and recommended items are sketches
+(:mod:`stream_app.distinct_sketch`), latencies a histogram, so it does not grow with the
+number of users, events or items (with 200,000 users in a window, a few KB). Apache Kafka
+refuses records over ``message.max.bytes`` (1 MiB by default), so every record is kept under
+``max_record_bytes`` as well: should a partition's record still exceed it (many hopping
+windows open at once), its oldest open windows are published early, one at a time, until it
+fits — an event that later falls into such a window is counted as late in the next one, so
+totals stay exact (``PartitionWindows.forced_closes`` counts them).
+
 Limits: the idle timer closes windows by wall clock; a window it closed and published, then
 re-opened after a crash by a replay that had no idle gap, can count a late event twice
 (once as late in another window). Distinct-user counts, coverage and latency percentiles are
@@ -41,12 +50,17 @@ import numpy as np
 import orjson
 
 from model_core.metrics import RankingAccumulator
+from schemas.exceptions import SeqstreamError
 from stream_app import online
+from stream_app.distinct_sketch import DistinctSketch
 from stream_app.latency_sketch import LatencyHistogram
 from stream_app.online import WindowAggregator
 
 WINDOW_KEY_PREFIX = b"\x00seqstream/windows/"
-_FORMAT = 2  # 2: windows hold an item bitmap and a latency histogram (1: a set and a list)
+#: 3: distinct users and items are sketches; 2: a set of user ids and an item bitmap;
+#: 1: sets of user ids and items and a latency list. 1 and 2 are upgraded on read.
+_FORMAT = 3
+DEFAULT_MAX_RECORD_BYTES = 512 * 1024
 
 
 def window_key(partition: int) -> bytes:
@@ -66,7 +80,7 @@ def metrics_key(kind: str, start_ms: int, partition: int) -> bytes:
 # --------------------------------------------------------------------------- codec
 def _classes() -> dict[str, type]:
     out = {"WindowAggregator": WindowAggregator, "RankingAccumulator": RankingAccumulator,
-           "LatencyHistogram": LatencyHistogram}
+           "LatencyHistogram": LatencyHistogram, "DistinctSketch": DistinctSketch}
     w = getattr(online, "_Window", None)
     if w is not None:
         out["_Window"] = w
@@ -84,6 +98,9 @@ def _enc(o):
         if o.dtype == np.bool_:  # bitmaps: 1 bit per entry, base64
             return {"__nd__": "|b1", "shape": list(o.shape),
                     "bits": base64.b64encode(np.packbits(o.ravel())).decode()}
+        if o.dtype == np.uint8:  # sketch registers: base64
+            return {"__nd__": "|u1", "shape": list(o.shape),
+                    "b64": base64.b64encode(o.tobytes()).decode()}
         return {"__nd__": o.dtype.str, "shape": list(o.shape), "data": o.ravel().tolist()}
     if isinstance(o, (set, frozenset)):
         return {"__set__": _enc_items(o)}
@@ -127,6 +144,9 @@ def _dec(o, classes: dict[str, type]):
             n = int(np.prod(o["shape"]))
             bits = np.frombuffer(base64.b64decode(o["bits"]), dtype=np.uint8)
             return np.unpackbits(bits, count=n).astype(bool).reshape(o["shape"])
+        if "b64" in o:
+            raw = base64.b64decode(o["b64"])
+            return np.frombuffer(raw, dtype=np.uint8).copy().reshape(o["shape"])
         return np.asarray(o["data"], dtype=np.dtype(o["__nd__"])).reshape(o["shape"])
     if "__set__" in o:
         return set(_dec(o["__set__"], classes))
@@ -156,24 +176,34 @@ def encode_record(agg: WindowAggregator, applied_offset: int) -> bytes:
 
 def decode_record(raw: bytes) -> tuple[WindowAggregator, int]:
     d = orjson.loads(raw)
-    if d.get("format") not in (1, _FORMAT):
+    if d.get("format") not in (1, 2, _FORMAT):
         raise ValueError(f"unknown window record format {d.get('format')!r}")
     agg = _dec(d["aggregator"], _classes())
     if not isinstance(agg, WindowAggregator):
         raise ValueError("window record does not hold a WindowAggregator")
-    if d["format"] == 1:
-        _upgrade_v1(agg)
+    if d["format"] < _FORMAT:
+        _upgrade(agg, d["format"])
     return agg, int(d["applied_offset"])
 
 
-def _upgrade_v1(agg: WindowAggregator) -> None:
-    """Format 1 windows (written before an upgrade) kept a set of items and a latency list."""
+def _upgrade(agg: WindowAggregator, fmt: int) -> None:
+    """Windows written in an older format: their sets of user ids and items (format 1), or
+    set of user ids and item bitmap (format 2), become sketches; format 1's latency list a
+    histogram."""
     for w in agg._open.values():
-        items = vars(w).pop("predicted_items", set())
-        w.items_seen = np.zeros(agg.n_items + 1, dtype=bool)
-        w.mark_items(np.fromiter(items, dtype=np.int64, count=len(items)))
-        w.latency = LatencyHistogram()
-        w.latency.add_many(vars(w).pop("latencies_ms", []))
+        attrs = vars(w)
+        if fmt == 1:
+            items = attrs.pop("predicted_items", set())
+            items = np.fromiter(items, dtype=np.int64, count=len(items))
+            w.latency = LatencyHistogram()
+            w.latency.add_many(attrs.pop("latencies_ms", []))
+        else:
+            items = np.flatnonzero(attrs.pop("items_seen", np.zeros(0, dtype=bool)))
+        w.items = DistinctSketch()
+        w.mark_items(items)
+        users = attrs.pop("users", set())
+        w.users = DistinctSketch()
+        w.users.add_strings(sorted(users))
 
 
 # --------------------------------------------------------------------------- per partition
@@ -191,12 +221,15 @@ class PartitionWindows:
     """
 
     def __init__(self, factory: Callable[[], WindowAggregator],
-                 table_get: Callable[[bytes], bytes | None]) -> None:
+                 table_get: Callable[[bytes], bytes | None],
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
         self._factory = factory
         self._get = table_get
         self._parts: dict[int, _Part] = {}
         self.model_version = factory().model_version
         self.total_late = 0
+        self.max_record_bytes = max_record_bytes
+        self.forced_closes = 0  # windows published early to keep a record under the limit
 
     # ------------------------------------------------------------------ state
     def part(self, partition: int) -> _Part:
@@ -217,6 +250,22 @@ class PartitionWindows:
     def record(self, partition: int) -> bytes:
         p = self._parts[partition]
         return encode_record(p.agg, p.applied_offset)
+
+    def _bounded_record(self, partition: int, now_ms: int,
+                        closed: list[tuple[bytes, bytes]]) -> bytes:
+        """The partition's record, under ``max_record_bytes``: while it is over, its oldest
+        open window is published early (appended to ``closed``)."""
+        raw = self.record(partition)
+        agg = self._parts[partition].agg
+        while len(raw) > self.max_record_bytes and agg.open_windows():
+            closed.extend(self._keyed(partition, agg.close_oldest(now_ms)))
+            self.forced_closes += 1
+            raw = self.record(partition)
+        if len(raw) > self.max_record_bytes:
+            raise RecordTooLarge(f"window record of partition {partition} is {len(raw)} bytes "
+                                 f"with no window open (max_record_bytes="
+                                 f"{self.max_record_bytes})")
+        return raw
 
     def set_model_version(self, version: str) -> None:
         self.model_version = version
@@ -275,7 +324,8 @@ class PartitionWindows:
             p.applied_offset = max(p.applied_offset, max_off[part])
             closed.extend(self._keyed(part, p.agg.close_until(now_ms)))
         # encoded now: a rebalance during the caller's awaits may forget() the partitions
-        return closed, [(part, self.record(part)) for part in rows_by_part]
+        records = [(part, self._bounded_record(part, now_ms, closed)) for part in rows_by_part]
+        return closed, records
 
     def close_idle(self, advance_to_ms: int | None, now_ms: int) -> list[tuple[bytes, bytes]]:
         """Idle timer: move every partition's event time to ``advance_to_ms`` and close."""
@@ -315,5 +365,9 @@ def latest_windows(messages: Iterable) -> list:
     return [MetricsWindow.from_json(v) for v in [*latest.values(), *unkeyed]]
 
 
-__all__ = ["PartitionWindows", "decode_record", "encode_record", "is_window_key",
+class RecordTooLarge(SeqstreamError):
+    """A record the worker would write is over ``max_record_bytes``."""
+
+
+__all__ = ["PartitionWindows", "RecordTooLarge", "decode_record", "encode_record", "is_window_key",
            "latest_windows", "metrics_key", "window_key"]

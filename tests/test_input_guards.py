@@ -107,3 +107,41 @@ def test_far_future_and_unkeyed_records_on_the_broker(stream_settings, tmp_path)
     want = collections.Counter(e.timestamp_ms - e.timestamp_ms % 60_000 for e in events)
     assert got == want  # each window holds exactly its own events: none closed early
     assert sum(w.late_events for w in tumbling) == 0
+
+
+def test_oversized_input_is_dead_lettered_by_reference():
+    """A 0.8 MB input copied whole into its dead letter made a record over 1 MiB (base64):
+    now it is kept by reference (where to read it, its size, its first bytes)."""
+    big = b'{"event_id": "' + b"x" * 800_000 + b'"}'
+    rec = RawRecord(b"k" * 5000, big, "events", 3, 77, 0)
+    _, _, dead = _processor().parse([rec])
+    (key, value), = dead
+    assert len(value) < 8 * 1024  # was about 1.07 MB
+    letter = DeadLetter.from_json(value)
+    assert (letter.topic, letter.partition, letter.offset) == ("events", 3, 77)
+    assert letter.original_truncated and letter.original_size == len(big)
+    assert letter.original == big[:1024] and letter.key_size == 5000
+    assert "exceeds the 16384-byte limit" in letter.reason
+    assert "kept by reference" in letter.reason and "offset 77" in letter.reason
+    # an input that could have been an event is still copied whole
+    small = b"{not json" + b" " * 10_000
+    (_, value), = _processor().parse([RawRecord(b"u", small, "events", 0, 1, 0)])[2]
+    letter = DeadLetter.from_json(value)
+    assert letter.original == small and not letter.original_truncated
+    # a low max_record_bytes lowers what is copied whole
+    (_, value), = _processor(max_record_bytes=16 * 1024).parse(
+        [RawRecord(b"u", small, "events", 0, 1, 0)])[2]
+    assert DeadLetter.from_json(value).original_truncated and len(value) < 16 * 1024
+
+
+def test_settings_refuse_records_over_max_record_bytes():
+    from pydantic import ValidationError
+
+    from stream_app.settings import load_settings
+
+    assert load_settings().max_record_bytes == 512 * 1024
+    with pytest.raises(ValidationError, match="over max_record_bytes"):
+        load_settings(top_k=1000)
+    with pytest.raises(ValidationError, match="over max_record_bytes"):
+        load_settings(max_seq_len=30_000)
+    assert load_settings(top_k=1000, max_record_bytes=4 << 20).top_k == 1000

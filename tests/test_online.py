@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import orjson
 import pytest
@@ -272,23 +274,83 @@ def test_window_record_stays_small_as_the_window_fills():
     assert [w.to_json() for w in back.flush(1)] == [w.to_json() for w in agg.flush(1)]
 
 
-def test_format_1_records_are_upgraded():
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_older_window_records_are_upgraded(fmt):
+    """Format 1 (sets of users and items, a latency list) and format 2 (a set of users, an
+    item bitmap): read back as the same windows."""
     from stream_app.window_state import decode_record, encode_record
 
     agg = WindowAggregator(window_s=60, allowed_lateness_s=0, n_items=100)
-    feed(agg, [ev(0, T0, "u1"), ev(1, T0 + 5, "u2")], [1, MISS], lat=10.0)
+    feed(agg, [ev(0, T0, "u1"), ev(1, T0 + 5, "u2")], [1, MISS], lat=10.0)  # items 1, 2, 3
     d = orjson.loads(encode_record(agg, 3))
-    d["format"] = 1
-    for key_val in d["aggregator"]["attrs"]["_open"]["__map__"]:
-        attrs = key_val[1]["attrs"]
-        seen = np.flatnonzero(agg._open[tuple(key_val[0]["__tuple__"])].items_seen).tolist()
-        del attrs["items_seen"], attrs["latency"]
-        attrs["predicted_items"] = {"__set__": seen}
-        attrs["latencies_ms"] = [10.0, 10.0]
+    d["format"] = fmt
+    for _key, window in d["aggregator"]["attrs"]["_open"]["__map__"]:
+        attrs = window["attrs"]
+        del attrs["items"]
+        attrs["users"] = {"__set__": ["u1", "u2"]}
+        if fmt == 1:
+            del attrs["latency"]
+            attrs["predicted_items"] = {"__set__": [1, 2, 3]}
+            attrs["latencies_ms"] = [10.0, 10.0]
+        else:
+            bits = np.zeros(101, dtype=bool)
+            bits[[1, 2, 3]] = True
+            attrs["items_seen"] = {"__nd__": "|b1", "shape": [101], "bits": base64.b64encode(
+                np.packbits(bits)).decode()}
     back, applied = decode_record(orjson.dumps(d))
     assert applied == 3
     (w_back,), (w,) = back.flush(1), agg.flush(1)
     assert w_back.to_json() == w.to_json()
+    assert (w.users, w.coverage) == (2, pytest.approx(3 / 100))
+
+
+def test_window_record_is_independent_of_the_number_of_users():
+    """Issue 12: with every user id kept, a window of 200,000 users made records of up to
+    1.96 MB (Apache Kafka refuses records over 1 MiB by default). Now a few KB, and the
+    distinct-user count is within the sketch's error."""
+    from stream_app.window_state import PartitionWindows, decode_record
+
+    n_users, per_batch = 200_000, 2000
+    factory = lambda: WindowAggregator(window_s=3600, allowed_lateness_s=0,  # noqa: E731
+                                       hop_s=600, hop_window_s=3600, n_items=1_000_000)
+    pw = PartitionWindows(factory, lambda key: None)
+    rng = np.random.default_rng(0)
+    sizes = []
+    for b in range(n_users // per_batch):
+        evs = [ev(b * per_batch + i, T0 + b * per_batch + i, f"user-{b * per_batch + i}")
+               for i in range(per_batch)]
+        items = rng.integers(1, 1_000_001, (per_batch, 20))
+        res = batch(evs, [MISS] * per_batch, items=items)
+        offsets = list(range(b * per_batch, (b + 1) * per_batch))
+        closed, records = pw.account([0] * per_batch, offsets, evs, range(per_batch), res,
+                                     [5.0] * per_batch, 1000 + b)
+        assert closed == []
+        sizes.append(len(records[0][1]))
+    # 7 open windows (1 tumbling, 6 hopping), each about 11 KB (two 4,096-register sketches)
+    assert max(sizes) < 96 * 1024, max(sizes)
+    agg, _ = decode_record(records[0][1])
+    (w,) = [w for w in agg.flush(0) if w.window_kind == "tumbling"]
+    assert w.events == n_users
+    assert w.users == pytest.approx(n_users, rel=0.05)
+    assert w.coverage == pytest.approx(1 - np.exp(-n_users * 20 / 1e6), rel=0.05)
+
+
+def test_record_over_the_limit_publishes_the_oldest_windows_early():
+    from stream_app.window_state import PartitionWindows, decode_record
+
+    factory = lambda: WindowAggregator(window_s=60, allowed_lateness_s=0,  # noqa: E731
+                                       hop_s=60, hop_window_s=3600, n_items=100)
+    pw = PartitionWindows(factory, lambda key: None, max_record_bytes=40_000)
+    evs = [ev(i, T0 + i * 1000, f"u{i}") for i in range(300)]
+    closed, records = pw.account([0] * 300, list(range(300)), evs, range(300),
+                                 batch(evs, [MISS] * 300), [5.0] * 300, 1000)
+    assert len(records[0][1]) <= 40_000 and 0 < pw.forced_closes <= len(closed)
+    agg, _ = decode_record(records[0][1])
+    # nothing is lost: the windows published early and those still open hold every event
+    from schemas import MetricsWindow
+
+    published = [MetricsWindow.from_json(v) for _, v in closed] + agg.flush(0)
+    assert sum(w.events for w in published if w.window_kind == "tumbling") == 300
 
 
 # --------------------------------------------------------------------------- fast path
