@@ -132,19 +132,20 @@ def replay_file(settings: Settings, path: str | Path, fmt: str, speed: float | N
                 progress: bool = True, limit: int | None = None, **opts) -> ReplayReport:
     """Replay one log file; the report names an earlier replay of the same content to the
     same topic (``resent_of``), whose events the worker will count as duplicates."""
+    events, rejected = load_sorted(path, fmt, **opts)  # first: a missing file is one line
     digest = file_sha256(path)
     target = {"broker": ";".join(settings.bootstrap_servers),
               "topic": settings.topic("events")}
     earlier = find_replay(settings, digest, target)
-    events, rejected = load_sorted(path, fmt, **opts)
     if limit is not None:
         events = events[:limit]
     report = replay_events(settings, events, speed=speed, rejected=rejected, source=str(path),
                            progress=progress)
     report.sha256, report.resent_of = digest, earlier
-    _record_replay(settings, {"sha256": digest, **target, "path": str(Path(path).resolve()),
-                              "sent": report.sent, "at": time.strftime(
-                                  "%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    if report.sent:
+        _record_replay(settings, {"sha256": digest, **target, "path": str(Path(path).resolve()),
+                                  "sent": report.sent, "at": time.strftime(
+                                      "%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return report
 
 

@@ -47,8 +47,10 @@ def test_broker_command_stops_cleanly_on_ctrl_c():
     assert not wait_for_port("127.0.0.1", port, 0.5)
 
 
-def test_replay_taobao_reports_the_truncated_line(stream_settings, shared_data, capsys):
+def test_replay_taobao_reports_the_truncated_line(stream_settings, shared_data, capsys,
+                                                  monkeypatch):
     path = shared_data / "taobao_userbehavior_head" / "UserBehavior.csv"
+    monkeypatch.setenv("SEQSTREAM_DATA_DIR", stream_settings.data_dir)  # replay's ledger
     rc = main(["replay", str(path), "--format", "taobao", "--limit", "3000", "--no-progress",
                "--broker-url", stream_settings.broker_url,
                "--topic-prefix", stream_settings.topic_prefix])
