@@ -34,6 +34,7 @@ from stream_app import end_offsets, monotonic
 from stream_app.batching import take_batches
 from stream_app.faults import InjectedFault, from_environment
 from stream_app.fencing import MembershipFence
+from stream_app.health import Health
 from stream_app.online import WindowAggregator
 from stream_app.processor import BatchProcessor, RawRecord
 from stream_app.publisher import BatchPublisher
@@ -555,6 +556,14 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     async def watch_stalls():
         await fence.watch()
 
+    health = Health(app, settings, fence)
+    if settings.web_port > 0:
+        health.install_pages()
+
+    @app.task
+    async def watch_broker():
+        await health.watch_broker(lambda reason: fatal(reason, code=69))
+
     @app.task
     async def serve_prometheus():
         if settings.metrics_port > 0:
@@ -569,6 +578,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                           if tp.topic == events_topic_name)
         pwindows.forget()  # partitions may have moved: re-read window records from the table
         fence.on_new_generation()
+        health.assigned = True
         alert_monitor.forget_partitions()
         tune_fetch_wait(app, settings)
         if not frozen:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     topic_control: str = "control"
     partitions: int = Field(4, ge=1, description="partitions of topics seqstream creates")
     replication_factor: int = Field(1, ge=1)
+    broker_lost_exit_s: float = Field(
+        300.0, ge=0, description="a worker that cannot reach the broker for this long exits "
+        "non-zero naming it (0 = wait forever); it is not ready meanwhile")
     session_timeout_s: float = Field(10.0, gt=0, description="consumer group session timeout")
     heartbeat_interval_s: float = Field(1.0, gt=0)
 

@@ -5,6 +5,7 @@ Also pure tests of the crash-safe window records (:mod:`stream_app.window_state`
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -131,7 +132,7 @@ def test_chaos_pause_two_workers(broker, tmp_path):
     rep = run_chaos(6000, kills=1, seed=0, scenario="pause", workers=2, rate=1500,
                     broker_url=broker.url, workdir=tmp_path, min_gap_s=0.3, max_gap_s=1.0,
                     log=lambda *a: None)
-    d = rep.to_dict()
+    d = json.dumps(rep.to_dict())  # the whole report when an assertion fails
     assert rep.kills == 1 and rep.workers == 2, d
     assert rep.missing == 0 and rep.duplicated_in_state == 0, d
     assert rep.mismatched_sequences == 0, d
@@ -146,7 +147,7 @@ def test_chaos_model_raises_in_some_batches(broker, tmp_path):
 
     rep = run_chaos(3000, kills=0, seed=2, scenario="crash-in-batch", fail_every=5,
                     rate=1500, broker_url=broker.url, workdir=tmp_path, log=lambda *a: None)
-    d = rep.to_dict()
+    d = json.dumps(rep.to_dict())
     assert rep.failed_batches > 0, d
     assert rep.missing == 0 and rep.mismatched_sequences == 0, d
     assert rep.metrics_match, d
