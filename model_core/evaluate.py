@@ -8,8 +8,11 @@ Protocol (all maths in :mod:`model_core.metrics`):
 - **Full ranking** by default: ``model.score(batch)`` gives a score to every catalogue item;
   the target's rank counts the items scored above it, plus tied items as the tie policy says
   (``conservative``: every tie ranks above the target, GRU4Rec's official choice).
-- ``exclude_history=True`` sets the scores of the case's history items to ``-inf`` before
-  ranking — except the target itself, so a repeated item can still be hit.
+- ``exclude_history=True`` sets the scores of all the case's history items to ``-inf`` before
+  ranking. What is masked never depends on the target: a case whose target is one of its
+  history items (a repeat) cannot be ranked under this option, so it is a miss (rank
+  :data:`MISS`) and counted in ``n_target_in_history`` (sparing the target instead would mask
+  every candidate but the answer among the history items, which lifts the figures).
 - ``sampled=("uniform" | "popularity", n)``: *additionally* ranks the target among ``n``
   negatives drawn per case without replacement (never the target; never history items when
   history is excluded). Reported under ``result.sampled`` beside the full-ranking figures,
@@ -70,6 +73,7 @@ class EvaluationResult:
     coverage: float
     n_skipped_unknown: int = 0
     n_unknown_as_miss: int = 0  # cases kept as misses because the model cannot rank the target
+    n_target_in_history: int = 0  # exclude_history: misses because the target was masked
     protocol: str | None = None
     sampled: dict[str, Any] | None = None  # {"mode", "n", "metrics", "ci"}
     action: dict[str, Any] | None = None  # classification report of the next-action head
@@ -81,7 +85,8 @@ class EvaluationResult:
         out: dict[str, Any] = {
             "model": self.model, "protocol": self.protocol, "n_test_cases": self.n_cases,
             "n_skipped_unknown_target": self.n_skipped_unknown,
-            "n_unknown_target_as_miss": self.n_unknown_as_miss, "ks": list(self.ks),
+            "n_unknown_target_as_miss": self.n_unknown_as_miss,
+            "n_target_in_history": self.n_target_in_history, "ks": list(self.ks),
             "ties": self.ties, "exclude_history": self.exclude_history,
             "metrics": _clean(self.metrics), "ci": {k: _clean(list(v)) for k, v in self.ci.items()},
             "coverage": _clean(self.coverage),
@@ -184,11 +189,19 @@ def _action_probs(model: Recommender, batch: SequenceBatch) -> np.ndarray | None
     return model.predict_topk(batch, 1).action_probs
 
 
-def _exclude(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray) -> None:
+def _exclude(scores: np.ndarray, histories: list[np.ndarray]) -> None:
+    """Mask every history item of each row (never looks at the target)."""
     for b, h in enumerate(histories):
         h = np.asarray(h, dtype=np.int64)
-        h = h[(h > 0) & (h != targets[b]) & (h < scores.shape[1])]
+        h = h[(h > 0) & (h < scores.shape[1])]
         scores[b, h] = -np.inf
+
+
+def _target_in_history(histories: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """[B] bool: the case's target is one of its history items."""
+    return np.fromiter((bool(np.any(np.asarray(h) == t)) for h, t in zip(histories, targets,
+                                                                        strict=True)),
+                       dtype=bool, count=len(targets))
 
 
 def _sample_negatives(rng: np.random.Generator, cdf: np.ndarray | None, n_items_cols: int,
@@ -305,6 +318,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
     probs_all: list[np.ndarray] = []
     has_actions: bool | None = None
     rng = np.random.default_rng(seed)
+    n_in_hist = 0
     for s in range(0, n, batch_size):
         e = min(n, s + batch_size)
         batch = view.batch(s, e, max_len)
@@ -312,9 +326,12 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
         scores = np.array(model.score(batch), dtype=np.float32, copy=True)
         scores[:, UNKNOWN] = -np.inf
         hist = view.history_items(s, e) if (exclude_history or sampled is not None) else []
+        masked = np.zeros(e - s, dtype=bool)
         if exclude_history:
-            _exclude(scores, hist, tg)
-        ranks[s:e] = full_ranks(scores, tg, ties)
+            _exclude(scores, hist)
+            masked = _target_in_history(hist, tg)
+            n_in_hist += int(masked.sum())
+        ranks[s:e] = np.where(masked, float(MISS), full_ranks(scores, tg, ties))
         kk = min(k_max, scores.shape[1] - 1)
         # top-kk for coverage (torch.topk on a shared-memory view: far faster than a
         # numpy argpartition over the whole catalogue)
@@ -330,7 +347,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
                     f.extend(np.asarray(h, dtype=np.int64)[np.asarray(h) > 0].tolist())
                 forbid.append(np.asarray(f, dtype=np.int64))
             neg = _sample_negatives(rng, cdf, scores.shape[1], forbid, int(sampled[1]))
-            s_ranks[s:e] = _sampled_ranks(scores, tg, neg, ties)
+            s_ranks[s:e] = np.where(masked, float(MISS), _sampled_ranks(scores, tg, neg, ties))
         if has_actions is not False:
             p = _action_probs(model, batch)
             has_actions = p is not None
@@ -358,7 +375,8 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
         exclude_history=exclude_history, metrics=metrics, ci=_cis(per_case, n_boot, seed),
         per_case=per_case, ranks=ranks, case_index=case_index,
         coverage=len(recommended - {UNKNOWN}) / n_catalogue if n_catalogue else 0.0,
-        n_skipped_unknown=n_skipped, n_unknown_as_miss=n_missed, protocol=protocol,
+        n_skipped_unknown=n_skipped, n_unknown_as_miss=n_missed,
+        n_target_in_history=n_in_hist, protocol=protocol,
     )
     if s_ranks is not None:
         sp = case_matrix(s_ranks, ks)

@@ -113,14 +113,22 @@ def test_conservative_ties_count_every_tied_item_above():
     assert evaluate(m, s.test, ties="average", n_boot=0).ranks.tolist() == [2.5, 2.5]
 
 
-def test_exclude_history_removes_history_but_not_the_target():
-    s = split_loo(_loo_log())
+def test_exclude_history_masks_every_history_item_and_counts_repeated_targets():
+    log = _loo_log() + [ev(11, "x", "c", 1), ev(12, "x", "d", 2), ev(13, "x", "a", 3)]
+    s = split_loo(log)
     vocab = ItemVocab(["a", "b", "c", "d"])
     m = FixedModel(vocab, {"c": 4.0, "d": 3.0, "b": 2.0, "a": 1.0})
-    # u: history a b c d, target a -> full rank 4; excluding b c d (not a) -> rank 1
-    # w: history b c d, target b -> full rank 3; excluding c d -> rank 1
-    assert evaluate(m, s.test, n_boot=0).ranks.tolist() == [4.0, 3.0]
-    assert evaluate(m, s.test, exclude_history=True, n_boot=0).ranks.tolist() == [1.0, 1.0]
+    # u: history a b c d, target a; w: history b c d, target b: both targets are in their
+    # history, so masking the history masks them too -> misses, counted
+    # x: history c d, target a -> full rank 4; with c, d masked: b above a -> rank 2
+    assert evaluate(m, s.test, n_boot=0).ranks.tolist() == [4.0, 3.0, 4.0]
+    r = evaluate(m, s.test, exclude_history=True, n_boot=0, sampled=("uniform", 10))
+    assert r.ranks.tolist() == [0.0, 0.0, 2.0]
+    assert r.sampled["ranks"].tolist() == [0.0, 0.0, 2.0]
+    assert r.n_cases == 3 and r.n_target_in_history == 2
+    assert r.to_dict()["n_target_in_history"] == 2
+    assert r.metrics["hr@10"] == pytest.approx(1 / 3)
+    assert evaluate(m, s.test, n_boot=0).n_target_in_history == 0
 
 
 # --------------------------------------------------------------------------- temporal / session

@@ -55,7 +55,8 @@ def add_data_options(p) -> None:
     p.add_argument("--ties", default="conservative",
                    choices=("conservative", "optimistic", "average"))
     p.add_argument("--exclude-history", action="store_true",
-                   help="never rank a case's history items (the target excepted)")
+                   help="never rank a case's history items; a case whose target repeats one "
+                        "of them is then a miss (counted and printed)")
     p.add_argument("--sampled", default=None, metavar="MODE:N",
                    help="also report metrics against N sampled negatives (uniform:100, popularity:100)")
     p.add_argument("--bootstrap", type=non_negative_int, default=1000,
@@ -251,7 +252,9 @@ def print_result(res, label: str, info: dict) -> None:
                 if res.n_skipped_unknown else "")
              + (f" ({res.n_unknown_as_miss} counted as misses: target unknown to the model)"
                 if res.n_unknown_as_miss else "")
-             + f", ties {res.ties}" + (", history excluded" if res.exclude_history else ""))
+             + f", ties {res.ties}"
+             + (f", history excluded ({res.n_target_in_history} targets in their history: "
+                "misses)" if res.exclude_history else ""))
     t = Table(title=title)
     t.add_column("metric")
     for k in res.ks:
