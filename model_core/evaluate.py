@@ -17,12 +17,13 @@ Protocol (all maths in :mod:`model_core.metrics`):
   negatives drawn per case without replacement (never the target; never history items when
   history is excluded). Reported under ``result.sampled`` beside the full-ranking figures,
   which stay the headline (sampled metrics can mis-rank models: Krichene & Rendle 2020).
-- Cases whose target the model's vocabulary does not know are skipped and counted
-  (``n_skipped_unknown``); ``case_index`` says which of the given cases were evaluated, so two
-  models can be compared on the cases both could rank (:func:`paired_comparison`). With
-  ``unknown_targets="miss"`` they are kept as misses instead (rank :data:`MISS`, every metric
-  0; counted in ``n_unknown_as_miss``), as published leave-one-out figures average over all
-  users; next-action figures still cover the ranked cases only.
+- Every given case counts: a case whose target the model's vocabulary does not know is a
+  miss (rank :data:`MISS`, every metric 0; counted in ``n_unknown_as_miss``), as published
+  leave-one-out figures average over all users and a model that never saw an item cannot
+  recommend it. ``unknown_targets="skip"`` leaves such cases out instead, counted in
+  ``n_skipped_unknown``; ``case_index`` says which of the given cases were evaluated, so two
+  models are compared on the cases both evaluated (:func:`paired_comparison`). Next-action
+  figures cover the ranked cases only.
 - Next action: when the model returns ``action_probs``, accuracy, per-class P/R/F1 and
   macro-F1 of the arg-max, beside a majority-class baseline (the most frequent training action
   when given, else the most frequent action in the cases' histories — never the targets).
@@ -279,7 +280,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
              sampled: tuple[str, int] | None = None, n_boot: int = 1000, *,
              batch_size: int = 256, max_len: int | None = None, seed: int = 0,
              item_counts: np.ndarray | None = None, majority_action: int | None = None,
-             protocol: str | None = None, unknown_targets: str = "skip") -> EvaluationResult:
+             protocol: str | None = None, unknown_targets: str = "miss") -> EvaluationResult:
     """Evaluate ``model`` on ``cases`` (see the module docstring).
 
     ``max_len``: histories are cut to their last ``max_len`` events before scoring (exclusion
@@ -430,7 +431,7 @@ __all__ = ["DEFAULT_KS", "SAMPLING_MODES", "UNKNOWN_TARGETS", "EvaluationResult"
 def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequence = (),
                          ks: Sequence[int] = DEFAULT_KS, exclude_history: bool = False,
                          max_len: int = 50, batch_size: int = 1000, n_boot: int = 1000,
-                         seed: int = 0) -> EvaluationResult:
+                         seed: int = 0, unknown_targets: str = "miss") -> EvaluationResult:
     """Test-then-learn over ``events`` with the stream's own engine
     (:class:`model_core.prequential.PrequentialEngine`).
 
@@ -440,7 +441,9 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     event of ``events`` is then scored against the top-``max(ks)`` list predicted after the
     user's previous event (rank = position in that list; beyond it, or an item unknown to the
     model, is a miss); events with no previous prediction are not scored. Ties follow the
-    order of the model's top-K (``ties="topk"``), as online.
+    order of the model's top-K (``ties="topk"``), as online. Events whose item the model does
+    not know are counted (``n_unknown_as_miss``); ``unknown_targets="skip"`` leaves them out
+    of the figures instead (``n_skipped_unknown``).
     """
     from model_core.metrics import RankingAccumulator
     from model_core.prequential import PrequentialEngine, PrequentialSummary
@@ -448,6 +451,9 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     from schemas.actions import action_index
 
     ks = tuple(sorted(set(int(k) for k in ks)))
+    if unknown_targets not in UNKNOWN_TARGETS:
+        raise ValueError(f"unknown_targets must be one of {', '.join(UNKNOWN_TARGETS)}, "
+                         f"got {unknown_targets!r}")
     engine = PrequentialEngine(model, max_len=max_len, k=ks[-1], exclude_history=exclude_history)
     states: dict[str, UserState] = {}
     index = model.vocab.index
@@ -469,12 +475,23 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     summary = PrequentialSummary(ranking=RankingAccumulator(ks))
     events = list(events)
     recommended: set[int] = set()
+    unknown: list[bool] = []  # per scored event: its item is unknown to the model
     for s in range(0, len(events), batch_size):
-        res = engine.process(events[s:s + batch_size], states)
+        chunk = events[s:s + batch_size]
+        res = engine.process(chunk, states)
         summary.add(res)
-        summary.n_events += len(events[s:s + batch_size])
+        summary.n_events += len(chunk)
+        unknown.extend(index(chunk[sc.index].item_id) == UNKNOWN for sc in res.scores)
         recommended.update(np.unique(res.topk.items).tolist())
     ranks = np.asarray(summary.ranks, dtype=np.float64)
+    is_unknown = np.asarray(unknown, dtype=bool)
+    case_index = np.arange(len(ranks))
+    n_skipped = n_missed = 0
+    if unknown_targets == "skip":
+        case_index = np.flatnonzero(~is_unknown)
+        ranks, n_skipped = ranks[case_index], int(is_unknown.sum())
+    else:
+        n_missed = int(is_unknown.sum())
     names = metric_names(ks)
     pc = case_matrix(ranks, ks)
     per_case = {k: pc[k] for k in names}
@@ -484,8 +501,9 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
         exclude_history=exclude_history,
         metrics={k: float(v.mean()) if n else float("nan") for k, v in per_case.items()},
         ci=_cis(per_case, n_boot, seed), per_case=per_case, ranks=ranks,
-        case_index=np.arange(n), coverage=len(recommended - {UNKNOWN}) / max(1, model.vocab.n_items),
-        protocol="prequential",
+        case_index=case_index,
+        coverage=len(recommended - {UNKNOWN}) / max(1, model.vocab.n_items),
+        n_skipped_unknown=n_skipped, n_unknown_as_miss=n_missed, protocol="prequential",
         extra={"events": summary.n_events, "scored": summary.n_scored,
                "warm_events": len(warm_events)},
     )

@@ -47,10 +47,10 @@ def add_data_options(p) -> None:
                    help="loo: only N random users hold out a validation item; the others' "
                         "second-last items are train (use the value the model was trained with)")
     p.add_argument("--split-seed", type=int, default=0, help="loo --valid-users: which users")
-    p.add_argument("--unknown-targets", choices=("skip", "miss"), default="skip",
+    p.add_argument("--unknown-targets", choices=("skip", "miss"), default="miss",
                    help="test cases whose target the model cannot rank (never in its training "
-                        "part): skip and count them, or keep them as misses (loo: every user "
-                        "counts, as published leave-one-out figures)")
+                        "part): counted as misses (default: every case counts), or skipped; "
+                        "how many is printed either way")
     p.add_argument("--ks", default="1,5,10,20", help="cut-offs, comma-separated")
     p.add_argument("--ties", default="conservative",
                    choices=("conservative", "optimistic", "average"))
@@ -140,13 +140,14 @@ def prepare(args) -> Prepared:
         raise ModelCoreError("--test is used by the session and prequential protocols only")
     loo = args.protocol == "loo"
     vu = getattr(args, "valid_users", None)
-    miss = getattr(args, "unknown_targets", "skip") == "miss"
-    if not loo and (vu is not None or miss):
+    if not loo and vu is not None:
         from model_core.exceptions import ModelCoreError
 
-        raise ModelCoreError("--valid-users and --unknown-targets miss apply to --protocol loo")
+        raise ModelCoreError("--valid-users applies to --protocol loo")
     split = make_split(events, args.protocol, test_events=test_events, quantile=args.quantile,
-                       valid_users=vu, keep_unknown_targets=miss,
+                       # the split keeps every test case; the evaluator counts the ones the
+                       # model cannot rank (as misses, or skipped with --unknown-targets skip)
+                       valid_users=vu, keep_unknown_targets=True,
                        seed=getattr(args, "split_seed", 0))
     return Prepared(args.protocol, split, split.train_events, [], dict(split.info))
 
@@ -211,13 +212,14 @@ def run_evaluation(model, prep: Prepared, args, cases_pick=None):
         return evaluate_prequential(model, prep.test_events, warm_events=prep.train_events,
                                     ks=ks, exclude_history=args.exclude_history,
                                     max_len=int(getattr(model, "max_len", 50) or 50),
-                                    n_boot=args.bootstrap, seed=args.seed)
+                                    n_boot=args.bootstrap, seed=args.seed,
+                                    unknown_targets=getattr(args, "unknown_targets", "miss"))
     cases = prep.split.test if cases_pick is None else prep.split.test.subset(cases_pick)
     counts, majority = train_stats(model, prep.train_events)
     res = evaluate(model, cases, ks=ks, ties=args.ties, exclude_history=args.exclude_history,
                    sampled=parse_sampled(args.sampled), n_boot=args.bootstrap, seed=args.seed,
                    item_counts=counts, majority_action=majority, protocol=prep.protocol,
-                   unknown_targets=getattr(args, "unknown_targets", "skip"))
+                   unknown_targets=getattr(args, "unknown_targets", "miss"))
     if cases_pick is not None:
         res.case_index = cases_pick[res.case_index]
     return res
@@ -249,9 +251,8 @@ def print_result(res, label: str, info: dict) -> None:
     console = Console(file=sys.stdout, width=160)
     title = (f"{label} — {res.protocol}, {res.n_cases} test cases"
              + (f" ({res.n_skipped_unknown} skipped: target unknown to the model)"
-                if res.n_skipped_unknown else "")
-             + (f" ({res.n_unknown_as_miss} counted as misses: target unknown to the model)"
-                if res.n_unknown_as_miss else "")
+                if res.n_skipped_unknown else
+                f" ({res.n_unknown_as_miss} with a target unknown to the model: misses)")
              + f", ties {res.ties}"
              + (f", history excluded ({res.n_target_in_history} targets in their history: "
                 "misses)" if res.exclude_history else ""))
