@@ -28,6 +28,10 @@ Protocol (all maths in :mod:`model_core.metrics`):
   macro-F1 of the arg-max, beside a majority-class baseline (the most frequent training action
   when given, else the most frequent action in the cases' histories — never the targets).
 - Coverage: distinct items in the top-``max(ks)`` lists over all cases / catalogue size.
+- Confidence intervals and paired tests are **clustered** bootstraps: the cases of one
+  sequence (a user's under ``loo`` / ``temporal``, a session's under ``session``, a user's
+  events in ``prequential``) are resampled together (``result.clusters`` labels each case),
+  because they are not independent; ``cluster=False`` resamples single cases.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class EvaluationResult:
     n_skipped_unknown: int = 0
     n_unknown_as_miss: int = 0  # cases kept as misses because the model cannot rank the target
     n_target_in_history: int = 0  # exclude_history: misses because the target was masked
+    clusters: np.ndarray | None = None  # [n_cases] sequence (user / session) of each case
     protocol: str | None = None
     sampled: dict[str, Any] | None = None  # {"mode", "n", "metrics", "ci"}
     action: dict[str, Any] | None = None  # classification report of the next-action head
@@ -125,6 +130,7 @@ class _CaseView:
 
     def __init__(self, cases: TestCases | Sequence[TestCase], model: Recommender) -> None:
         if isinstance(cases, TestCases):
+            self.all_clusters = np.asarray(cases.rows, dtype=np.int64)
             known = _known_mask(cases, model)
             self.index = np.flatnonzero(known)
             self.n_skipped = int((~known).sum())
@@ -134,6 +140,7 @@ class _CaseView:
             self.target_actions = enc.target_action.astype(np.int64)
         else:
             lst = list(cases)
+            self.all_clusters = np.asarray([c.user_id for c in lst])
             tg = np.asarray([c.target_item for c in lst], dtype=np.int64)
             known = (tg != UNKNOWN) & (tg < len(model.vocab))
             self.index = np.flatnonzero(known)
@@ -267,10 +274,12 @@ def _sampled_ranks(scores: np.ndarray, targets: np.ndarray, neg: np.ndarray, tie
     return above + equal + 1.0
 
 
-def _cis(per_case: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, tuple[float, float]]:
+def _cis(per_case: dict[str, np.ndarray], n_boot: int, seed: int,
+         clusters: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
     if n_boot <= 0:
         return {k: (float("nan"), float("nan")) for k in per_case}
-    return {k: bootstrap_ci(v, n_boot=n_boot, seed=seed) for k, v in per_case.items()}
+    return {k: bootstrap_ci(v, n_boot=n_boot, seed=seed, clusters=clusters)
+            for k, v in per_case.items()}
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -280,12 +289,14 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
              sampled: tuple[str, int] | None = None, n_boot: int = 1000, *,
              batch_size: int = 256, max_len: int | None = None, seed: int = 0,
              item_counts: np.ndarray | None = None, majority_action: int | None = None,
-             protocol: str | None = None, unknown_targets: str = "miss") -> EvaluationResult:
+             protocol: str | None = None, unknown_targets: str = "miss",
+             cluster: bool = True) -> EvaluationResult:
     """Evaluate ``model`` on ``cases`` (see the module docstring).
 
     ``max_len``: histories are cut to their last ``max_len`` events before scoring (exclusion
     still uses the whole history). ``item_counts`` [len(model.vocab)]: training counts for
     popularity-sampled negatives (default: the model's ``item_counts`` if it has them).
+    ``cluster``: bootstrap by sequence (user / session), else by case.
     """
     ks = tuple(sorted(set(int(k) for k in ks)))
     if not ks or ks[0] < 1:
@@ -366,6 +377,8 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
             s_full[view.index] = s_ranks
             s_ranks = s_full
         n, case_index, n_skipped, n_missed = n_total, np.arange(n_total), 0, view.n_skipped
+    clusters = view.all_clusters[case_index] if cluster else None
+    ranked_clusters = view.all_clusters[view.index] if cluster else None
     per_case = case_matrix(ranks, ks)
     names = metric_names(ks)
     per_case = {k: per_case[k] for k in names}
@@ -373,8 +386,9 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
     n_catalogue = model.vocab.n_items
     result = EvaluationResult(
         model=getattr(model, "name", type(model).__name__), n_cases=n, ks=ks, ties=ties,
-        exclude_history=exclude_history, metrics=metrics, ci=_cis(per_case, n_boot, seed),
-        per_case=per_case, ranks=ranks, case_index=case_index,
+        exclude_history=exclude_history, metrics=metrics,
+        ci=_cis(per_case, n_boot, seed, clusters), per_case=per_case, ranks=ranks,
+        case_index=case_index, clusters=clusters,
         coverage=len(recommended - {UNKNOWN}) / n_catalogue if n_catalogue else 0.0,
         n_skipped_unknown=n_skipped, n_unknown_as_miss=n_missed,
         n_target_in_history=n_in_hist, protocol=protocol,
@@ -385,7 +399,8 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
         result.sampled = {"mode": sampled[0], "n": int(sampled[1]),
                           "metrics": {k: float(v.mean()) if n else float("nan")
                                       for k, v in sp.items()},
-                          "ci": _cis(sp, n_boot, seed), "per_case": sp, "ranks": s_ranks}
+                          "ci": _cis(sp, n_boot, seed, clusters), "per_case": sp,
+                          "ranks": s_ranks}
     if n_ranked:
         y_true = view.target_actions
         if probs_all:
@@ -394,7 +409,8 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
             if n_missed == 0:  # per-case arrays stay aligned with the ranked cases
                 result.per_case["action_acc"] = (y_pred == y_true).astype(np.float64)
             acc_cases = (y_pred == y_true).astype(np.float64)
-            result.action["accuracy_ci"] = list(_cis({"a": acc_cases}, n_boot, seed)["a"])
+            result.action["accuracy_ci"] = list(_cis({"a": acc_cases}, n_boot, seed,
+                                                     ranked_clusters)["a"])
         if majority_action is None:
             ha = view.history_actions_all()
             majority_action = int(np.bincount(ha, minlength=N_ACTIONS).argmax()) if len(ha) else 0
@@ -407,16 +423,18 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
 # --------------------------------------------------------------------------- comparison
 def paired_comparison(a: EvaluationResult, b: EvaluationResult, n_boot: int = 1000,
                       seed: int = 0) -> dict[str, dict[str, float]]:
-    """Paired bootstrap of ``a - b`` per metric over the cases both results evaluated."""
+    """Paired bootstrap of ``a - b`` per metric over the cases both results evaluated,
+    clustered by ``a.clusters`` when it has them (both evaluated the same cases)."""
     common, ia, ib = np.intersect1d(a.case_index, b.case_index, return_indices=True)
     out: dict[str, dict[str, float]] = {}
     if len(common) == 0:
         return out
+    clusters = a.clusters[ia] if a.clusters is not None else None
     for name in a.per_case:
         if name not in b.per_case:
             continue
         d = paired_bootstrap(a.per_case[name][ia], b.per_case[name][ib], n_boot=n_boot,
-                             seed=seed)
+                             seed=seed, clusters=clusters)
         d["a"] = float(a.per_case[name][ia].mean())
         d["b"] = float(b.per_case[name][ib].mean())
         d["n"] = int(len(common))
@@ -431,7 +449,8 @@ __all__ = ["DEFAULT_KS", "SAMPLING_MODES", "UNKNOWN_TARGETS", "EvaluationResult"
 def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequence = (),
                          ks: Sequence[int] = DEFAULT_KS, exclude_history: bool = False,
                          max_len: int = 50, batch_size: int = 1000, n_boot: int = 1000,
-                         seed: int = 0, unknown_targets: str = "miss") -> EvaluationResult:
+                         seed: int = 0, unknown_targets: str = "miss",
+                         cluster: bool = True) -> EvaluationResult:
     """Test-then-learn over ``events`` with the stream's own engine
     (:class:`model_core.prequential.PrequentialEngine`).
 
@@ -476,12 +495,14 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     events = list(events)
     recommended: set[int] = set()
     unknown: list[bool] = []  # per scored event: its item is unknown to the model
+    users: list[str] = []  # per scored event: its user (the bootstrap's cluster)
     for s in range(0, len(events), batch_size):
         chunk = events[s:s + batch_size]
         res = engine.process(chunk, states)
         summary.add(res)
         summary.n_events += len(chunk)
         unknown.extend(index(chunk[sc.index].item_id) == UNKNOWN for sc in res.scores)
+        users.extend(chunk[sc.index].user_id for sc in res.scores)
         recommended.update(np.unique(res.topk.items).tolist())
     ranks = np.asarray(summary.ranks, dtype=np.float64)
     is_unknown = np.asarray(unknown, dtype=bool)
@@ -496,12 +517,13 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     pc = case_matrix(ranks, ks)
     per_case = {k: pc[k] for k in names}
     n = len(ranks)
+    clusters = np.asarray(users)[case_index] if cluster else None
     result = EvaluationResult(
         model=getattr(model, "name", type(model).__name__), n_cases=n, ks=ks, ties="topk",
         exclude_history=exclude_history,
         metrics={k: float(v.mean()) if n else float("nan") for k, v in per_case.items()},
-        ci=_cis(per_case, n_boot, seed), per_case=per_case, ranks=ranks,
-        case_index=case_index,
+        ci=_cis(per_case, n_boot, seed, clusters), per_case=per_case, ranks=ranks,
+        case_index=case_index, clusters=clusters,
         coverage=len(recommended - {UNKNOWN}) / max(1, model.vocab.n_items),
         n_skipped_unknown=n_skipped, n_unknown_as_miss=n_missed, protocol="prequential",
         extra={"events": summary.n_events, "scored": summary.n_scored,

@@ -221,6 +221,36 @@ def test_bootstrap_interval_on_a_known_distribution():
     assert r.per_case["hr@1"].tolist() == [1.0, 0.0] * 200
 
 
+def test_intervals_resample_whole_sessions():
+    """40 test sessions of 11 clicks: the model hits every case of the even sessions and
+    none of the odd ones. 400 cases but 40 independent units: the interval is that of 40."""
+    train = [ev(1, "x", "a", 0, session="s0"), ev(2, "x", "b", 1, session="s0")]
+    test, n = [], 10
+    for k in range(40):
+        for t in range(11):
+            n += 1
+            test.append(ev(n, f"u{k}", "a" if k % 2 == 0 else "b", 100 + 20 * k + t,
+                           session=f"t{k}"))
+    s = split_session(train, test_events=test)
+    m = FixedModel(ItemVocab(["a", "b"]), {"a": 2.0, "b": 1.0})
+    r = evaluate(m, s.test, ks=(1,), n_boot=1000)
+    r_case = evaluate(m, s.test, ks=(1,), n_boot=1000, cluster=False)
+    assert r.n_cases == 400 and r.metrics["hr@1"] == 0.5
+    assert len(np.unique(r.clusters)) == 40 and r_case.clusters is None
+    width = r.ci["hr@1"][1] - r.ci["hr@1"][0]
+    width_case = r_case.ci["hr@1"][1] - r_case.ci["hr@1"][0]
+    assert width == pytest.approx(2 * 1.96 * math.sqrt(0.25 / 40), rel=0.25)
+    assert width > 2.5 * width_case
+    # the paired test resamples sessions too: "a always first" vs "b always first" differ by
+    # +1 on the even sessions and -1 on the odd ones
+    other = evaluate(FixedModel(ItemVocab(["a", "b"]), {"a": 1.0, "b": 2.0}), s.test, ks=(1,),
+                     n_boot=0)
+    cmp = paired_comparison(r, other, n_boot=1000)["hr@1"]
+    cmp_case = paired_comparison(r_case, other, n_boot=1000)["hr@1"]
+    assert cmp["mean_diff"] == 0.0
+    assert cmp["ci_high"] - cmp["ci_low"] > 2.5 * (cmp_case["ci_high"] - cmp_case["ci_low"])
+
+
 def test_next_action_metrics_and_majority_baseline():
     s = split_loo(_loo_log())  # test target actions: cart (u), purchase (w)
     vocab = ItemVocab(["a", "b", "c", "d"])
