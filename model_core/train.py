@@ -57,6 +57,9 @@ TRAIN_DEFAULTS: dict = {
     "valid_exclude_history": True,
     "valid_batch_size": 1024,
     "max_seconds": None,  # stop training after this many seconds (checked per batch)
+    # the last epoch stops after this many optimiser steps: a refit repeating a fit whose
+    # best epoch was cut short by max_seconds (model_core.fit)
+    "final_epoch_steps": None,
     "windows": True,  # long sequences also train on their earlier max_len windows
     "init_from": None,  # checkpoint directory to start from (same model, same vocabulary)
     "optimizer": "adam",  # adam | adagrad (Adagrad with momentum, GRU4Rec's optimiser)
@@ -535,7 +538,12 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     if scheduled:  # batches per epoch (their count does not depend on the shuffling)
         steps_per_epoch = len(steps) if steps is not None else len(
             _batches(rows, int(tcfg["batch_size"]), np.random.default_rng(0), order))
-    total_steps = max(1, n_epochs * steps_per_epoch)
+    final_steps = tcfg["final_epoch_steps"]
+    final_steps = int(final_steps) if final_steps else None
+    if scheduled and final_steps is not None:
+        total_steps = max(1, (n_epochs - 1) * steps_per_epoch + min(final_steps, steps_per_epoch))
+    else:
+        total_steps = max(1, n_epochs * steps_per_epoch)
     step_no = 0
     t_start = time.perf_counter()
     with _Progress(progress) as prog:
@@ -546,8 +554,11 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
             state = None
             task = prog.task(f"{name} epoch {epoch}", len(batches))
             t0, c0 = time.perf_counter(), time.process_time()
-            total_loss, n_ev, timed_out = 0.0, 0, False
+            total_loss, n_ev, timed_out, n_steps = 0.0, 0, False, 0
+            cut = final_steps if epoch == n_epochs and final_steps is not None else None
             for bi, idx in enumerate(batches):
+                if cut is not None and bi >= cut:
+                    break
                 if steps is not None:
                     loss, state = module.parallel_loss(
                         state, *(torch.from_numpy(a).to(device)
@@ -575,6 +586,7 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
                 for opt in opts:
                     opt.step()
                 n_ev += k
+                n_steps += 1
                 total_loss += float(loss.detach()) * k
                 if bi % 10 == 0 or bi == len(batches) - 1:
                     el = time.perf_counter() - t0
@@ -590,7 +602,9 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
             rec = {"epoch": epoch, "loss": round(total_loss / max(1, n_ev), 5),
                    "lr": float(f"{opts[0].param_groups[0]['lr']:.3g}"),
                    "seconds": round(secs, 2), "cpu_seconds": round(time.process_time() - c0, 2),
-                   "events_per_s": round(n_ev / max(secs, 1e-9), 1)}
+                   "events_per_s": round(n_ev / max(secs, 1e-9), 1),
+                   # steps taken; partial: the epoch ended before its last batch
+                   "steps": n_steps, "partial": n_steps < len(batches)}
             module.eval()
             if cases is not None:
                 tv = time.perf_counter()

@@ -5,7 +5,7 @@
         --model runs/gru4rec --ks 5,10,20 --json
 
 ``--model`` is a checkpoint directory, or a model name (popular, markov, itemknn, gru4rec,
-sasrec) that is first trained on the protocol's train part (validated on its validation part).
+sasrec) that is first trained as ``seqstream train`` does (:func:`model_core.fit.fit`).
 With ``--json`` the last line of the output is one JSON object: ``metrics``, ``ci``,
 ``protocol``, ``model``, ``n_test_cases`` and more.
 """
@@ -153,7 +153,9 @@ def prepare(args) -> Prepared:
 
 
 def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
-    """Load a checkpoint directory, or train model ``spec`` on the train part."""
+    """Load a checkpoint directory, or train model ``spec`` (:mod:`model_core.fit`: fitted
+    before the split's validation cases, refitted on its train part; the prequential
+    protocol trains once on its training period)."""
     from model_core.exceptions import ModelCoreError
     from model_core.models import MODELS
 
@@ -166,25 +168,19 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
     if spec not in MODELS:
         raise ModelCoreError(f"--model {spec!r} is neither a checkpoint directory nor a model "
                              f"name ({', '.join(MODELS)})")
-    from model_core.sequences import build_vocab, group_by_user
-    from model_core.train import train_model
+    from model_core.fit import FitConfig, fit, fit_events
 
-    vocab = build_vocab(prep.train_events)
-    seqs = group_by_user(prep.train_events, vocab)
-    valid = None
-    if prep.split is not None and len(prep.split.valid):
-        vc, _ = prep.split.valid.for_vocab(vocab)
-        if len(vc):
-            valid = {"histories": vc.batch(range(len(vc))), "targets": vc.target_item}
     config: dict[str, Any] = json.loads(args.config) if args.config else {}
     if args.epochs is not None:
         config["epochs"] = args.epochs
     config.setdefault("device", args.device)
-    if not quiet:
-        print(f"training {spec} on {len(prep.train_events)} events "
-              f"({len(seqs)} sequences, {vocab.n_items} items)", file=sys.stderr)
-    model, _history = train_model(spec, seqs, valid, config=config, progress=False,
-                                  seed=args.seed, vocab=vocab)
+    fc = FitConfig(spec, config, seed=args.seed)
+    log = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
+    if prep.split is None:
+        log(f"training {spec} on {len(prep.train_events)} events")
+        model = fit_events(prep.train_events, fc).model
+    else:
+        model = fit(prep.split, fc, log=log).model
     if args.save:
         model.save(args.save)
     return model
