@@ -424,6 +424,17 @@ def _auto_loss(n_items: int) -> str:
     return "ce" if n_items <= 20_000 else "sampled"
 
 
+#: Sampled losses train the item embedding with dense gradients up to this many items, sparse
+#: ones (only the rows a step touches) above: a dense step updates the whole item matrix, which
+#: is as cheap as the ~2,000 sampled rows near 4,000 items and 6x slower at 40,000
+#: (``python -m model_core.bench_train``, BENCHMARKS.md "Training speed").
+DENSE_EMB_MAX_ITEMS = 4_000
+
+
+def _auto_sparse_emb(loss: str, n_items: int) -> bool:
+    return loss != "ce" and n_items > DENSE_EMB_MAX_ITEMS
+
+
 def train_model(name: str, train_sequences, valid_cases=None, config: dict | None = None,
                 progress: bool = True, seed: int = 0, vocab: ItemVocab | None = None,
                 item_categories: np.ndarray | None = None,
@@ -476,7 +487,8 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     # ---- neural
     if model_cfg.get("loss", "auto") == "auto":
         model_cfg["loss"] = _auto_loss(vocab.n_items)
-    model_cfg.setdefault("sparse_emb", model_cfg["loss"] != "ce")
+    if model_cfg.get("sparse_emb") is None:
+        model_cfg["sparse_emb"] = _auto_sparse_emb(model_cfg["loss"], vocab.n_items)
     has_actions = data.actions is not None and any(len(a) for a in data.actions)
     if model_cfg.get("action_head") is None:  # session-parallel steps train items only
         model_cfg["action_head"] = bool(has_actions) and tcfg["batch_order"] != "parallel"
@@ -686,6 +698,6 @@ def data_hash(paths: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
-__all__ = ["LR_SCHEDULES", "TRAIN_DEFAULTS", "Cases", "TrainHistory", "as_cases", "case_ranks",
+__all__ = ["DENSE_EMB_MAX_ITEMS", "LR_SCHEDULES", "TRAIN_DEFAULTS", "Cases", "TrainHistory", "as_cases", "case_ranks",
            "data_hash", "item_category_table", "lr_factor", "sequences_from_events", "train_model",
            "validate"]

@@ -98,8 +98,9 @@ def register(sub) -> None:
     g.add_argument("--logq", action="store_true",
                    help="sampled: subtract log sampling probability (logQ correction)")
     g.add_argument("--dense-emb", action="store_true",
-                   help="dense item-embedding gradients also with sampled losses (default: "
-                        "sparse, only the rows a batch touches); faster on small catalogues")
+                   help="dense item-embedding gradients with sampled losses on any catalogue "
+                        "(default: dense up to 4,000 items, sparse above, where a dense step "
+                        "updating every item row is several times slower)")
     g.add_argument("--bias", action="store_true", help="gru4rec: output item bias")
     g.add_argument("--final-act", default=None, choices=("none", "tanh", "elu"),
                    help="gru4rec: activation of the output state")
