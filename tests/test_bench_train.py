@@ -57,3 +57,40 @@ def test_sampled_losses_choose_embedding_gradients_by_catalogue_size(n_items, sp
     forced, _ = train_model("gru4rec", seqs, None, config={**cfg, "sparse_emb": False},
                             progress=False, vocab=vocab)
     assert forced.config["sparse_emb"] is False
+
+
+def test_popularity_negatives_on_large_catalogues_come_from_a_buffer(monkeypatch):
+    import torch
+
+    from model_core.models.base import NegativeSampler
+
+    n_items = NegativeSampler.BUFFER_MIN_ITEMS + 10
+    counts = np.zeros(n_items + 1)
+    counts[1:4] = [100.0, 300.0, 600.0]  # three items hold all the mass
+    sampler = NegativeSampler(n_items, counts, alpha=1.0, seed=3)
+    calls = []
+    real = torch.multinomial
+
+    def counting(*a, **kw):
+        calls.append(a[1])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(torch, "multinomial", counting)
+    draws = torch.cat([sampler.sample(64) for _ in range(NegativeSampler.BUFFER_BATCHES * 3)])
+    # one pass over the distribution per BUFFER_BATCHES batches, not one per batch
+    assert len(calls) == 3 and calls[0] == 64 * NegativeSampler.BUFFER_BATCHES
+    freq = np.bincount(draws.numpy(), minlength=n_items + 1)[1:4] / len(draws)
+    assert freq == pytest.approx([0.1, 0.3, 0.6], abs=0.02)
+
+
+def test_popularity_negatives_on_small_catalogues_keep_their_stream():
+    import torch
+
+    from model_core.models.base import NegativeSampler
+
+    counts = np.arange(501, dtype=np.float64)
+    sampler = NegativeSampler(500, counts, alpha=0.5, seed=7)
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        assert torch.equal(sampler.sample(100),
+                           torch.multinomial(sampler.probs, 100, replacement=True, generator=gen))

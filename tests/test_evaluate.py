@@ -385,7 +385,7 @@ def test_cli_every_protocol_counts_unknown_targets_as_misses(unseen_file, capsys
     printed = capsys.readouterr().out
     miss = json.loads(printed.strip().splitlines()[-1])
     assert miss["n_unknown_target_as_miss"] == 10 and miss["n_skipped_unknown_target"] == 0
-    assert "10 with a target unknown to the model" in " ".join(printed.split())
+    assert "10 with a target unknown to the model: counted as misses" in " ".join(printed.split())
     assert main(base + ["--unknown-targets", "skip"]) == 0
     skip = _last_json(capsys)
     assert skip["n_skipped_unknown_target"] == 10 and skip["n_unknown_target_as_miss"] == 0

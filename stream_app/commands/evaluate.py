@@ -248,7 +248,8 @@ def print_result(res, label: str, info: dict) -> None:
     title = (f"{label} — {res.protocol}, {res.n_cases} test cases"
              + (f" ({res.n_skipped_unknown} skipped: target unknown to the model)"
                 if res.n_skipped_unknown else
-                f" ({res.n_unknown_as_miss} with a target unknown to the model: misses)")
+                f" ({res.n_unknown_as_miss} with a target unknown to the model: counted "
+                "as misses)")
              + f", ties {res.ties}"
              + (f", history excluded ({res.n_target_in_history} targets in their history: "
                 "misses)" if res.exclude_history else ""))

@@ -113,7 +113,8 @@ def register(sub) -> None:
     p.add_argument("--patience", type=positive_int, default=3)
     p.add_argument("--valid-max-cases", type=positive_int, default=None,
                    help="validate on a fixed random subset of this many cases")
-    p.add_argument("--max-seconds", type=positive_float, default=None, help="training time limit")
+    p.add_argument("--max-seconds", type=positive_float, default=None,
+                   help="training time limit, fit and refit together")
     p.add_argument("--no-refit", action="store_true")
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="continue from this checkpoint's weights (same model, data and config)")
