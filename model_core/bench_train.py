@@ -15,8 +15,9 @@ The recipe (:data:`RECIPES`) ``gru4rec`` is GRU4Rec's session-parallel training 
 project runs it on YooChoose (``BENCHMARKS.md``, "Offline models"): 100 units, Adagrad with
 momentum, sampled softmax over the batch's targets plus 2,048 negatives drawn by
 popularity^0.5 with logQ correction, 32 sessions per step, with the item embedding's
-gradients as the trainer chooses by default. ``gru4rec-dense`` forces dense item-embedding
-gradients (``--dense-emb``), ``gru4rec-uniform`` draws the negatives uniformly.
+gradients as the trainer chooses by default (dense up to 4,000 items, sparse above).
+``gru4rec-dense`` / ``gru4rec-sparse`` force dense (``--dense-emb``) or sparse ones,
+``gru4rec-uniform`` draws the negatives uniformly.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ _GRU4REC = {
 RECIPES: dict[str, dict] = {
     "gru4rec": _GRU4REC,
     "gru4rec-dense": {**_GRU4REC, "sparse_emb": False},
+    "gru4rec-sparse": {**_GRU4REC, "sparse_emb": True},
     "gru4rec-uniform": {**_GRU4REC, "sample_alpha": 0.0, "logq": False},
 }
 DEFAULT_SIZES = (3_000, 40_000, 400_000)
