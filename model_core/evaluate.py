@@ -274,6 +274,12 @@ def _sampled_ranks(scores: np.ndarray, targets: np.ndarray, neg: np.ndarray, tie
     return above + equal + 1.0
 
 
+def _check_unknown_targets(unknown_targets: str) -> None:
+    if unknown_targets not in UNKNOWN_TARGETS:
+        raise ValueError(f"unknown_targets must be one of {', '.join(UNKNOWN_TARGETS)}, "
+                         f"got {unknown_targets!r}")
+
+
 def _cis(per_case: dict[str, np.ndarray], n_boot: int, seed: int,
          clusters: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
     if n_boot <= 0:
@@ -301,9 +307,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
     ks = tuple(sorted(set(int(k) for k in ks)))
     if not ks or ks[0] < 1:
         raise ValueError(f"cut-offs must be positive integers, got {ks}")
-    if unknown_targets not in UNKNOWN_TARGETS:
-        raise ValueError(f"unknown_targets must be one of {', '.join(UNKNOWN_TARGETS)}, "
-                         f"got {unknown_targets!r}")
+    _check_unknown_targets(unknown_targets)
     cdf = None
     if sampled is not None:
         mode, n_neg = sampled
@@ -470,9 +474,7 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     from schemas.actions import action_index
 
     ks = tuple(sorted(set(int(k) for k in ks)))
-    if unknown_targets not in UNKNOWN_TARGETS:
-        raise ValueError(f"unknown_targets must be one of {', '.join(UNKNOWN_TARGETS)}, "
-                         f"got {unknown_targets!r}")
+    _check_unknown_targets(unknown_targets)
     engine = PrequentialEngine(model, max_len=max_len, k=ks[-1], exclude_history=exclude_history)
     states: dict[str, UserState] = {}
     index = model.vocab.index
