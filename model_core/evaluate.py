@@ -8,22 +8,30 @@ Protocol (all maths in :mod:`model_core.metrics`):
 - **Full ranking** by default: ``model.score(batch)`` gives a score to every catalogue item;
   the target's rank counts the items scored above it, plus tied items as the tie policy says
   (``conservative``: every tie ranks above the target, GRU4Rec's official choice).
-- ``exclude_history=True`` sets the scores of the case's history items to ``-inf`` before
-  ranking — except the target itself, so a repeated item can still be hit.
+- ``exclude_history=True`` sets the scores of all the case's history items to ``-inf`` before
+  ranking. What is masked never depends on the target: a case whose target is one of its
+  history items (a repeat) cannot be ranked under this option, so it is a miss (rank
+  :data:`MISS`) and counted in ``n_target_in_history`` (sparing the target instead would mask
+  every candidate but the answer among the history items, which lifts the figures).
 - ``sampled=("uniform" | "popularity", n)``: *additionally* ranks the target among ``n``
   negatives drawn per case without replacement (never the target; never history items when
   history is excluded). Reported under ``result.sampled`` beside the full-ranking figures,
   which stay the headline (sampled metrics can mis-rank models: Krichene & Rendle 2020).
-- Cases whose target the model's vocabulary does not know are skipped and counted
-  (``n_skipped_unknown``); ``case_index`` says which of the given cases were evaluated, so two
-  models can be compared on the cases both could rank (:func:`paired_comparison`). With
-  ``unknown_targets="miss"`` they are kept as misses instead (rank :data:`MISS`, every metric
-  0; counted in ``n_unknown_as_miss``), as published leave-one-out figures average over all
-  users; next-action figures still cover the ranked cases only.
+- Every given case counts: a case whose target the model's vocabulary does not know is a
+  miss (rank :data:`MISS`, every metric 0; counted in ``n_unknown_as_miss``), as published
+  leave-one-out figures average over all users and a model that never saw an item cannot
+  recommend it. ``unknown_targets="skip"`` leaves such cases out instead, counted in
+  ``n_skipped_unknown``; ``case_index`` says which of the given cases were evaluated, so two
+  models are compared on the cases both evaluated (:func:`paired_comparison`). Next-action
+  figures cover the ranked cases only.
 - Next action: when the model returns ``action_probs``, accuracy, per-class P/R/F1 and
   macro-F1 of the arg-max, beside a majority-class baseline (the most frequent training action
   when given, else the most frequent action in the cases' histories — never the targets).
 - Coverage: distinct items in the top-``max(ks)`` lists over all cases / catalogue size.
+- Confidence intervals and paired tests are **clustered** bootstraps: the cases of one
+  sequence (a user's under ``loo`` / ``temporal``, a session's under ``session``, a user's
+  events in ``prequential``) are resampled together (``result.clusters`` labels each case),
+  because they are not independent; ``cluster=False`` resamples single cases.
 """
 
 from __future__ import annotations
@@ -70,6 +78,8 @@ class EvaluationResult:
     coverage: float
     n_skipped_unknown: int = 0
     n_unknown_as_miss: int = 0  # cases kept as misses because the model cannot rank the target
+    n_target_in_history: int = 0  # exclude_history: misses because the target was masked
+    clusters: np.ndarray | None = None  # [n_cases] sequence (user / session) of each case
     protocol: str | None = None
     sampled: dict[str, Any] | None = None  # {"mode", "n", "metrics", "ci"}
     action: dict[str, Any] | None = None  # classification report of the next-action head
@@ -81,7 +91,8 @@ class EvaluationResult:
         out: dict[str, Any] = {
             "model": self.model, "protocol": self.protocol, "n_test_cases": self.n_cases,
             "n_skipped_unknown_target": self.n_skipped_unknown,
-            "n_unknown_target_as_miss": self.n_unknown_as_miss, "ks": list(self.ks),
+            "n_unknown_target_as_miss": self.n_unknown_as_miss,
+            "n_target_in_history": self.n_target_in_history, "ks": list(self.ks),
             "ties": self.ties, "exclude_history": self.exclude_history,
             "metrics": _clean(self.metrics), "ci": {k: _clean(list(v)) for k, v in self.ci.items()},
             "coverage": _clean(self.coverage),
@@ -119,6 +130,7 @@ class _CaseView:
 
     def __init__(self, cases: TestCases | Sequence[TestCase], model: Recommender) -> None:
         if isinstance(cases, TestCases):
+            self.all_clusters = np.asarray(cases.rows, dtype=np.int64)
             known = _known_mask(cases, model)
             self.index = np.flatnonzero(known)
             self.n_skipped = int((~known).sum())
@@ -128,6 +140,7 @@ class _CaseView:
             self.target_actions = enc.target_action.astype(np.int64)
         else:
             lst = list(cases)
+            self.all_clusters = np.asarray([c.user_id for c in lst])
             tg = np.asarray([c.target_item for c in lst], dtype=np.int64)
             known = (tg != UNKNOWN) & (tg < len(model.vocab))
             self.index = np.flatnonzero(known)
@@ -184,11 +197,19 @@ def _action_probs(model: Recommender, batch: SequenceBatch) -> np.ndarray | None
     return model.predict_topk(batch, 1).action_probs
 
 
-def _exclude(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray) -> None:
+def _exclude(scores: np.ndarray, histories: list[np.ndarray]) -> None:
+    """Mask every history item of each row (never looks at the target)."""
     for b, h in enumerate(histories):
         h = np.asarray(h, dtype=np.int64)
-        h = h[(h > 0) & (h != targets[b]) & (h < scores.shape[1])]
+        h = h[(h > 0) & (h < scores.shape[1])]
         scores[b, h] = -np.inf
+
+
+def _target_in_history(histories: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """[B] bool: the case's target is one of its history items."""
+    return np.fromiter((bool(np.any(np.asarray(h) == t)) for h, t in zip(histories, targets,
+                                                                        strict=True)),
+                       dtype=bool, count=len(targets))
 
 
 def _sample_negatives(rng: np.random.Generator, cdf: np.ndarray | None, n_items_cols: int,
@@ -253,10 +274,18 @@ def _sampled_ranks(scores: np.ndarray, targets: np.ndarray, neg: np.ndarray, tie
     return above + equal + 1.0
 
 
-def _cis(per_case: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, tuple[float, float]]:
+def _check_unknown_targets(unknown_targets: str) -> None:
+    if unknown_targets not in UNKNOWN_TARGETS:
+        raise ValueError(f"unknown_targets must be one of {', '.join(UNKNOWN_TARGETS)}, "
+                         f"got {unknown_targets!r}")
+
+
+def _cis(per_case: dict[str, np.ndarray], n_boot: int, seed: int,
+         clusters: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
     if n_boot <= 0:
         return {k: (float("nan"), float("nan")) for k in per_case}
-    return {k: bootstrap_ci(v, n_boot=n_boot, seed=seed) for k, v in per_case.items()}
+    return {k: bootstrap_ci(v, n_boot=n_boot, seed=seed, clusters=clusters)
+            for k, v in per_case.items()}
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -266,19 +295,19 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
              sampled: tuple[str, int] | None = None, n_boot: int = 1000, *,
              batch_size: int = 256, max_len: int | None = None, seed: int = 0,
              item_counts: np.ndarray | None = None, majority_action: int | None = None,
-             protocol: str | None = None, unknown_targets: str = "skip") -> EvaluationResult:
+             protocol: str | None = None, unknown_targets: str = "miss",
+             cluster: bool = True) -> EvaluationResult:
     """Evaluate ``model`` on ``cases`` (see the module docstring).
 
     ``max_len``: histories are cut to their last ``max_len`` events before scoring (exclusion
     still uses the whole history). ``item_counts`` [len(model.vocab)]: training counts for
     popularity-sampled negatives (default: the model's ``item_counts`` if it has them).
+    ``cluster``: bootstrap by sequence (user / session), else by case.
     """
     ks = tuple(sorted(set(int(k) for k in ks)))
     if not ks or ks[0] < 1:
         raise ValueError(f"cut-offs must be positive integers, got {ks}")
-    if unknown_targets not in UNKNOWN_TARGETS:
-        raise ValueError(f"unknown_targets must be one of {', '.join(UNKNOWN_TARGETS)}, "
-                         f"got {unknown_targets!r}")
+    _check_unknown_targets(unknown_targets)
     cdf = None
     if sampled is not None:
         mode, n_neg = sampled
@@ -305,6 +334,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
     probs_all: list[np.ndarray] = []
     has_actions: bool | None = None
     rng = np.random.default_rng(seed)
+    n_in_hist = 0
     for s in range(0, n, batch_size):
         e = min(n, s + batch_size)
         batch = view.batch(s, e, max_len)
@@ -312,9 +342,12 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
         scores = np.array(model.score(batch), dtype=np.float32, copy=True)
         scores[:, UNKNOWN] = -np.inf
         hist = view.history_items(s, e) if (exclude_history or sampled is not None) else []
+        masked = np.zeros(e - s, dtype=bool)
         if exclude_history:
-            _exclude(scores, hist, tg)
-        ranks[s:e] = full_ranks(scores, tg, ties)
+            _exclude(scores, hist)
+            masked = _target_in_history(hist, tg)
+            n_in_hist += int(masked.sum())
+        ranks[s:e] = np.where(masked, float(MISS), full_ranks(scores, tg, ties))
         kk = min(k_max, scores.shape[1] - 1)
         # top-kk for coverage (torch.topk on a shared-memory view: far faster than a
         # numpy argpartition over the whole catalogue)
@@ -330,7 +363,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
                     f.extend(np.asarray(h, dtype=np.int64)[np.asarray(h) > 0].tolist())
                 forbid.append(np.asarray(f, dtype=np.int64))
             neg = _sample_negatives(rng, cdf, scores.shape[1], forbid, int(sampled[1]))
-            s_ranks[s:e] = _sampled_ranks(scores, tg, neg, ties)
+            s_ranks[s:e] = np.where(masked, float(MISS), _sampled_ranks(scores, tg, neg, ties))
         if has_actions is not False:
             p = _action_probs(model, batch)
             has_actions = p is not None
@@ -348,6 +381,8 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
             s_full[view.index] = s_ranks
             s_ranks = s_full
         n, case_index, n_skipped, n_missed = n_total, np.arange(n_total), 0, view.n_skipped
+    clusters = view.all_clusters[case_index] if cluster else None
+    ranked_clusters = view.all_clusters[view.index] if cluster else None
     per_case = case_matrix(ranks, ks)
     names = metric_names(ks)
     per_case = {k: per_case[k] for k in names}
@@ -355,10 +390,12 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
     n_catalogue = model.vocab.n_items
     result = EvaluationResult(
         model=getattr(model, "name", type(model).__name__), n_cases=n, ks=ks, ties=ties,
-        exclude_history=exclude_history, metrics=metrics, ci=_cis(per_case, n_boot, seed),
-        per_case=per_case, ranks=ranks, case_index=case_index,
+        exclude_history=exclude_history, metrics=metrics,
+        ci=_cis(per_case, n_boot, seed, clusters), per_case=per_case, ranks=ranks,
+        case_index=case_index, clusters=clusters,
         coverage=len(recommended - {UNKNOWN}) / n_catalogue if n_catalogue else 0.0,
-        n_skipped_unknown=n_skipped, n_unknown_as_miss=n_missed, protocol=protocol,
+        n_skipped_unknown=n_skipped, n_unknown_as_miss=n_missed,
+        n_target_in_history=n_in_hist, protocol=protocol,
     )
     if s_ranks is not None:
         sp = case_matrix(s_ranks, ks)
@@ -366,7 +403,8 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
         result.sampled = {"mode": sampled[0], "n": int(sampled[1]),
                           "metrics": {k: float(v.mean()) if n else float("nan")
                                       for k, v in sp.items()},
-                          "ci": _cis(sp, n_boot, seed), "per_case": sp, "ranks": s_ranks}
+                          "ci": _cis(sp, n_boot, seed, clusters), "per_case": sp,
+                          "ranks": s_ranks}
     if n_ranked:
         y_true = view.target_actions
         if probs_all:
@@ -375,7 +413,8 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
             if n_missed == 0:  # per-case arrays stay aligned with the ranked cases
                 result.per_case["action_acc"] = (y_pred == y_true).astype(np.float64)
             acc_cases = (y_pred == y_true).astype(np.float64)
-            result.action["accuracy_ci"] = list(_cis({"a": acc_cases}, n_boot, seed)["a"])
+            result.action["accuracy_ci"] = list(_cis({"a": acc_cases}, n_boot, seed,
+                                                     ranked_clusters)["a"])
         if majority_action is None:
             ha = view.history_actions_all()
             majority_action = int(np.bincount(ha, minlength=N_ACTIONS).argmax()) if len(ha) else 0
@@ -388,16 +427,18 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
 # --------------------------------------------------------------------------- comparison
 def paired_comparison(a: EvaluationResult, b: EvaluationResult, n_boot: int = 1000,
                       seed: int = 0) -> dict[str, dict[str, float]]:
-    """Paired bootstrap of ``a - b`` per metric over the cases both results evaluated."""
+    """Paired bootstrap of ``a - b`` per metric over the cases both results evaluated,
+    clustered by ``a.clusters`` when it has them (both evaluated the same cases)."""
     common, ia, ib = np.intersect1d(a.case_index, b.case_index, return_indices=True)
     out: dict[str, dict[str, float]] = {}
     if len(common) == 0:
         return out
+    clusters = a.clusters[ia] if a.clusters is not None else None
     for name in a.per_case:
         if name not in b.per_case:
             continue
         d = paired_bootstrap(a.per_case[name][ia], b.per_case[name][ib], n_boot=n_boot,
-                             seed=seed)
+                             seed=seed, clusters=clusters)
         d["a"] = float(a.per_case[name][ia].mean())
         d["b"] = float(b.per_case[name][ib].mean())
         d["n"] = int(len(common))
@@ -412,7 +453,8 @@ __all__ = ["DEFAULT_KS", "SAMPLING_MODES", "UNKNOWN_TARGETS", "EvaluationResult"
 def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequence = (),
                          ks: Sequence[int] = DEFAULT_KS, exclude_history: bool = False,
                          max_len: int = 50, batch_size: int = 1000, n_boot: int = 1000,
-                         seed: int = 0) -> EvaluationResult:
+                         seed: int = 0, unknown_targets: str = "miss",
+                         cluster: bool = True) -> EvaluationResult:
     """Test-then-learn over ``events`` with the stream's own engine
     (:class:`model_core.prequential.PrequentialEngine`).
 
@@ -422,7 +464,9 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     event of ``events`` is then scored against the top-``max(ks)`` list predicted after the
     user's previous event (rank = position in that list; beyond it, or an item unknown to the
     model, is a miss); events with no previous prediction are not scored. Ties follow the
-    order of the model's top-K (``ties="topk"``), as online.
+    order of the model's top-K (``ties="topk"``), as online. Events whose item the model does
+    not know are counted (``n_unknown_as_miss``); ``unknown_targets="skip"`` leaves them out
+    of the figures instead (``n_skipped_unknown``).
     """
     from model_core.metrics import RankingAccumulator
     from model_core.prequential import PrequentialEngine, PrequentialSummary
@@ -430,6 +474,7 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     from schemas.actions import action_index
 
     ks = tuple(sorted(set(int(k) for k in ks)))
+    _check_unknown_targets(unknown_targets)
     engine = PrequentialEngine(model, max_len=max_len, k=ks[-1], exclude_history=exclude_history)
     states: dict[str, UserState] = {}
     index = model.vocab.index
@@ -451,23 +496,38 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     summary = PrequentialSummary(ranking=RankingAccumulator(ks))
     events = list(events)
     recommended: set[int] = set()
+    unknown: list[bool] = []  # per scored event: its item is unknown to the model
+    users: list[str] = []  # per scored event: its user (the bootstrap's cluster)
     for s in range(0, len(events), batch_size):
-        res = engine.process(events[s:s + batch_size], states)
+        chunk = events[s:s + batch_size]
+        res = engine.process(chunk, states)
         summary.add(res)
-        summary.n_events += len(events[s:s + batch_size])
+        summary.n_events += len(chunk)
+        unknown.extend(index(chunk[sc.index].item_id) == UNKNOWN for sc in res.scores)
+        users.extend(chunk[sc.index].user_id for sc in res.scores)
         recommended.update(np.unique(res.topk.items).tolist())
     ranks = np.asarray(summary.ranks, dtype=np.float64)
+    is_unknown = np.asarray(unknown, dtype=bool)
+    case_index = np.arange(len(ranks))
+    n_skipped = n_missed = 0
+    if unknown_targets == "skip":
+        case_index = np.flatnonzero(~is_unknown)
+        ranks, n_skipped = ranks[case_index], int(is_unknown.sum())
+    else:
+        n_missed = int(is_unknown.sum())
     names = metric_names(ks)
     pc = case_matrix(ranks, ks)
     per_case = {k: pc[k] for k in names}
     n = len(ranks)
+    clusters = np.asarray(users)[case_index] if cluster else None
     result = EvaluationResult(
         model=getattr(model, "name", type(model).__name__), n_cases=n, ks=ks, ties="topk",
         exclude_history=exclude_history,
         metrics={k: float(v.mean()) if n else float("nan") for k, v in per_case.items()},
-        ci=_cis(per_case, n_boot, seed), per_case=per_case, ranks=ranks,
-        case_index=np.arange(n), coverage=len(recommended - {UNKNOWN}) / max(1, model.vocab.n_items),
-        protocol="prequential",
+        ci=_cis(per_case, n_boot, seed, clusters), per_case=per_case, ranks=ranks,
+        case_index=case_index, clusters=clusters,
+        coverage=len(recommended - {UNKNOWN}) / max(1, model.vocab.n_items),
+        n_skipped_unknown=n_skipped, n_unknown_as_miss=n_missed, protocol="prequential",
         extra={"events": summary.n_events, "scored": summary.n_scored,
                "warm_events": len(warm_events)},
     )

@@ -208,26 +208,57 @@ def report_from_confusion(cm: np.ndarray, labels: Sequence[str] | None = None) -
 
 
 # --------------------------------------------------------------------------- uncertainty
+def _resampled_means(values: np.ndarray, n_boot: int, seed: int,
+                     clusters: np.ndarray | None) -> np.ndarray:
+    """[n_boot] means of ``values`` over bootstrap resamples.
+
+    ``clusters`` (one label per value: the session or user a test case belongs to): whole
+    clusters are drawn with replacement, as many as there are, and each resample's mean is
+    the sum of its cases' values over their number. Cases of one session are not independent
+    (one good model state hits many of them), so resampling cases alone understates the
+    spread. When every case is its own cluster (labels ``0..n-1`` in case order) the draws
+    and the means are exactly those of the case-level bootstrap (``clusters=None``).
+    """
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    if clusters is None:
+        n = len(values)
+        for b in range(n_boot):
+            means[b] = values[rng.integers(0, n, n)].mean()
+        return means
+    labels = np.asarray(clusters)
+    if labels.shape != values.shape:
+        raise ValueError(f"clusters must give one label per value: {labels.shape} labels for "
+                         f"{values.shape} values")
+    _, inv = np.unique(labels, return_inverse=True)
+    m = int(inv.max()) + 1
+    sums = np.bincount(inv, weights=values, minlength=m)
+    sizes = np.bincount(inv, minlength=m).astype(np.float64)
+    for b in range(n_boot):
+        pick = rng.integers(0, m, m)
+        means[b] = sums[pick].sum() / sizes[pick].sum()
+    return means
+
+
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap (1 - alpha) interval of the mean of per-case ``values``."""
+                 seed: int = 0, clusters: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) interval of the mean of per-case ``values``;
+    clustered (whole sessions / users resampled) when ``clusters`` labels the cases."""
     v = np.asarray(values, dtype=np.float64)
     if len(v) == 0:
         return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    for b in range(n_boot):
-        means[b] = v[rng.integers(0, len(v), len(v))].mean()
+    means = _resampled_means(v, n_boot, seed, clusters)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: float = 0.05,
-                     seed: int = 0) -> dict[str, float]:
+                     seed: int = 0, clusters: np.ndarray | None = None) -> dict[str, float]:
     """Paired comparison of two models' per-case values on the same cases.
 
     Returns the mean difference ``a - b``, its bootstrap interval and a two-sided p-value
-    (share of resampled mean differences on the other side of zero, doubled).
+    (share of resampled mean differences on the other side of zero, doubled). ``clusters``:
+    resample whole sessions / users, as :func:`bootstrap_ci`.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -237,10 +268,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: fl
     if d.size == 0:
         nan = float("nan")
         return {"mean_diff": nan, "ci_low": nan, "ci_high": nan, "p_value": nan}
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    for i in range(n_boot):
-        means[i] = d[rng.integers(0, len(d), len(d))].mean()
+    means = _resampled_means(d, n_boot, seed, clusters)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     p = 2 * min((means <= 0).mean(), (means >= 0).mean())
     return {"mean_diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi),

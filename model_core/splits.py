@@ -33,12 +33,13 @@ Protocols (events are ordered per user by ``(timestamp_ms, input order)``):
     session is a target; history = the session's earlier clicks only. Validation sessions are
     taken from the train part the same way at ``valid_quantile`` of the train events.
 
-In every protocol, a case whose target item never occurs in the events its model learns from
-is skipped and counted (``skipped_unknown_target``): a model cannot rank an item it never saw,
-and GRU4Rec's official evaluation ranks against all training items. With
-``keep_unknown_targets=True`` (``loo``) such test cases are kept and only counted
-(``test_unseen_target``), so an evaluator can count them as misses (published leave-one-out
-figures average over every user). Cases keep vocabulary
+A case whose target item never occurs in the events its model learns from cannot be ranked by
+that model. Validation cases with such a target are skipped and counted
+(``valid_skipped_unknown_target``): they only steer early stopping. Test cases are skipped and
+counted the same way (``test_skipped_unknown_target``) unless ``keep_unknown_targets=True``
+(every protocol), which keeps them and only counts them (``test_unseen_target``), so an
+evaluator counts them as misses and every case of the protocol is in the figures
+(``seqstream evaluate`` does this unless ``--unknown-targets skip``). Cases keep vocabulary
 indices of a global vocabulary over all events; :meth:`TestCases.for_vocab` re-encodes them
 for a model's vocabulary.
 """
@@ -262,7 +263,8 @@ def split_loo(events: Sequence[Event], valid_users: int | None = None, seed: int
 
 
 def split_temporal(events: Sequence[Event], quantile: float = 0.8,
-                   valid_quantile: float | None = None, min_history: int = 1) -> Split:
+                   valid_quantile: float | None = None, min_history: int = 1,
+                   keep_unknown_targets: bool = False) -> Split:
     events = list(events)
     if valid_quantile is None:
         valid_quantile = max(quantile - 0.1, quantile / 2)
@@ -304,13 +306,14 @@ def split_temporal(events: Sequence[Event], quantile: float = 0.8,
     fit_events = [e for e, m in zip(events, fit, strict=True) if m]
     return Split("temporal", train_events, fit_events,
                  _cases(base, vocab, v_rows, v_pos, _train_items(events, fit), info, "valid"),
-                 _cases(base, vocab, t_rows, t_pos, _train_items(events, train), info, "test"),
+                 _cases(base, vocab, t_rows, t_pos, _train_items(events, train), info, "test",
+                        keep_unknown_targets),
                  vocab, info)
 
 
 def split_session(events: Sequence[Event], test_events: Sequence[Event] | None = None,
                   quantile: float = 0.8, valid_quantile: float | None = None,
-                  session_gap_ms: int = SESSION_GAP_MS) -> Split:
+                  session_gap_ms: int = SESSION_GAP_MS, keep_unknown_targets: bool = False) -> Split:
     events = list(events)
     info: dict[str, Any] = {}
     if test_events is None:
@@ -378,7 +381,7 @@ def split_session(events: Sequence[Event], test_events: Sequence[Event] | None =
                  _cases(base, vocab, v_rows, v_pos, _train_items(all_events, in_fit), info,
                         "valid"),
                  _cases(base, vocab, t_rows, t_pos, _train_items(all_events, in_train), info,
-                        "test"),
+                        "test", keep_unknown_targets),
                  vocab, info)
 
 
@@ -387,15 +390,17 @@ def make_split(events: Sequence[Event], protocol: str, *, test_events: Sequence[
                session_gap_ms: int = SESSION_GAP_MS, valid_users: int | None = None,
                keep_unknown_targets: bool = False, seed: int = 0) -> Split:
     """Dispatch to :func:`split_loo`, :func:`split_temporal` or :func:`split_session`
-    (``valid_users``, ``keep_unknown_targets`` and ``seed``: ``loo`` only)."""
-    if protocol != "loo" and (valid_users is not None or keep_unknown_targets):
-        raise ValueError("valid_users and keep_unknown_targets apply to the loo protocol only")
+    (``valid_users`` and ``seed``: ``loo`` only)."""
+    if protocol != "loo" and valid_users is not None:
+        raise ValueError("valid_users applies to the loo protocol only")
     if protocol == "loo":
         return split_loo(events, valid_users, seed, keep_unknown_targets)
     if protocol == "temporal":
-        return split_temporal(events, quantile, valid_quantile)
+        return split_temporal(events, quantile, valid_quantile,
+                              keep_unknown_targets=keep_unknown_targets)
     if protocol == "session":
-        return split_session(events, test_events, quantile, valid_quantile, session_gap_ms)
+        return split_session(events, test_events, quantile, valid_quantile, session_gap_ms,
+                             keep_unknown_targets)
     raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
 

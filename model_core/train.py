@@ -57,6 +57,9 @@ TRAIN_DEFAULTS: dict = {
     "valid_exclude_history": True,
     "valid_batch_size": 1024,
     "max_seconds": None,  # stop training after this many seconds (checked per batch)
+    # the last epoch stops after this many optimiser steps: a refit repeating a fit whose
+    # best epoch was cut short by max_seconds (model_core.fit)
+    "final_epoch_steps": None,
     "windows": True,  # long sequences also train on their earlier max_len windows
     "init_from": None,  # checkpoint directory to start from (same model, same vocabulary)
     "optimizer": "adam",  # adam | adagrad (Adagrad with momentum, GRU4Rec's optimiser)
@@ -421,6 +424,17 @@ def _auto_loss(n_items: int) -> str:
     return "ce" if n_items <= 20_000 else "sampled"
 
 
+#: Sampled losses train the item embedding with dense gradients up to this many items, sparse
+#: ones (only the rows a step touches) above: a dense step updates the whole item matrix, which
+#: is as cheap as the ~2,000 sampled rows near 4,000 items and 6x slower at 40,000
+#: (``python -m model_core.bench_train``, BENCHMARKS.md "Training speed").
+DENSE_EMB_MAX_ITEMS = 4_000
+
+
+def _auto_sparse_emb(loss: str, n_items: int) -> bool:
+    return loss != "ce" and n_items > DENSE_EMB_MAX_ITEMS
+
+
 def train_model(name: str, train_sequences, valid_cases=None, config: dict | None = None,
                 progress: bool = True, seed: int = 0, vocab: ItemVocab | None = None,
                 item_categories: np.ndarray | None = None,
@@ -473,7 +487,8 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     # ---- neural
     if model_cfg.get("loss", "auto") == "auto":
         model_cfg["loss"] = _auto_loss(vocab.n_items)
-    model_cfg.setdefault("sparse_emb", model_cfg["loss"] != "ce")
+    if model_cfg.get("sparse_emb") is None:
+        model_cfg["sparse_emb"] = _auto_sparse_emb(model_cfg["loss"], vocab.n_items)
     has_actions = data.actions is not None and any(len(a) for a in data.actions)
     if model_cfg.get("action_head") is None:  # session-parallel steps train items only
         model_cfg["action_head"] = bool(has_actions) and tcfg["batch_order"] != "parallel"
@@ -535,7 +550,12 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     if scheduled:  # batches per epoch (their count does not depend on the shuffling)
         steps_per_epoch = len(steps) if steps is not None else len(
             _batches(rows, int(tcfg["batch_size"]), np.random.default_rng(0), order))
-    total_steps = max(1, n_epochs * steps_per_epoch)
+    final_steps = tcfg["final_epoch_steps"]
+    final_steps = int(final_steps) if final_steps else None
+    if scheduled and final_steps is not None:
+        total_steps = max(1, (n_epochs - 1) * steps_per_epoch + min(final_steps, steps_per_epoch))
+    else:
+        total_steps = max(1, n_epochs * steps_per_epoch)
     step_no = 0
     t_start = time.perf_counter()
     with _Progress(progress) as prog:
@@ -546,8 +566,11 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
             state = None
             task = prog.task(f"{name} epoch {epoch}", len(batches))
             t0, c0 = time.perf_counter(), time.process_time()
-            total_loss, n_ev, timed_out = 0.0, 0, False
+            total_loss, n_ev, timed_out, n_steps = 0.0, 0, False, 0
+            cut = final_steps if epoch == n_epochs and final_steps is not None else None
             for bi, idx in enumerate(batches):
+                if cut is not None and bi >= cut:
+                    break
                 if steps is not None:
                     loss, state = module.parallel_loss(
                         state, *(torch.from_numpy(a).to(device)
@@ -575,6 +598,7 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
                 for opt in opts:
                     opt.step()
                 n_ev += k
+                n_steps += 1
                 total_loss += float(loss.detach()) * k
                 if bi % 10 == 0 or bi == len(batches) - 1:
                     el = time.perf_counter() - t0
@@ -590,7 +614,9 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
             rec = {"epoch": epoch, "loss": round(total_loss / max(1, n_ev), 5),
                    "lr": float(f"{opts[0].param_groups[0]['lr']:.3g}"),
                    "seconds": round(secs, 2), "cpu_seconds": round(time.process_time() - c0, 2),
-                   "events_per_s": round(n_ev / max(secs, 1e-9), 1)}
+                   "events_per_s": round(n_ev / max(secs, 1e-9), 1),
+                   # steps taken; partial: the epoch ended before its last batch
+                   "steps": n_steps, "partial": n_steps < len(batches)}
             module.eval()
             if cases is not None:
                 tv = time.perf_counter()
@@ -672,6 +698,6 @@ def data_hash(paths: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
-__all__ = ["LR_SCHEDULES", "TRAIN_DEFAULTS", "Cases", "TrainHistory", "as_cases", "case_ranks",
+__all__ = ["DENSE_EMB_MAX_ITEMS", "LR_SCHEDULES", "TRAIN_DEFAULTS", "Cases", "TrainHistory", "as_cases", "case_ranks",
            "data_hash", "item_category_table", "lr_factor", "sequences_from_events", "train_model",
            "validate"]

@@ -95,10 +95,10 @@ def test_loo_ranks_known_in_advance():
     assert r.coverage == pytest.approx(0.5)
 
 
-def test_unknown_targets_to_the_model_are_skipped_and_counted():
+def test_unknown_targets_to_the_model_are_skipped_and_counted_when_asked():
     s = split_loo(_loo_log())
     m = FixedModel(ItemVocab(["b", "c", "d"]), {"b": 3.0, "c": 2.0, "d": 1.0})  # no "a"
-    r = evaluate(m, s.test, ks=(1,), n_boot=0)
+    r = evaluate(m, s.test, ks=(1,), n_boot=0, unknown_targets="skip")
     assert r.n_skipped_unknown == 1 and r.n_cases == 1
     assert r.case_index.tolist() == [1]  # w's case
     assert r.ranks.tolist() == [1.0]
@@ -113,14 +113,22 @@ def test_conservative_ties_count_every_tied_item_above():
     assert evaluate(m, s.test, ties="average", n_boot=0).ranks.tolist() == [2.5, 2.5]
 
 
-def test_exclude_history_removes_history_but_not_the_target():
-    s = split_loo(_loo_log())
+def test_exclude_history_masks_every_history_item_and_counts_repeated_targets():
+    log = _loo_log() + [ev(11, "x", "c", 1), ev(12, "x", "d", 2), ev(13, "x", "a", 3)]
+    s = split_loo(log)
     vocab = ItemVocab(["a", "b", "c", "d"])
     m = FixedModel(vocab, {"c": 4.0, "d": 3.0, "b": 2.0, "a": 1.0})
-    # u: history a b c d, target a -> full rank 4; excluding b c d (not a) -> rank 1
-    # w: history b c d, target b -> full rank 3; excluding c d -> rank 1
-    assert evaluate(m, s.test, n_boot=0).ranks.tolist() == [4.0, 3.0]
-    assert evaluate(m, s.test, exclude_history=True, n_boot=0).ranks.tolist() == [1.0, 1.0]
+    # u: history a b c d, target a; w: history b c d, target b: both targets are in their
+    # history, so masking the history masks them too -> misses, counted
+    # x: history c d, target a -> full rank 4; with c, d masked: b above a -> rank 2
+    assert evaluate(m, s.test, n_boot=0).ranks.tolist() == [4.0, 3.0, 4.0]
+    r = evaluate(m, s.test, exclude_history=True, n_boot=0, sampled=("uniform", 10))
+    assert r.ranks.tolist() == [0.0, 0.0, 2.0]
+    assert r.sampled["ranks"].tolist() == [0.0, 0.0, 2.0]
+    assert r.n_cases == 3 and r.n_target_in_history == 2
+    assert r.to_dict()["n_target_in_history"] == 2
+    assert r.metrics["hr@10"] == pytest.approx(1 / 3)
+    assert evaluate(m, s.test, n_boot=0).n_target_in_history == 0
 
 
 # --------------------------------------------------------------------------- temporal / session
@@ -213,6 +221,36 @@ def test_bootstrap_interval_on_a_known_distribution():
     assert r.per_case["hr@1"].tolist() == [1.0, 0.0] * 200
 
 
+def test_intervals_resample_whole_sessions():
+    """40 test sessions of 11 clicks: the model hits every case of the even sessions and
+    none of the odd ones. 400 cases but 40 independent units: the interval is that of 40."""
+    train = [ev(1, "x", "a", 0, session="s0"), ev(2, "x", "b", 1, session="s0")]
+    test, n = [], 10
+    for k in range(40):
+        for t in range(11):
+            n += 1
+            test.append(ev(n, f"u{k}", "a" if k % 2 == 0 else "b", 100 + 20 * k + t,
+                           session=f"t{k}"))
+    s = split_session(train, test_events=test)
+    m = FixedModel(ItemVocab(["a", "b"]), {"a": 2.0, "b": 1.0})
+    r = evaluate(m, s.test, ks=(1,), n_boot=1000)
+    r_case = evaluate(m, s.test, ks=(1,), n_boot=1000, cluster=False)
+    assert r.n_cases == 400 and r.metrics["hr@1"] == 0.5
+    assert len(np.unique(r.clusters)) == 40 and r_case.clusters is None
+    width = r.ci["hr@1"][1] - r.ci["hr@1"][0]
+    width_case = r_case.ci["hr@1"][1] - r_case.ci["hr@1"][0]
+    assert width == pytest.approx(2 * 1.96 * math.sqrt(0.25 / 40), rel=0.25)
+    assert width > 2.5 * width_case
+    # the paired test resamples sessions too: "a always first" vs "b always first" differ by
+    # +1 on the even sessions and -1 on the odd ones
+    other = evaluate(FixedModel(ItemVocab(["a", "b"]), {"a": 1.0, "b": 2.0}), s.test, ks=(1,),
+                     n_boot=0)
+    cmp = paired_comparison(r, other, n_boot=1000)["hr@1"]
+    cmp_case = paired_comparison(r_case, other, n_boot=1000)["hr@1"]
+    assert cmp["mean_diff"] == 0.0
+    assert cmp["ci_high"] - cmp["ci_low"] > 2.5 * (cmp_case["ci_high"] - cmp_case["ci_low"])
+
+
 def test_next_action_metrics_and_majority_baseline():
     s = split_loo(_loo_log())  # test target actions: cart (u), purchase (w)
     vocab = ItemVocab(["a", "b", "c", "d"])
@@ -267,10 +305,10 @@ def synth_file(tmp_path_factory):
     return p
 
 
-def test_unknown_targets_as_misses_count_every_case():
+def test_unknown_targets_are_misses_by_default_every_case_counts():
     s = split_loo(_loo_log())
     m = FixedModel(ItemVocab(["b", "c", "d"]), {"b": 3.0, "c": 2.0, "d": 1.0})  # no "a"
-    r = evaluate(m, s.test, ks=(1, 2), n_boot=0, unknown_targets="miss")
+    r = evaluate(m, s.test, ks=(1, 2), n_boot=0)
     # u's target a is unknown -> miss (rank 0); w's target b ranks 1
     assert r.n_cases == 2 and r.n_skipped_unknown == 0 and r.n_unknown_as_miss == 1
     assert r.case_index.tolist() == [0, 1]
@@ -288,7 +326,7 @@ def test_unknown_targets_as_misses_keep_sampled_and_paired_alignment():
     r = evaluate(m, s.test, ks=(1,), n_boot=0, unknown_targets="miss", sampled=("uniform", 1))
     assert r.sampled["ranks"].tolist()[0] == 0.0 and r.sampled["metrics"]["hr@1"] <= 0.5
     full = FixedModel(ItemVocab(["a", "b", "c", "d"]), {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0})
-    rf = evaluate(full, s.test, ks=(1,), n_boot=0)
+    rf = evaluate(full, s.test, ks=(1,), n_boot=0, unknown_targets="skip")
     cmp = paired_comparison(rf, r, n_boot=50)
     assert cmp["hr@1"]["n"] == 2 and cmp["hr@1"]["a"] == 0.5 and cmp["hr@1"]["b"] == 0.5
 
@@ -315,26 +353,76 @@ def test_cli_evaluate_json_shape(synth_file, capsys):
     assert d["sampled"]["metrics"]["hr@10"] >= d["metrics"]["hr@10"]
 
 
-def test_cli_loo_unknown_targets_miss_and_valid_users(synth_file, capsys):
+@pytest.fixture(scope="module")
+def unseen_file(tmp_path_factory):
+    """The synthetic log plus, a day after its end, 10 users who click a known item and then
+    an item nobody clicked before: in every protocol those are test cases whose target no
+    model trained on the earlier events can rank."""
+    events = generate(3000, seed=2)
+    ts = sorted(e.timestamp_ms for e in events)
+    end, between = ts[-1] + 86_400_000, ts[int(0.75 * len(ts))]
+    known = events[0].item_id
+    users = sorted({e.user_id for e in events})[:10]
+    for k, u in enumerate(users):
+        # first clicked between the validation and the test cut (temporal, quantile 0.8)
+        events.append(Event(f"x{k}m", "mid-user", f"mid-{k}", "view", between + k))
+        events.append(Event(f"x{k}a", u, known, "view", end + 10_000 * k))
+        events.append(Event(f"x{k}b", u, f"mid-{k}", "view", end + 10_000 * k + 1000))
+        events.append(Event(f"x{k}c", u, f"new-{k}", "view", end + 10_000 * k + 2000))
+    events += [Event(f"y{k}", "mid-user", known, "view", between + 10 + k) for k in range(2)]
+    p = tmp_path_factory.mktemp("data") / "unseen.jsonl"
+    write_jsonl(events, p)
+    return p
+
+
+@pytest.mark.parametrize("protocol", ["loo", "temporal", "session", "prequential"])
+def test_cli_every_protocol_counts_unknown_targets_as_misses(unseen_file, capsys, protocol):
+    from stream_app.cli import main
+
+    base = ["evaluate", "--data", str(unseen_file), "--format", "jsonl", "--model", "popular",
+            "--protocol", protocol, "--json", "--bootstrap", "0"]
+    assert main(base) == 0
+    printed = capsys.readouterr().out
+    miss = json.loads(printed.strip().splitlines()[-1])
+    assert miss["n_unknown_target_as_miss"] == 10 and miss["n_skipped_unknown_target"] == 0
+    assert "10 with a target unknown to the model: counted as misses" in " ".join(printed.split())
+    assert main(base + ["--unknown-targets", "skip"]) == 0
+    skip = _last_json(capsys)
+    assert skip["n_skipped_unknown_target"] == 10 and skip["n_unknown_target_as_miss"] == 0
+    assert miss["n_test_cases"] == skip["n_test_cases"] + 10
+    # the same hits, averaged over more cases
+    assert miss["metrics"]["hr@10"] * miss["n_test_cases"] == pytest.approx(
+        skip["metrics"]["hr@10"] * skip["n_test_cases"])
+
+
+def test_cli_no_refit_checkpoint_counts_the_cases_it_cannot_rank(unseen_file, tmp_path, capsys):
+    """A model fitted on the part before the validation cases never saw the items first
+    clicked between the validation and the test cut: their test cases are misses, not
+    dropped."""
+    from stream_app.cli import main
+
+    ck = tmp_path / "ck"
+    data = ["--data", str(unseen_file), "--format", "jsonl", "--protocol", "temporal"]
+    assert main(["train", "--model", "popular", "--out", str(ck), "--no-refit", *data]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", "popular", *data, "--json", "--bootstrap", "0"]) == 0
+    refit = _last_json(capsys)
+    assert main(["evaluate", "--model", str(ck), *data, "--json", "--bootstrap", "0"]) == 0
+    no_refit = _last_json(capsys)
+    assert no_refit["n_test_cases"] == refit["n_test_cases"]
+    assert no_refit["n_unknown_target_as_miss"] > refit["n_unknown_target_as_miss"] == 10
+
+
+def test_cli_valid_users_is_loo_only(synth_file, capsys):
     from stream_app.cli import main
 
     base = ["evaluate", "--data", str(synth_file), "--format", "jsonl", "--model", "popular",
             "--protocol", "loo", "--json", "--bootstrap", "0"]
-    assert main(base) == 0
-    skip = _last_json(capsys)
-    assert main(base + ["--unknown-targets", "miss"]) == 0
-    miss = _last_json(capsys)
-    n_unseen = miss["split"]["test_unseen_target"]
-    assert miss["n_unknown_target_as_miss"] == n_unseen
-    assert miss["n_test_cases"] == skip["n_test_cases"] + skip["split"]["test_skipped_unknown_target"]
-    # the same hits, averaged over more cases
-    assert miss["metrics"]["hr@10"] * miss["n_test_cases"] == pytest.approx(
-        skip["metrics"]["hr@10"] * skip["n_test_cases"])
     assert main(base + ["--valid-users", "10"]) == 0
     vu = _last_json(capsys)
     assert vu["split"]["valid_users"] == 10 and vu["split"]["valid_cases"] <= 10
     assert main(base + ["--protocol", "temporal", "--valid-users", "10"]) == 2
-    assert "apply to --protocol loo" in capsys.readouterr().err
+    assert "applies to --protocol loo" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("protocol", ["temporal", "session", "prequential"])

@@ -273,6 +273,46 @@ def test_bootstrap_ci_edges():
     assert a == bootstrap_ci(np.arange(30.0), seed=5)  # seeded: reproducible
 
 
+def _clustered_cases(n_clusters=100, size=25, seed=7):
+    """Cases in clusters of ``size``: every case of a cluster shares the cluster's hit (a
+    session the model gets right or wrong as a whole), with a little case-level noise."""
+    rng = np.random.default_rng(seed)
+    hit = (rng.random(n_clusters) < 0.4).astype(np.float64)
+    values = np.repeat(hit, size)
+    flip = rng.random(len(values)) < 0.05
+    values[flip] = 1.0 - values[flip]
+    return values, np.repeat(np.arange(n_clusters), size)
+
+
+def test_clustered_bootstrap_is_wider_on_clustered_cases_and_reduces_to_case_level():
+    values, clusters = _clustered_cases()
+    lo_c, hi_c = bootstrap_ci(values, n_boot=1000, seed=3)
+    lo_k, hi_k = bootstrap_ci(values, n_boot=1000, seed=3, clusters=clusters)
+    assert lo_k <= values.mean() <= hi_k
+    # 100 independent units, not 2,500: about sqrt(25 * (1 - 0.1)^2) ~ 4.5 times wider
+    assert (hi_k - lo_k) > 3.0 * (hi_c - lo_c)
+    # every case its own cluster: exactly the case-level bootstrap
+    own = np.arange(len(values))
+    assert bootstrap_ci(values, n_boot=1000, seed=3, clusters=own) == (lo_c, hi_c)
+    # labels of any type (session ids): same order, same draws
+    names = np.array([f"s{c:03d}" for c in clusters])
+    assert bootstrap_ci(values, n_boot=200, seed=3, clusters=names) == \
+        bootstrap_ci(values, n_boot=200, seed=3, clusters=clusters)
+    with pytest.raises(ValueError, match="one label per value"):
+        bootstrap_ci(values, clusters=clusters[:10])
+
+
+def test_clustered_paired_bootstrap_is_wider_and_reduces_to_case_level():
+    a, clusters = _clustered_cases(seed=11)
+    b, _ = _clustered_cases(seed=12)
+    case = paired_bootstrap(a, b, n_boot=1000, seed=1)
+    clus = paired_bootstrap(a, b, n_boot=1000, seed=1, clusters=clusters)
+    assert clus["mean_diff"] == case["mean_diff"]
+    assert (clus["ci_high"] - clus["ci_low"]) > 3.0 * (case["ci_high"] - case["ci_low"])
+    assert clus["p_value"] > case["p_value"]
+    assert paired_bootstrap(a, b, n_boot=1000, seed=1, clusters=np.arange(len(a))) == case
+
+
 def test_paired_bootstrap_sign():
     rng = np.random.default_rng(9)
     b = rng.random(300)

@@ -69,6 +69,20 @@ def test_loo_keep_unknown_targets_counts_them():
     assert s.info["valid_skipped_unknown_target"] == 1 and len(s.valid) == 1
 
 
+@pytest.mark.parametrize("protocol", ["temporal", "session"])
+def test_temporal_and_session_keep_unknown_targets_when_asked(protocol):
+    # 10 train events over items a, b; then one session u: a -> z (z never seen before)
+    log = [ev(i, f"v{i % 3}", "ab"[i % 2], i, session=f"s{i % 3}") for i in range(10)]
+    log += [ev(20, "u", "a", 100, session="t"), ev(21, "u", "z", 101, session="t")]
+    kw = {"quantile": 0.8}
+    dropped = make_split(log, protocol, **kw)
+    kept = make_split(log, protocol, keep_unknown_targets=True, **kw)
+    assert dropped.info["test_skipped_unknown_target"] == 1
+    assert kept.info["test_unseen_target"] == 1
+    assert len(kept.test) == len(dropped.test) + 1
+    assert "z" in [kept.vocab.item_id(t) for t in kept.test.target_item]
+
+
 def _many_users_log(n_users=20, n_events=4):
     out, i = [], 0
     for u in range(n_users):

@@ -5,7 +5,7 @@
         --model runs/gru4rec --ks 5,10,20 --json
 
 ``--model`` is a checkpoint directory, or a model name (popular, markov, itemknn, gru4rec,
-sasrec) that is first trained on the protocol's train part (validated on its validation part).
+sasrec) that is first trained as ``seqstream train`` does (:func:`model_core.fit.fit`).
 With ``--json`` the last line of the output is one JSON object: ``metrics``, ``ci``,
 ``protocol``, ``model``, ``n_test_cases`` and more.
 """
@@ -47,15 +47,16 @@ def add_data_options(p) -> None:
                    help="loo: only N random users hold out a validation item; the others' "
                         "second-last items are train (use the value the model was trained with)")
     p.add_argument("--split-seed", type=int, default=0, help="loo --valid-users: which users")
-    p.add_argument("--unknown-targets", choices=("skip", "miss"), default="skip",
+    p.add_argument("--unknown-targets", choices=("skip", "miss"), default="miss",
                    help="test cases whose target the model cannot rank (never in its training "
-                        "part): skip and count them, or keep them as misses (loo: every user "
-                        "counts, as published leave-one-out figures)")
+                        "part): counted as misses (default: every case counts), or skipped; "
+                        "how many is printed either way")
     p.add_argument("--ks", default="1,5,10,20", help="cut-offs, comma-separated")
     p.add_argument("--ties", default="conservative",
                    choices=("conservative", "optimistic", "average"))
     p.add_argument("--exclude-history", action="store_true",
-                   help="never rank a case's history items (the target excepted)")
+                   help="never rank a case's history items; a case whose target repeats one "
+                        "of them is then a miss (counted and printed)")
     p.add_argument("--sampled", default=None, metavar="MODE:N",
                    help="also report metrics against N sampled negatives (uniform:100, popularity:100)")
     p.add_argument("--bootstrap", type=non_negative_int, default=1000,
@@ -139,19 +140,22 @@ def prepare(args) -> Prepared:
         raise ModelCoreError("--test is used by the session and prequential protocols only")
     loo = args.protocol == "loo"
     vu = getattr(args, "valid_users", None)
-    miss = getattr(args, "unknown_targets", "skip") == "miss"
-    if not loo and (vu is not None or miss):
+    if not loo and vu is not None:
         from model_core.exceptions import ModelCoreError
 
-        raise ModelCoreError("--valid-users and --unknown-targets miss apply to --protocol loo")
+        raise ModelCoreError("--valid-users applies to --protocol loo")
     split = make_split(events, args.protocol, test_events=test_events, quantile=args.quantile,
-                       valid_users=vu, keep_unknown_targets=miss,
+                       # the split keeps every test case; the evaluator counts the ones the
+                       # model cannot rank (as misses, or skipped with --unknown-targets skip)
+                       valid_users=vu, keep_unknown_targets=True,
                        seed=getattr(args, "split_seed", 0))
     return Prepared(args.protocol, split, split.train_events, [], dict(split.info))
 
 
 def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
-    """Load a checkpoint directory, or train model ``spec`` on the train part."""
+    """Load a checkpoint directory, or train model ``spec`` (:mod:`model_core.fit`: fitted
+    before the split's validation cases, refitted on its train part; the prequential
+    protocol trains once on its training period)."""
     from model_core.exceptions import ModelCoreError
     from model_core.models import MODELS
 
@@ -164,25 +168,19 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
     if spec not in MODELS:
         raise ModelCoreError(f"--model {spec!r} is neither a checkpoint directory nor a model "
                              f"name ({', '.join(MODELS)})")
-    from model_core.sequences import build_vocab, group_by_user
-    from model_core.train import train_model
+    from model_core.fit import FitConfig, fit, fit_events
 
-    vocab = build_vocab(prep.train_events)
-    seqs = group_by_user(prep.train_events, vocab)
-    valid = None
-    if prep.split is not None and len(prep.split.valid):
-        vc, _ = prep.split.valid.for_vocab(vocab)
-        if len(vc):
-            valid = {"histories": vc.batch(range(len(vc))), "targets": vc.target_item}
     config: dict[str, Any] = json.loads(args.config) if args.config else {}
     if args.epochs is not None:
         config["epochs"] = args.epochs
     config.setdefault("device", args.device)
-    if not quiet:
-        print(f"training {spec} on {len(prep.train_events)} events "
-              f"({len(seqs)} sequences, {vocab.n_items} items)", file=sys.stderr)
-    model, _history = train_model(spec, seqs, valid, config=config, progress=False,
-                                  seed=args.seed, vocab=vocab)
+    fc = FitConfig(spec, config, seed=args.seed)
+    log = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
+    if prep.split is None:
+        log(f"training {spec} on {len(prep.train_events)} events")
+        model = fit_events(prep.train_events, fc).model
+    else:
+        model = fit(prep.split, fc, log=log).model
     if args.save:
         model.save(args.save)
     return model
@@ -210,13 +208,14 @@ def run_evaluation(model, prep: Prepared, args, cases_pick=None):
         return evaluate_prequential(model, prep.test_events, warm_events=prep.train_events,
                                     ks=ks, exclude_history=args.exclude_history,
                                     max_len=int(getattr(model, "max_len", 50) or 50),
-                                    n_boot=args.bootstrap, seed=args.seed)
+                                    n_boot=args.bootstrap, seed=args.seed,
+                                    unknown_targets=getattr(args, "unknown_targets", "miss"))
     cases = prep.split.test if cases_pick is None else prep.split.test.subset(cases_pick)
     counts, majority = train_stats(model, prep.train_events)
     res = evaluate(model, cases, ks=ks, ties=args.ties, exclude_history=args.exclude_history,
                    sampled=parse_sampled(args.sampled), n_boot=args.bootstrap, seed=args.seed,
                    item_counts=counts, majority_action=majority, protocol=prep.protocol,
-                   unknown_targets=getattr(args, "unknown_targets", "skip"))
+                   unknown_targets=getattr(args, "unknown_targets", "miss"))
     if cases_pick is not None:
         res.case_index = cases_pick[res.case_index]
     return res
@@ -248,10 +247,12 @@ def print_result(res, label: str, info: dict) -> None:
     console = Console(file=sys.stdout, width=160)
     title = (f"{label} — {res.protocol}, {res.n_cases} test cases"
              + (f" ({res.n_skipped_unknown} skipped: target unknown to the model)"
-                if res.n_skipped_unknown else "")
-             + (f" ({res.n_unknown_as_miss} counted as misses: target unknown to the model)"
-                if res.n_unknown_as_miss else "")
-             + f", ties {res.ties}" + (", history excluded" if res.exclude_history else ""))
+                if res.n_skipped_unknown else
+                f" ({res.n_unknown_as_miss} with a target unknown to the model: counted "
+                "as misses)")
+             + f", ties {res.ties}"
+             + (f", history excluded ({res.n_target_in_history} targets in their history: "
+                "misses)" if res.exclude_history else ""))
     t = Table(title=title)
     t.add_column("metric")
     for k in res.ks:

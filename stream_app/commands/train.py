@@ -5,8 +5,10 @@
 
 The split (``--protocol``) gives the training events and the validation cases used for early
 stopping on NDCG@10; the test part is never looked at here (``seqstream evaluate`` does).
-With ``temporal`` and ``session`` the model validated on the earlier part is refitted on all
-training events for the best number of epochs (``--no-refit`` keeps the validated model).
+Training is :func:`model_core.fit.fit` (fit before the validation cases, then with
+``temporal`` and ``session`` a refit on all training events for the best number of epochs;
+``--no-refit`` keeps the validated model; ``--max-seconds`` bounds both); this command only
+reads the log, parses options and writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -96,8 +98,9 @@ def register(sub) -> None:
     g.add_argument("--logq", action="store_true",
                    help="sampled: subtract log sampling probability (logQ correction)")
     g.add_argument("--dense-emb", action="store_true",
-                   help="dense item-embedding gradients also with sampled losses (default: "
-                        "sparse, only the rows a batch touches); faster on small catalogues")
+                   help="dense item-embedding gradients with sampled losses on any catalogue "
+                        "(default: dense up to 4,000 items, sparse above, where a dense step "
+                        "updating every item row is several times slower)")
     g.add_argument("--bias", action="store_true", help="gru4rec: output item bias")
     g.add_argument("--final-act", default=None, choices=("none", "tanh", "elu"),
                    help="gru4rec: activation of the output state")
@@ -110,7 +113,8 @@ def register(sub) -> None:
     p.add_argument("--patience", type=positive_int, default=3)
     p.add_argument("--valid-max-cases", type=positive_int, default=None,
                    help="validate on a fixed random subset of this many cases")
-    p.add_argument("--max-seconds", type=positive_float, default=None, help="training time limit")
+    p.add_argument("--max-seconds", type=positive_float, default=None,
+                   help="training time limit, fit and refit together")
     p.add_argument("--no-refit", action="store_true")
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="continue from this checkpoint's weights (same model, data and config)")
@@ -142,11 +146,9 @@ def _config(args) -> dict:
         "batch_order": args.batch_order, "logq": args.logq,
         "lr_schedule": args.lr_schedule, "warmup_epochs": args.warmup_epochs,
         "min_lr_ratio": args.min_lr_ratio,
-        # the session protocol ranks without excluding the session's earlier clicks
-        # (repeat clicks are targets), so its validation must not exclude them either
-        "valid_exclude_history": (args.valid_history == "exclude" if args.valid_history
-                                  else args.protocol != "session"),
     }
+    if args.valid_history:  # default by protocol: model_core.fit.FitConfig
+        cfg["valid_exclude_history"] = args.valid_history == "exclude"
     if args.dense_emb:
         cfg["sparse_emb"] = False
     if args.model == "gru4rec":
@@ -178,9 +180,10 @@ def _config(args) -> dict:
 def run(args) -> int:
     from model_core.checkpoint import save_model
     from model_core.exceptions import DataFormatError
+    from model_core.fit import FitConfig, fit
     from model_core.models import MODELS
     from model_core.splits import make_split
-    from model_core.train import data_hash, sequences_from_events, train_model
+    from model_core.train import data_hash
 
     if args.model not in MODELS:
         raise DataFormatError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
@@ -193,9 +196,6 @@ def run(args) -> int:
         raise DataFormatError("--valid-users applies to --protocol loo only")
     split = make_split(events, args.protocol, test_events=test_events,
                        valid_users=args.valid_users, seed=args.split_seed)
-    by = "session" if args.protocol == "session" else "user"
-    refit = split.fit_events is not split.train_events and not args.no_refit \
-        and len(split.fit_events) != len(split.train_events)
     cfg = _config(args)
     text = None
     if args.text_mode != "id":
@@ -208,36 +208,16 @@ def run(args) -> int:
                                 progress=not args.quiet)
         cfg.update(text.model_config())
 
-    # 1. fit on the part before the validation cases, early stopping on them
-    seqs, vocab, cats = sequences_from_events(split.fit_events, by=by)
-    valid, dropped = split.valid.for_vocab(vocab)
-    print(f"{args.model}: {seqs.n_events} training events, {len(seqs)} sequences, "
-          f"{vocab.n_items} items; {len(valid)} validation cases "
-          f"({dropped} with an item unseen in training skipped)", file=sys.stderr)
-    model, hist = train_model(args.model, seqs, valid if len(valid) else None, config=cfg,
-                              progress=not args.quiet, seed=args.seed, vocab=vocab,
-                              item_categories=cats,
-                              text_vectors=text.vectors_for(vocab) if text else None)
-    valid_metrics = hist.best_valid
-    history = [hist.to_dict()]
-    # 2. refit on every training event for the chosen number of epochs
-    if refit:
-        seqs, vocab, cats = sequences_from_events(split.train_events, by=by)
-        cfg2 = {**cfg, "epochs": hist.best_epoch or cfg.get("epochs", 1), "max_seconds": None,
-                "init_from": None}
-        print(f"refit on {seqs.n_events} events for {cfg2['epochs']} epoch(s)", file=sys.stderr)
-        model, hist2 = train_model(args.model, seqs, None, config=cfg2,
-                                   progress=not args.quiet, seed=args.seed, vocab=vocab,
-                                   item_categories=cats,
-                                   text_vectors=text.vectors_for(vocab) if text else None)
-        history.append(hist2.to_dict())
+    res = fit(split, FitConfig(args.model, cfg, refit=not args.no_refit, seed=args.seed,
+                               progress=not args.quiet, text=text))
+    model, valid_metrics, history = res.model, res.valid_metrics, res.history
     meta = {
         "data": {"path": str(args.data), "format": fmt, "sha256_16": data_hash([args.data]),
                  "events": len(events), "rejected_lines": log.rejected,
                  "dropped_lines": log.dropped, "reader_options": reader_opts,
                  "test_file": args.test},
-        "split": {"protocol": args.protocol, "info": split.info, "refit": refit,
-                  "sequences_by": by},
+        "split": {"protocol": args.protocol, "info": split.info, "refit": res.refit,
+                  "sequences_by": res.sequences_by, "refit_skipped": res.refit_skipped},
         "valid_metrics": valid_metrics,
         "training": history,
         "seed": args.seed,
