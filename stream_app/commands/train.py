@@ -13,7 +13,6 @@ reads the log, parses options and writes the checkpoint.
 
 from __future__ import annotations
 
-import sys
 import time
 
 from stream_app.commands._common import (
