@@ -349,8 +349,16 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
         replay.start()
         next_fault = time.monotonic() + rng.uniform(min_gap_s, max_gap_s)
         deadline = time.monotonic() + max(600.0, n_events / 200.0)
+        last_got, last_change = -1, time.monotonic()
         while time.monotonic() < deadline:
             got = len(preds.ids)
+            if got != last_got:
+                last_got, last_change = got, time.monotonic()
+            elif (done >= kills and not replay.is_alive()
+                  and time.monotonic() - last_change > 60.0):
+                log(f"no new prediction for 60 s after the replay ended ({got:,} of "
+                    f"{n_events:,}): auditing")
+                break
             if soak and fleet.alive():
                 r = _rss_mb(fleet.alive()[0].proc.pid)
                 if r is not None:

@@ -29,7 +29,8 @@ log = logging.getLogger("seqstream.delivery")
 
 # what the loop needs of Faust's consumer; without one of them Faust's own loop is kept
 _REQUIRED = ("callback", "getmany", "_read_offset", "_add_gap", "_commit_every", "commit",
-             "wait_first", "suspend_flow", "diag", "consumer_stopped_errors", "_stopped")
+             "wait_first", "suspend_flow", "diag", "consumer_stopped_errors", "_stopped",
+             "seek")
 
 
 class _Rest:
@@ -72,6 +73,35 @@ async def deliver(consumer, coro: Coroutine) -> None:
     await consumer.wait_first(_Rest(coro, pending), consumer.suspend_flow.wait())
 
 
+class JumpGuard:
+    """What to do when a partition's next record is not the one after the last delivered.
+
+    Faust declares every such jump a gap: the skipped offsets count as acknowledged, and the
+    committed offset moves past them. On a topic without compaction or transactions a jump
+    means records this worker never processed (a read offset left stale by a rebalance), and
+    committing past them loses them. So the first time a partition jumps from ``last`` to
+    ``offset``, the consumer fetches again from ``last + 1`` (:meth:`check` answers
+    ``"refetch"``); only when the fetch from there still starts beyond it are the offsets in
+    between absent from the log (transaction markers, compaction) and declared a gap
+    (``"gap"``).
+    """
+
+    def __init__(self) -> None:
+        self.refetched_from: dict = {}  # tp -> offset fetched again from
+
+    def check(self, tp, last: int | None, offset: int) -> str:
+        """``"deliver"`` (no jump), ``"refetch"`` or ``"gap"``."""
+        if last is None or offset - last <= 1:
+            if last is not None and self.refetched_from.get(tp) == last + 1:
+                del self.refetched_from[tp]  # the fetch again found the records
+            return "deliver"
+        if self.refetched_from.get(tp) == last + 1:
+            del self.refetched_from[tp]
+            return "gap"
+        self.refetched_from[tp] = last + 1
+        return "refetch"
+
+
 def fast_consumer_class(base: type) -> type:
     """``base`` (a Faust consumer class) with the direct-delivery loop."""
 
@@ -89,6 +119,7 @@ def fast_consumer_class(base: type) -> type:
             acks_enabled_for = self.app.topics.acks_enabled_for
             commit_every = self._commit_every
             fetching = CONSUMER_FETCHING
+            jumps = JumpGuard()
             since_yield = 0
             try:
                 while not (consumer_stopped() or fetcher_stopped()):
@@ -98,17 +129,30 @@ def fast_consumer_class(base: type) -> type:
                     if self.should_stop:
                         self.diag.unset_flag(fetching)
                         continue
+                    refetching: set = set()
                     async for tp, message in records:
                         since_yield += 1
                         if since_yield > 100:
                             await asyncio.sleep(0)
                             since_yield = 0
+                        if tp in refetching:
+                            continue  # fetched again from the first missing offset
                         offset = message.offset
                         last = read_offsets[tp]
                         if last is not None and offset < last:
                             continue  # already delivered (Faust drops these too)
-                        if last and offset - last > 1 and acks_enabled_for(message.topic):
-                            await self._add_gap(tp, last + 1, offset)  # e.g. compacted away
+                        if last and acks_enabled_for(message.topic):
+                            action = jumps.check(tp, last, offset)
+                            if action == "refetch":
+                                log.warning("%s: offset %d follows %d; fetching from %d again "
+                                            "rather than skip unprocessed records", tp,
+                                            offset, last, last + 1)
+                                refetching.add(tp)
+                                await self.seek(tp, last + 1)
+                                read_offsets[tp] = last  # the next record expected: last + 1
+                                continue
+                            if action == "gap":  # absent from the log (markers, compaction)
+                                await self._add_gap(tp, last + 1, offset)
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
