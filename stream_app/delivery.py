@@ -73,32 +73,36 @@ async def deliver(consumer, coro: Coroutine) -> None:
     await consumer.wait_first(_Rest(coro, pending), consumer.suspend_flow.wait())
 
 
+POSITION_CHECK_S = 2.0  # how often client positions are compared with what was delivered
+
+
 class JumpGuard:
     """What to do when a partition's next record is not the one after the last delivered.
 
     Faust declares every such jump a gap: the skipped offsets count as acknowledged, and the
     committed offset moves past them. On a topic without compaction or transactions a jump
-    means records this worker never processed (a read offset left stale by a rebalance), and
-    committing past them loses them. So the first time a partition jumps from ``last`` to
-    ``offset``, the consumer fetches again from ``last + 1`` (:meth:`check` answers
-    ``"refetch"``); only when the fetch from there still starts beyond it are the offsets in
-    between absent from the log (transaction markers, compaction) and declared a gap
-    (``"gap"``).
+    means records this worker never processed, and committing past them loses them. So the
+    first time a partition jumps past ``last``, it is fetched again from ``last`` itself
+    (:meth:`check` answers ``"refetch"``; the record at ``last`` comes again, a duplicate the
+    worker recognises, because after a seek Faust's read offset names the next record to
+    read rather than the last one delivered). Only when the fetch from there jumps past
+    ``last`` again are the offsets in between absent from the log (transaction markers,
+    compaction) and declared a gap (``"gap"``).
     """
 
     def __init__(self) -> None:
-        self.refetched_from: dict = {}  # tp -> offset fetched again from
+        self.refetched_at: dict = {}  # tp -> the offset it was fetched again from
 
     def check(self, tp, last: int | None, offset: int) -> str:
         """``"deliver"`` (no jump), ``"refetch"`` or ``"gap"``."""
         if last is None or offset - last <= 1:
-            if last is not None and self.refetched_from.get(tp) == last + 1:
-                del self.refetched_from[tp]  # the fetch again found the records
+            if last is not None and offset == last + 1:
+                self.refetched_at.pop(tp, None)  # records follow on: nothing was missing
             return "deliver"
-        if self.refetched_from.get(tp) == last + 1:
-            del self.refetched_from[tp]
+        if self.refetched_at.get(tp) == last:
+            del self.refetched_at[tp]
             return "gap"
-        self.refetched_from[tp] = last + 1
+        self.refetched_at[tp] = last
         return "refetch"
 
 
@@ -106,6 +110,28 @@ def fast_consumer_class(base: type) -> type:
     """``base`` (a Faust consumer class) with the direct-delivery loop."""
 
     class FastDeliveryConsumer(base):  # type: ignore[misc, valid-type]
+        async def _refetch_undelivered(self, read_offsets, jumps: JumpGuard) -> None:
+            """Between two fetches every record the client returned has been delivered or
+            skipped on purpose, so a partition whose client position is past the record after
+            the last one delivered lost records between the client and the streams (Faust's
+            getmany drops records of a partition it is not counting as active). Fetch those
+            again, once per position (a transaction marker also moves the position)."""
+            for tp in list(self.assignment()):
+                last = read_offsets.get(tp)
+                if last is None or tp.topic in self.app.tables.changelog_topics:
+                    continue
+                try:
+                    pos = await self.position(tp)
+                except Exception:  # noqa: BLE001 - not assigned any more: nothing to do
+                    continue
+                if pos is None or pos <= last + 1:
+                    continue
+                if jumps.check(tp, last, pos) != "refetch":
+                    continue  # fetched again from there before: the log has nothing there
+                log.warning("%s: the client is at offset %d but %d was the last delivered; "
+                            "fetching from %d again", tp, pos, last, last)
+                await self.seek(tp, last)
+
         async def _drain_messages(self, fetcher) -> None:  # noqa: C901 - one loop, as Faust's
             missing = [n for n in _REQUIRED if not hasattr(self, n)]
             if missing:  # another Faust: keep its own loop
@@ -120,6 +146,8 @@ def fast_consumer_class(base: type) -> type:
             commit_every = self._commit_every
             fetching = CONSUMER_FETCHING
             jumps = JumpGuard()
+            loop_time = asyncio.get_running_loop().time
+            next_check = loop_time() + POSITION_CHECK_S
             since_yield = 0
             try:
                 while not (consumer_stopped() or fetcher_stopped()):
@@ -146,10 +174,9 @@ def fast_consumer_class(base: type) -> type:
                             if action == "refetch":
                                 log.warning("%s: offset %d follows %d; fetching from %d again "
                                             "rather than skip unprocessed records", tp,
-                                            offset, last, last + 1)
+                                            offset, last, last)
                                 refetching.add(tp)
-                                await self.seek(tp, last + 1)
-                                read_offsets[tp] = last  # the next record expected: last + 1
+                                await self.seek(tp, last)
                                 continue
                             if action == "gap":  # absent from the log (markers, compaction)
                                 await self._add_gap(tp, last + 1, offset)
@@ -162,6 +189,9 @@ def fast_consumer_class(base: type) -> type:
                             await deliver(self, callback(message))
                         read_offsets[tp] = offset
                     self.diag.unset_flag(fetching)
+                    if loop_time() >= next_check and self.flow_active:
+                        next_check = loop_time() + POSITION_CHECK_S
+                        await self._refetch_undelivered(read_offsets, jumps)
             except self.consumer_stopped_errors:
                 if self.transport.app.should_stop:
                     log.info("broker stopped the consumer, shutting down")

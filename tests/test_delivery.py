@@ -117,17 +117,19 @@ def test_errors_reach_the_loop(wait_first):
 
 def test_a_jump_is_fetched_again_before_it_counts_as_a_gap():
     """Offsets 0, 1, 2, then 10: Faust would declare 3..10 a gap and commit past records it
-    never delivered. The guard asks for a fetch from 3 first; only a fetch from 3 that still
-    starts at 10 makes 3..9 a gap (records absent from the log)."""
+    never delivered. The guard asks for a fetch from 2 first (2 comes again, a recognised
+    duplicate); only a fetch from there that jumps again makes 3..9 a gap (records absent
+    from the log)."""
     from stream_app.delivery import JumpGuard
 
     g = JumpGuard()
     assert [g.check("p0", last, off) for last, off in [(None, 0), (0, 1), (1, 2)]] == \
         ["deliver"] * 3
     assert g.check("p0", 2, 10) == "refetch"
-    assert g.check("p0", 2, 3) == "deliver"  # the fetch again found 3: nothing was missing
-    assert g.check("p0", 3, 4) == "deliver"
-    assert g.check("p0", 4, 9) == "refetch"
-    assert g.check("p0", 4, 9) == "gap"  # fetched from 5 again and still 9 comes first
+    assert g.check("p0", 2, 2) == "deliver"  # fetched again from 2
+    assert g.check("p0", 2, 3) == "deliver"  # and 3 follows: nothing was missing
+    assert g.check("p0", 3, 9) == "refetch"
+    assert g.check("p0", 3, 3) == "deliver"  # fetched again from 3 ...
+    assert g.check("p0", 3, 9) == "gap"  # ... and still 9 follows: 4..8 are not in the log
     assert g.check("p0", 9, 12) == "refetch"  # a later jump is checked again
     assert g.check("p1", None, 50) == "deliver"  # first record after a seek: no jump
