@@ -321,14 +321,16 @@ def test_k8s_statefulset_service_and_selectors():
     assert ports["metrics"] == int(objs["ConfigMap"]["data"]["SEQSTREAM_METRICS_PORT"])
 
 
-def test_k8s_probes_hit_the_faust_web_port():
+def test_k8s_probes_hit_the_worker_health_endpoints():
     objs = k8s_objects()
     container = worker_container(objs)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     web_port = int(objs["ConfigMap"]["data"]["SEQSTREAM_WEB_PORT"])
-    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+    paths = {"startupProbe": "/v1/live", "readinessProbe": "/v1/ready",
+             "livenessProbe": "/v1/live"}  # stream_app.health
+    for kind, path in paths.items():
         get = container[kind]["httpGet"]
-        assert get["path"] == "/"
+        assert get["path"] == path, kind
         port = ports[get["port"]] if isinstance(get["port"], str) else get["port"]
         assert port == web_port, kind
     # liveness must not kill a worker that is still starting up
