@@ -155,6 +155,9 @@ def test_batch_rows_are_scored_independently(name):
     for r, h in enumerate(hists):
         alone = m.score(SequenceBatch(items=[np.array(h, np.int32)]))[0]
         np.testing.assert_allclose(together[r], alone, rtol=1e-6)
+    m.MAX_PAIRS = 3  # rows scored in groups of a few (row, candidate) pairs: the same scores
+    chunked = m.score(SequenceBatch(items=[np.array(h, np.int32) for h in hists]))
+    np.testing.assert_array_equal(chunked, together)
 
 
 @pytest.mark.parametrize("name", KNN)

@@ -118,6 +118,8 @@ class SessionKNNBase(CountingRecommender):
     """
 
     defaults: dict = {}
+    #: (row, candidate session) pairs scored at once, at most (bounds the memory of a batch)
+    MAX_PAIRS = 4_000_000
 
     def __init__(self, vocab, config=None, **kw) -> None:
         config = {**self.defaults, **(config or {})}
@@ -236,7 +238,18 @@ class SessionKNNBase(CountingRecommender):
         hist = [h[(h > 0) & (h < V)] for h in hist]
         lens = np.array([len(h) for h in hist], dtype=np.int64)
         if n_sess and lens.sum():
-            self._score_into(out, hist, lens, n_sess)
+            # rows in groups of at most MAX_PAIRS (row, candidate) pairs (an upper bound:
+            # repeated items counted twice), so long histories of popular items cannot make
+            # one batch allocate without bound
+            flat = np.concatenate(hist)
+            per_item = self.item_indptr[flat + 1] - self.item_indptr[flat]
+            cost = np.bincount(np.repeat(np.arange(B), lens), weights=per_item, minlength=B)
+            group = (np.cumsum(cost) - cost) // self.MAX_PAIRS
+            for g in np.unique(group):
+                rows = np.flatnonzero(group == g)
+                part = np.zeros((len(rows), V), dtype=np.float64)
+                self._score_into(part, [hist[r] for r in rows], lens[rows], n_sess)
+                out[rows] = part
         # unscored items: below every scored one, by training popularity
         filler = self.popularity_tiebreak().astype(np.float64) - 1.0
         out = np.where(out > 0, out, filler[None, :])
