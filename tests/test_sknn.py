@@ -225,3 +225,36 @@ def test_train_and_evaluate_commands(tmp_path, capsys, name, protocol):
                  "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["n_test_cases"] > 0 and 0 < res["metrics"]["hr@10"] <= 1
+
+
+@pytest.mark.broker
+def test_worker_serves_a_session_knn_checkpoint(stream_settings, tmp_path):
+    """The deployed path: ``seqstream worker`` loads a VSTAN checkpoint (load_model +
+    verify_model) and publishes one full top-K prediction per replayed event."""
+    from model_core.datasets.synth import generate, write_jsonl
+    from model_core.sequences import build_vocab, group_by_user
+    from schemas import Prediction
+    from stream_app.replay import replay_file
+    from stream_app.topics import ensure_topics, read_topic
+    from stream_app.worker_process import WorkerProcess
+
+    events = generate(1200, seed=4)
+    train, rest = events[:600], events[600:]
+    vocab = build_vocab(train)
+    model = create_model("vstan", vocab).fit(group_by_user(train, vocab))
+    ckpt = save_model(model, tmp_path / "ckpt")
+    path = tmp_path / "rest.jsonl"
+    write_jsonl(rest, path)
+    settings = stream_settings.with_overrides(model_path=str(ckpt), window_s=600)
+    ensure_topics(settings)
+    with WorkerProcess(settings, tmp_path / "worker.log") as worker:
+        worker.wait_ready(90)
+        assert replay_file(settings, path, "jsonl", progress=False).sent == len(rest)
+        preds = read_topic(settings, "predictions", expect=len(rest), timeout_s=120)
+        worker.stop()
+        assert worker.proc.returncode == 0, worker.log_text()[-2000:]
+    got = [Prediction.from_json(m.value) for m in preds]
+    assert {p.event_id for p in got} == {e.event_id for e in rest}
+    for p in got[:100]:
+        assert p.model_version.startswith("vstan-")
+        assert len(p.items) == settings.top_k and p.scores == sorted(p.scores, reverse=True)
