@@ -7,8 +7,8 @@ All four score a history (the *current session*) the same way, in four steps:
    recent ones are kept (recency = time of a session's last event), as in the published
    methods' "recent" sampling.
 2. **Similarity** of each candidate to the current session (model-specific, below).
-3. **Neighbours**: the ``k`` candidates of highest similarity (ties: the more recent first),
-   those with a similarity above zero.
+3. **Neighbours**: the ``k`` candidates of highest similarity (ties: the more recent first,
+   then the earlier trained), those with a similarity above zero.
 4. **Item scores**: every item of every neighbour receives that neighbour's similarity, times
    model-specific item weights; an item's score is the sum over the neighbours. Items of the
    current session are scored too (the published ``remind=True`` default: repeat clicks are
@@ -20,29 +20,33 @@ class defaults are used where a paper leaves a value open):
 
 * **SKNN** (Jannach & Ludewig, RecSys 2017, "When recurrent neural networks meet the
   neighborhood for session-based recommendation"): binary session vectors, cosine
-  similarity ``|s ∩ n| / sqrt(|s| |n|)`` over distinct items. ``k`` 100, ``sample_size`` 500.
+  similarity ``|s ∩ n| / sqrt(|s| |n|)`` over distinct items (the framework's ``cosine``
+  computes ``|s ∩ n| / sqrt(|s|) * sqrt(|n|)``, an operator-precedence slip; we use the
+  cosine the paper names). ``k`` 100, ``sample_size`` 500 (the framework's documented
+  defaults).
 * **V-SKNN** (Ludewig & Jannach, UMUAI 2018, "Evaluation of session-based recommendation
   algorithms"): the current session's items are weighted by position, ``weighting`` "linear"
   (the last item 1, each earlier one 0.1 less, 0 from ten positions back; the framework's
-  code writes this rule so that sessions longer than ten clicks weigh their newest items
-  0 — we use the rule as the paper states it), "same", "div" (``p / L``) or "quadratic"
-  (``(p / L)^2``); similarity = the weights of the shared items summed, divided by the
-  number of distinct items of the current session. A neighbour's contribution is divided by
-  ``weighting_score`` "div": ``1 / step``, where step 1 means the neighbour contains the last
-  item of the current session, step 2 the one before, ... (its most recent shared item).
+  ``linear`` counts the ten from the session's start instead, so in sessions longer than
+  ten clicks its newest items weigh 0 and early ones go negative — we use the decay as the
+  paper describes it), "same", "div" (``p / L``) or "quadratic" (``(p / L)^2``); similarity
+  = the weights of the shared items summed, divided by the number of distinct items of the
+  current session. A neighbour's contribution is divided by ``step`` (the framework's
+  default ``weighting_score`` "div"): step 1 when the neighbour contains the last item of the
+  current session, 2 when its most recent shared item is the one before, and so on.
   ``idf_weighting`` w > 0 multiplies an item's contribution by ``1 + w * idf(item)``.
   ``k`` 100, ``sample_size`` 1000, idf off.
-* **STAN** (Garg, Gupta, Khosla & others, SIGIR 2019, "Sequence and Time Aware Neighborhood
-  for Session-based Recommendations"): three exponential decays. Position in the current
-  session ``exp((p - L) / lambda_spw)`` weights a cosine similarity
+* **STAN** (Garg, Gupta, Malhotra, Vig & Shroff, SIGIR 2019, "Sequence and Time Aware
+  Neighborhood for Session-based Recommendations"): three exponential decays. Position in
+  the current session ``exp((p - L) / lambda_spw)`` weights a cosine similarity
   ``sum_shared w / (sqrt(sum_current w^2) sqrt(|n|))``; recency of the neighbour
   ``exp(-(t - t_n) / lambda_snh)`` (``lambda_snh`` in days) multiplies it; a neighbour's item
   at (last) position ``l`` in the neighbour gets ``exp(-|l - l*| / lambda_inh)``, ``l*`` the
   neighbour's last position holding an item of the current session. ``k`` 100,
   ``sample_size`` 5000, ``lambda_spw`` 1.02, ``lambda_snh`` 5, ``lambda_inh`` 2.05 (the
   framework's STAN defaults). A lambda of 0 switches its decay off.
-* **VSTAN** (Ludewig, Latifi, Jannach et al., Information Systems 2021 / arXiv 1910.12781,
-  "Empirical analysis of session-based recommendation algorithms"): STAN plus V-SKNN's two
+* **VSTAN** (Ludewig, Mauro, Latifi & Jannach, UMUAI 2021, arXiv 1910.12781, "Empirical
+  analysis of session-based recommendation algorithms"): STAN plus V-SKNN's two
   ideas: a neighbour's contribution decays with the position in the current session of its
   most recent shared item, ``exp((p* - L) / lambda_ipw)``, and items are weighted
   ``1 + lambda_idf * idf(item)``. Defaults: STAN's, ``lambda_ipw`` 1.02, ``lambda_idf`` 5.
@@ -52,7 +56,8 @@ framework (clamped at 0, which only changes items clicked more often than there 
 sessions). An item repeated in a session counts once in the similarity and takes the
 position of its last occurrence (in the current session and in the neighbour).
 
-Two things differ from the published code and leave every ranking as defined:
+Beside the two slips of the framework's code named above, two things differ from it, and
+leave every ranking as defined:
 
 * STAN's time decay is taken relative to the most recent candidate of each row, not to the
   current event's time: ``exp(-(t - t_n)/λ) = exp(-(t - t_max)/λ) · exp(-(t_max - t_n)/λ)``,
@@ -153,7 +158,8 @@ class SessionKNNBase(CountingRecommender):
         ends = np.r_[starts[1:], len(order)] - 1
         last = order[ends] if len(order) else order  # stable sort: the last occurrence
         s_of = sess[last]
-        self.sess_indptr = np.r_[0, np.cumsum(np.bincount(s_of, minlength=len(keep)))].astype(np.int64)
+        per_sess = np.bincount(s_of, minlength=len(keep))
+        self.sess_indptr = np.r_[0, np.cumsum(per_sess)].astype(np.int64)
         self.sess_items = items[last].astype(np.int32)
         self.sess_pos = pos[last].astype(np.int32)
         self.sess_time = times
@@ -167,7 +173,8 @@ class SessionKNNBase(CountingRecommender):
         order = np.argsort(self.sess_items, kind="stable")
         self.item_sessions = sess[order].astype(np.int64)
         self.item_pos = self.sess_pos[order].astype(np.int64)
-        self.item_indptr = np.r_[0, np.cumsum(np.bincount(self.sess_items, minlength=V))].astype(np.int64)
+        per_item = np.bincount(self.sess_items, minlength=V)
+        self.item_indptr = np.r_[0, np.cumsum(per_item)].astype(np.int64)
         self.sess_len = np.diff(self.sess_indptr).astype(np.float64)
         clicks = self.item_counts.astype(np.float64)
         with np.errstate(divide="ignore"):
@@ -380,7 +387,7 @@ class STANRecommender(SessionKNNBase):
 
 class VSTANRecommender(STANRecommender):
     """VSTAN: STAN with V-SKNN's decay by the current-session position of the shared item
-    and idf item weights (Ludewig, Latifi, Jannach et al. 2021); see
+    and idf item weights (Ludewig, Mauro, Latifi & Jannach, UMUAI 2021); see
     :mod:`model_core.models.sknn`. Config: STAN's plus ``lambda_ipw`` (1.02) and
     ``lambda_idf`` (5; 0 = off)."""
 
