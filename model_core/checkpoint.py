@@ -54,6 +54,7 @@ CONFIG_LIMITS = {
     "dim": 8192, "hidden": 16384, "layers": 64, "heads": 256, "max_len": 10_000,
     "text_dim": 8192, "ffn_mult": 64, "negatives": 1 << 20, "n_categories": 1 << 24,
     "window": 10_000, "neighbours": 100_000, "recent": 10_000,
+    "k": 1_000_000, "sample_size": 100_000_000,
 }
 _HEADER_MAX = 100 << 20  # bytes of a safetensors JSON header
 _ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
@@ -267,6 +268,9 @@ def _count_shapes(cls, vocab, header: dict) -> dict[str, tuple[str, tuple[int, .
         nnz = header.get("indices", ("", (0,)))[1]
         nnz = nnz[0] if len(nnz) == 1 else -1
         out.update(indptr=("I", (n + 1,)), indices=("I", (nnz,)), data=("F", (nnz,)))
+    extra = getattr(cls, "extra_shapes", None)  # e.g. the session-kNN models' sessions
+    if extra is not None:
+        out.update(extra(n, header))
     return out
 
 

@@ -73,7 +73,8 @@ def _batch(data, rows=(0, 1, 2, 3)):
 
 
 def test_registry_lists_every_model_and_rejects_unknown(data):
-    assert set(MODELS) == {"popular", "markov", "itemknn", "gru4rec", "sasrec"}
+    assert set(MODELS) == {"popular", "markov", "itemknn", "sknn", "vsknn", "stan", "vstan",
+                           "gru4rec", "sasrec"}
     with pytest.raises(ValueError, match="unknown model"):
         create_model("nope", data["vocab"])
 

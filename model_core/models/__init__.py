@@ -21,12 +21,22 @@ from model_core.models.itemknn import ItemKNNRecommender
 from model_core.models.markov import MarkovRecommender
 from model_core.models.popular import PopularRecommender
 from model_core.models.sasrec import SASRec, SASRecModule
+from model_core.models.sknn import (
+    SKNNRecommender,
+    STANRecommender,
+    VSKNNRecommender,
+    VSTANRecommender,
+)
 from model_core.vocab import ItemVocab
 
 MODELS: dict[str, type] = {
     "popular": PopularRecommender,
     "markov": MarkovRecommender,
     "itemknn": ItemKNNRecommender,
+    "sknn": SKNNRecommender,
+    "vsknn": VSKNNRecommender,
+    "stan": STANRecommender,
+    "vstan": VSTANRecommender,
     "gru4rec": GRU4Rec,
     "sasrec": SASRec,
 }
@@ -58,9 +68,13 @@ __all__ = [
     "PopularRecommender",
     "SASRec",
     "SASRecModule",
+    "SKNNRecommender",
+    "STANRecommender",
     "SeqData",
     "SequenceModule",
     "StatefulMixin",
+    "VSKNNRecommender",
+    "VSTANRecommender",
     "as_seqdata",
     "create_model",
 ]

@@ -13,8 +13,9 @@ Neural sequence models subclass :class:`SequenceModule` and implement::
 
 :class:`NeuralRecommender` wraps such a module: it drops unknown items, pads, batches, moves
 to the device, runs under ``torch.inference_mode()`` and takes the top-K on the device.
-:class:`CountingRecommender` is the base of the count-based baselines (popular, markov,
-item-kNN): they return dense numpy scores and share the same top-K and exclusion code.
+:class:`CountingRecommender` is the base of the count-based models (popular, markov,
+item-kNN, the session-kNN family): they return dense numpy scores and share the same top-K
+and exclusion code.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
     seqstream evaluate --data train.txt --format yoochoose --test test.txt --protocol session \
         --model runs/gru4rec --ks 5,10,20 --json
 
-``--model`` is a checkpoint directory, or a model name (popular, markov, itemknn, gru4rec,
-sasrec) that is first trained as ``seqstream train`` does (:func:`model_core.fit.fit`).
+``--model`` is a checkpoint directory, or a model name (popular, markov, itemknn, sknn,
+vsknn, stan, vstan, gru4rec, sasrec) that is first trained as ``seqstream train`` does (:func:`model_core.fit.fit`).
 With ``--json`` the last line of the output is one JSON object: ``metrics``, ``ci``,
 ``protocol``, ``model``, ``n_test_cases`` and more.
 """

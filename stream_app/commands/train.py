@@ -31,7 +31,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a model and save a checkpoint directory")
     p.add_argument("--data", required=True, help="behaviour log file")
     add_reader_options(p)
-    p.add_argument("--model", required=True, help="popular | markov | itemknn | gru4rec | sasrec")
+    p.add_argument("--model", required=True, help="popular | markov | itemknn | sknn | vsknn | stan | vstan | gru4rec | sasrec")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--protocol", default="temporal", choices=("loo", "temporal", "session"),
                    help="split (default temporal, as evaluate); recorded in the checkpoint")
