@@ -41,3 +41,20 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent (data sets live in ../shared/data)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def markov_checkpoint():
+    """``save(events, path) -> model``: a Markov model fitted on ``events``, saved at ``path``."""
+    from model_core.checkpoint import save_model
+    from model_core.models import create_model
+    from model_core.sequences import build_vocab, group_by_user
+
+    def save(events, path):
+        vocab = build_vocab(events)
+        model = create_model("markov", vocab)
+        model.fit(group_by_user(events, vocab))
+        save_model(model, path)
+        return model
+
+    return save

@@ -9,7 +9,6 @@ import numpy as np
 import orjson
 import pytest
 
-from model_core.checkpoint import save_model
 from model_core.datasets.synth import generate
 from model_core.exceptions import CheckpointError
 from model_core.models import create_model
@@ -60,14 +59,6 @@ def test_inside_root_resolves_links_and_dots(tmp_path):
     assert not inside_root(root / "v1", None)
 
 
-def _markov(events, path):
-    vocab = build_vocab(events)
-    model = create_model("markov", vocab)
-    model.fit(group_by_user(events, vocab))
-    save_model(model, path)
-    return model
-
-
 def test_verify_model_rejects_a_model_that_fails_its_trial_batch():
     events = generate(800, seed=3)
     vocab = build_vocab(events)
@@ -95,12 +86,13 @@ def test_verify_model_rejects_a_model_that_fails_its_trial_batch():
 
 
 @pytest.mark.broker
-def test_control_records_are_verified_and_not_replayed(stream_settings, tmp_path):
+def test_control_records_are_verified_and_not_replayed(stream_settings, tmp_path,
+                                                      markov_checkpoint):
     events = generate(1500, seed=8)
     root = tmp_path / "models"
-    v1 = _markov(events[:500], root / "v1")
-    v2 = _markov(events[:1000], root / "v2")
-    planted = _markov(events[500:], tmp_path / "planted")  # outside the model root
+    v1 = markov_checkpoint(events[:500], root / "v1")
+    v2 = markov_checkpoint(events[:1000], root / "v2")
+    planted = markov_checkpoint(events[500:], tmp_path / "planted")  # outside the model root
     key = tmp_path / "control.key"
     key.write_bytes(KEY)
     settings = stream_settings.with_overrides(model_path=str(root / "v1"), model_poll_s=0.3,

@@ -15,7 +15,7 @@ from model_core.checkpoint import save_model
 from model_core.datasets.synth import generate
 from model_core.models import create_model
 from model_core.sequence_state import UserState
-from model_core.sequences import build_vocab, group_by_user
+from model_core.sequences import group_by_user
 from model_core.vocab import ItemVocab
 from stream_app.model_swap import (
     SWAP_MARK,
@@ -27,14 +27,6 @@ from stream_app.model_swap import (
 from stream_app.replay import replay_events
 from stream_app.topics import ensure_topics, read_topic
 from stream_app.worker_process import WorkerProcess
-
-
-def _markov(events, path):
-    vocab = build_vocab(events)
-    model = create_model("markov", vocab)
-    model.fit(group_by_user(events, vocab))
-    save_model(model, path)
-    return model
 
 
 def test_state_is_remapped_to_the_new_vocabulary():
@@ -61,10 +53,10 @@ def test_state_is_remapped_to_the_new_vocabulary():
 
 
 @pytest.mark.broker
-def test_swap_mid_replay(stream_settings, tmp_path):
+def test_swap_mid_replay(stream_settings, tmp_path, markov_checkpoint):
     events = generate(4000, seed=21)
-    v1 = _markov(events[:1000], tmp_path / "v1")
-    v2 = _markov(events[:3000], tmp_path / "v2")  # another vocabulary: states are remapped
+    v1 = markov_checkpoint(events[:1000], tmp_path / "v1")
+    v2 = markov_checkpoint(events[:3000], tmp_path / "v2")  # another vocabulary: states are remapped
     assert v1.version != v2.version
     watch = tmp_path / "watch"
     key = tmp_path / "control.key"

@@ -14,26 +14,17 @@ import base64
 import orjson
 import pytest
 
-from model_core.checkpoint import save_model
 from model_core.datasets.synth import generate
-from model_core.models import create_model
-from model_core.sequences import build_vocab, group_by_user
 from stream_app.replay import replay_events
 from stream_app.topics import ensure_topics, read_topic
 from stream_app.worker_process import FAILED_BATCH_MARK, WorkerProcess
 
 
-def _markov(events, path):
-    vocab = build_vocab(events)
-    model = create_model("markov", vocab)
-    model.fit(group_by_user(events, vocab))
-    save_model(model, path)
-
-
 @pytest.mark.broker
-def test_model_that_always_raises_sends_batches_to_dead_letters(stream_settings, tmp_path):
+def test_model_that_always_raises_sends_batches_to_dead_letters(stream_settings, tmp_path,
+                                                                markov_checkpoint):
     events = generate(300, seed=4)
-    _markov(events, tmp_path / "m")
+    markov_checkpoint(events, tmp_path / "m")
     settings = stream_settings.with_overrides(model_path=str(tmp_path / "m"), batch_retries=1,
                                               log_level="INFO")
     ensure_topics(settings)
@@ -68,9 +59,9 @@ def test_model_that_always_raises_sends_batches_to_dead_letters(stream_settings,
 
 
 @pytest.mark.broker
-def test_log_level_applies(stream_settings, tmp_path):
+def test_log_level_applies(stream_settings, tmp_path, markov_checkpoint):
     events = generate(50, seed=5)
-    _markov(events, tmp_path / "m")
+    markov_checkpoint(events, tmp_path / "m")
     settings = stream_settings.with_overrides(model_path=str(tmp_path / "m"),
                                               log_level="WARNING")
     ensure_topics(settings)
