@@ -531,9 +531,8 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
             await publish_alerts(alert_monitor.flush(int(time.time() * 1000)))
         if pwindows.open_windows() and idle_s >= settings.idle_close_s and not in_batch[0]:
             # No input for a while: let event time follow the wall clock so open windows close.
-            advance = (stats.event_watermark_ms + int(idle_s * 1000)
-                       if stats.event_watermark_ms is not None else None)
-            await publish_windows(pwindows.close_idle(advance, int(time.time() * 1000)))
+            await publish_windows(pwindows.close_idle(int(idle_s * 1000),
+                                                      int(time.time() * 1000)))
 
     @app.timer(interval=settings.model_poll_s)
     async def poll_for_model():

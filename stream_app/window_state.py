@@ -225,6 +225,7 @@ class PartitionWindows:
                  max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
         self._factory = factory
         self._get = table_get
+        self._event_marks: dict[int, int | None] = {}  # watermark at the last batch
         self._parts: dict[int, _Part] = {}
         self.model_version = factory().model_version
         self.total_late = 0
@@ -246,6 +247,7 @@ class PartitionWindows:
 
     def forget(self) -> None:
         self._parts.clear()
+        self._event_marks.clear()
 
     def record(self, partition: int) -> bytes:
         p = self._parts[partition]
@@ -322,17 +324,25 @@ class PartitionWindows:
                 p.agg.add_dead_letters(dead_by_part[part], now_ms)
             self.total_late += p.agg.total_late - late0
             p.applied_offset = max(p.applied_offset, max_off[part])
+            self._event_marks[part] = p.agg.watermark_ms  # event time of its last event
             closed.extend(self._keyed(part, p.agg.close_until(now_ms)))
         # encoded now: a rebalance during the caller's awaits may forget() the partitions
         records = [(part, self._bounded_record(part, now_ms, closed)) for part in rows_by_part]
         return closed, records
 
-    def close_idle(self, advance_to_ms: int | None, now_ms: int) -> list[tuple[bytes, bytes]]:
-        """Idle timer: move every partition's event time to ``advance_to_ms`` and close."""
+    def close_idle(self, idle_ms: int, now_ms: int) -> list[tuple[bytes, bytes]]:
+        """Idle timer: move each partition's event time ``idle_ms`` past the time of its own
+        last event, and close what that ends.
+
+        Each partition by its own clock: partitions run at different points of event time (a
+        partition taken over after a rebalance works through a backlog hours behind the
+        others), and moving one to another's time closed its windows before its backlog
+        was counted (those events became late and went to other windows)."""
         out = []
         for part, p in self._parts.items():
-            if advance_to_ms is not None:
-                p.agg.advance_watermark(advance_to_ms)
+            mark = self._event_marks.get(part, p.agg.watermark_ms)
+            if mark is not None:
+                p.agg.advance_watermark(mark + idle_ms)
             out.extend(self._keyed(part, p.agg.close_until(now_ms)))
         return out
 

@@ -88,6 +88,30 @@ def test_redelivered_offsets_are_counted_once(engine_and_events):
     assert pw2.part(0).applied_offset == 599
 
 
+def test_idle_close_moves_each_partition_by_its_own_event_time(engine_and_events):
+    """A partition hours behind the others (a backlog taken over after a rebalance) keeps
+    its windows open when the worker goes idle for a few seconds: the idle timer used to
+    move every partition to the newest partition's time, which closed the lagging one's
+    windows before its backlog was counted (those events became late, and counts moved)."""
+    engine, events = engine_and_events
+    evs = sorted(events[:200], key=lambda e: e.timestamp_ms)
+    behind, ahead = evs[:100], evs[100:]
+    assert ahead[0].timestamp_ms - behind[-1].timestamp_ms > 0
+    pw = PartitionWindows(_agg, {}.get)
+    states: dict[str, UserState] = {}
+    for part, batch in ((0, behind), (1, ahead)):
+        res = engine.process(batch, states)
+        pw.account([part] * len(batch), list(range(len(batch))), batch, list(range(len(batch))),
+                   res, [1.0] * len(batch), 0)
+    open_before = pw.part(0).agg.open_windows()
+    mark0 = pw.part(0).agg.watermark_ms
+    closed = pw.close_idle(3_000, 0)  # 3 s without input
+    assert pw.part(0).agg.watermark_ms == mark0 + 3_000  # its own time, not partition 1's
+    closed_p0 = [k for k, _ in closed if k.endswith(b"/p0")]
+    # only windows that ended (plus lateness) within 3 s after its own last event close
+    assert pw.part(0).agg.open_windows() >= 1 and len(closed_p0) <= open_before
+
+
 def test_redelivery_past_the_hash_window_is_a_duplicate(engine_and_events):
     """A user with more than max_len events in the redelivered range: the offset rule."""
     engine, events = engine_and_events
