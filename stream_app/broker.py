@@ -46,6 +46,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Raise :class:`BrokerError` naming the port when something already listens on it."""
+    import errno
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise BrokerError(f"port {port} on {host} is already in use (another broker?): "
+                                  "stop it or choose another port") from None
+            raise BrokerError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+
 def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -76,6 +91,11 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     @property
+    def log_path(self) -> Path | None:
+        """The file Tansu's output goes to (a temporary file unless given)."""
+        return self._log_path
+
+    @property
     def url(self) -> str:
         return f"kafka://{self.bootstrap}"
 
@@ -83,6 +103,9 @@ class EmbeddedBroker:
         if self._proc is not None:
             return self
         binary = broker_binary()
+        # Tansu binds after it starts; a port held by another process made it panic then,
+        # after the readiness check had already connected to that other process
+        _check_port_free(self.host, self.port)
         addr = f"tcp://{self.bootstrap}"
         cmd = [binary, "broker", "--listener-url", addr, "--advertised-listener-url", addr,
                "--storage-engine", "memory://tansu/"]

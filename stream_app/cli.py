@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SeqstreamError as e:
-        print(f"seqstream {args.command}: error: {e}", file=sys.stderr)
+        # bad settings: one line per bad variable, each with the prefix (grep-able)
+        for line in getattr(e, "problems", None) or [str(e)]:
+            print(f"seqstream {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"seqstream {args.command}: interrupted", file=sys.stderr)

@@ -7,14 +7,24 @@ or explicit values from it — never ``sys.argv`` or an argparse namespace.
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
+import types
+import typing
+from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.event import MAX_ID_CHARS
+from schemas.exceptions import SeqstreamError
 
 ENV_PREFIX = "SEQSTREAM_"
+#: ``SEQSTREAM_*`` variables that are read elsewhere, not settings (fault injection for tests,
+#: the embedded broker's binary and log level): not reported as unknown.
+OTHER_ENV_NAMES = frozenset({"SEQSTREAM_FAULTS", "SEQSTREAM_TANSU_BIN", "SEQSTREAM_BROKER_LOG"})
 
 
 class Settings(BaseSettings):
@@ -191,6 +201,134 @@ class Settings(BaseSettings):
         return type(self)(**{**self.model_dump(), **values})
 
 
+class SettingsError(SeqstreamError, ValueError):
+    """Settings that cannot be used; ``problems`` holds one line per bad variable or option,
+    each naming it, the value given and what is expected."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
 def load_settings(**overrides) -> Settings:
-    """Settings from the environment, then ``overrides`` (None values ignored)."""
-    return Settings().with_overrides(**overrides)
+    """Settings from the environment, then ``overrides`` (None values ignored).
+
+    Raises :class:`SettingsError` with one line per bad ``SEQSTREAM_*`` variable (all of them
+    at once, not only the first pydantic meets), then one per bad override."""
+    problems = environment_problems(os.environ)
+    if problems:
+        raise SettingsError(problems)
+    values = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**values)
+    except ValidationError as e:
+        raise SettingsError(_error_lines(e, lambda name: f"setting {name}")) from None
+
+
+class _InitOnly(Settings):
+    """The same fields and validators, fed only from keyword arguments (no environment)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **other_sources):
+        return (init_settings,)
+
+
+def _env_fields(environ: Mapping[str, str]) -> dict[str, str]:
+    """``{field name: raw value}`` of the ``SEQSTREAM_*`` variables that name a setting
+    (matched without regard to case, as pydantic-settings matches them)."""
+    names = {ENV_PREFIX + n.upper(): n for n in Settings.model_fields}
+    return {names[k.upper()]: v for k, v in environ.items() if k.upper() in names}
+
+
+def environment_problems(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``SEQSTREAM_*`` variable whose value the settings refuse (empty: all
+    fine). Each variable is validated on its own terms, so every bad one is named — reading
+    them through pydantic-settings stops at the first list-valued one it cannot decode."""
+    raw = _env_fields(environ)
+    problems, values = [], {}
+    for name, text in raw.items():
+        if _is_list(name):
+            try:
+                values[name] = json.loads(text)
+            except ValueError:
+                problems.append(_problem_line(ENV_PREFIX + name.upper(), name, text))
+                continue
+        else:
+            values[name] = text
+    try:
+        _InitOnly(**values)
+    except ValidationError as e:
+        problems += _error_lines(e, lambda name: ENV_PREFIX + name.upper(), raw)
+    return problems
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``(name, closest setting's variable or None)`` for each ``SEQSTREAM_*`` variable that
+    is no setting: pydantic-settings ignores those, so a typo would silently leave the
+    default in force."""
+    known = [ENV_PREFIX + n.upper() for n in Settings.model_fields]
+    out = []
+    for name in sorted(environ):
+        up = name.upper()
+        if not up.startswith(ENV_PREFIX) or up in known or up in OTHER_ENV_NAMES:
+            continue
+        close = difflib.get_close_matches(up, known, n=1, cutoff=0.6)
+        out.append((name, close[0] if close else None))
+    return out
+
+
+def _is_list(name: str) -> bool:
+    return typing.get_origin(Settings.model_fields[name].annotation) in (tuple, list)
+
+
+def _error_lines(err: ValidationError, label, raw: Mapping[str, str] | None = None) -> list[str]:
+    lines, seen = [], set()
+    for e in err.errors():
+        loc = e.get("loc") or ()
+        name = loc[0] if loc and loc[0] in Settings.model_fields else None
+        if name is None:  # a check across settings (model validator): its own message
+            msg = str(e.get("msg", "")).removeprefix("Value error, ")
+            lines.append(msg)
+            continue
+        if name in seen:  # a union type reports each alternative: one line per variable
+            continue
+        seen.add(name)
+        value = raw[name] if raw is not None and name in raw else e.get("input")
+        lines.append(_problem_line(label(name), name, value))
+    return lines
+
+
+def _problem_line(label: str, name: str, value) -> str:
+    shown = "(hidden)" if name in _SECRET_FIELDS else repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{label}={shown}: expected {expected(name)}"
+
+
+_SECRET_FIELDS = frozenset({"sasl_password"})
+
+
+def expected(name: str) -> str:
+    """What a setting accepts, in words: ``an integer >= 1``, ``one of text, json``, ..."""
+    field = Settings.model_fields[name]
+    ann = field.annotation
+    optional = False
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(ann))
+        ann = args[0] if len(args) == 1 else ann
+    if typing.get_origin(ann) is Literal:
+        what = "one of " + ", ".join(str(a) for a in typing.get_args(ann))
+    elif typing.get_origin(ann) in (tuple, list):
+        what = "a JSON list of integers, e.g. [10, 20]"
+    else:
+        what = {int: "an integer", float: "a number", bool: "true or false"}.get(ann, "text")
+    bounds = []
+    for m in field.metadata:
+        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                bounds.append(f"{op} {v:,}" if isinstance(v, int) else f"{op} {v}")
+    if bounds:
+        what += " " + " and ".join(bounds)
+    return what + (" (or unset)" if optional and what != "text" else "")

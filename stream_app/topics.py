@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaConnectionError, NoBrokersAvailable, TopicAlreadyExistsError
 
 from stream_app.settings import Settings
 
@@ -18,15 +18,19 @@ TOPICS = ("events", "predictions", "metrics", "dead-letters", "alerts", "items",
 
 def ensure_topics(settings: Settings, names: tuple[str, ...] = TOPICS,
                   timeout_s: float = 30.0) -> None:
-    """Create the topics that do not exist yet (``settings.partitions`` partitions each)."""
+    """Create the topics that do not exist yet (``settings.partitions`` partitions each).
+
+    Waits up to ``timeout_s`` for a broker that is not reachable yet (one just started);
+    only that is retried: a configuration error (security settings, a missing secret file)
+    raises at once."""
+    security = settings.kafka_python_security()  # SecurityConfigError: no retry can fix it
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                     client_id=f"{settings.app_id}-admin",
-                                     **settings.kafka_python_security())
+                                     client_id=f"{settings.app_id}-admin", **security)
             break
-        except Exception:
+        except (NoBrokersAvailable, KafkaConnectionError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.3)

@@ -141,13 +141,11 @@ def test_oversized_input_is_dead_lettered_by_reference():
 
 
 def test_settings_refuse_records_over_max_record_bytes():
-    from pydantic import ValidationError
-
-    from stream_app.settings import load_settings
+    from stream_app.settings import SettingsError, load_settings
 
     assert load_settings().max_record_bytes == 512 * 1024
-    with pytest.raises(ValidationError, match="over max_record_bytes"):
+    with pytest.raises(SettingsError, match="over max_record_bytes"):
         load_settings(top_k=1000)
-    with pytest.raises(ValidationError, match="over max_record_bytes"):
+    with pytest.raises(SettingsError, match="over max_record_bytes"):
         load_settings(max_seq_len=30_000)
     assert load_settings(top_k=1000, max_record_bytes=4 << 20).top_k == 1000

@@ -1,10 +1,16 @@
-"""Options shared by several sub-commands."""
+"""Options shared by several sub-commands, and the checks a command makes before it starts
+work: settings (every bad ``SEQSTREAM_*`` variable named, unknown ones warned about), the
+Kafka security settings, the broker's reachability and free ports, each failing in one line
+within seconds instead of a traceback after the clients' own retry loops."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
-from stream_app.settings import Settings, load_settings
+from schemas.exceptions import SeqstreamError
+from stream_app.settings import Settings, load_settings, unknown_env_names
 
 
 def add_kafka_options(p: argparse.ArgumentParser) -> None:
@@ -34,11 +40,132 @@ _SETTING_ARGS = ("broker_url", "topic_prefix", "app_id", "partitions", "model_pa
                  "store")
 
 
+def add_log_options(p: argparse.ArgumentParser) -> None:
+    """``--log-level`` / ``--log-format`` (settings ``log_level`` / ``log_format``)."""
+    from stream_app.logs import FORMATS, LEVELS
+
+    g = p.add_argument_group("logging")
+    g.add_argument("--log-level", type=str.upper, choices=LEVELS, default=None,
+                   help="default SEQSTREAM_LOG_LEVEL, else INFO")
+    g.add_argument("--log-format", choices=FORMATS, default=None,
+                   help="text (timestamped lines) or json (one object per line); default "
+                        "SEQSTREAM_LOG_FORMAT, else text")
+
+
+_SETTING_ARGS = _SETTING_ARGS + ("log_level", "log_format")
+
+
 def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
-    """Environment first, then any CLI option given, then ``extra``."""
+    """Environment first, then any CLI option given, then ``extra``.
+
+    A ``SEQSTREAM_*`` variable that is no setting is ignored by the settings, so a typo would
+    leave the default in force without a word: each gets one warning line on stderr with the
+    closest real name. Bad values raise :class:`~stream_app.settings.SettingsError`."""
+    command = getattr(args, "command", None) or "seqstream"
+    for name, close in unknown_env_names(os.environ):
+        hint = f"; did you mean {close}?" if close else ""
+        print(f"seqstream {command}: warning: {name} is not a seqstream setting (ignored)"
+              f"{hint}", file=sys.stderr)
     values = {k: getattr(args, k, None) for k in _SETTING_ARGS}
     values.update(extra)
     return load_settings(**values)
+
+
+# --------------------------------------------------------------------------- before the work
+class KafkaUnreachable(SeqstreamError):
+    """The broker named by the settings does not answer (or not as Kafka)."""
+
+
+class PortTaken(SeqstreamError):
+    """A port a command must listen on is in use."""
+
+
+#: How long the reachability check may take in all (the issue's bound is 10 s).
+BROKER_CHECK_S = 6.0
+
+
+def kafka_settings(args: argparse.Namespace, **extra) -> Settings:
+    """:func:`settings_from_args`, then :func:`check_kafka`: for every command that talks to
+    Kafka, so a wrong broker or bad credentials end in one line before any work."""
+    settings = settings_from_args(args, **extra)
+    check_kafka(settings)
+    return settings
+
+
+def check_kafka(settings: Settings, timeout_s: float = BROKER_CHECK_S) -> None:
+    """Fail fast and in one line when Kafka cannot be used with these settings.
+
+    1. The security settings are resolved (files read, SASL/TLS consistency): a
+       :class:`~stream_app.security.SecurityConfigError` at once, before any connection.
+    2. A TCP connection to each bootstrap address (at most 2 s each): refused, unknown host
+       or no answer is named per address — the Kafka clients would retry for 30 s or more
+       and end in a traceback.
+    3. One Kafka handshake (kafka-python, API version probe) with the real security settings,
+       bounded by what is left of ``timeout_s``: a port that is not Kafka, or TLS/SASL that
+       the broker does not speak, fails here.
+    """
+    import socket
+    import time
+
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError, NoBrokersAvailable
+
+    security = settings.kafka_python_security()  # SecurityConfigError: one line, no network
+    deadline = time.monotonic() + timeout_s
+    url = settings.broker_url
+    reachable, reasons = [], []
+    for server in settings.bootstrap_servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not port.isdigit():
+            raise KafkaUnreachable(f"broker address {server!r} in {url} has no port "
+                                   "(kafka://host:port)")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)),
+                                     timeout=max(0.1, min(2.0, deadline - time.monotonic()))
+                                     ).close()
+            reachable.append(server)
+        except socket.gaierror:
+            reasons.append(f"{server}: unknown host")
+        except TimeoutError:
+            reasons.append(f"{server}: no answer within 2 s")
+        except OSError as e:
+            reasons.append(f"{server}: {(e.strerror or str(e)).lower()}")
+    hint = "start one (seqstream broker) or point SEQSTREAM_BROKER_URL / --broker-url at it"
+    if not reachable:
+        raise KafkaUnreachable(f"no Kafka broker at {url} ({'; '.join(reasons)}): {hint}")
+    left_ms = int(max(1.0, deadline - time.monotonic()) * 1000)
+    try:
+        KafkaAdminClient(bootstrap_servers=reachable, client_id=f"{settings.app_id}-check",
+                         api_version_auto_timeout_ms=left_ms, request_timeout_ms=left_ms + 1000,
+                         **security).close()
+    except NoBrokersAvailable:
+        raise KafkaUnreachable(
+            f"{url} accepts connections but did not answer as a Kafka broker within "
+            f"{timeout_s:.0f} s (wrong port, or SEQSTREAM_SECURITY_PROTOCOL="
+            f"{settings.security_protocol} not what the broker speaks?)") from None
+    except KafkaError as e:  # e.g. authentication refused
+        raise KafkaUnreachable(f"Kafka broker at {url}: {type(e).__name__}: {e}") from None
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Raise :class:`PortTaken` naming the port when ``host:port`` cannot be listened on.
+
+    Binds and closes a socket with ``SO_REUSEADDR``, as aiohttp and ``http.server`` do, so a
+    port left in TIME_WAIT by an earlier run is not taken for busy."""
+    import errno
+    import socket
+
+    if not port:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise PortTaken(f"port {port} on {host} is already in use ({what}): stop what "
+                                "holds it or choose another port") from None
+            raise PortTaken(f"cannot listen on {host}:{port} ({what}): {e.strerror}") from None
 
 
 # --------------------------------------------------------------------------- checked numbers
@@ -67,6 +194,7 @@ positive_float = _number(float, 0.0, True, what="a positive number")
 non_negative_float = _number(float, 0.0, False, what="a number >= 0")
 fraction = _number(float, 0.0, False, 1.0, what="a number in 0..1")
 open_fraction = _number(float, 0.0, True, 1.0, True, what="a number strictly between 0 and 1")
+port_number = _number(int, 0, False, 65535, what="a port number 0..65535")
 
 
 # --------------------------------------------------------------------------- log readers

@@ -9,8 +9,8 @@ from stream_app.commands._common import (
     add_reader_options,
     positive_float,
     positive_int,
+    kafka_settings,
     reader_options,
-    settings_from_args,
 )
 
 
@@ -31,7 +31,7 @@ def run(args) -> int:
     from stream_app.replay import replay_file
 
     fmt, opts = reader_options(args, args.file)
-    settings = settings_from_args(args)
+    settings = kafka_settings(args)
     rep = replay_file(settings, args.file, fmt, speed=args.speed, limit=args.limit,
                       progress=not args.no_progress, **opts)
     print(f"sent {rep.sent} events, rejected {rep.rejected} lines "

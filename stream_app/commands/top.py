@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from stream_app.commands._common import (
     add_kafka_options,
     positive_float,
+    kafka_settings,
     positive_int,
-    settings_from_args,
 )
 
 
@@ -229,7 +229,7 @@ def run(args) -> int:
                                    source=args.from_jsonl, rejected=loaded.rejected,
                                    width=console.width))
         return 0
-    settings = settings_from_args(args)
+    settings = kafka_settings(args)
     t_metrics, t_alerts = settings.topic("metrics"), settings.topic("alerts")
     source = f"{settings.broker_url}  {t_metrics} + {t_alerts}"
     if args.once:
