@@ -128,10 +128,22 @@ def replay_events(settings: Settings, events: Sequence[Event], speed: float | No
     return report
 
 
+def paced_seconds(events: Sequence[Event], speed: float | None) -> float | None:
+    """How long sending ``events`` (sorted by time) takes at ``speed`` x real time: their
+    event-time span divided by the speed (the sends themselves are not counted); None at
+    full speed."""
+    if not speed or not events:
+        return None
+    return (events[-1].timestamp_ms - events[0].timestamp_ms) / 1000.0 / speed
+
+
 def replay_file(settings: Settings, path: str | Path, fmt: str, speed: float | None = None,
-                progress: bool = True, limit: int | None = None, **opts) -> ReplayReport:
+                progress: bool = True, limit: int | None = None,
+                announce: Callable[[int, float | None], None] | None = None,
+                **opts) -> ReplayReport:
     """Replay one log file; the report names an earlier replay of the same content to the
-    same topic (``resent_of``), whose events the worker will count as duplicates."""
+    same topic (``resent_of``), whose events the worker will count as duplicates.
+    ``announce(n_events, paced_seconds)`` is called once the file is read, before sending."""
     events, rejected = load_sorted(path, fmt, **opts)  # first: a missing file is one line
     digest = file_sha256(path)
     target = {"broker": ";".join(settings.bootstrap_servers),
@@ -139,6 +151,8 @@ def replay_file(settings: Settings, path: str | Path, fmt: str, speed: float | N
     earlier = find_replay(settings, digest, target)
     if limit is not None:
         events = events[:limit]
+    if announce is not None:
+        announce(len(events), paced_seconds(events, speed))
     report = replay_events(settings, events, speed=speed, rejected=rejected, source=str(path),
                            progress=progress)
     report.sha256, report.resent_of = digest, earlier

@@ -32,8 +32,14 @@ def run(args) -> int:
 
     fmt, opts = reader_options(args, args.file)
     settings = kafka_settings(args)
+    def announce(n: int, seconds: float | None) -> None:
+        if seconds is not None:
+            print(f"replaying {n:,} events at {args.speed:g}x real time: about "
+                  f"{duration(seconds)} (their event times span {duration(seconds * args.speed)})",
+                  flush=True)
+
     rep = replay_file(settings, args.file, fmt, speed=args.speed, limit=args.limit,
-                      progress=not args.no_progress, **opts)
+                      progress=not args.no_progress, announce=announce, **opts)
     print(f"sent {rep.sent} events, rejected {rep.rejected} lines "
           f"(sent to {settings.topic('dead-letters')}) in {rep.seconds:.1f} s "
           f"({rep.events_per_s:,.0f} events/s)")
@@ -51,3 +57,18 @@ def run(args) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``12 min 5 s``, ``3 h 20 min``, ``2 d 4 h``: a duration as a person reads it."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{max(seconds, 0):.1f} s" if seconds < 10 else f"{s} s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m} min {s} s"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h} h {m} min"
+    d, h = divmod(h, 24)
+    return f"{d} d {h} h"
