@@ -272,8 +272,10 @@ def unknown_env_names(environ: Mapping[str, str]) -> list[tuple[str, str | None]
         up = name.upper()
         if not up.startswith(ENV_PREFIX) or up in known or up in OTHER_ENV_NAMES:
             continue
-        close = difflib.get_close_matches(up, known, n=1, cutoff=0.6)
-        out.append((name, close[0] if close else None))
+        # compared without the shared prefix, which would make any two names look alike
+        close = difflib.get_close_matches(up[len(ENV_PREFIX):],
+                                          [k[len(ENV_PREFIX):] for k in known], n=1, cutoff=0.6)
+        out.append((name, ENV_PREFIX + close[0] if close else None))
     return out
 
 
