@@ -7,9 +7,9 @@ import sys
 from stream_app.commands._common import (
     add_kafka_options,
     add_reader_options,
+    kafka_settings,
     positive_float,
     positive_int,
-    kafka_settings,
     reader_options,
 )
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from stream_app.commands._common import (
     add_kafka_options,
-    positive_float,
     kafka_settings,
+    positive_float,
     positive_int,
 )
 
