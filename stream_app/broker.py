@@ -46,19 +46,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """Raise :class:`BrokerError` naming the port when something already listens on it."""
+def port_taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (``"already in use"``, ...), or None when it can.
+
+    Binds and closes a socket with ``SO_REUSEADDR``, as Tansu, aiohttp and ``http.server``
+    listen, so a port left in TIME_WAIT by an earlier run is not taken for busy."""
     import errno
 
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise BrokerError(f"port {port} on {host} is already in use (another broker?): "
-                                  "stop it or choose another port") from None
-            raise BrokerError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+            return ("already in use" if e.errno == errno.EADDRINUSE
+                    else f"not available ({e.strerror})")
+    return None
 
 
 def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
@@ -105,7 +107,10 @@ class EmbeddedBroker:
         binary = broker_binary()
         # Tansu binds after it starts; a port held by another process made it panic then,
         # after the readiness check had already connected to that other process
-        _check_port_free(self.host, self.port)
+        taken = port_taken(self.host, self.port)
+        if taken:
+            raise BrokerError(f"port {self.port} on {self.host} is {taken} (another broker?): "
+                              "stop it or choose another port")
         addr = f"tcp://{self.bootstrap}"
         cmd = [binary, "broker", "--listener-url", addr, "--advertised-listener-url", addr,
                "--storage-engine", "memory://tansu/"]

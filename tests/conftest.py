@@ -58,3 +58,23 @@ def markov_checkpoint():
         return model
 
     return save
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No ``SEQSTREAM_*`` variable from the caller's shell: settings at their defaults."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SEQSTREAM_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture
+def markov_dir(tmp_path, markov_checkpoint):
+    """A small Markov checkpoint saved at ``tmp_path/models/v2`` (for worker and swap tests)."""
+    from model_core.datasets.synth import generate
+
+    markov_checkpoint(generate(400, seed=6), tmp_path / "models" / "v2")
+    return tmp_path / "models" / "v2"

@@ -40,32 +40,9 @@ def _cli(args: list[str], env: dict[str, str] | None = None, timeout_s: float = 
     return r.returncode, r.stdout, r.stderr, time.monotonic() - t0
 
 
-@pytest.fixture
-def clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    return monkeypatch
-
-
-@pytest.fixture
-def checkpoint(tmp_path):
-    from model_core.checkpoint import save_model
-    from model_core.datasets.synth import generate
-    from model_core.models import create_model
-    from model_core.sequences import build_vocab, group_by_user
-
-    events = generate(400, seed=5)
-    vocab = build_vocab(events)
-    model = create_model("markov", vocab)
-    model.fit(group_by_user(events, vocab))
-    save_model(model, tmp_path / "ckpt")
-    return tmp_path / "ckpt"
-
-
 # --------------------------------------------------------------------------- no broker
 def test_every_kafka_command_says_in_one_line_within_10_s_that_no_broker_is_there(
-        tmp_path, checkpoint):
+        tmp_path, markov_dir):
     port = free_port()  # nothing listens here
     url = f"kafka://127.0.0.1:{port}"
     log = tmp_path / "one.jsonl"
@@ -73,13 +50,13 @@ def test_every_kafka_command_says_in_one_line_within_10_s_that_no_broker_is_ther
     key = tmp_path / "key"
     key.write_bytes(b"k" * 32)
     control_env = {"SEQSTREAM_CONTROL_KEY_FILE": str(key),
-                   "SEQSTREAM_MODEL_ROOT": str(checkpoint.parent)}
+                   "SEQSTREAM_MODEL_ROOT": str(markov_dir.parent)}
     commands = [
-        (["worker", "--model", str(checkpoint)], {"SEQSTREAM_WEB_PORT": "0"}),
+        (["worker", "--model", str(markov_dir)], {"SEQSTREAM_WEB_PORT": "0"}),
         (["replay", str(log), "--format", "jsonl", "--no-progress"], {}),
         (["tail", "events"], {}),
         (["top", "--once"], {}),
-        (["publish-model", str(checkpoint), "--control"], control_env),
+        (["publish-model", str(markov_dir), "--control"], control_env),
     ]
     for args, env in commands:
         rc, out, err, took = _cli([*args, "--broker-url", url], env)
@@ -106,14 +83,14 @@ def test_a_port_that_is_not_kafka_is_named_within_10_s(tmp_path):
 
 # --------------------------------------------------------------------------- ports
 @pytest.mark.broker
-def test_worker_names_its_web_or_metrics_port_when_it_is_taken(broker, checkpoint):
+def test_worker_names_its_web_or_metrics_port_when_it_is_taken(broker, markov_dir):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
         for var in ("SEQSTREAM_WEB_PORT", "SEQSTREAM_METRICS_PORT"):
             env = {"SEQSTREAM_WEB_PORT": "0", var: str(port)}
-            rc, out, err, took = _cli(["worker", "--model", str(checkpoint),
+            rc, out, err, took = _cli(["worker", "--model", str(markov_dir),
                                        "--broker-url", broker.url], env)
             assert rc == 2, (out, err)
             lines = err.strip().splitlines()
@@ -251,11 +228,11 @@ def test_unknown_variables_get_a_warning_with_the_closest_name(clean_env, capsys
 
 # --------------------------------------------------------------------------- log options
 @pytest.mark.broker
-def test_worker_log_format_json_and_level_from_the_command_line(stream_settings, checkpoint,
+def test_worker_log_format_json_and_level_from_the_command_line(stream_settings, markov_dir,
                                                                 tmp_path):
     from stream_app.worker_process import WorkerProcess
 
-    settings = stream_settings.with_overrides(model_path=str(checkpoint))
+    settings = stream_settings.with_overrides(model_path=str(markov_dir))
     worker = WorkerProcess(settings, tmp_path / "worker.log",
                            extra_args=["--log-format", "json", "--log-level", "debug"])
     with worker:

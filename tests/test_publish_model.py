@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import orjson
 import pytest
 
-from model_core.checkpoint import read_meta, save_model
-from model_core.datasets.synth import generate
-from model_core.models import create_model
-from model_core.sequences import build_vocab, group_by_user
+from model_core.checkpoint import read_meta
 from stream_app.cli import main
 from stream_app.model_swap import check_control
 from stream_app.topics import read_topic
@@ -20,34 +16,16 @@ from stream_app.topics import read_topic
 KEY = b"0123456789abcdef0123456789abcdef"
 
 
-@pytest.fixture
-def clean_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("SEQSTREAM_"):
-            monkeypatch.delenv(name)
-    return monkeypatch
-
-
-@pytest.fixture
-def checkpoint(tmp_path):
-    events = generate(400, seed=6)
-    vocab = build_vocab(events)
-    model = create_model("markov", vocab)
-    model.fit(group_by_user(events, vocab))
-    save_model(model, tmp_path / "models" / "v2")
-    return tmp_path / "models" / "v2"
-
-
-def test_publish_into_the_watched_dir(clean_env, checkpoint, tmp_path, capsys):
+def test_publish_into_the_watched_dir(clean_env, markov_dir, tmp_path, capsys):
     watch = tmp_path / "watch"
-    assert main(["publish-model", str(checkpoint), "--watch-dir", str(watch)]) == 0
-    version = read_meta(checkpoint)["model_version"]
+    assert main(["publish-model", str(markov_dir), "--watch-dir", str(watch)]) == 0
+    version = read_meta(markov_dir)["model_version"]
     assert (watch / "LATEST").read_text().strip() == version
     assert read_meta(watch / version)["model_version"] == version
     assert f"published model {version}" in capsys.readouterr().out
     # the setting is the default place
     clean_env.setenv("SEQSTREAM_MODEL_WATCH_DIR", str(tmp_path / "watch2"))
-    assert main(["publish-model", str(checkpoint)]) == 0
+    assert main(["publish-model", str(markov_dir)]) == 0
     assert (tmp_path / "watch2" / "LATEST").read_text().strip() == version
 
 
@@ -62,17 +40,17 @@ def test_publish_into_the_watched_dir(clean_env, checkpoint, tmp_path, capsys):
     ({"SEQSTREAM_CONTROL_KEY_FILE": "SHORT", "SEQSTREAM_MODEL_ROOT": "ROOT"}, ["--control"],
      "the key must be at least 16 bytes"),
 ])
-def test_what_is_missing_is_said_in_one_line(clean_env, checkpoint, tmp_path, capsys, env,
+def test_what_is_missing_is_said_in_one_line(clean_env, markov_dir, tmp_path, capsys, env,
                                              args, message):
     (tmp_path / "key").write_bytes(KEY)
     (tmp_path / "short").write_bytes(b"abc")
     (tmp_path / "elsewhere").mkdir()
     places = {"KEY": tmp_path / "key", "SHORT": tmp_path / "short",
-              "ELSEWHERE": tmp_path / "elsewhere", "ROOT": checkpoint.parent}
+              "ELSEWHERE": tmp_path / "elsewhere", "ROOT": markov_dir.parent}
     for k, v in env.items():
         clean_env.setenv(k, str(places[v]))
     # a broker that is not there: every refusal comes before any connection
-    assert main(["publish-model", str(checkpoint), *args,
+    assert main(["publish-model", str(markov_dir), *args,
                  "--broker-url", "kafka://127.0.0.1:1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("seqstream publish-model: error: ")
@@ -88,19 +66,19 @@ def test_a_directory_that_is_no_checkpoint_is_refused(clean_env, tmp_path, capsy
 
 @pytest.mark.broker
 def test_control_sends_a_record_the_workers_key_verifies(clean_env, stream_settings,
-                                                        checkpoint, tmp_path, capsys):
+                                                        markov_dir, tmp_path, capsys):
     key = tmp_path / "control.key"
     key.write_bytes(KEY)
     clean_env.setenv("SEQSTREAM_CONTROL_KEY_FILE", str(key))
-    clean_env.setenv("SEQSTREAM_MODEL_ROOT", str(checkpoint.parent))
+    clean_env.setenv("SEQSTREAM_MODEL_ROOT", str(markov_dir.parent))
     before = int(time.time() * 1000)
-    assert main(["publish-model", str(checkpoint), "--control",
+    assert main(["publish-model", str(markov_dir), "--control",
                  "--broker-url", stream_settings.broker_url,
                  "--topic-prefix", stream_settings.topic_prefix]) == 0
     assert "sent a signed load_model record" in capsys.readouterr().out
     (msg,) = read_topic(stream_settings, "control", expect=1, timeout_s=30)
     record = orjson.loads(msg.value)
-    assert record["path"] == str(checkpoint)
+    assert record["path"] == str(markov_dir)
     now = int(time.time() * 1000)
     assert before <= record["issued_at_ms"] <= now
     assert check_control(record, KEY, 0, now, 300) is None  # what a worker checks

@@ -148,24 +148,14 @@ def check_kafka(settings: Settings, timeout_s: float = BROKER_CHECK_S) -> None:
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
-    """Raise :class:`PortTaken` naming the port when ``host:port`` cannot be listened on.
+    """Raise :class:`PortTaken` naming the port when ``host:port`` cannot be listened on
+    (port 0, "any free port", always can)."""
+    from stream_app.broker import port_taken
 
-    Binds and closes a socket with ``SO_REUSEADDR``, as aiohttp and ``http.server`` do, so a
-    port left in TIME_WAIT by an earlier run is not taken for busy."""
-    import errno
-    import socket
-
-    if not port:
-        return
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise PortTaken(f"port {port} on {host} is already in use ({what}): stop what "
-                                "holds it or choose another port") from None
-            raise PortTaken(f"cannot listen on {host}:{port} ({what}): {e.strerror}") from None
+    taken = port_taken(host, port) if port else None
+    if taken:
+        raise PortTaken(f"port {port} on {host} is {taken} ({what}): stop what holds it or "
+                        "choose another port")
 
 
 # --------------------------------------------------------------------------- checked numbers
