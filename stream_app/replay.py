@@ -139,11 +139,13 @@ def paced_seconds(events: Sequence[Event], speed: float | None) -> float | None:
 
 def replay_file(settings: Settings, path: str | Path, fmt: str, speed: float | None = None,
                 progress: bool = True, limit: int | None = None,
-                announce: Callable[[int, float | None], None] | None = None,
+                before_send: Callable[[int, float | None], None] | None = None,
                 **opts) -> ReplayReport:
     """Replay one log file; the report names an earlier replay of the same content to the
     same topic (``resent_of``), whose events the worker will count as duplicates.
-    ``announce(n_events, paced_seconds)`` is called once the file is read, before sending."""
+    ``before_send(n_events, paced_seconds)`` is called once the file is read and before
+    anything goes to Kafka (the CLI checks the broker there and prints the estimate, so a
+    file it cannot read is reported without a network)."""
     events, rejected = load_sorted(path, fmt, **opts)  # first: a missing file is one line
     digest = file_sha256(path)
     target = {"broker": ";".join(settings.bootstrap_servers),
@@ -151,8 +153,8 @@ def replay_file(settings: Settings, path: str | Path, fmt: str, speed: float | N
     earlier = find_replay(settings, digest, target)
     if limit is not None:
         events = events[:limit]
-    if announce is not None:
-        announce(len(events), paced_seconds(events, speed))
+    if before_send is not None:
+        before_send(len(events), paced_seconds(events, speed))
     report = replay_events(settings, events, speed=speed, rejected=rejected, source=str(path),
                            progress=progress)
     report.sha256, report.resent_of = digest, earlier

@@ -7,10 +7,11 @@ import sys
 from stream_app.commands._common import (
     add_kafka_options,
     add_reader_options,
-    kafka_settings,
+    check_kafka,
     positive_float,
     positive_int,
     reader_options,
+    settings_from_args,
 )
 
 
@@ -31,15 +32,17 @@ def run(args) -> int:
     from stream_app.replay import replay_file
 
     fmt, opts = reader_options(args, args.file)
-    settings = kafka_settings(args)
-    def announce(n: int, seconds: float | None) -> None:
+    settings = settings_from_args(args)
+
+    def before_send(n: int, seconds: float | None) -> None:
+        check_kafka(settings)  # after the file is read: a bad file needs no broker to say so
         if seconds is not None:
             print(f"replaying {n:,} events at {args.speed:g}x real time: about "
                   f"{duration(seconds)} (their event times span {duration(seconds * args.speed)})",
                   flush=True)
 
     rep = replay_file(settings, args.file, fmt, speed=args.speed, limit=args.limit,
-                      progress=not args.no_progress, announce=announce, **opts)
+                      progress=not args.no_progress, before_send=before_send, **opts)
     print(f"sent {rep.sent} events, rejected {rep.rejected} lines "
           f"(sent to {settings.topic('dead-letters')}) in {rep.seconds:.1f} s "
           f"({rep.events_per_s:,.0f} events/s)")
