@@ -3,6 +3,12 @@
 Built once at the edge from environment variables (``SEQSTREAM_<NAME>``, e.g.
 ``SEQSTREAM_BROKER_URL``) and CLI options (which win). Everything else receives the object
 or explicit values from it — never ``sys.argv`` or an argparse namespace.
+
+:func:`load_settings` reports bad values as a :class:`SettingsError` with one line per bad
+variable (``SEQSTREAM_TOP_K='-1': expected an integer >= 1``), every one at once; the CLI
+prints each as ``seqstream CMD: error: ...``. :func:`unknown_env_names` lists ``SEQSTREAM_*``
+variables that are no setting (pydantic-settings ignores them, so a typo would silently
+leave a default in force), each with the closest real name.
 """
 
 from __future__ import annotations
@@ -258,7 +264,11 @@ def environment_problems(environ: Mapping[str, str]) -> list[str]:
     try:
         _InitOnly(**values)
     except ValidationError as e:
-        problems += _error_lines(e, lambda name: ENV_PREFIX + name.upper(), raw)
+        # checks across settings wait for the options, which may settle them
+        fields = [x for x in e.errors() if x.get("loc")]
+        if fields:
+            problems += _error_lines(ValidationError.from_exception_data(e.title, fields),
+                                     lambda name: ENV_PREFIX + name.upper(), raw)
     return problems
 
 

@@ -199,6 +199,13 @@ def test_load_settings_raises_settings_error_with_one_problem_per_variable(clean
         load_settings(top_k=0)
 
 
+def test_a_check_across_settings_waits_for_the_options(clean_env):
+    clean_env.setenv("SEQSTREAM_TOP_K", "1000")  # too large for the default record bound...
+    assert load_settings(max_record_bytes=4 << 20).top_k == 1000  # ...not for this one
+    with pytest.raises(SettingsError, match="over max_record_bytes"):
+        load_settings()
+
+
 def test_expected_describes_each_kind_of_setting():
     assert expected("batch_size") == "an integer >= 1"
     assert expected("idle_close_s") == "a number > 0"

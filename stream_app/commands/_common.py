@@ -37,7 +37,7 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
 
 _SETTING_ARGS = ("broker_url", "topic_prefix", "app_id", "partitions", "model_path", "device",
                  "batch_size", "batch_wait_ms", "top_k", "window_s", "max_seq_len", "data_dir",
-                 "store")
+                 "store", "log_level", "log_format")
 
 
 def add_log_options(p: argparse.ArgumentParser) -> None:
@@ -50,9 +50,6 @@ def add_log_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-format", choices=FORMATS, default=None,
                    help="text (timestamped lines) or json (one object per line); default "
                         "SEQSTREAM_LOG_FORMAT, else text")
-
-
-_SETTING_ARGS = _SETTING_ARGS + ("log_level", "log_format")
 
 
 def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
