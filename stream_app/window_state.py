@@ -21,7 +21,7 @@ How (at-least-once input, idempotent effects):
   written, keyed ``<kind>/<window_start_ms>/p<partition>``. A window can therefore be
   published more than once (after a crash, or a clean stop that flushed it while still open),
   always with the latest key's value complete: **consumers of the metrics topic keep the
-  latest record per key** (:func:`latest_windows`).
+  latest record per key**, latest by emission time (:func:`latest_windows`).
 
 **Size.** A window record holds no ids: distinct users and recommended items are sketches
 (:mod:`stream_app.distinct_sketch`), latencies a histogram, so it does not grow with the
@@ -361,18 +361,24 @@ class PartitionWindows:
 def latest_windows(messages: Iterable) -> list:
     """Metrics topic messages (with ``.key``/``.value``) -> the latest window per key.
 
-    Unkeyed messages (older workers) are all kept.
+    Latest by ``emitted_at_ms`` (the wall time the worker emitted it; the later in the topic
+    on a tie), not by topic order: a worker that froze with a window in its producer's
+    buffer sends it when it resumes, after the partition's new owner published the same
+    window with more of its events. Unkeyed messages (older workers) are all kept.
     """
     from schemas import MetricsWindow
 
-    latest: dict[bytes, bytes] = {}
-    unkeyed: list[bytes] = []
+    latest: dict[bytes, MetricsWindow] = {}
+    unkeyed: list = []
     for m in messages:
+        w = MetricsWindow.from_json(m.value)
         if m.key is None:
-            unkeyed.append(m.value)
-        else:
-            latest[m.key] = m.value
-    return [MetricsWindow.from_json(v) for v in [*latest.values(), *unkeyed]]
+            unkeyed.append(w)
+            continue
+        held = latest.get(m.key)
+        if held is None or w.emitted_at_ms >= held.emitted_at_ms:
+            latest[m.key] = w
+    return [*latest.values(), *unkeyed]
 
 
 class RecordTooLarge(SeqstreamError):

@@ -112,6 +112,25 @@ def test_idle_close_moves_each_partition_by_its_own_event_time(engine_and_events
     assert pw.part(0).agg.open_windows() >= 1 and len(closed_p0) <= open_before
 
 
+def test_latest_window_per_key_is_the_latest_emitted(engine_and_events):
+    """A frozen worker's window (emitted before it froze, with fewer events) arrives after
+    the new owner's complete one: the complete one stays the window's value."""
+    import orjson
+
+    engine, events = engine_and_events
+    agg = _agg()
+    agg.add_batch(events[:50], engine.process(events[:50], {}), [1.0] * 50, 1000)
+    w = orjson.loads(agg.flush(5_000)[0].to_json())
+    full = orjson.dumps({**w, "events": 50, "emitted_at_ms": 9_000})
+    stale = orjson.dumps({**w, "events": 20, "emitted_at_ms": 4_000})
+    key = b"tumbling/0/p0"
+    got = latest_windows([SimpleNamespace(key=key, value=full),
+                          SimpleNamespace(key=key, value=stale)])
+    assert [x.events for x in got] == [50]
+    again = orjson.dumps({**w, "events": 50, "emitted_at_ms": 9_000})  # a re-publish: same
+    assert len(latest_windows([SimpleNamespace(key=key, value=v) for v in (full, again)])) == 1
+
+
 def test_redelivery_past_the_hash_window_is_a_duplicate(engine_and_events):
     """A user with more than max_len events in the redelivered range: the offset rule."""
     engine, events = engine_and_events
