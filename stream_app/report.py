@@ -52,7 +52,8 @@ class Loaded:
 # --------------------------------------------------------------------------- inputs
 def latest_per_key(pairs: Iterable[tuple[bytes | str | None, MetricsWindow]]
                    ) -> list[MetricsWindow]:
-    """Keep the latest window per key (unkeyed windows are all kept), in first-seen order."""
+    """Keep the latest window per key (unkeyed windows are all kept), in first-seen order;
+    latest by emission time, as :func:`stream_app.window_state.latest_windows`."""
     latest: dict[bytes | str, MetricsWindow] = {}
     out: list[tuple[bytes | str | None, MetricsWindow]] = []
     for key, w in pairs:
@@ -61,7 +62,8 @@ def latest_per_key(pairs: Iterable[tuple[bytes | str | None, MetricsWindow]]
         else:
             if key not in latest:
                 out.append((key, w))
-            latest[key] = w
+            if key not in latest or w.emitted_at_ms >= latest[key].emitted_at_ms:
+                latest[key] = w
     return [latest[k] if k is not None else w for k, w in out]
 
 
