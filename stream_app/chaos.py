@@ -24,6 +24,7 @@ kills and samples its RSS.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import tempfile
@@ -228,8 +229,19 @@ class _Fleet:
         return [w for w in self.procs if w.alive()]
 
     def stop_all(self, timeout_s: float = 60.0) -> None:
-        for w in self.alive():
+        """Scale down one worker at a time, each after the others have taken over its
+        partitions (a worker's clean stop publishes the open windows of the partitions it
+        holds; stopping all at once left partitions in transit, whose last windows stayed
+        in the table for the next owner and never reached the metrics topic in the run)."""
+        alive = self.alive()
+        for i, w in enumerate(alive):
+            rest = [r for r in alive[i + 1:] if r.alive()]
+            for r in rest:
+                r.mark_log()
             w.stop(timeout_s)
+            for r in rest:
+                with contextlib.suppress(Exception):  # no rebalance came: it had them all
+                    r.wait_ready(max(15.0, 3 * self.settings.session_timeout_s))
 
     def kill_all(self) -> None:
         for w in self.procs:

@@ -67,6 +67,11 @@ class WorkerProcess:
             start_new_session=True)
         return self
 
+    def mark_log(self) -> None:
+        """:meth:`wait_ready` from now on waits for a ready line written after this call."""
+        if self.log_path.exists():
+            self._ready_offset = self.log_path.stat().st_size
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
