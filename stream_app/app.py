@@ -338,8 +338,8 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     # before that one's outputs are handed over (one batch in flight; input acked in order)
     pending_ack: list[asyncio.Future | None] = [None]
 
-    faults = from_environment()
-    model_call_every = faults.get("model_raise_every")
+    model_call_every = from_environment().get("model_raise_every")
+    model_calls = itertools.count(1)  # numbers the model calls for SEQSTREAM_FAULTS
 
     async def predict_with_retries(step, n_events: int) -> tuple[object, str | None]:
         """The batch's model call, tried ``batch_retries + 1`` times with a growing pause;
@@ -348,7 +348,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         for attempt in range(1, tries + 1):
             call = step.predict if model_call_every is None else flaky_calls(step.predict)
             try:
-                return await loop_of_agent().run_in_executor(executor, call), None
+                return await asyncio.get_running_loop().run_in_executor(executor, call), None
             except Exception as e:  # noqa: BLE001 - any model failure is this batch's
                 stats.failed_batches += 1
                 prom.count_failed_batch()
@@ -363,20 +363,13 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
         return None, reason
 
     def flaky_calls(predict):
-        counter = flaky_counter
-        counter[0] += 1  # one model call per try; every N-th raises (SEQSTREAM_FAULTS)
-        n = counter[0]
+        n = next(model_calls)  # one model call per try; every N-th raises
 
         def call():
             if n % model_call_every == 0:
                 raise InjectedFault(f"injected model failure (call {n})")
             return predict()
         return call
-
-    flaky_counter = [0]
-
-    def loop_of_agent():
-        return asyncio.get_running_loop()
 
     async def acknowledge(stream, batch, outputs: list, changelog: list) -> None:
         """Once the broker has a batch's outputs and states, ack its input events."""
