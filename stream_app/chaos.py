@@ -248,7 +248,7 @@ class _Fleet:
             w.kill()
 
 
-def _fault(scenario: str, i: int, fleet: _Fleet, rng: random.Random, workers: int,
+def _fault(scenario: str, i: int, fleet: _Fleet, rng: random.Random,
            pause_s: float, release: threading.Event, log) -> float | None:
     """Run fault ``i`` of ``scenario``; set ``release`` when the replay may go on (while the
     fault is in progress for pause/rebalance, so events keep flowing through it). Returns
@@ -380,7 +380,7 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
             if (done < kills and time.monotonic() >= next_fault and got < n_events
                     and got >= fault_at[done]):
                 log(f"at {got:,} events predicted:")
-                dt = _fault(scenario, done, fleet, rng, workers, pause_s, released[done], log)
+                dt = _fault(scenario, done, fleet, rng, pause_s, released[done], log)
                 if dt is not None:
                     report.restart_to_ready_s.append(dt)
                     log(f"  ready after {dt} s")
