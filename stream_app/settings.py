@@ -106,7 +106,7 @@ class Settings(BaseSettings):
         "a dead letter (one far-future time would close every later window at once; 0 = no "
         "limit)")
 
-    # --- alerts (stream_app.alerts; published on the alerts topic)
+    # --- alerts (stream_app.observe.alerts; published on the alerts topic)
     alert_hit_k: int = Field(10, ge=1, description="drift detectors watch hit@K")
     alert_drift_delta: float = Field(0.002, gt=0, lt=1, description="ADWIN confidence (smaller = fewer alerts)")
     alert_page_hinkley: bool = Field(False, description="also run Page-Hinkley on the hit")
@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         "of 8 per core; more arenas, more memory kept by idle threads)")
     fast_delivery: bool = Field(
         True, description="hand each consumed message to the stream directly when that "
-        "completes at once (stream_app.delivery); false: Faust's loop, four asyncio tasks "
+        "completes at once (stream_app.kafka.delivery); false: Faust's loop, four asyncio tasks "
         "per message")
     faust_monitor: bool = Field(
         False, description="keep Faust's own Monitor sensor: per-event bookkeeping behind "
@@ -193,9 +193,9 @@ class Settings(BaseSettings):
     def kafka_python_security(self) -> dict:
         """Keyword arguments for kafka-python clients (secrets read here, never logged).
 
-        Delegates to :func:`stream_app.security.kafka_python_kwargs`.
+        Delegates to :func:`stream_app.kafka.security.kafka_python_kwargs`.
         """
-        from stream_app.security import kafka_python_kwargs
+        from stream_app.kafka.security import kafka_python_kwargs
 
         return kafka_python_kwargs(self)
 

@@ -14,7 +14,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def broker():
     """One embedded Tansu broker for the whole test session (memory storage, loopback)."""
-    from stream_app.broker import EmbeddedBroker
+    from stream_app.kafka.broker import EmbeddedBroker
 
     with EmbeddedBroker() as b:
         yield b

@@ -10,7 +10,7 @@ from model_core.models import create_model
 from model_core.prequential import PrequentialEngine
 from model_core.sequences import build_vocab, group_by_user
 from schemas import Alert, MetricsWindow
-from stream_app.alerts import AlertConfig, AlertMonitor
+from stream_app.observe.alerts import AlertConfig, AlertMonitor
 from stream_app.settings import load_settings
 
 T0 = 1_704_067_200_000

@@ -25,10 +25,10 @@ from schemas import DeadLetter
 from schemas.actions import ACTIONS
 from schemas.event import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, parse_event
 from schemas.exceptions import SchemaError
-from stream_app.chaos import _event_id_of, _train_markov
-from stream_app.replay import make_producer
-from stream_app.topics import ensure_topics, read_topic
-from stream_app.worker_process import WorkerProcess
+from stream_app.kafka.replay import make_producer
+from stream_app.kafka.topics import ensure_topics, read_topic
+from stream_app.ops.chaos import _event_id_of, _train_markov
+from stream_app.worker.process import WorkerProcess
 
 pytestmark = [pytest.mark.broker]
 

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from schemas import DeadLetter
-from stream_app.broker import EmbeddedBroker, free_port, wait_for_port
 from stream_app.cli import main
-from stream_app.topics import read_topic
+from stream_app.kafka.broker import EmbeddedBroker, free_port, wait_for_port
+from stream_app.kafka.topics import read_topic
 
 pytestmark = [pytest.mark.broker]
 

@@ -15,10 +15,10 @@ from model_core.checkpoint import save_model
 from model_core.datasets.synth import generate
 from model_core.models import create_model
 from model_core.sequences import build_vocab, group_by_user
-from stream_app.broker import EmbeddedBroker, free_port
+from stream_app.kafka.broker import EmbeddedBroker, free_port
+from stream_app.kafka.topics import ensure_topics
 from stream_app.settings import load_settings
-from stream_app.topics import ensure_topics
-from stream_app.worker_process import WorkerProcess
+from stream_app.worker.process import WorkerProcess
 
 
 def _get(url: str) -> tuple[int, dict]:

@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL the worker mid-stream, then audit predictions, state and metrics.
 
-Also pure tests of the crash-safe window records (:mod:`stream_app.window_state`).
+Also pure tests of the crash-safe window records (:mod:`stream_app.windows.persistence`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from model_core.models import create_model
 from model_core.prequential import PrequentialEngine
 from model_core.sequence_state import UserState
 from model_core.sequences import build_vocab, group_by_user
-from stream_app.online import WindowAggregator
-from stream_app.window_state import (
+from stream_app.windows.aggregation import WindowAggregator
+from stream_app.windows.persistence import (
     PartitionWindows,
     decode_record,
     encode_record,
@@ -149,7 +149,7 @@ def test_redelivery_past_the_hash_window_is_a_duplicate(engine_and_events):
 
 @pytest.mark.broker
 def test_chaos_one_kill(broker, tmp_path):
-    from stream_app.chaos import run_chaos
+    from stream_app.ops.chaos import run_chaos
 
     rep = run_chaos(3000, kills=1, seed=1, broker_url=broker.url, workdir=tmp_path,
                     min_gap_s=0.3, max_gap_s=1.0, log=lambda *a: None)
@@ -159,7 +159,7 @@ def test_chaos_one_kill(broker, tmp_path):
     assert rep.duplicated_in_state == 0, d
     assert rep.users > 0 and rep.predictions >= 3000
     # every user's restored sequence equals the crash-free run's, and metrics count each
-    # event once (this failed in 2 of 3 runs before the end-offset check: stream_app.end_offsets)
+    # event once (this failed in 2 of 3 runs before the end-offset check: stream_app.kafka.end_offsets)
     assert rep.mismatched_sequences == 0, d
     assert rep.metrics_match, d
 
@@ -170,7 +170,7 @@ def test_chaos_pause_two_workers(broker, tmp_path):
     must write nothing of it (membership fence), and records it had handed to its producer
     before freezing must not win over the new owner's (monotonic changelog apply). Before
     both, this run ended with short user states and window counts off."""
-    from stream_app.chaos import run_chaos
+    from stream_app.ops.chaos import run_chaos
 
     rep = run_chaos(6000, kills=1, seed=0, scenario="pause", workers=2, rate=1500,
                     broker_url=broker.url, workdir=tmp_path, min_gap_s=0.3, max_gap_s=1.0,
@@ -186,7 +186,7 @@ def test_chaos_pause_two_workers(broker, tmp_path):
 def test_chaos_model_raises_in_some_batches(broker, tmp_path):
     """Every 5th model call raises: each failed batch is retried and nothing is lost or
     stalls (before: the agent crashed, Faust restarted it, and nothing more was processed)."""
-    from stream_app.chaos import run_chaos
+    from stream_app.ops.chaos import run_chaos
 
     rep = run_chaos(3000, kills=0, seed=2, scenario="crash-in-batch", fail_every=5,
                     rate=1500, broker_url=broker.url, workdir=tmp_path, log=lambda *a: None)
@@ -197,7 +197,7 @@ def test_chaos_model_raises_in_some_batches(broker, tmp_path):
 
 
 def test_rss_summary_warmup_ends_when_the_state_is_full():
-    from stream_app.chaos import _rss_summary
+    from stream_app.ops.chaos import _rss_summary
 
     # (seconds, events predicted, RSS MB): growing until 250k events, then flat
     samples = [(float(i), i * 10_000, 300.0 + min(i, 25) * 4.0) for i in range(101)]
@@ -212,7 +212,7 @@ def test_rss_summary_warmup_ends_when_the_state_is_full():
 def test_malloc_arena_cap_applies_on_glibc():
     import platform
 
-    from stream_app.app import limit_malloc_arenas
+    from stream_app.worker.app import limit_malloc_arenas
 
     assert limit_malloc_arenas(0) is False
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":

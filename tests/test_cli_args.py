@@ -76,7 +76,7 @@ def test_train_takes_the_reader_options_and_a_tab_delimiter(tmp_path, capsys):
 
 
 def test_replay_of_a_file_with_no_valid_line_exits_1(tmp_path, capsys, monkeypatch):
-    import stream_app.replay as replay_mod
+    import stream_app.kafka.replay as replay_mod
 
     p = tmp_path / "bad.csv"
     p.write_text("user,item,timestamp\nu,i,never\n", encoding="utf-8")
@@ -151,7 +151,7 @@ def test_printed_figures_are_rounded(capsys):
 
 
 def test_replay_leaves_rows_dropped_by_the_action_mapping_out_of_the_dead_letters(tmp_path):
-    from stream_app.replay import load_sorted
+    from stream_app.kafka.replay import load_sorted
 
     p = tmp_path / "log.csv"
     p.write_text("user_id,item_id,timestamp,action\n"

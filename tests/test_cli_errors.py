@@ -13,8 +13,8 @@ import time
 import orjson
 import pytest
 
-from stream_app.broker import free_port, wait_for_port
 from stream_app.cli import main
+from stream_app.kafka.broker import free_port, wait_for_port
 from stream_app.settings import (
     ENV_PREFIX,
     SettingsError,
@@ -132,8 +132,8 @@ def test_bad_security_settings_fail_at_once_not_after_a_retry_loop(tmp_path):
 
 
 def test_ensure_topics_raises_a_configuration_error_at_once(clean_env, tmp_path):
-    from stream_app.security import SecurityConfigError
-    from stream_app.topics import ensure_topics
+    from stream_app.kafka.security import SecurityConfigError
+    from stream_app.kafka.topics import ensure_topics
 
     s = load_settings(broker_url=f"kafka://127.0.0.1:{free_port()}", ssl_cafile=str(tmp_path))
     t0 = time.monotonic()
@@ -237,7 +237,7 @@ def test_unknown_variables_get_a_warning_with_the_closest_name(clean_env, capsys
 @pytest.mark.broker
 def test_worker_log_format_json_and_level_from_the_command_line(stream_settings, markov_dir,
                                                                 tmp_path):
-    from stream_app.worker_process import WorkerProcess
+    from stream_app.worker.process import WorkerProcess
 
     settings = stream_settings.with_overrides(model_path=str(markov_dir))
     worker = WorkerProcess(settings, tmp_path / "worker.log",

@@ -14,16 +14,16 @@ from model_core.exceptions import CheckpointError
 from model_core.models import create_model
 from model_core.sequences import build_vocab, group_by_user
 from model_core.verify import verify_model
-from stream_app.model_swap import (
+from stream_app.kafka.replay import make_producer
+from stream_app.kafka.topics import ensure_topics, read_topic
+from stream_app.worker.model_swap import (
     SWAP_MARK,
     check_control,
     inside_root,
     send_load_model,
     sign_control,
 )
-from stream_app.replay import make_producer
-from stream_app.topics import ensure_topics, read_topic
-from stream_app.worker_process import WorkerProcess
+from stream_app.worker.process import WorkerProcess
 
 KEY = b"0123456789abcdef0123456789abcdef"
 

@@ -1,4 +1,4 @@
-"""stream_app.delivery: a message's delivery coroutine run directly, or raced as Faust does.
+"""stream_app.kafka.delivery: a message's delivery coroutine run directly, or raced as Faust does.
 
 Pure asyncio (no broker): the consumer is a bare ``mode.Service`` with Faust's
 ``suspend_flow`` event, so ``wait_first`` is mode's own. The worker runs this path in every
@@ -12,7 +12,7 @@ import asyncio
 import pytest
 from mode import Service
 
-from stream_app.delivery import deliver
+from stream_app.kafka.delivery import deliver
 
 
 class Consumer(Service):
@@ -120,7 +120,7 @@ def test_a_jump_is_fetched_again_before_it_counts_as_a_gap():
     never delivered. The guard asks for a fetch from 2 first (2 comes again, a recognised
     duplicate); only a fetch from there that jumps again makes 3..9 a gap (records absent
     from the log)."""
-    from stream_app.delivery import JumpGuard
+    from stream_app.kafka.delivery import JumpGuard
 
     g = JumpGuard()
     assert [g.check("p0", last, off) for last, off in [(None, 0), (0, 1), (1, 2)]] == \

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream_app.security import resolve_security
+from stream_app.kafka.security import resolve_security
 from stream_app.settings import ENV_PREFIX, Settings
 
 try:
@@ -327,7 +327,7 @@ def test_k8s_probes_hit_the_worker_health_endpoints():
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     web_port = int(objs["ConfigMap"]["data"]["SEQSTREAM_WEB_PORT"])
     paths = {"startupProbe": "/v1/live", "readinessProbe": "/v1/ready",
-             "livenessProbe": "/v1/live"}  # stream_app.health
+             "livenessProbe": "/v1/live"}  # stream_app.observe.health
     for kind, path in paths.items():
         get = container[kind]["httpGet"]
         assert get["path"] == path, kind

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from stream_app.end_offsets import corrected_end_offsets
+from stream_app.kafka.end_offsets import corrected_end_offsets
 
 
 async def _produce_batches(bootstrap: str, topic: str, sizes: list[int]) -> int:

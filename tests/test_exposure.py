@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from stream_app.app import app_options
 from stream_app.settings import load_settings
+from stream_app.worker.app import app_options
 
 
 def _free_port() -> int:
@@ -52,7 +52,7 @@ def test_defaults_bind_to_loopback_and_table_views_are_off():
 
 
 def test_prometheus_endpoint_defaults_to_loopback():
-    from stream_app.monitor import WorkerMetrics
+    from stream_app.observe.prometheus import WorkerMetrics
 
     port = _free_port()
     m = WorkerMetrics()
@@ -66,9 +66,9 @@ def test_prometheus_endpoint_defaults_to_loopback():
 @pytest.mark.broker
 def test_worker_listens_on_loopback_only(stream_settings, tmp_path):
     from model_core.datasets.synth import generate
-    from stream_app.chaos import _train_markov
-    from stream_app.topics import ensure_topics
-    from stream_app.worker_process import WorkerProcess
+    from stream_app.kafka.topics import ensure_topics
+    from stream_app.ops.chaos import _train_markov
+    from stream_app.worker.process import WorkerProcess
 
     _train_markov(generate(300, seed=1), tmp_path / "model")
     web, metrics = _free_port(), _free_port()

@@ -17,16 +17,16 @@ from model_core.models import create_model
 from model_core.sequence_state import UserState
 from model_core.sequences import group_by_user
 from model_core.vocab import ItemVocab
-from stream_app.model_swap import (
+from stream_app.kafka.replay import replay_events
+from stream_app.kafka.topics import ensure_topics, read_topic
+from stream_app.worker.model_swap import (
     SWAP_MARK,
     ModelSwapper,
     publish_checkpoint,
     send_load_model,
     vocab_tag,
 )
-from stream_app.replay import replay_events
-from stream_app.topics import ensure_topics, read_topic
-from stream_app.worker_process import WorkerProcess
+from stream_app.worker.process import WorkerProcess
 
 
 def test_state_is_remapped_to_the_new_vocabulary():

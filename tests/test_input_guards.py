@@ -13,7 +13,7 @@ import pytest
 from model_core.models import create_model
 from model_core.vocab import ItemVocab
 from schemas import DeadLetter, Event
-from stream_app.processor import BatchProcessor, RawRecord
+from stream_app.worker.processor import BatchProcessor, RawRecord
 
 FAR_FUTURE_MS = 4_102_358_400_000  # 2099-12-31, inside the static 2000..2100 range
 
@@ -64,11 +64,11 @@ def test_far_future_and_unkeyed_records_on_the_broker(stream_settings, tmp_path)
     closes with exactly its own events (on main every later window closed after its first
     batch and its events piled up as late). A null-key record: dead-lettered."""
     from model_core.datasets.synth import generate
-    from stream_app.chaos import _train_markov
-    from stream_app.replay import make_producer
-    from stream_app.topics import ensure_topics, read_topic
-    from stream_app.window_state import latest_windows
-    from stream_app.worker_process import WorkerProcess
+    from stream_app.kafka.replay import make_producer
+    from stream_app.kafka.topics import ensure_topics, read_topic
+    from stream_app.ops.chaos import _train_markov
+    from stream_app.windows.persistence import latest_windows
+    from stream_app.worker.process import WorkerProcess
 
     base = 1_704_067_200_000
     events = [dataclasses.replace(e, timestamp_ms=base + i * 1000)

@@ -12,11 +12,11 @@ import pytest
 from test_text import FakeEncoder, _category_data, _model, _train_briefly
 
 from model_core.predictor import SequenceBatch
+from model_core.text.item_encoder import ItemEncoder
 from schemas import DeadLetter
-from stream_app.item_encoder import ItemEncoder
-from stream_app.items_feed import follow_items, make_item_encoder
-from stream_app.replay import make_producer
-from stream_app.topics import ensure_topics
+from stream_app.kafka.replay import make_producer
+from stream_app.kafka.topics import ensure_topics
+from stream_app.worker.items_feed import follow_items, make_item_encoder
 
 pytestmark = [pytest.mark.broker]
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.latency_sketch import LatencyHistogram
+from stream_app.windows.latency_sketch import LatencyHistogram
 
 
 def _exact(values, q):

@@ -11,7 +11,7 @@ from prometheus_client import Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import Alert
-from stream_app.monitor import BulkHistogram, WorkerMetrics, consumer_lags
+from stream_app.observe.prometheus import BulkHistogram, WorkerMetrics, consumer_lags
 
 
 def samples(m: WorkerMetrics) -> dict:

@@ -15,10 +15,10 @@ from model_core.models import create_model
 from model_core.sequences import build_vocab, group_by_user
 from schemas import Alert, MetricsWindow
 from stream_app.cli import main
-from stream_app.replay import replay_file
-from stream_app.report import latest_per_key
-from stream_app.topics import ensure_topics, read_topic
-from stream_app.worker_process import WorkerProcess
+from stream_app.kafka.replay import replay_file
+from stream_app.kafka.topics import ensure_topics, read_topic
+from stream_app.observe.report import latest_per_key
+from stream_app.worker.process import WorkerProcess
 
 pytestmark = [pytest.mark.broker]
 

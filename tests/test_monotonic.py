@@ -6,8 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from model_core.sequence_state import UserState, event_hash
-from stream_app.monotonic import keep_newest, latest_values, record_version
-from stream_app.window_state import window_key
+from stream_app.kafka.monotonic import keep_newest, latest_values, record_version
+from stream_app.windows.persistence import window_key
 
 
 def _state(offset: int, n: int) -> bytes:

@@ -12,7 +12,7 @@ from model_core.metrics import MISS, ranking_metrics
 from model_core.predictor import TopK
 from model_core.prequential import BatchResult, Score
 from schemas import Event, MetricsWindow
-from stream_app.online import WindowAggregator, aggregate_windows, merge_windows
+from stream_app.windows.aggregation import WindowAggregator, aggregate_windows, merge_windows
 
 T0 = 1_704_067_200_000  # a multiple of 60 s and of 300 s
 
@@ -170,7 +170,7 @@ def test_window_contents():
     assert w.metrics == pytest.approx(ranking_metrics(np.array([1, 3, 2]), (1, 3)))
     assert w.coverage == pytest.approx(5 / 10)  # items 1..5
     assert w.action_accuracy == pytest.approx(2 / 3)
-    # latency percentiles from a 1 % log-bucket histogram (stream_app.latency_sketch)
+    # latency percentiles from a 1 % log-bucket histogram (stream_app.windows.latency_sketch)
     assert w.latency_p50_ms == pytest.approx(20.0, rel=0.01)
     assert w.latency_p99_ms == pytest.approx(30.0, rel=0.01)
     assert w.model_version == "m-1" and w.emitted_at_ms == 123
@@ -260,7 +260,7 @@ def test_merge_windows_of_partitions():
 def test_window_record_stays_small_as_the_window_fills():
     """The crash-safe window record is written every batch: its size must not follow the
     number of events in the window (it did: a list of every latency, a set of every item)."""
-    from stream_app.window_state import decode_record, encode_record
+    from stream_app.windows.persistence import decode_record, encode_record
 
     agg = WindowAggregator(window_s=3600, allowed_lateness_s=0, n_items=1000)
     sizes = []
@@ -278,7 +278,7 @@ def test_window_record_stays_small_as_the_window_fills():
 def test_older_window_records_are_upgraded(fmt):
     """Format 1 (sets of users and items, a latency list) and format 2 (a set of users, an
     item bitmap): read back as the same windows."""
-    from stream_app.window_state import decode_record, encode_record
+    from stream_app.windows.persistence import decode_record, encode_record
 
     agg = WindowAggregator(window_s=60, allowed_lateness_s=0, n_items=100)
     feed(agg, [ev(0, T0, "u1"), ev(1, T0 + 5, "u2")], [1, MISS], lat=10.0)  # items 1, 2, 3
@@ -308,7 +308,7 @@ def test_window_record_is_independent_of_the_number_of_users():
     """Issue 12: with every user id kept, a window of 200,000 users made records of up to
     1.96 MB (Apache Kafka refuses records over 1 MiB by default). Now a few KB, and the
     distinct-user count is within the sketch's error."""
-    from stream_app.window_state import PartitionWindows, decode_record
+    from stream_app.windows.persistence import PartitionWindows, decode_record
 
     n_users, per_batch = 200_000, 2000
     factory = lambda: WindowAggregator(window_s=3600, allowed_lateness_s=0,  # noqa: E731
@@ -336,7 +336,7 @@ def test_window_record_is_independent_of_the_number_of_users():
 
 
 def test_record_over_the_limit_publishes_the_oldest_windows_early():
-    from stream_app.window_state import PartitionWindows, decode_record
+    from stream_app.windows.persistence import PartitionWindows, decode_record
 
     factory = lambda: WindowAggregator(window_s=60, allowed_lateness_s=0,  # noqa: E731
                                        hop_s=60, hop_window_s=3600, n_items=100)

@@ -13,11 +13,11 @@ from model_core.datasets.synth import generate, write_jsonl
 from model_core.models import create_model
 from model_core.sequences import build_vocab, group_by_user
 from schemas import DeadLetter, Prediction
-from stream_app.online import aggregate_windows
-from stream_app.replay import make_producer, replay_file
-from stream_app.topics import ensure_topics, read_topic
-from stream_app.window_state import latest_windows
-from stream_app.worker_process import WorkerProcess
+from stream_app.kafka.replay import make_producer, replay_file
+from stream_app.kafka.topics import ensure_topics, read_topic
+from stream_app.windows.aggregation import aggregate_windows
+from stream_app.windows.persistence import latest_windows
+from stream_app.worker.process import WorkerProcess
 
 pytestmark = [pytest.mark.broker]
 

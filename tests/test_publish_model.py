@@ -10,8 +10,8 @@ import pytest
 
 from model_core.checkpoint import read_meta
 from stream_app.cli import main
-from stream_app.model_swap import check_control
-from stream_app.topics import read_topic
+from stream_app.kafka.topics import read_topic
+from stream_app.worker.model_swap import check_control
 
 KEY = b"0123456789abcdef0123456789abcdef"
 

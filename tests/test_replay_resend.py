@@ -20,7 +20,7 @@ def _taobao(events, path):
 
 
 def test_replay_ledger_finds_an_earlier_replay_of_the_same_content(tmp_path):
-    from stream_app.replay import _record_replay, file_sha256, find_replay
+    from stream_app.kafka.replay import _record_replay, file_sha256, find_replay
     from stream_app.settings import load_settings
 
     s = load_settings(data_dir=str(tmp_path / "data"))
@@ -54,11 +54,11 @@ def test_same_named_exports_are_both_processed_and_a_resend_is_reported(stream_s
     events whose ids (<stem>:<line>) were in the same user's window were dropped."""
     import socket
 
-    from stream_app.chaos import _train_markov
     from stream_app.cli import main
-    from stream_app.replay import replay_file
-    from stream_app.topics import ensure_topics, read_topic
-    from stream_app.worker_process import WorkerProcess, settings_env
+    from stream_app.kafka.replay import replay_file
+    from stream_app.kafka.topics import ensure_topics, read_topic
+    from stream_app.ops.chaos import _train_markov
+    from stream_app.worker.process import WorkerProcess, settings_env
 
     first, second = generate(300, seed=11), generate(300, seed=12)
     a = _taobao(first, tmp_path / "day1" / "part-00000.csv")

@@ -14,10 +14,9 @@ from model_core.models import create_model
 from model_core.prequential import PrequentialEngine
 from model_core.sequences import build_vocab, group_by_user
 from schemas import Alert, MetricsWindow
-from stream_app.alerts import AlertConfig, AlertMonitor
 from stream_app.cli import main
-from stream_app.online import WindowAggregator, aggregate_windows
-from stream_app.report import (
+from stream_app.observe.alerts import AlertConfig, AlertMonitor
+from stream_app.observe.report import (
     decode_messages,
     latest_per_key,
     load_alerts_jsonl,
@@ -25,6 +24,7 @@ from stream_app.report import (
     save_windows_jsonl,
     write_report,
 )
+from stream_app.windows.aggregation import WindowAggregator, aggregate_windows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

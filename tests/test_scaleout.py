@@ -10,10 +10,15 @@ import numpy as np
 import pytest
 
 from model_core.datasets.synth import generate
-from stream_app.chaos import _event_id_of, _train_markov, read_changelog_states, reference_states
-from stream_app.replay import replay_events
-from stream_app.topics import ensure_topics, read_topic
-from stream_app.worker_process import WorkerProcess
+from stream_app.kafka.replay import replay_events
+from stream_app.kafka.topics import ensure_topics, read_topic
+from stream_app.ops.chaos import (
+    _event_id_of,
+    _train_markov,
+    read_changelog_states,
+    reference_states,
+)
+from stream_app.worker.process import WorkerProcess
 
 pytestmark = [pytest.mark.broker]
 

@@ -12,7 +12,7 @@ import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types.auth import AuthProtocol, SASLMechanism
 
-from stream_app.security import (
+from stream_app.kafka.security import (
     KafkaSecurity,
     MaskedKwargs,
     SecurityConfigError,

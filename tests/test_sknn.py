@@ -234,9 +234,9 @@ def test_worker_serves_a_session_knn_checkpoint(stream_settings, tmp_path):
     from model_core.datasets.synth import generate, write_jsonl
     from model_core.sequences import build_vocab, group_by_user
     from schemas import Prediction
-    from stream_app.replay import replay_file
-    from stream_app.topics import ensure_topics, read_topic
-    from stream_app.worker_process import WorkerProcess
+    from stream_app.kafka.replay import replay_file
+    from stream_app.kafka.topics import ensure_topics, read_topic
+    from stream_app.worker.process import WorkerProcess
 
     events = generate(1200, seed=4)
     train, rest = events[:600], events[600:]

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from stream_app.cli import main
-from stream_app.replay import make_producer
-from stream_app.topics import ensure_topics
+from stream_app.kafka.replay import make_producer
+from stream_app.kafka.topics import ensure_topics
 
 pytestmark = [pytest.mark.broker]
 

@@ -102,7 +102,7 @@ def test_ml100k_items():
 # --------------------------------------------------------------------------- encoder
 def test_core_imports_without_the_text_extra():
     code = ("import sys, model_core.text.encoder, model_core.text.fusion, model_core.text.cache, "
-            "stream_app.item_encoder; bad = [m for m in ('tokenizers', 'transformers', "
+            "model_core.text.item_encoder; bad = [m for m in ('tokenizers', 'transformers', "
             "'sentence_transformers') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
@@ -274,7 +274,7 @@ def test_fused_model_save_load_round_trip(model_name):
 # --------------------------------------------------------------------------- stream side
 def test_stream_item_encoder_batches_and_reports_bad_records():
     from model_core.predictor import SequenceBatch
-    from stream_app.item_encoder import ItemEncoder
+    from model_core.text.item_encoder import ItemEncoder
 
     enc = FakeEncoder()
     seqs, texts = _category_data(n_users=40)

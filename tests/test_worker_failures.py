@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from model_core.datasets.synth import generate
-from stream_app.replay import replay_events
-from stream_app.topics import ensure_topics, read_topic
-from stream_app.worker_process import FAILED_BATCH_MARK, WorkerProcess
+from stream_app.kafka.replay import replay_events
+from stream_app.kafka.topics import ensure_topics, read_topic
+from stream_app.worker.process import FAILED_BATCH_MARK, WorkerProcess
 
 
 @pytest.mark.broker

@@ -205,8 +205,8 @@ def _stream(args) -> int:
     from model_core.checkpoint import load_model
     from model_core.predictor import SequenceBatch
     from model_core.text.encoder import load_text_encoder
+    from model_core.text.item_encoder import ItemEncoder
     from model_core.text.items import read_item_metadata
-    from stream_app.item_encoder import ItemEncoder
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -42,7 +42,7 @@ _SETTING_ARGS = ("broker_url", "topic_prefix", "app_id", "partitions", "model_pa
 
 def add_log_options(p: argparse.ArgumentParser) -> None:
     """``--log-level`` / ``--log-format`` (settings ``log_level`` / ``log_format``)."""
-    from stream_app.logs import FORMATS, LEVELS
+    from stream_app.observe.logs import FORMATS, LEVELS
 
     g = p.add_argument_group("logging")
     g.add_argument("--log-level", type=str.upper, choices=LEVELS, default=None,
@@ -93,7 +93,7 @@ def check_kafka(settings: Settings, timeout_s: float = BROKER_CHECK_S) -> None:
     """Fail fast and in one line when Kafka cannot be used with these settings.
 
     1. The security settings are resolved (files read, SASL/TLS consistency): a
-       :class:`~stream_app.security.SecurityConfigError` at once, before any connection.
+       :class:`~stream_app.kafka.security.SecurityConfigError` at once, before any connection.
     2. A TCP connection to each bootstrap address (at most 2 s each): refused, unknown host
        or no answer is named per address — the Kafka clients would retry for 30 s or more
        and end in a traceback.
@@ -147,7 +147,7 @@ def check_kafka(settings: Settings, timeout_s: float = BROKER_CHECK_S) -> None:
 def check_port_free(host: str, port: int, what: str) -> None:
     """Raise :class:`PortTaken` naming the port when ``host:port`` cannot be listened on
     (port 0, "any free port", always can)."""
-    from stream_app.broker import port_taken
+    from stream_app.kafka.broker import port_taken
 
     taken = port_taken(host, port) if port else None
     if taken:

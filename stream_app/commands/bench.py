@@ -6,7 +6,7 @@ import json
 
 
 def register(sub) -> None:
-    from stream_app.bench import ALL_VARIANTS
+    from stream_app.ops.bench import ALL_VARIANTS
 
     p = sub.add_parser(
         "bench", help="streaming benchmark on an embedded broker: raw Kafka, Faust, seqstream, "
@@ -36,7 +36,7 @@ def run(args) -> int:
     import sys
 
     from schemas.exceptions import SeqstreamError
-    from stream_app.bench import ALL_VARIANTS, Bench, BenchConfig, format_table
+    from stream_app.ops.bench import ALL_VARIANTS, Bench, BenchConfig, format_table
 
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     unknown = [v for v in variants if v not in ALL_VARIANTS]

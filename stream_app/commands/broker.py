@@ -30,8 +30,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from stream_app.broker import EmbeddedBroker
-    from stream_app.logs import configure_logging
+    from stream_app.kafka.broker import EmbeddedBroker
+    from stream_app.observe.logs import configure_logging
 
     settings = settings_from_args(args)
     configure_logging(settings.log_level, settings.log_format)

@@ -50,8 +50,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from stream_app.chaos import measure_restart, run_chaos
     from stream_app.commands._common import figure
+    from stream_app.ops.chaos import measure_restart, run_chaos
 
     if args.restart_bench:
         out = [measure_restart(args.events, store=s.strip())

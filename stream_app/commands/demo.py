@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from stream_app.demo import DemoOptions, run_demo
+    from stream_app.ops.demo import DemoOptions, run_demo
 
     quiet = args.json and not sys.stdout.isatty()
     opts = DemoOptions(events=args.events, data=args.data, fmt=args.fmt, model=args.model,

@@ -1,6 +1,6 @@
 """``seqstream publish-model CHECKPOINT``: hand a new checkpoint to the running workers.
 
-Two ways, as :mod:`stream_app.model_swap` reads them:
+Two ways, as :mod:`stream_app.worker.model_swap` reads them:
 
 - ``--watch-dir DIR`` (default: ``SEQSTREAM_MODEL_WATCH_DIR``): the checkpoint is copied into
   ``DIR/<model_version>/`` and ``DIR/LATEST`` is replaced atomically to name it; workers
@@ -60,7 +60,7 @@ def run(args) -> int:
     if not watch_dir:
         raise SeqstreamError("say where the workers look: --watch-dir DIR (or "
                              "SEQSTREAM_MODEL_WATCH_DIR), or --control for the control topic")
-    from stream_app.model_swap import publish_checkpoint
+    from stream_app.worker.model_swap import publish_checkpoint
 
     dst = publish_checkpoint(args.checkpoint, watch_dir)
     print(f"published model {version} as {dst} ({os.path.join(watch_dir, 'LATEST')} names it); "
@@ -70,7 +70,7 @@ def run(args) -> int:
 
 
 def _by_control(args, settings, version: str) -> int:
-    from stream_app.model_swap import control_key, inside_root, send_load_model
+    from stream_app.worker.model_swap import control_key, inside_root, send_load_model
 
     if not settings.control_key_file:
         raise SeqstreamError("--control signs its record: set SEQSTREAM_CONTROL_KEY_FILE to the "

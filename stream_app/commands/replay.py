@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from stream_app.replay import replay_file
+    from stream_app.kafka.replay import replay_file
 
     fmt, opts = reader_options(args, args.file)
     settings = settings_from_args(args)

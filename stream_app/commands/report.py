@@ -26,7 +26,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from schemas.exceptions import SeqstreamError
-    from stream_app.report import (
+    from stream_app.observe.report import (
         latest_per_key,
         load_alerts_jsonl,
         load_windows_jsonl,

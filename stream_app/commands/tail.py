@@ -61,7 +61,7 @@ def resolve_topic(consumer, settings, name: str) -> tuple[str, set[int]]:
     """``(topic, partitions)`` for the name given (see the module doc); raises a one-line
     :class:`~schemas.exceptions.SeqstreamError` when neither candidate exists."""
     from schemas.exceptions import SeqstreamError
-    from stream_app.topics import TOPICS
+    from stream_app.kafka.topics import TOPICS
 
     prefix = settings.topic_prefix
     candidates = [name] if name.startswith(prefix) else [prefix + name, name]

@@ -150,7 +150,7 @@ def render_frame(windows: Sequence, alerts: Sequence, kind: str = "tumbling", ro
     from rich.table import Table
     from rich.text import Text
 
-    from stream_app.online import aggregate_windows, merge_windows
+    from stream_app.windows.aggregation import aggregate_windows, merge_windows
 
     ws = [w for w in merge_windows(windows) if w.window_kind == kind]
     ws.sort(key=lambda w: w.window_start_ms)
@@ -221,7 +221,7 @@ def run(args) -> int:
     console = Console()
     state = TopState()
     if args.once and args.from_jsonl:
-        from stream_app.report import load_alerts_jsonl, load_windows_jsonl
+        from stream_app.observe.report import load_alerts_jsonl, load_windows_jsonl
 
         loaded = load_windows_jsonl(args.from_jsonl)
         alerts = load_alerts_jsonl(args.alerts_jsonl).records if args.alerts_jsonl else []
@@ -233,7 +233,7 @@ def run(args) -> int:
     t_metrics, t_alerts = settings.topic("metrics"), settings.topic("alerts")
     source = f"{settings.broker_url}  {t_metrics} + {t_alerts}"
     if args.once:
-        from stream_app.topics import iter_topic
+        from stream_app.kafka.topics import iter_topic
 
         for m in iter_topic(settings, "metrics", idle_s=args.idle_s, timeout_s=60):
             state.add_window_message(m.key, m.value)

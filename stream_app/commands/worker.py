@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from stream_app.app import run_worker
+    from stream_app.worker.app import run_worker
 
     settings = settings_from_args(args)
     check_port_free(settings.web_host, settings.web_port,

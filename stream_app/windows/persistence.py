@@ -7,7 +7,7 @@ windows published just before the crash could be published again with other coun
 
 How (at-least-once input, idempotent effects):
 
-- Windows are aggregated **per input partition** (one :class:`~stream_app.online.WindowAggregator`
+- Windows are aggregated **per input partition** (one :class:`~stream_app.windows.aggregation.WindowAggregator`
   each). Its whole state, plus the highest input offset it has accounted
   (``applied_offset``), is written once per batch to the ``user-state`` table under a reserved
   key (``\\x00seqstream/windows/<partition>``), *before* that partition's user states, in the
@@ -24,7 +24,7 @@ How (at-least-once input, idempotent effects):
   latest record per key**, latest by emission time (:func:`latest_windows`).
 
 **Size.** A window record holds no ids: distinct users and recommended items are sketches
-(:mod:`stream_app.distinct_sketch`), latencies a histogram, so it does not grow with the
+(:mod:`stream_app.windows.distinct_sketch`), latencies a histogram, so it does not grow with the
 number of users, events or items (with 200,000 users in a window, a few KB). Apache Kafka
 refuses records over ``message.max.bytes`` (1 MiB by default), so every record is kept under
 ``max_record_bytes`` as well: should a partition's record still exceed it (many hopping
@@ -51,10 +51,10 @@ import orjson
 
 from model_core.metrics import RankingAccumulator
 from schemas.exceptions import SeqstreamError
-from stream_app import online
-from stream_app.distinct_sketch import DistinctSketch
-from stream_app.latency_sketch import LatencyHistogram
-from stream_app.online import WindowAggregator
+from stream_app.windows import aggregation as online
+from stream_app.windows.aggregation import WindowAggregator
+from stream_app.windows.distinct_sketch import DistinctSketch
+from stream_app.windows.latency_sketch import LatencyHistogram
 
 WINDOW_KEY_PREFIX = b"\x00seqstream/windows/"
 #: 3: distinct users and items are sketches; 2: a set of user ids and an item bitmap;
@@ -115,7 +115,7 @@ def _enc(o):
     name = type(o).__name__
     if name not in _classes():
         raise TypeError(f"window state holds a {type(o).__qualname__}, which the window codec "
-                        "does not know; add it to stream_app.window_state._classes")
+                        "does not know; add it to stream_app.windows.persistence._classes")
     if hasattr(o, "__dict__"):
         attrs = vars(o)
     else:

@@ -37,7 +37,7 @@ class JsonFormatter(logging.Formatter):
 
 
 # Faust's own lines that say nothing to a seqstream user: the Monitor sensor is left out on
-# purpose (stream_app.app), so Faust finds no sensor state at each rebalance
+# purpose (stream_app.worker.app), so Faust finds no sensor state at each rebalance
 _NOISE = ("Missing sensor state for rebalance",)
 
 

@@ -14,7 +14,7 @@ the worker is killed with SIGKILL and started again. Afterwards it audits:
   ``duplicated_in_state`` (an event id twice in a sequence) and ``mismatched_sequences``
   (items, actions, times or ids differ: a gap or an extra).
 - **metrics**: the latest record per key of the metrics topic
-  (:func:`stream_app.window_state.latest_windows`): tumbling-window ``events`` and ``scored``
+  (:func:`stream_app.windows.persistence.latest_windows`): tumbling-window ``events`` and ``scored``
   totals must equal the number of events and the reference's scored count.
 
 It also times each restart (SIGKILL to "worker ready", which includes the broker's session
@@ -40,7 +40,7 @@ import orjson
 
 from model_core.sequence_state import UserState
 from stream_app.settings import Settings, load_settings
-from stream_app.worker_process import FAILED_BATCH_MARK
+from stream_app.worker.process import FAILED_BATCH_MARK
 
 
 @dataclass
@@ -110,9 +110,9 @@ def reference_states(model, events, settings: Settings) -> tuple[dict[str, UserS
 
 def read_changelog_states(settings: Settings, timeout_s: float = 120.0) -> dict[str, UserState]:
     """Final user states from the table's changelog topic (last value per key)."""
-    from stream_app.monotonic import latest_values
-    from stream_app.topics import iter_topic
-    from stream_app.window_state import is_window_key
+    from stream_app.kafka.monotonic import latest_values
+    from stream_app.kafka.topics import iter_topic
+    from stream_app.windows.persistence import is_window_key
 
     # as the table applies them: a stale record (from a worker that had stalled) is skipped
     latest = latest_values(m for m in iter_topic(
@@ -137,7 +137,7 @@ class _Tail:
         return self
 
     def _run(self) -> None:
-        from stream_app.topics import iter_topic
+        from stream_app.kafka.topics import iter_topic
 
         for m in iter_topic(self.settings, self.name, follow=True, timeout_s=60):
             self.count += 1
@@ -183,7 +183,7 @@ def _replay_in_segments(settings, events, pauses: list[int],
 
     ``rate``: events per second (sent in slices every 50 ms), or None for as fast as the
     producer goes. A paced replay keeps events flowing while a fault is in progress."""
-    from stream_app.replay import make_producer, replay_events
+    from stream_app.kafka.replay import make_producer, replay_events
 
     producer = make_producer(settings)
     step = max(1, int(rate / 20)) if rate else None
@@ -214,7 +214,7 @@ class _Fleet:
         self.procs: list = []
 
     def add(self, ready_timeout_s: float = 180.0, extra_env: dict | None = None):
-        from stream_app.worker_process import WorkerProcess
+        from stream_app.worker.process import WorkerProcess
 
         i = len(self.procs)
         s = self.settings.model_copy(update={"data_dir": str(self.work / f"worker-{i}-data")})
@@ -303,9 +303,9 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
     ``rate``: replay pace in events/s (None = as fast as possible).
     """
     from model_core.datasets.synth import generate
-    from stream_app.broker import EmbeddedBroker
-    from stream_app.topics import ensure_topics
-    from stream_app.window_state import latest_windows
+    from stream_app.kafka.broker import EmbeddedBroker
+    from stream_app.kafka.topics import ensure_topics
+    from stream_app.windows.persistence import latest_windows
 
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown chaos scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
@@ -403,7 +403,7 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
         # The audit re-reads the whole topic now that the worker has stopped: a follower
         # that raced the writer could have been reset past records (the embedded broker
         # under-reports end offsets, and kafka-python resets an out-of-range position).
-        from stream_app.topics import read_topic
+        from stream_app.kafka.topics import read_topic
 
         final = Counter(_event_id_of(m.value) for m in read_topic(settings, "predictions",
                                                                  idle_s=3.0, timeout_s=600))
@@ -505,10 +505,10 @@ def measure_restart(n_events: int = 20_000, store: str = "memory://", restarts: 
     member is not waited for.
     """
     from model_core.datasets.synth import generate
-    from stream_app.broker import EmbeddedBroker
-    from stream_app.replay import replay_events
-    from stream_app.topics import ensure_topics
-    from stream_app.worker_process import WorkerProcess
+    from stream_app.kafka.broker import EmbeddedBroker
+    from stream_app.kafka.replay import replay_events
+    from stream_app.kafka.topics import ensure_topics
+    from stream_app.worker.process import WorkerProcess
 
     work = Path(tempfile.mkdtemp(prefix="seqstream-restart-"))
     try:

@@ -5,7 +5,7 @@ offset it reflects: a user's state its ``source_offset`` (a user's events all co
 input partition, in offset order), a partition's window record its ``applied_offset``. A
 record that reflects *less* input than the value already held is stale: a worker that froze
 with records in its producer's buffer sends them when it resumes, after the partition's new
-owner wrote newer ones (:mod:`stream_app.fencing` stops such a worker from writing anything
+owner wrote newer ones (:mod:`stream_app.kafka.fencing` stops such a worker from writing anything
 after the stall, but not what was already handed to the producer; only Kafka transactions
 would). Applied blindly — table recovery, standby replicas, the chaos audit — the stale
 record would win and the user would lose events.
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 import orjson
 
 from model_core.sequence_state import UserState
-from stream_app.window_state import is_window_key
+from stream_app.windows.persistence import is_window_key
 
 log = logging.getLogger("seqstream.changelog")
 

@@ -148,8 +148,8 @@ def send_load_model(settings, path: str | Path, now_ms: int | None = None) -> No
     import orjson
 
     from schemas.exceptions import SeqstreamError
-    from stream_app.replay import make_producer
-    from stream_app.topics import ensure_topics
+    from stream_app.kafka.replay import make_producer
+    from stream_app.kafka.topics import ensure_topics
 
     key = control_key(settings)
     if key is None:

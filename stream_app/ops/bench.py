@@ -12,7 +12,7 @@ output topic::
     model_<name>   the model's batched ``predict_topk`` over the same sequences, no Kafka
     seqstream_<name>  ``seqstream worker --model CKPT`` (GRU4Rec, SASRec), full-catalogue top-K
 
-Both Faust variants get ``faust.App`` options from :func:`stream_app.app.app_options`, the
+Both Faust variants get ``faust.App`` options from :func:`stream_app.worker.app.app_options`, the
 tuning seqstream itself runs with. The neural models are **randomly initialised** (throughput
 does not depend on the weights) and saved as real checkpoints, so their runs are exactly
 ``seqstream worker --model DIR``.
@@ -218,7 +218,7 @@ async def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
 
 async def preload(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
     """Send all records (batched); returns seconds taken."""
-    from stream_app.publisher import BatchPublisher
+    from stream_app.kafka.publisher import BatchPublisher
 
     t0 = time.monotonic()
     prod = await _producer(bootstrap)
@@ -237,7 +237,7 @@ async def paced_send(bootstrap: str, topic: str, records: list[tuple[bytes, byte
     and the achieved rate. Every ``tick_s`` the records due are handed to the producer as one
     batch per partition (key-hash partitioning, as the pre-load), without waiting for acks:
     a load generator that costs little CPU on the machine it shares with the variant."""
-    from stream_app.publisher import BatchPublisher
+    from stream_app.kafka.publisher import BatchPublisher
 
     prod = await _producer(bootstrap)
     pub = BatchPublisher(prod)
@@ -348,7 +348,7 @@ async def _raw_passthrough(settings) -> None:
     """Plain aiokafka loop: poll a batch, ``send`` every record, wait for the acks."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from stream_app.worker_process import READY_MARK
+    from stream_app.worker.process import READY_MARK
 
     boot = settings.bootstrap_servers
     src, dst = settings.topic("events"), settings.topic("predictions")
@@ -382,8 +382,8 @@ def _faust_variant(settings, variant: str) -> None:
     """A plain Faust app with seqstream's tuning (``app_options``) and one agent."""
     import faust
 
-    from stream_app.app import app_options, tune_fetch_wait
-    from stream_app.worker_process import READY_MARK
+    from stream_app.worker.app import app_options, tune_fetch_wait
+    from stream_app.worker.process import READY_MARK
 
     app = faust.App(settings.app_id, **app_options(settings))
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -411,7 +411,7 @@ def _faust_variant(settings, variant: str) -> None:
         within = settings.batch_wait_ms / 1000.0
 
         if variant == "faust_ceiling_tb":
-            from stream_app.batching import take_batches
+            from stream_app.worker.batching import take_batches
 
             def batches(stream):
                 return take_batches(stream, settings.batch_size, within)
@@ -484,7 +484,7 @@ def child_main(argv: list[str]) -> int:
     elif variant in ("faust_naive", *CEILINGS):
         _faust_variant(settings, variant)
     elif variant == "seqstream_noop":
-        from stream_app.app import run_worker
+        from stream_app.worker.app import run_worker
 
         run_worker(settings, NoopRecommender(catalogue_vocab(cfg["items"]), settings.top_k))
     else:
@@ -576,7 +576,7 @@ class Bench:
             **over)
 
     def run(self) -> dict:
-        from stream_app.broker import EmbeddedBroker
+        from stream_app.kafka.broker import EmbeddedBroker
 
         cfg = self.cfg
         t_start = time.monotonic()
@@ -629,8 +629,8 @@ class Bench:
     def _state_bytes(self, events: list[Event], vocab: ItemVocab) -> dict:
         """Run seqstream's own state code (no-op model) over the events: encoded sizes, and
         the in-process processing rate of the machinery without Kafka or Faust."""
-        from stream_app.online import WindowAggregator
-        from stream_app.processor import BatchProcessor, RawRecord
+        from stream_app.windows.aggregation import WindowAggregator
+        from stream_app.worker.processor import BatchProcessor, RawRecord
 
         model = NoopRecommender(vocab, self.cfg.top_k)
         windows = WindowAggregator(ks=(10, 20), window_s=60, n_items=vocab.n_items,
@@ -669,7 +669,7 @@ class Bench:
         child_cfg = {"checkpoint": ckpt, "device": cfg.device, "events": cfg.events,
                      "items": cfg.items, "seed": cfg.seed, "max_seq_len": cfg.max_seq_len,
                      "batch_size": cfg.batch_size, "top_k": cfg.top_k, "out": str(out)}
-        proc = subprocess.run([sys.executable, "-m", "stream_app.bench", "--child", "model",
+        proc = subprocess.run([sys.executable, "-m", "stream_app.ops.bench", "--child", "model",
                                json.dumps(child_cfg)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{variant} failed:\n{proc.stderr[-3000:]}")
@@ -683,8 +683,8 @@ class Bench:
                    drain_ids: set[str], extra: list[tuple[bytes, bytes]],
                    ckpt: str | None) -> RunResult:
         """One variant on its own input topic, pre-loaded with the same events."""
-        from stream_app.topics import ensure_topics
-        from stream_app.worker_process import WorkerProcess
+        from stream_app.kafka.topics import ensure_topics
+        from stream_app.worker.process import WorkerProcess
 
         cfg = self.cfg
         settings = self.settings_for(broker.url, variant,
@@ -697,7 +697,7 @@ class Bench:
         if variant.startswith("seqstream_") and variant != "seqstream_noop":
             command = None  # exactly `seqstream worker --model CKPT`
         else:
-            command = [sys.executable, "-m", "stream_app.bench", "--child", variant,
+            command = [sys.executable, "-m", "stream_app.ops.bench", "--child", variant,
                        json.dumps({"items": cfg.items})]
         worker = WorkerProcess(settings, self.work / f"{variant}.log", command=command,
                                name=variant)

@@ -22,7 +22,7 @@ from schemas.actions import ACTIONS
 from schemas.dead_letter import MAX_ORIGINAL_BYTES, DeadLetter
 from schemas.event import DEFAULT_MAX_FUTURE_MS, Event, check_event_time, parse_event
 from schemas.exceptions import SchemaError
-from stream_app.online import WindowAggregator
+from stream_app.windows.aggregation import WindowAggregator
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ reads the topics (:func:`read_report_inputs`) or files (:func:`load_windows_json
 A window may be published more than once (the worker keys windows ``<kind>/<start>/p<part>``
 and a re-published one replaces the earlier record) and once per input partition: the
 latest record per key is kept and partitions are merged into one window per time range
-(:func:`stream_app.online.merge_windows`).
+(:func:`stream_app.windows.aggregation.merge_windows`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import orjson
 from schemas.alert import Alert
 from schemas.exceptions import SchemaError
 from schemas.metrics import MetricsWindow
-from stream_app.online import aggregate_windows, merge_windows
+from stream_app.windows.aggregation import aggregate_windows, merge_windows
 
 PNG_DPI = 100
 FIG_SIZE = (8.0, 3.4)
@@ -53,7 +53,7 @@ class Loaded:
 def latest_per_key(pairs: Iterable[tuple[bytes | str | None, MetricsWindow]]
                    ) -> list[MetricsWindow]:
     """Keep the latest window per key (unkeyed windows are all kept), in first-seen order;
-    latest by emission time, as :func:`stream_app.window_state.latest_windows`."""
+    latest by emission time, as :func:`stream_app.windows.persistence.latest_windows`."""
     latest: dict[bytes | str, MetricsWindow] = {}
     out: list[tuple[bytes | str | None, MetricsWindow]] = []
     for key, w in pairs:
@@ -135,7 +135,7 @@ def decode_messages(messages: Iterable, cls) -> tuple[list[tuple[bytes | None, o
 
 def read_report_inputs(settings, idle_s: float = 2.0, timeout_s: float = 60.0):
     """(window pairs, alerts, rejected count) read from the metrics and alerts topics."""
-    from stream_app.topics import read_topic
+    from stream_app.kafka.topics import read_topic
 
     wpairs, wres = decode_messages(read_topic(settings, "metrics", idle_s=idle_s,
                                               timeout_s=timeout_s), MetricsWindow)

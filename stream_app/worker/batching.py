@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from stream_app.kafka.faust_compat import iterate_passively, remove_processor
+
 
 async def take_batches(stream, max_: int, within: float, ack: bool = True,
                        ) -> AsyncIterator[list]:
@@ -29,13 +31,14 @@ async def take_batches(stream, max_: int, within: float, ack: bool = True,
     if max_ < 1:
         raise ValueError(f"batch size must be at least 1, got {max_}")
     filling: list = []
-    first_at = [0.0]  # loop time of the filling batch's first event
+    first_at = 0.0  # loop time of the filling batch's first event
     loop = asyncio.get_running_loop()
     full = asyncio.Event()
     room = asyncio.Event()
     room.set()
 
     async def add(value):
+        nonlocal first_at
         # runs in the stream's drainer, once per delivered event, with it as current event
         event = stream.current_event
         if event is None:
@@ -44,7 +47,7 @@ async def take_batches(stream, max_: int, within: float, ack: bool = True,
             room.clear()
             await stream.wait(room)
         if not filling:
-            first_at[0] = loop.time()
+            first_at = loop.time()
         filling.append(event)
         if len(filling) >= max_:
             full.set()
@@ -53,13 +56,13 @@ async def take_batches(stream, max_: int, within: float, ack: bool = True,
     enable_acks = stream.enable_acks
     stream.enable_acks = False  # acked here, after the caller is done with each batch
     stream.add_processor(add)
-    stream._enable_passive(aiter(stream.channel))
+    iterate_passively(stream, aiter(stream.channel))
     try:
         while not stream.should_stop:
             if not filling:
                 await stream.wait_for_stopped(full, timeout=within)
                 continue
-            left = within - (loop.time() - first_at[0])
+            left = within - (loop.time() - first_at)
             if left > 0 and not full.is_set():
                 await stream.wait_for_stopped(full, timeout=left)
             # swap, with no await in between: the drainer goes on filling a new batch
@@ -74,4 +77,4 @@ async def take_batches(stream, max_: int, within: float, ack: bool = True,
                     await stream.ack(event)
     finally:
         stream.enable_acks = enable_acks
-        stream._processors.remove(add)
+        remove_processor(stream, add)

@@ -3,7 +3,7 @@
 Every worker needs every item (any user may be recommended any item), so the items topic is
 read whole by each worker — a plain consumer with no group, from the beginning — not split
 across the group like ``events``. Records (JSON objects with an id and text fields) are queued
-in an :class:`~stream_app.item_encoder.ItemEncoder`; the agent flushes the queue on the model
+in an :class:`~model_core.text.item_encoder.ItemEncoder`; the agent flushes the queue on the model
 thread between two scoring batches, after which the new items are scored and recommendable.
 Bad records go to ``dead-letters`` with the reason.
 
@@ -29,7 +29,7 @@ def make_item_encoder(settings: Settings, model):
     """An ItemEncoder for ``model``, or None (with the reason logged) when it cannot take
     new items (ID-only model, or the text extra missing)."""
     try:
-        from stream_app.item_encoder import ItemEncoder
+        from model_core.text.item_encoder import ItemEncoder
     except ImportError as e:
         log.info("items feed off: %s (pip install 'seqstream[text]')", e)
         return None
@@ -52,7 +52,7 @@ async def follow_items(settings: Settings, encoder,
     """Read the whole items topic forever (cancelled at shutdown) into ``encoder``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from stream_app.security import kafka_python_kwargs
+    from stream_app.kafka.security import kafka_python_kwargs
 
     sec = dict(kafka_python_kwargs(settings))
     topic = settings.topic("items")

@@ -24,13 +24,13 @@ from model_core.prequential import run_prequential
 from model_core.train import sequences_from_events, train_model
 from schemas.event import Event
 from schemas.metrics import MetricsWindow
-from stream_app.broker import EmbeddedBroker
-from stream_app.online import aggregate_windows
-from stream_app.replay import load_sorted, replay_events
+from stream_app.kafka.broker import EmbeddedBroker
+from stream_app.kafka.replay import load_sorted, replay_events
+from stream_app.kafka.topics import ensure_topics, iter_topic, read_topic
 from stream_app.settings import Settings, load_settings
-from stream_app.topics import ensure_topics, iter_topic, read_topic
-from stream_app.window_state import latest_windows
-from stream_app.worker_process import WorkerProcess
+from stream_app.windows.aggregation import aggregate_windows
+from stream_app.windows.persistence import latest_windows
+from stream_app.worker.process import WorkerProcess
 
 #: Training settings of the demo's sequence model (small data, CPU, about a minute).
 DEMO_TRAIN = {"epochs": 10, "batch_size": 32, "lr": 3e-3, "dim": 64, "max_seconds": 120}
@@ -237,7 +237,7 @@ def _read_alerts(settings: Settings) -> list:
 
 def _write_report(windows, alerts, out: Path, say) -> str | None:
     try:
-        from stream_app.report import write_report
+        from stream_app.observe.report import write_report
     except ImportError:
         return None
     path = write_report(windows, alerts, out)

@@ -15,7 +15,7 @@ totals over the same events). ``WindowAggregator.total_late`` counts late events
 Dead letters carry no trusted event time: they are counted in the window(s) of the watermark.
 
 A window's size does not depend on its traffic (it is written to the changelog every batch):
-distinct users and distinct recommended items are :class:`~stream_app.distinct_sketch.DistinctSketch`
+distinct users and distinct recommended items are :class:`~stream_app.windows.distinct_sketch.DistinctSketch`
 counts (exact up to 128 values, then HyperLogLog with a 1.6 % standard error), so ``users``
 and ``coverage`` of a busy window are estimates; latencies are a log-bucket histogram.
 """
@@ -33,8 +33,8 @@ from model_core.prequential import BatchResult
 from schemas.actions import ACTIONS, N_ACTIONS
 from schemas.event import Event
 from schemas.metrics import MetricsWindow
-from stream_app.distinct_sketch import DistinctSketch, hash_strings
-from stream_app.latency_sketch import LatencyHistogram
+from stream_app.windows.distinct_sketch import DistinctSketch, hash_strings
+from stream_app.windows.latency_sketch import LatencyHistogram
 
 
 @dataclass

@@ -29,8 +29,8 @@ from kafka import KafkaProducer
 from model_core.datasets import Rejected, iter_log
 from schemas.dead_letter import DeadLetter
 from schemas.event import Event
+from stream_app.kafka.topics import ensure_topics
 from stream_app.settings import Settings
-from stream_app.topics import ensure_topics
 
 
 @dataclass

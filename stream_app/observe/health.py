@@ -8,7 +8,7 @@ JSON body; a load balancer or Kubernetes then stops counting on it.
 
 The broker is probed every ``probe_s`` seconds with a metadata request on the producer's
 connection. While it cannot be reached the worker is not ready, says so once (the Kafka
-client's own retry lines are rate-limited, stream_app.logs), and after
+client's own retry lines are rate-limited, stream_app.observe.logs), and after
 ``broker_lost_exit_s`` seconds (0 = never) exits non-zero with one line naming the broker: a
 supervisor restarts it, and the restart resumes from the committed offsets.
 """

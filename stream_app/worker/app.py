@@ -30,17 +30,17 @@ import faust
 from model_core.predictor import Recommender
 from model_core.sequence_state import UserState
 from schemas.dead_letter import DeadLetter
-from stream_app import end_offsets, monotonic
-from stream_app.batching import take_batches
-from stream_app.faults import InjectedFault, from_environment
-from stream_app.fencing import MembershipFence
-from stream_app.health import Health
-from stream_app.online import WindowAggregator
-from stream_app.processor import BatchProcessor, RawRecord
-from stream_app.publisher import BatchPublisher
+from stream_app.kafka import end_offsets, monotonic
+from stream_app.kafka.fencing import MembershipFence
+from stream_app.kafka.publisher import BatchPublisher
+from stream_app.observe.health import Health
 from stream_app.settings import Settings
-from stream_app.window_state import PartitionWindows, window_key
-from stream_app.worker_process import FAILED_BATCH_MARK, READY_MARK
+from stream_app.windows.aggregation import WindowAggregator
+from stream_app.windows.persistence import PartitionWindows, window_key
+from stream_app.worker.batching import take_batches
+from stream_app.worker.faults import InjectedFault, from_environment
+from stream_app.worker.process import FAILED_BATCH_MARK, READY_MARK
+from stream_app.worker.processor import BatchProcessor, RawRecord
 
 log = logging.getLogger("seqstream.worker")
 
@@ -181,7 +181,7 @@ def app_options(settings: Settings) -> dict:
     (cluster layout) and ``/table/`` (reads any table key: users' states) views are off —
     seqstream routes nothing between workers over HTTP.
     """
-    from stream_app.security import faust_broker_credentials
+    from stream_app.kafka.security import faust_broker_credentials
 
     return dict(
         broker=settings.broker_url,
@@ -203,7 +203,7 @@ def app_options(settings: Settings) -> dict:
         producer_linger_ms=5,
         producer_max_batch_size=1 << 20,
         table_standby_replicas=1,
-        # sound once end offsets are verified (stream_app.end_offsets): Tansu under-reports them
+        # sound once end offsets are verified (stream_app.kafka.end_offsets): Tansu under-reports them
         recovery_consistency_check=settings.recovery_consistency_check,
         logging_config=None,
     )
@@ -219,11 +219,11 @@ class _FaustApp(faust.App):
     """
 
     keep_monitor = True
-    fast_delivery = False  # stream_app.delivery: no asyncio tasks per consumed message
+    fast_delivery = False  # stream_app.kafka.delivery: no asyncio tasks per consumed message
 
     def _new_consumer(self):
         if self.fast_delivery:
-            from stream_app.delivery import fast_consumer_class
+            from stream_app.kafka.delivery import fast_consumer_class
 
             self.transport.Consumer = fast_consumer_class(type(self.transport).Consumer)
         return super()._new_consumer()
@@ -261,13 +261,13 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     fence = MembershipFence(app, settings.session_timeout_s, settings.heartbeat_interval_s)
     # ops: drift/threshold alerts (alerts topic) and Prometheus metrics (settings.metrics_port)
     from schemas.metrics import MetricsWindow
-    from stream_app.alerts import (
+    from stream_app.observe.alerts import (
         AlertConfig,
         AlertMonitor,
         model_failure_alert,
         model_swap_alert,
     )
-    from stream_app.monitor import WorkerMetrics, consumer_lags
+    from stream_app.observe.prometheus import WorkerMetrics, consumer_lags
 
     alert_monitor = AlertMonitor(AlertConfig.from_settings(settings), model.version)
     prom = WorkerMetrics()
@@ -284,7 +284,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     table = app.Table("user-state", default=None, partitions=settings.partitions,
                       schema=raw_schema, key_type=bytes, value_type=bytes)
     monotonic.install(table)  # a late record from a stalled worker never wins (recovery)
-    # crash-safe windows: per input partition, persisted in ``table`` (stream_app.window_state)
+    # crash-safe windows: per input partition, persisted in ``table`` (stream_app.windows.persistence)
     pwindows = PartitionWindows(new_windows, table.get, settings.max_record_bytes)
     topic_predictions = settings.topic("predictions")
     topic_dead = settings.topic("dead-letters")
@@ -316,12 +316,12 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                 (MetricsWindow.from_json(v) for _, v in closed), int(time.time() * 1000),
                 sources=[k.rsplit(b"/", 1)[-1].decode() for k, _ in closed]))  # "p<part>"
 
-    from stream_app.items_feed import follow_items, make_item_encoder
+    from stream_app.worker.items_feed import follow_items, make_item_encoder
 
     # new items at run time (text/fused models with the text extra): items topic -> encoder
     item_encoder = make_item_encoder(settings, model)
 
-    from stream_app.model_swap import ModelSwapper
+    from stream_app.worker.model_swap import ModelSwapper
 
     def on_model_swap(new_model) -> None:
         pwindows.set_model_version(new_model.version)
@@ -625,14 +625,14 @@ def limit_malloc_arenas(n: int) -> bool:
 
 def run_worker(settings: Settings, model: Recommender | None = None) -> None:
     """Run one worker until SIGINT/SIGTERM (blocks)."""
-    from stream_app.logs import configure_logging
-    from stream_app.topics import ensure_topics
+    from stream_app.kafka.topics import ensure_topics
+    from stream_app.observe.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     limit_malloc_arenas(settings.malloc_arenas)
     ensure_topics(settings)
     sapp = create_app(settings, model)
-    from stream_app.store_guard import mark_clean, prepare_local_store
+    from stream_app.worker.store_guard import mark_clean, prepare_local_store
 
     marker = prepare_local_store(sapp.app, settings)  # rocksdb:// after a crash: rebuild
     log.info("seqstream worker starting: broker %s, group %s, topics %s* (%d partitions), "
