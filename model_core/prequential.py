@@ -61,14 +61,14 @@ class PrequentialEngine:
         plain lists and joined to the stored arrays once; every model row is a slice (view)
         of that joined sequence; ranks are found for all scored events at once.
 
-        The same as :meth:`prepare`, the step's :meth:`_Step.predict`, then :meth:`complete`
+        The same as :meth:`prepare`, the step's :meth:`PrequentialStep.predict`, then :meth:`complete`
         (the worker runs only the model call off its event loop).
         """
         step = self.prepare(events, states, offsets)
         return self.complete(step, step.predict())
 
     def prepare(self, events: Sequence[Event], states: MutableMapping[str, UserState],
-                offsets: Sequence[int] | None = None) -> _Step:
+                offsets: Sequence[int] | None = None) -> PrequentialStep:
         """The batch's sequences and what each event is scored against (no model call)."""
         index = self._vocab_index
         max_len = self.max_len
@@ -146,10 +146,10 @@ class PrequentialEngine:
             [f[w.at + s:w.at + e] for w, s, e in zip(row_work, row_start, row_end, strict=True)]
             for f in joined[:3])
 
-        return _Step(self, n, SequenceBatch(rows_items, rows_actions, rows_ts), work, joined,
+        return PrequentialStep(self, n, SequenceBatch(rows_items, rows_actions, rows_ts), work, joined,
                      prev_refs, targets, true_actions, duplicates, states)
 
-    def complete(self, step: _Step, topk: TopK) -> BatchResult:
+    def complete(self, step: PrequentialStep, topk: TopK) -> BatchResult:
         """Score the batch's events and update its users' states from the model's ``topk``
         (one row per event of :meth:`prepare`'s batch)."""
         n, work, joined, prev_refs = step.n, step.work, step.joined, step.prev_refs
@@ -186,7 +186,7 @@ class PrequentialEngine:
 
 
 @dataclass(slots=True)
-class _Step:
+class PrequentialStep:
     """A batch between :meth:`PrequentialEngine.prepare` and ``complete``."""
 
     engine: PrequentialEngine

@@ -190,15 +190,6 @@ class Settings(BaseSettings):
                 out.append(part)
         return out
 
-    def kafka_python_security(self) -> dict:
-        """Keyword arguments for kafka-python clients (secrets read here, never logged).
-
-        Delegates to :func:`stream_app.kafka.security.kafka_python_kwargs`.
-        """
-        from stream_app.kafka.security import kafka_python_kwargs
-
-        return kafka_python_kwargs(self)
-
     def with_overrides(self, **overrides) -> Settings:
         """A copy with the given non-None values replaced (CLI options over environment)."""
         values = {k: v for k, v in overrides.items() if v is not None}

@@ -250,7 +250,7 @@ def test_id_mode_model_refuses_text_items():
 
 
 def test_fused_model_save_load_round_trip(model_name):
-    from model_core.checkpoint import load_model
+    from model_core.checkpoint import load_model, save_model
     from model_core.predictor import SequenceBatch
     from model_core.text.fusion import add_metadata_items
 
@@ -262,7 +262,7 @@ def test_fused_model_save_load_round_trip(model_name):
     batch = SequenceBatch(items=[seqs[0], seqs[1], np.array([model.vocab.index("n1")], np.int32)])
     before = model.score(batch)
     with tempfile.TemporaryDirectory() as d:
-        model.save(d)
+        save_model(model, d)
         loaded = load_model(d, device="cpu")
     assert loaded.vocab.item_ids(range(1, len(loaded.vocab))) == model.vocab.item_ids(range(1, len(model.vocab)))
     emb = loaded.module.item_emb

@@ -289,11 +289,6 @@ class _RecommenderBase:
         return TopK(items=items_a.astype(np.int64), scores=scores_a.astype(np.float32),
                     action_probs=self._action_probs(batch))
 
-    def save(self, directory: str) -> None:
-        from model_core.checkpoint import save_model
-
-        save_model(self, directory)
-
 
 def _slice(batch: SequenceBatch, s: int, e: int) -> SequenceBatch:
     if s == 0 and e == len(batch):

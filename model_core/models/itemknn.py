@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from model_core.models.data import SeqData
-from model_core.models.markov import ItemTableRecommender, _csr_from_pairs
+from model_core.models.markov import ItemTableRecommender, csr_from_pairs
 
 
 class ItemKNNRecommender(ItemTableRecommender):
@@ -42,7 +42,7 @@ class ItemKNNRecommender(ItemTableRecommender):
                 dst += [b[keep], a[keep]]
         src = np.concatenate(src) if src else np.zeros(0, np.int64)
         dst = np.concatenate(dst) if dst else np.zeros(0, np.int64)
-        indptr, indices, co = _csr_from_pairs(src, dst, np.ones(len(src)), n)
+        indptr, indices, co = csr_from_pairs(src, dst, np.ones(len(src)), n)
         rows = np.repeat(np.arange(n), np.diff(indptr))
         cnt = np.maximum(self.item_counts.astype(np.float64), 1.0)
         sim = co / np.sqrt(cnt[rows] * cnt[indices])

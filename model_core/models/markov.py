@@ -14,7 +14,7 @@ from model_core.models.base import CountingRecommender
 from model_core.models.data import SeqData
 
 
-def _csr_from_pairs(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n: int):
+def csr_from_pairs(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n: int):
     """Sum duplicate (src, dst) pairs and return CSR arrays (indptr, indices, data)."""
     key = src.astype(np.int64) * n + dst.astype(np.int64)
     uniq, inv = np.unique(key, return_inverse=True)
@@ -54,7 +54,7 @@ class MarkovRecommender(ItemTableRecommender):
         dst = [s[1:] for s in data.items if len(s) > 1]
         src = np.concatenate(src) if src else np.zeros(0, np.int64)
         dst = np.concatenate(dst) if dst else np.zeros(0, np.int64)
-        self.indptr, self.indices, self.data = _csr_from_pairs(src, dst, np.ones(len(src)), n)
+        self.indptr, self.indices, self.data = csr_from_pairs(src, dst, np.ones(len(src)), n)
 
     def _dense_scores(self, histories: list[np.ndarray]) -> np.ndarray:
         out = np.tile(self.popularity_tiebreak(), (len(histories), 1))

@@ -10,6 +10,7 @@ import os
 import sys
 
 from schemas.exceptions import SeqstreamError
+from stream_app.kafka.security import kafka_python_kwargs
 from stream_app.settings import Settings, load_settings, unknown_env_names
 
 
@@ -107,7 +108,7 @@ def check_kafka(settings: Settings, timeout_s: float = BROKER_CHECK_S) -> None:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError, NoBrokersAvailable
 
-    security = settings.kafka_python_security()  # SecurityConfigError: one line, no network
+    security = kafka_python_kwargs(settings)  # SecurityConfigError: one line, no network
     deadline = time.monotonic() + timeout_s
     url = settings.broker_url
     reachable, reasons = [], []

@@ -182,7 +182,9 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
     else:
         model = fit(prep.split, fc, log=log).model
     if args.save:
-        model.save(args.save)
+        from model_core.checkpoint import save_model
+
+        save_model(model, args.save)
     return model
 
 

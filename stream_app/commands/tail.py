@@ -21,6 +21,7 @@ import time
 import orjson
 
 from stream_app.commands._common import kafka_settings, non_negative_int
+from stream_app.kafka.security import kafka_python_kwargs
 
 #: A snapshot read ends once every partition is read to its high watermark, or after this
 #: long without a record (the embedded broker under-reports end offsets).
@@ -98,7 +99,7 @@ def tail_lines(settings, name: str, n: int | None = None, from_beginning: bool =
 
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
                              enable_auto_commit=False, allow_auto_create_topics=False,
-                             **settings.kafka_python_security())
+                             **kafka_python_kwargs(settings))
     try:
         topic, parts = resolve_topic(consumer, settings, name)
         tps = [TopicPartition(topic, p) for p in sorted(parts)]

@@ -17,6 +17,7 @@ from stream_app.commands._common import (
     positive_float,
     positive_int,
 )
+from stream_app.kafka.security import kafka_python_kwargs
 
 
 def register(sub) -> None:
@@ -204,7 +205,7 @@ def _consumer(settings, topics: list[str], from_end: bool):
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                             enable_auto_commit=False, **settings.kafka_python_security())
+                             enable_auto_commit=False, **kafka_python_kwargs(settings))
     tps = []
     for topic in topics:
         parts = consumer.partitions_for_topic(topic) or set()

@@ -74,12 +74,16 @@ def fetch_wait_ms(app: faust.App) -> int | None:
     return getattr(_fetcher(app), "_fetch_max_wait_ms", None)
 
 
-def set_fetch_wait(app: faust.App, wait_ms: int) -> None:
-    """Set aiokafka's fetch wait (read for every new fetch request). Faust fixes it at 1500 ms
-    and offers no setting. No-op before the consumer has started."""
+def tune_fetch_wait(app: faust.App, batch_wait_ms: int) -> None:
+    """Lower the consumer's fetch wait from Faust's fixed 1500 ms to the batch wait (5 to
+    500 ms). A broker may hold a fetch for the whole wait even when records arrive meanwhile
+    (the embedded Tansu does: at low rates that added 0.4-0.7 s median latency; at 50 ms,
+    9 ms). Faust offers no setting, so this sets aiokafka's fetcher attribute (read for every
+    new fetch request). Call after the consumer has started (on rebalance complete); before,
+    it does nothing."""
     with contextlib.suppress(AttributeError):
         fetcher = app.consumer._thread._consumer._fetcher
-        fetcher._fetch_max_wait_ms = wait_ms
+        fetcher._fetch_max_wait_ms = max(5, min(batch_wait_ms, 500))
 
 
 class FaustApp(faust.App):

@@ -29,6 +29,7 @@ from kafka import KafkaProducer
 from model_core.datasets import Rejected, iter_log
 from schemas.dead_letter import DeadLetter
 from schemas.event import Event
+from stream_app.kafka.security import kafka_python_kwargs
 from stream_app.kafka.topics import ensure_topics
 from stream_app.settings import Settings
 
@@ -51,7 +52,7 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
     kw = dict(bootstrap_servers=settings.bootstrap_servers, linger_ms=5,
               batch_size=256 * 1024, acks=1, max_request_size=4 * 1024 * 1024,
               retries=5)
-    kw.update(settings.kafka_python_security())
+    kw.update(kafka_python_kwargs(settings))
     kw.update(overrides)
     return KafkaProducer(**kw)
 

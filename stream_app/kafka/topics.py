@@ -10,6 +10,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaConnectionError, NoBrokersAvailable, TopicAlreadyExistsError
 
+from stream_app.kafka.security import kafka_python_kwargs
 from stream_app.settings import Settings
 
 #: Topics seqstream reads or writes (the short names; full names via ``Settings.topic``).
@@ -23,7 +24,7 @@ def ensure_topics(settings: Settings, names: tuple[str, ...] = TOPICS,
     Waits up to ``timeout_s`` for a broker that is not reachable yet (one just started);
     only that is retried: a configuration error (security settings, a missing secret file)
     raises at once."""
-    security = settings.kafka_python_security()  # SecurityConfigError: no retry can fix it
+    security = kafka_python_kwargs(settings)  # SecurityConfigError: no retry can fix it
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -63,7 +64,7 @@ def iter_topic(settings: Settings, name: str, idle_s: float = 2.0, timeout_s: fl
     topic = settings.topic(name) if name in TOPICS else name
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
                              enable_auto_commit=False, consumer_timeout_ms=200,
-                             **settings.kafka_python_security())
+                             **kafka_python_kwargs(settings))
     try:
         parts = None
         deadline = time.monotonic() + timeout_s

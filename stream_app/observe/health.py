@@ -19,6 +19,8 @@ import asyncio
 import logging
 import time
 
+from stream_app.kafka.faust_compat import aiokafka_producer
+
 log = logging.getLogger("seqstream.health")
 
 
@@ -50,7 +52,7 @@ class Health:
 
     # ------------------------------------------------------------------ broker probe
     async def _probe(self) -> None:
-        producer = self.app.producer._ensure_producer()
+        producer = aiokafka_producer(self.app)
         client = producer.client
         await asyncio.wait_for(client.fetch_all_metadata(), timeout=max(1.0, self.probe_s * 2))
 

@@ -140,9 +140,6 @@ class NoopRecommender:
         return TopK(np.tile(self._items[:k], (b, 1)), np.tile(self._scores[:k], (b, 1)),
                     np.tile(self._probs, (b, 1)))
 
-    def save(self, directory: str) -> None:
-        raise NotImplementedError("the no-op benchmark model is not saved")
-
 
 def sequence_rows(events: list[Event], vocab: ItemVocab, max_len: int):
     """For each event, its user's last ``max_len`` items/actions/times after that event."""
@@ -382,10 +379,11 @@ def _faust_variant(settings, variant: str) -> None:
     """A plain Faust app with seqstream's tuning (``app_options``) and one agent."""
     import faust
 
-    from stream_app.worker.app import app_options, tune_fetch_wait
+    from stream_app.kafka.faust_compat import FaustApp, fetch_wait_ms, tune_fetch_wait
+    from stream_app.worker.app import app_options
     from stream_app.worker.process import READY_MARK
 
-    app = faust.App(settings.app_id, **app_options(settings))
+    app = FaustApp(settings.app_id, **app_options(settings))
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     src = app.topic(settings.topic("events"), partitions=settings.partitions, **raw)
     dst = app.topic(settings.topic("predictions"), partitions=settings.partitions, **raw)
@@ -427,9 +425,8 @@ def _faust_variant(settings, variant: str) -> None:
 
     @app.on_rebalance_complete.connect
     async def ready(sender, **kwargs):
-        tune_fetch_wait(app, settings)  # as seqstream's worker does
-        wait = getattr(getattr(app.consumer._thread._consumer, "_fetcher", None),
-                       "_fetch_max_wait_ms", None)
+        tune_fetch_wait(app, settings.batch_wait_ms)  # as seqstream's worker does
+        wait = fetch_wait_ms(app)
         print(f"{READY_MARK} model={variant} fetch_max_wait_ms={wait}", flush=True)
 
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from model_core.sequence_state import UserState
+from stream_app.kafka.security import kafka_python_kwargs
 
 log = logging.getLogger("seqstream.model_swap")
 
@@ -366,7 +367,7 @@ def _control_consumer(settings):
 
     topic = settings.topic("control")
     c = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                      enable_auto_commit=False, **settings.kafka_python_security())
+                      enable_auto_commit=False, **kafka_python_kwargs(settings))
     parts = c.partitions_for_topic(topic) or set()
     if not parts:
         c.close()

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from model_core.predictor import Recommender
-from model_core.prequential import BatchResult, PrequentialEngine
+from model_core.predictor import Recommender, TopK
+from model_core.prequential import BatchResult, PrequentialEngine, PrequentialStep
 from model_core.sequence_state import UserState
 from schemas.actions import ACTIONS
 from schemas.dead_letter import MAX_ORIGINAL_BYTES, DeadLetter
 from schemas.event import DEFAULT_MAX_FUTURE_MS, Event, check_event_time, parse_event
 from schemas.exceptions import SchemaError
+from schemas.prediction import Prediction
 from stream_app.windows.aggregation import WindowAggregator
 
 
@@ -38,6 +39,18 @@ class RawRecord:
 
 
 @dataclass
+class PreparedBatch:
+    """A parsed batch after test-then-learn, waiting for its model call (``step``; None
+    when the batch has no valid event)."""
+
+    records: Sequence[RawRecord]
+    events: list[Event]  # valid events, in input order
+    positions: list[int]  # index of each valid event in the input records
+    dead: list[tuple[bytes | None, bytes]]  # dead letters of the records that did not parse
+    step: PrequentialStep | None
+
+
+@dataclass
 class BatchOutput:
     events: list[Event]  # valid events, in input order
     positions: list[int]  # index of each valid event in the input records
@@ -45,6 +58,7 @@ class BatchOutput:
     predictions: list[tuple[bytes, bytes]]  # (key, value) for the predictions topic
     dead_letters: list[tuple[bytes | None, bytes]]  # (key, value) for dead-letters
     latencies_ms: list[float] = field(default_factory=list)
+    emitted_at_ms: int = 0  # wall clock when the outputs were made
     model_ms: float = 0.0
 
 
@@ -118,15 +132,44 @@ class BatchProcessor:
         return events, positions, dead
 
     # ------------------------------------------------------------------ stage 2
-    def run_model(self, events: Sequence[Event], states: MutableMapping[str, UserState],
-                  offsets: Sequence[int] | None = None) -> BatchResult:
-        """Test-then-learn + batched prediction (pure; safe to run in a worker thread)."""
-        return self.engine.process(events, states, offsets)
+    def prepare(self, records: Sequence[RawRecord], events: list[Event], positions: list[int],
+                dead: list[tuple[bytes | None, bytes]],
+                states: MutableMapping[str, UserState]) -> PreparedBatch:
+        """Test-then-learn for the parsed batch (states are updated in place); the model call
+        is left in ``step`` (:meth:`PreparedBatch.step.predict`, safe on a worker thread)."""
+        step = None
+        if events:
+            step = self.engine.prepare(events, states, [records[p].offset for p in positions])
+        return PreparedBatch(records, events, positions, dead, step)
 
     # ------------------------------------------------------------------ stage 3
+    def finish(self, prepared: PreparedBatch, topk: TopK | None, now_ms: int) -> BatchOutput:
+        """The batch's outputs once its model call returned ``topk`` (None without events)."""
+        if prepared.step is None:
+            return BatchOutput([], [], None, [], prepared.dead, [], now_ms)
+        result = self.engine.complete(prepared.step, topk)
+        recs = prepared.records
+        return BatchOutput(prepared.events, prepared.positions, result,
+                           self.encode_predictions(prepared.events, result, now_ms),
+                           prepared.dead,
+                           [float(now_ms - recs[p].timestamp_ms) for p in prepared.positions],
+                           now_ms)
+
+    def fail(self, prepared: PreparedBatch, reason: str, now_ms: int) -> BatchOutput:
+        """The batch's outputs once every model call failed: its valid events go to dead
+        letters with ``reason``, unchanged (their states are not written)."""
+        recs = prepared.records
+        dead = prepared.dead + [
+            (recs[p].key, DeadLetter.of(recs[p].value, reason, recs[p].topic, recs[p].partition,
+                                        recs[p].offset, recs[p].key, failed_at_ms=now_ms,
+                                        max_original_bytes=self.max_original_bytes).to_json())
+            for p in prepared.positions]
+        return BatchOutput([], [], None, [], dead, [], now_ms)
+
     def encode_predictions(self, events: Sequence[Event], result: BatchResult,
                            emitted_at_ms: int) -> list[tuple[bytes, bytes]]:
-        """One ``Prediction`` JSON per event (duplicates included: at-least-once output)."""
+        """One :class:`~schemas.prediction.Prediction` per event (duplicates included:
+        at-least-once output), serialised by orjson straight from the dataclass."""
         top = result.topk
         # whole-batch numpy -> Python conversions (one call each), then one dumps per event
         rows = top.items.tolist()
@@ -136,45 +179,28 @@ class BatchProcessor:
         ids = self._item_ids
         version = self.model_version
         dumps = orjson.dumps
-        empty: dict = {}
         out = []
         for i, ev in enumerate(events):
-            value = dumps({
-                "event_id": ev.event_id,
-                "user_id": ev.user_id,
-                "items": ids(rows[i]),
-                "scores": scores[i],
-                "next_action": dict(zip(ACTIONS, probs[i], strict=True)) if probs else empty,
-                "model_version": version,
-                "event_timestamp_ms": ev.timestamp_ms,
-                "emitted_at_ms": emitted_at_ms,
-                "extra": empty,
-            })
-            out.append((ev.user_id.encode(), value))
+            pred = Prediction(ev.event_id, ev.user_id, ids(rows[i]), scores[i],
+                              dict(zip(ACTIONS, probs[i], strict=True)) if probs else {},
+                              version, ev.timestamp_ms, emitted_at_ms)
+            out.append((ev.user_id.encode(), dumps(pred)))
         return out
 
     def process(self, records: Sequence[RawRecord],
                 states: MutableMapping[str, UserState]) -> BatchOutput:
-        """All stages in one call (no Kafka): used by tests, the benchmark and offline replay."""
+        """The worker's stages in one call, the model called on this thread (no Kafka, no
+        retries): used by tests and the benchmark. With ``windows`` the batch is accounted
+        there too."""
         events, positions, dead = self.parse(records)
-        result = None
-        preds: list[tuple[bytes, bytes]] = []
-        lat: list[float] = []
+        prepared = self.prepare(records, events, positions, dead, states)
         t0 = time.perf_counter()
-        if events:
-            result = self.run_model(events, states, [records[p].offset for p in positions])
+        topk = prepared.step.predict() if prepared.step is not None else None
         model_ms = (time.perf_counter() - t0) * 1000
-        now_ms = int(time.time() * 1000)
-        if events:
-            preds = self.encode_predictions(events, result, now_ms)
-            lat = [float(now_ms - records[p].timestamp_ms) for p in positions]
-        out = BatchOutput(events, positions, result, preds, dead, lat, model_ms)
-        self.account(out, now_ms)
+        out = self.finish(prepared, topk, int(time.time() * 1000))
+        out.model_ms = model_ms
+        if self.windows is not None:
+            if out.result is not None:
+                self.windows.add_batch(out.events, out.result, out.latencies_ms, out.emitted_at_ms)
+            self.windows.add_dead_letters(len(out.dead_letters), out.emitted_at_ms)
         return out
-
-    def account(self, out: BatchOutput, now_ms: int) -> None:
-        if self.windows is None:
-            return
-        if out.result is not None:
-            self.windows.add_batch(out.events, out.result, out.latencies_ms, now_ms)
-        self.windows.add_dead_letters(len(out.dead_letters), now_ms)

@@ -1,0 +1,506 @@
+"""The worker's agent: micro-batches of events in, predictions, windows and states out.
+
+    events ──► take_batches ──► admit (fence: events of an old generation go back)
+                 ├─ parse ──bad──► dead-letters
+                 ├─ read_states (the ``user-state`` table, key = user_id)
+                 ├─ score (test-then-learn; one batched model call on the model thread,
+                 │         retried, then dead letters with the reason)
+                 └─ publish ──► predictions, dead-letters, metrics (closed windows), changelog
+                      └─ acknowledge the input once the broker has all of it (next batch)
+
+One :class:`WorkerAgent` per worker process; :func:`stream_app.worker.app.create_app` builds
+it and hands its methods to Faust as the agent, timers and tasks. The Kafka-free stages of a
+batch (parse, prepare, finish) are :class:`~stream_app.worker.processor.BatchProcessor`'s,
+the same ones that :meth:`BatchProcessor.process` chains for the tests and the benchmark.
+
+Input offsets are acknowledged only after the batch's predictions, dead letters and state
+changelog are acknowledged by the broker (at-least-once); that wait overlaps the next batch's
+computation (one batch in flight). Redelivered events are recognised by the event-id hashes in
+the user state and neither appended nor scored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import itertools
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from model_core.predictor import Recommender
+from model_core.sequence_state import UserState
+from schemas.metrics import MetricsWindow
+from stream_app.kafka.faust_compat import (
+    aiokafka_producer,
+    current_event_restored,
+    set_current_event,
+    tune_fetch_wait,
+)
+from stream_app.kafka.fencing import MembershipFence
+from stream_app.kafka.publisher import BatchPublisher
+from stream_app.observe.alerts import (
+    AlertConfig,
+    AlertMonitor,
+    model_failure_alert,
+    model_swap_alert,
+)
+from stream_app.observe.health import Health
+from stream_app.observe.prometheus import WorkerMetrics, consumer_lags
+from stream_app.settings import Settings
+from stream_app.windows.aggregation import WindowAggregator
+from stream_app.windows.persistence import PartitionWindows, window_key
+from stream_app.worker.batching import take_batches
+from stream_app.worker.faults import InjectedFault, from_environment
+from stream_app.worker.items_feed import follow_items, make_item_encoder
+from stream_app.worker.model_swap import ModelSwapper
+from stream_app.worker.process import FAILED_BATCH_MARK, READY_MARK
+from stream_app.worker.processor import BatchOutput, BatchProcessor, RawRecord
+
+log = logging.getLogger("seqstream.worker")
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    events: int = 0
+    predictions: int = 0
+    dead_letters: int = 0
+    duplicates: int = 0
+    windows_published: int = 0
+    stale_events: int = 0  # delivered before a rebalance, left for redelivery
+    failed_batches: int = 0  # model calls that raised (retried)
+    model_failed_events: int = 0  # events dead-lettered because every model try failed
+    last_batch_wall: float = field(default_factory=time.monotonic)
+    event_watermark_ms: int | None = None
+
+
+def fatal(reason: str, exc: BaseException | None = None, code: int = 70) -> None:
+    """Log ``reason`` (with the traceback of ``exc``) and end the process at once.
+
+    For errors after which the worker cannot go on correctly: a clean Faust shutdown would
+    wait for the unacknowledged batch forever. Uncommitted input is processed again by the
+    next worker (at-least-once; redelivered events are recognised)."""
+    log.critical("seqstream worker stopping: %s", reason, exc_info=exc)
+    print(f"seqstream worker stopping: {reason}", file=sys.stderr, flush=True)
+    for h in logging.getLogger().handlers + log.handlers:
+        with contextlib.suppress(Exception):
+            h.flush()
+    os._exit(code)
+
+
+async def enqueue_states(stream, table, publisher: BatchPublisher, touched: dict,
+                         last_event_of_user: dict,
+                         first: list[tuple[bytes, bytes, object]] = ()) -> list:
+    """One table write per user per batch; the changelog written as one batch per partition.
+
+    Each value goes into the table's store directly, with the user's last event of the batch
+    as the stream's current event (a Faust store, RocksDB above all, picks its partition from
+    it); the changelog records are handed to ``publisher``, in order, one Kafka batch per
+    changelog partition (``table[key] = value`` would make one ``send_soon`` per key: the
+    largest per-event cost of the worker). Returns what :func:`states_durable` waits for:
+    the caller acks its input after its state is durable (at-least-once).
+
+    ``first``: (key, value, event) records written before the user states (the partitions'
+    window records: in each changelog partition they must precede that batch's states).
+    """
+    store = table.data
+    by_part: dict[int, list[tuple[bytes, bytes]]] = {}
+    states = ((user.encode(), st.encode(), last_event_of_user[user])
+              for user, st in touched.items())
+    with current_event_restored(stream):
+        for key, value, event in itertools.chain(first, states):
+            set_current_event(stream, event)
+            store[key] = value
+            by_part.setdefault(event.message.partition, []).append((key, value))
+    if not by_part:
+        return []
+    return await publisher.enqueue_partitioned(table.changelog_topic.get_topic_name(), by_part)
+
+
+async def states_durable(table, sent: list) -> None:
+    """Wait for the changelog records :func:`enqueue_states` handed over; then the store
+    learns the last changelog offset it holds (RocksDB recovery starts after it)."""
+    from faust.types import TP
+
+    if not sent:
+        return
+    topic = table.changelog_topic.get_topic_name()
+    for p, offset in (await BatchPublisher.wait(sent)).items():
+        table.data.set_persisted_offset(TP(topic, p), offset)
+
+
+class WorkerAgent:
+    """One worker's batch loop and everything it keeps between batches.
+
+    ``app``: the Faust app; ``table``: the ``user-state`` table (user states and the
+    partitions' window records); ``processor``: the Kafka-free stages of a batch.
+    The Faust agent, timers and tasks that :func:`~stream_app.worker.app.create_app`
+    registers are this object's methods: :meth:`run` (the agent), :meth:`close_idle_windows`,
+    :meth:`poll_for_model`, :meth:`feed_items`, :meth:`watch_stalls`, :meth:`watch_broker`,
+    :meth:`serve_prometheus`, :meth:`on_rebalance_complete`, :meth:`on_before_shutdown`.
+    """
+
+    def __init__(self, settings: Settings, app, table, processor: BatchProcessor,
+                 model: Recommender) -> None:
+        self.settings = settings
+        self.app = app
+        self.table = table
+        self.processor = processor
+        self.stats = WorkerStats()
+        self.fence = MembershipFence(app, settings.session_timeout_s,
+                                     settings.heartbeat_interval_s)
+        self.alert_monitor = AlertMonitor(AlertConfig.from_settings(settings), model.version)
+        self.prom = WorkerMetrics()
+        self.prom.set_model_version(model.version)
+        self.events_topic = settings.topic("events")
+        self.topic_predictions = settings.topic("predictions")
+        self.topic_dead = settings.topic("dead-letters")
+        self.topic_metrics = settings.topic("metrics")
+        self.topic_alerts = settings.topic("alerts")
+        self.n_items = model.vocab.n_items
+        # crash-safe windows: per input partition, persisted in ``table``
+        self.windows = PartitionWindows(self._new_windows, table.get, settings.max_record_bytes)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqstream-model")
+        self._publisher: BatchPublisher | None = None
+        # new items at run time (text/fused models with the text extra): items topic -> encoder
+        self.item_encoder = make_item_encoder(settings, model)
+        self.swapper = ModelSwapper(settings, processor, on_swap=self._on_model_swap)
+        self.health = Health(app, settings, self.fence)
+        # the poll timer applies a new model itself only between batches
+        self.in_batch = False
+        # the previous batch's acknowledgement: waited for while the next batch is computed,
+        # before that one's outputs are handed over (one batch in flight; input acked in order)
+        self.pending_ack: asyncio.Future | None = None
+        self._raise_every = from_environment().get("model_raise_every")
+        self._model_calls = itertools.count(1)  # numbers the model calls for SEQSTREAM_FAULTS
+        self._frozen = False
+
+    # ------------------------------------------------------------------ outputs
+    def _new_windows(self) -> WindowAggregator:
+        s = self.settings
+        return WindowAggregator(
+            ks=s.metric_ks, window_s=s.window_s, allowed_lateness_s=s.allowed_lateness_s,
+            hop_s=s.hop_s, hop_window_s=s.hop_window_s, n_items=self.n_items,
+            model_version=self.processor.model_version)
+
+    @property
+    def publisher(self) -> BatchPublisher:
+        if self._publisher is None:
+            self._publisher = BatchPublisher(aiokafka_producer(self.app))
+        return self._publisher
+
+    async def publish_alerts(self, alerts) -> None:
+        if alerts:
+            await self.publisher.publish(self.topic_alerts,
+                                         [(a.metric.encode(), a.to_json()) for a in alerts])
+            self.prom.count_alerts(alerts)
+            for a in alerts:
+                log.warning("alert: %s", a.message)
+
+    async def publish_windows(self, closed: list[tuple[bytes, bytes]]) -> None:
+        # keyed <kind>/<start>/p<partition>: a window may be re-published after a crash or a
+        # clean stop; consumers keep the latest record per key (persistence.latest_windows)
+        if closed:
+            await self.publisher.publish(self.topic_metrics, closed)
+            self.stats.windows_published += len(closed)
+            self.prom.count_windows(len(closed))
+            await self.publish_alerts(self.alert_monitor.observe_windows(
+                (MetricsWindow.from_json(v) for _, v in closed), int(time.time() * 1000),
+                sources=[k.rsplit(b"/", 1)[-1].decode() for k, _ in closed]))  # "p<part>"
+
+    def _on_model_swap(self, new_model) -> None:
+        self.windows.set_model_version(new_model.version)
+        if self.item_encoder is not None:
+            try:  # items added at run time are re-installed in the new model (from the cache)
+                self.item_encoder.rebind(new_model)
+            except Exception as e:
+                log.warning("run-time items not carried over to %s: %s", new_model.version, e)
+
+    # ------------------------------------------------------------------ the batch loop
+    async def run(self, stream) -> None:
+        """The Faust agent: every batch of the events topic, until the stream stops.
+
+        Faust restarts a crashed agent but nothing more reaches it (the failed batch is never
+        acked and holds the stream): any error that is not a batch's own is fatal, with its
+        reason in the log; the restarted worker resumes from the committed offsets."""
+        try:
+            within = self.settings.batch_wait_ms / 1000.0
+            async for taken in take_batches(stream, self.settings.batch_size, within,
+                                            ack=False):
+                await self.handle(stream, taken)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - logged with its traceback, then exit
+            fatal(f"the worker's batch loop failed: {e!r}", e)
+
+    async def handle(self, stream, taken: list) -> None:
+        """One batch: admit, parse, read states, score, publish; its acknowledgement is left
+        in :attr:`pending_ack` and awaited by the next batch."""
+        acking = self.pending_ack
+        if acking is not None and acking.done():
+            acking.result()  # the previous batch's outputs failed: fatal (in run)
+        generation = self.fence.generation
+        batch = self.admit(taken, generation)
+        if not batch:
+            return
+        self.swapper.apply_pending()  # hot swap: only between batches
+        self.in_batch = True
+        try:
+            records = [RawRecord(e.message.key, e.value, e.message.topic, e.message.partition,
+                                 e.message.offset, int(e.message.timestamp * 1000))
+                       for e in batch]
+            events, positions, dead = self.processor.parse(records)
+            states, last_of_user = self.read_states(stream, batch, records, events, positions)
+            out, model_s = await self.score(records, events, positions, dead, states)
+            if acking is not None:
+                await acking  # outputs and changelog stay in batch order
+            if not await self.fence.may_write(generation):  # a zombie after a stall: no writes
+                self.fence.dropped(len(batch), f"membership of generation {generation} lost")
+                self.fence.release(batch)
+                self.prom.count_fenced_batch()
+                self.windows.forget()  # re-read the window records: this batch is not in them
+                return
+            await self.publish(stream, batch, records, out, last_of_user)
+            await self.observe(records, out, model_s)
+        finally:
+            self.in_batch = False
+
+    def admit(self, taken: list, generation) -> list:
+        """The events of ``taken`` delivered in the current group generation; those delivered
+        before a rebalance are released, to come again from the committed offsets."""
+        batch, stale = self.fence.current(taken)
+        if stale:
+            self.fence.release(stale)
+            self.stats.stale_events += len(stale)
+            log.info("%d events delivered before the rebalance to generation %s left for "
+                     "redelivery", len(stale), generation)
+        return batch
+
+    def read_states(self, stream, batch: list, records: list[RawRecord], events: list,
+                    positions: list[int]) -> tuple[dict[str, UserState | None], dict]:
+        """Each user's state from the table (adapted to the current model), each user's last
+        event of the batch, and the window record of every partition in the batch loaded.
+
+        A rocksdb:// table reads the partition of the *current event*: each read runs with
+        an event of the key's own partition."""
+        store_get = self.table.data.get
+        adapt = self.swapper.adapt
+        states: dict[str, UserState | None] = {}
+        last_of_user: dict[str, object] = {}
+        with current_event_restored(stream):
+            for p, ev in zip(positions, events, strict=True):
+                user = ev.user_id
+                if user not in states:
+                    set_current_event(stream, batch[p])
+                    # the store itself: Table.get adds Faust's per-key sensor calls
+                    raw = store_get(user.encode())
+                    states[user] = adapt(UserState.decode(raw)) if raw else None
+                last_of_user[user] = batch[p]
+            seen_parts: set[int] = set()
+            for r, e in zip(records, batch, strict=True):
+                if r.partition not in seen_parts:  # load each window record once
+                    seen_parts.add(r.partition)
+                    set_current_event(stream, e)
+                    self.windows.part(r.partition)
+        return states, last_of_user
+
+    async def score(self, records: list[RawRecord], events: list, positions: list[int],
+                    dead: list, states: dict) -> tuple[BatchOutput, float | None]:
+        """Test-then-learn and the batch's model call (off the event loop); the batch's
+        outputs and the model call's seconds (None without valid events)."""
+        proc = self.processor
+        if not events:
+            return proc.finish(proc.prepare(records, events, positions, dead, states), None,
+                               int(time.time() * 1000)), None
+        if self.item_encoder is not None and self.item_encoder.pending:
+            # new items join the model on the model thread, between two batches (at most 64
+            # per batch, about 1 s of CPU encoding: a burst of new items must not stall
+            # scoring; the rest joins over the next batches)
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.item_encoder.flush, 64)
+        # the engine's Python on this thread; only the model call off the event loop (it
+        # releases the GIL in torch: delivery goes on meanwhile)
+        prepared = proc.prepare(records, events, positions, dead, states)
+        t_model = time.perf_counter()
+        topk, failure = await self.predict_with_retries(prepared.step, len(events))
+        model_s = time.perf_counter() - t_model
+        now_ms = int(time.time() * 1000)
+        if failure is not None:  # the batch's events go to dead letters with the reason
+            self.stats.model_failed_events += len(events)
+            return proc.fail(prepared, failure, now_ms), model_s
+        out = proc.finish(prepared, topk, now_ms)
+        self.swapper.tag_states(out.result.touched.values())
+        return out, model_s
+
+    async def predict_with_retries(self, step, n_events: int) -> tuple[object, str | None]:
+        """The batch's model call, tried ``batch_retries + 1`` times with a growing pause;
+        (top-k, None) or (None, the reason) once every try failed."""
+        version = self.processor.model_version
+        tries = self.settings.batch_retries + 1
+        loop = asyncio.get_running_loop()
+        reason = None
+        for attempt in range(1, tries + 1):
+            call = step.predict if self._raise_every is None else self._flaky(step.predict)
+            try:
+                return await loop.run_in_executor(self.executor, call), None
+            except Exception as e:  # noqa: BLE001 - any model failure is this batch's
+                self.stats.failed_batches += 1
+                self.prom.count_failed_batch()
+                log.error("%s: model call failed (try %d of %d, %d events, model %s): %r",
+                          FAILED_BATCH_MARK, attempt, tries, n_events, version, e,
+                          exc_info=attempt == tries)
+                reason = f"model {version} failed on the batch: {e!r}"
+                if attempt < tries:
+                    await asyncio.sleep(min(5.0, 0.1 * 4 ** (attempt - 1)))
+        await self.publish_alerts([model_failure_alert(version, reason,
+                                                       int(time.time() * 1000))])
+        return None, reason
+
+    def _flaky(self, predict):
+        n = next(self._model_calls)  # one model call per try; every N-th raises
+
+        def call():
+            if n % self._raise_every == 0:
+                raise InjectedFault(f"injected model failure (call {n})")
+            return predict()
+        return call
+
+    async def publish(self, stream, batch: list, records: list[RawRecord], out: BatchOutput,
+                      last_of_user: dict) -> None:
+        """Hand the batch's closed windows, predictions, dead letters and changelog to the
+        producer; the input is acknowledged once the broker has them (:meth:`acknowledge`)."""
+        closed, window_records = self.windows.account(
+            [r.partition for r in records], [r.offset for r in records], out.events,
+            out.positions, out.result, out.latencies_ms, out.emitted_at_ms)
+        pub = self.publisher
+        # closed windows are acknowledged before the window records that drop them
+        await self.publish_windows(closed)
+        outputs = (await pub.enqueue(self.topic_predictions, out.predictions)
+                   + await pub.enqueue(self.topic_dead, out.dead_letters))
+        last_of_part = {r.partition: e for r, e in zip(records, batch, strict=True)}
+        changelog = await enqueue_states(
+            stream, self.table, pub, out.result.touched if out.result else {}, last_of_user,
+            first=[(window_key(p), rec, last_of_part[p]) for p, rec in window_records])
+        self.pending_ack = asyncio.ensure_future(
+            self.acknowledge(stream, batch, outputs, changelog))
+
+    async def acknowledge(self, stream, batch: list, outputs: list, changelog: list) -> None:
+        """Once the broker has a batch's outputs and states, ack its input events."""
+        await states_durable(self.table, changelog)
+        await BatchPublisher.wait(outputs)
+        for event in batch:
+            await stream.ack(event)
+
+    async def observe(self, records: list[RawRecord], out: BatchOutput,
+                      model_s: float | None) -> None:
+        """The batch in the worker's counters, alerts and Prometheus metrics."""
+        st = self.stats
+        n_dup = len(out.result.duplicates) if out.result else 0
+        st.batches += 1
+        st.events += len(out.events)
+        st.predictions += len(out.predictions)
+        st.dead_letters += len(out.dead_letters)
+        st.duplicates += n_dup
+        st.last_batch_wall = time.monotonic()
+        st.event_watermark_ms = self.windows.watermark_ms
+        self.alert_monitor.model_version = self.processor.model_version
+        await self.publish_alerts(self.alert_monitor.observe_batch(
+            out.events, out.result, out.latencies_ms, out.emitted_at_ms,
+            partitions=[records[p].partition for p in out.positions]))
+        prom = self.prom
+        prom.observe_batch(len(records), len(out.events), len(out.predictions),
+                           len(out.dead_letters), n_dup, out.latencies_ms, model_s)
+        prom.set_model_version(self.processor.model_version)
+        prom.set_watermark(st.event_watermark_ms)
+        prom.set_lag(consumer_lags(self.app.consumer,
+                                   {(r.topic, r.partition): r.offset for r in records}))
+
+    # ------------------------------------------------------------------ timers and tasks
+    def load_assigned_windows(self) -> None:
+        """The windows of every assigned partition, also those that got no batch since the
+        last rebalance (their open windows are in the table only)."""
+        for tp in self.app.assignor.assigned_actives():
+            if tp.topic == self.events_topic:
+                self.windows.part(tp.partition)
+
+    async def close_idle_windows(self) -> None:
+        """Every second: notice a failed acknowledgement no later batch saw, and with no
+        input for ``idle_close_s`` let event time follow the wall clock so windows close."""
+        acking = self.pending_ack
+        if acking is not None and acking.done() and not acking.cancelled() \
+                and acking.exception() is not None:  # no batch came after to notice
+            fatal(f"a batch's outputs were not accepted by the broker: "
+                  f"{acking.exception()!r}", acking.exception())
+        idle_s = time.monotonic() - self.stats.last_batch_wall
+        if not self.fence.may_write_now():  # after a stall or in a rebalance: batches decide
+            return
+        self.load_assigned_windows()
+        idle = idle_s >= self.settings.idle_close_s and not self.in_batch
+        if self.alert_monitor.held and idle:
+            # the detectors wait for the slowest partition; idle input: feed what is held
+            await self.publish_alerts(self.alert_monitor.flush(int(time.time() * 1000)))
+        if self.windows.open_windows() and idle:
+            await self.publish_windows(self.windows.close_idle(int(idle_s * 1000),
+                                                               int(time.time() * 1000)))
+
+    async def poll_for_model(self) -> None:
+        """Every ``model_poll_s``: a new model named on the control topic is loaded off the
+        loop and switched to between batches."""
+        await asyncio.get_running_loop().run_in_executor(None, self.swapper.poll)
+        failures = self.swapper.take_failures()
+        if failures:
+            now_ms = int(time.time() * 1000)
+            await self.publish_alerts([model_swap_alert(self.processor.model_version, reason,
+                                                        now_ms) for reason in failures])
+        if not self.in_batch:  # idle agent: switch now (no await between check and switch)
+            self.swapper.apply_pending()
+
+    async def feed_items(self) -> None:
+        if self.item_encoder is not None:
+            await follow_items(self.settings, self.item_encoder,
+                               lambda dead: self.publisher.publish(self.topic_dead, dead))
+
+    async def watch_stalls(self) -> None:
+        await self.fence.watch()
+
+    async def watch_broker(self) -> None:
+        await self.health.watch_broker(lambda reason: fatal(reason, code=69))
+
+    async def serve_prometheus(self) -> None:
+        if self.settings.metrics_port > 0:
+            self.prom.serve(self.settings.metrics_port, self.settings.metrics_host)
+
+    async def on_rebalance_complete(self, sender, **kwargs) -> None:
+        assigned = sorted(tp.partition for tp in self.app.assignor.assigned_actives()
+                          if tp.topic == self.events_topic)
+        self.windows.forget()  # partitions may have moved: re-read window records
+        self.fence.on_new_generation()
+        self.health.assigned = True
+        self.alert_monitor.forget_partitions()
+        tune_fetch_wait(self.app, self.settings.batch_wait_ms)
+        if not self._frozen:
+            # Everything alive at start (torch, Faust, the model: a few hundred thousand
+            # objects) out of the cyclic collector's reach: a full collection walked them all,
+            # a 150-200 ms pause every second or two under load (p99 latency). Once: frozen
+            # objects that later become cyclic garbage are never collected.
+            self._frozen = True
+            gc.collect()
+            gc.freeze()
+        print(f"{READY_MARK} partitions={assigned} model={self.processor.model_version}",
+              flush=True)
+
+    async def on_before_shutdown(self, sender, **kwargs) -> None:
+        """Clean shutdown: publish every open window rather than losing it (unless this
+        worker's membership was lost: its windows are the new owners' now)."""
+        if self.fence.may_write_now(rebalancing_ok=True):
+            with contextlib.suppress(Exception):
+                self.load_assigned_windows()
+                now_ms = int(time.time() * 1000)
+                await self.publish_windows(self.windows.flush(now_ms))
+                await self.publish_alerts(self.alert_monitor.flush(now_ms))
+        self.swapper.close()
