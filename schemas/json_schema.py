@@ -23,13 +23,15 @@ from typing import Any
 from schemas.actions import _ALIASES, ACTIONS
 from schemas.alert import Alert
 from schemas.dead_letter import DeadLetter
+from schemas.erasure import EraseRequest, ErasureAudit
 from schemas.event import MAX_ID_CHARS, MAX_PRICE, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, Event
 from schemas.metrics import MetricsWindow
 from schemas.prediction import Prediction
 
 #: The records, by name.
 RECORDS: dict[str, type] = {c.__name__: c for c in (Event, Prediction, MetricsWindow,
-                                                     DeadLetter, Alert)}
+                                                     DeadLetter, Alert, EraseRequest,
+                                                     ErasureAudit)}
 
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
 _FIELD_LINE = re.compile(r"^\s+(\w+)\s*:[^#]*?(?:#\s*(?P<after>.*))?$")

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     topic_alerts: str = "alerts"
     topic_items: str = "items"
     topic_control: str = "control"
+    topic_audit: str = "audit"
     partitions: int = Field(4, ge=1, description="partitions of topics seqstream creates")
     replication_factor: int = Field(1, ge=1)
     broker_lost_exit_s: float = Field(
@@ -90,6 +91,12 @@ class Settings(BaseSettings):
     control_key_file: str | None = Field(
         None, description="file holding the HMAC key that signs control records (>= 16 "
         "bytes; unset: control records are ignored)")
+    dead_letter_retention_ms: int = Field(
+        7 * 24 * 3600 * 1000, ge=0, description="retention of the dead-letters topic when "
+        "seqstream creates it (its records keep the original bytes; 0 = the broker's default)")
+    pseudonym_key_file: str | None = Field(
+        None, description="file holding the key that replaces user ids by keyed hashes at "
+        "ingress (>= 16 bytes; unset: raw ids are kept)")
     control_max_age_s: float = Field(
         300.0, gt=0, description="control records older than this are refused")
     model_poll_s: float = Field(2.0, gt=0, description="hot swap: how often to check for a new model")

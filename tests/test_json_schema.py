@@ -90,7 +90,7 @@ def test_schema_command_prints_every_record_and_one(tmp_path, capsys):
     assert main(["schema"]) == 0
     allof = json.loads(capsys.readouterr().out)
     assert set(allof) == set(RECORDS) == {"Event", "Prediction", "MetricsWindow", "DeadLetter",
-                                          "Alert"}
+                                          "Alert", "EraseRequest", "ErasureAudit"}
     assert main(["schema", "Prediction"]) == 0
     one = json.loads(capsys.readouterr().out)
     assert one == allof["Prediction"] and "top-K" in one["properties"]["items"]["description"]

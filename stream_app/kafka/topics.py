@@ -14,7 +14,17 @@ from stream_app.kafka.security import kafka_python_kwargs
 from stream_app.settings import Settings
 
 #: Topics seqstream reads or writes (the short names; full names via ``Settings.topic``).
-TOPICS = ("events", "predictions", "metrics", "dead-letters", "alerts", "items", "control")
+TOPICS = ("events", "predictions", "metrics", "dead-letters", "alerts", "items", "control",
+          "audit")
+
+
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    """Kafka topic configs seqstream sets when it creates ``name``: the dead letters (they
+    keep the original bytes of bad records, which may hold personal data) get their own
+    retention, ``dead_letter_retention_ms``; other topics take the broker's defaults."""
+    if name == "dead-letters" and settings.dead_letter_retention_ms > 0:
+        return {"retention.ms": str(settings.dead_letter_retention_ms)}
+    return {}
 
 
 def ensure_topics(settings: Settings, names: tuple[str, ...] = TOPICS,
@@ -43,7 +53,8 @@ def ensure_topics(settings: Settings, names: tuple[str, ...] = TOPICS,
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(settings.topic(n),
                                               num_partitions=settings.partitions,
-                                              replication_factor=settings.replication_factor)])
+                                              replication_factor=settings.replication_factor,
+                                              topic_configs=topic_configs(settings, n))])
     finally:
         admin.close()
 

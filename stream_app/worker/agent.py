@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import itertools
 import logging
 import os
@@ -34,6 +35,9 @@ from dataclasses import dataclass, field
 
 from model_core.predictor import Recommender
 from model_core.sequence_state import UserState
+from schemas.dead_letter import DeadLetter
+from schemas.erasure import ErasureAudit, is_erase_request
+from schemas.exceptions import SchemaError
 from schemas.metrics import MetricsWindow
 from stream_app.kafka.faust_compat import (
     aiokafka_producer,
@@ -57,7 +61,8 @@ from stream_app.windows.persistence import PartitionWindows, window_key
 from stream_app.worker.batching import take_batches
 from stream_app.worker.faults import InjectedFault, from_environment
 from stream_app.worker.items_feed import follow_items, make_item_encoder
-from stream_app.worker.model_swap import ModelSwapper
+from stream_app.worker.model_swap import ModelSwapper, control_key
+from stream_app.worker.privacy import read_erase_request
 from stream_app.worker.process import FAILED_BATCH_MARK, READY_MARK
 from stream_app.worker.processor import BatchOutput, BatchProcessor, RawRecord
 
@@ -75,6 +80,7 @@ class WorkerStats:
     stale_events: int = 0  # delivered before a rebalance, left for redelivery
     failed_batches: int = 0  # model calls that raised (retried)
     model_failed_events: int = 0  # events dead-lettered because every model try failed
+    erasures: int = 0  # erase requests carried out
     last_batch_wall: float = field(default_factory=time.monotonic)
     event_watermark_ms: int | None = None
 
@@ -162,6 +168,8 @@ class WorkerAgent:
         self.topic_dead = settings.topic("dead-letters")
         self.topic_metrics = settings.topic("metrics")
         self.topic_alerts = settings.topic("alerts")
+        self.topic_audit = settings.topic("audit")
+        self.erase_key = control_key(settings)  # erase requests must be signed with it, if set
         self.n_items = model.vocab.n_items
         # crash-safe windows: per input partition, persisted in ``table``
         self.windows = PartitionWindows(self._new_windows, table.get, settings.max_record_bytes)
@@ -240,7 +248,9 @@ class WorkerAgent:
 
     async def handle(self, stream, taken: list) -> None:
         """One batch: admit, parse, read states, score, publish; its acknowledgement is left
-        in :attr:`pending_ack` and awaited by the next batch."""
+        in :attr:`pending_ack` and awaited by the next batch. Erase requests in the batch cut
+        it: the events before one are processed, then the request, then the rest, so each
+        user's events and erasures keep their order."""
         acking = self.pending_ack
         if acking is not None and acking.done():
             acking.result()  # the previous batch's outputs failed: fatal (in run)
@@ -248,6 +258,19 @@ class WorkerAgent:
         batch = self.admit(taken, generation)
         if not batch:
             return
+        cuts = [i for i, e in enumerate(batch) if is_erase_request(e.message.headers)]
+        start = 0
+        for cut in cuts:
+            if cut > start:
+                await self.process(stream, batch[start:cut], generation)
+            await self.erase(stream, batch[cut], generation)
+            start = cut + 1
+        if start < len(batch):
+            await self.process(stream, batch[start:], generation)
+
+    async def process(self, stream, batch: list, generation) -> None:
+        """Events of one batch (no erase request among them) through every stage."""
+        acking = self.pending_ack
         self.swapper.apply_pending()  # hot swap: only between batches
         self.in_batch = True
         try:
@@ -269,6 +292,49 @@ class WorkerAgent:
             await self.observe(records, out, model_s)
         finally:
             self.in_batch = False
+
+    async def erase(self, stream, event, generation) -> None:
+        """An erase request (:mod:`schemas.erasure`): the user's state leaves the table and a
+        tombstone goes to its changelog partition; the audit record goes to the ``audit``
+        topic; the request's offset is acknowledged once both are durable. A request that does
+        not verify is a dead letter with the reason."""
+        if self.pending_ack is not None:
+            await self.pending_ack
+        msg = event.message
+        if not await self.fence.may_write(generation):
+            self.fence.dropped(1, f"membership of generation {generation} lost")
+            self.fence.release([event])
+            return
+        now_ms = int(time.time() * 1000)
+        try:
+            req = read_erase_request(event.value, msg.key, self.erase_key)
+        except SchemaError as e:
+            dl = DeadLetter.of(event.value, e.reason, msg.topic, msg.partition, msg.offset,
+                               msg.key, failed_at_ms=now_ms)
+            outputs = await self.publisher.enqueue(self.topic_dead, [(msg.key, dl.to_json())])
+            self.stats.dead_letters += 1
+            self.pending_ack = asyncio.ensure_future(
+                self.acknowledge(stream, [event], outputs, []))
+            return
+        key = self.processor.state_key(req.user_id)
+        store = self.table.data
+        with current_event_restored(stream):
+            set_current_event(stream, event)
+            had_state = store.get(key) is not None
+            if had_state:
+                del store[key]
+        changelog = await self.publisher.enqueue_partitioned(
+            self.table.changelog_topic.get_topic_name(), {msg.partition: [(key, None)]})
+        key_hash = hashlib.sha256(key).hexdigest()
+        audit = ErasureAudit(key_hash, req.requested_by, req.requested_at_ms, now_ms, had_state,
+                             msg.partition, msg.offset, req.reason)
+        outputs = await self.publisher.enqueue(self.topic_audit,
+                                               [(key_hash.encode(), audit.to_json())])
+        self.stats.erasures += 1
+        log.info("erased a user's state (key sha256 %s..., %s) on request of %s", key_hash[:12],
+                 "state held" if had_state else "no state held", req.requested_by)
+        self.pending_ack = asyncio.ensure_future(
+            self.acknowledge(stream, [event], outputs, changelog))
 
     def admit(self, taken: list, generation) -> list:
         """The events of ``taken`` delivered in the current group generation; those delivered

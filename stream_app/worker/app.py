@@ -22,6 +22,7 @@ from stream_app.kafka.fencing import MembershipFence
 from stream_app.settings import Settings
 from stream_app.windows.persistence import PartitionWindows
 from stream_app.worker.agent import WorkerAgent, WorkerStats
+from stream_app.worker.privacy import Pseudonyms
 from stream_app.worker.processor import BatchProcessor
 
 log = logging.getLogger("seqstream.worker")
@@ -120,7 +121,8 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     processor = BatchProcessor(model, max_len=settings.max_seq_len, k=settings.top_k,
                                exclude_history=settings.exclude_history,
                                max_future_ms=settings.max_future_ms,
-                               max_record_bytes=settings.max_record_bytes)
+                               max_record_bytes=settings.max_record_bytes,
+                               pseudonyms=Pseudonyms.from_settings(settings))
     events_topic = app.topic(settings.topic("events"), key_type=bytes, value_type=bytes,
                              key_serializer="raw", value_serializer="raw",
                              partitions=settings.partitions)

@@ -9,8 +9,8 @@ the tests and the benchmarks.
 from __future__ import annotations
 
 import time
-from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import orjson
@@ -67,13 +67,17 @@ class BatchProcessor:
     limit); a later event is a dead letter (:func:`schemas.event.check_event_time`).
     ``max_record_bytes``: the largest dead letter to write; an input too large to copy into
     one under it (base64 adds a third) is dead-lettered by reference
-    (:meth:`schemas.dead_letter.DeadLetter.of`)."""
+    (:meth:`schemas.dead_letter.DeadLetter.of`).
+    ``pseudonyms``: replaces each valid event's ``user_id`` after the key check (the state,
+    predictions and windows then hold only the pseudonym; :mod:`stream_app.worker.privacy`)."""
 
     def __init__(self, model: Recommender, max_len: int = 50, k: int = 20,
                  exclude_history: bool = False, windows: WindowAggregator | None = None,
                  max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
-                 max_record_bytes: int = 512 * 1024) -> None:
+                 max_record_bytes: int = 512 * 1024,
+                 pseudonyms: Callable[[str], str] | None = None) -> None:
         self.set_model(model, max_len=max_len, k=k, exclude_history=exclude_history)
+        self.pseudonyms = pseudonyms
         self.windows = windows
         self.max_future_ms = max_future_ms
         # room for the reason, the key's prefix and the other fields (under 4 KiB together)
@@ -104,6 +108,7 @@ class BatchProcessor:
         dead: list[tuple[bytes | None, bytes]] = []
         now_ms = int(time.time() * 1000)
         max_future_ms = self.max_future_ms
+        pseudonyms = self.pseudonyms
         for i, r in enumerate(records):
             try:
                 ev = parse_event(r.value)
@@ -121,6 +126,8 @@ class BatchProcessor:
                     raise SchemaError("user_id must not start with a NUL character", "user_id")
                 if ev.timestamp_ms > now_ms + max_future_ms and max_future_ms:
                     check_event_time(ev, now_ms, max_future_ms)
+                if pseudonyms is not None:
+                    ev = replace(ev, user_id=pseudonyms(ev.user_id))
             except SchemaError as e:
                 dl = DeadLetter.of(r.value, e.reason, r.topic, r.partition, r.offset, r.key,
                                    failed_at_ms=now_ms,
@@ -130,6 +137,10 @@ class BatchProcessor:
             events.append(ev)
             positions.append(i)
         return events, positions, dead
+
+    def state_key(self, user_id: str) -> bytes:
+        """The table key of ``user_id``'s state (its pseudonym when those are on)."""
+        return (self.pseudonyms(user_id) if self.pseudonyms is not None else user_id).encode()
 
     # ------------------------------------------------------------------ stage 2
     def prepare(self, records: Sequence[RawRecord], events: list[Event], positions: list[int],
