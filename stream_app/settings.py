@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     control_key_file: str | None = Field(
         None, description="file holding the HMAC key that signs control records (>= 16 "
         "bytes; unset: control records are ignored)")
+    state_retention_s: float = Field(
+        0.0, ge=0, description="a user's state is erased after this long without an event "
+        "(event time; 0 = kept until erased with seqstream forget)")
+    state_retention_sweep_s: float = Field(
+        60.0, gt=0, description="how often the worker looks for expired user states")
     dead_letter_retention_ms: int = Field(
         7 * 24 * 3600 * 1000, ge=0, description="retention of the dead-letters topic when "
         "seqstream creates it (its records keep the original bytes; 0 = the broker's default)")

@@ -60,6 +60,39 @@ def remove_processor(stream, processor) -> None:
     stream._processors.remove(processor)
 
 
+def _partition_db(store, partition: int):
+    """The RocksDB of ``partition`` in a ``rocksdb://`` store; None for the memory store."""
+    db_for = getattr(store, "_db_for_partition", None)
+    return db_for(partition) if db_for is not None else None
+
+
+def partition_get(store, key: bytes, partition: int) -> bytes | None:
+    """``key``'s value in the table store's ``partition``, whatever the stream's current event
+    (Faust's own reads take the partition from it)."""
+    db = _partition_db(store, partition)
+    return store.data.get(key) if db is None else db.get(key)
+
+
+def partition_delete(store, key: bytes, partition: int) -> None:
+    """Remove ``key`` from the table store's ``partition`` (no changelog record: the caller
+    writes the tombstone)."""
+    db = _partition_db(store, partition)
+    if db is None:
+        store.data.pop(key, None)
+    elif hasattr(db, "delete"):
+        db.delete(key)
+    else:  # rocksdict
+        with contextlib.suppress(KeyError):
+            del db[key]
+
+
+def partition_keys(store, partition: int) -> list[bytes] | None:
+    """Keys held locally for ``partition`` by a ``rocksdb://`` store (kept across clean
+    restarts, so never replayed from the changelog); None for the memory store."""
+    db = _partition_db(store, partition)
+    return None if db is None else list(store._visible_keys(db))
+
+
 def aiokafka_producer(app: faust.App):
     """The started aiokafka producer under ``app``'s Faust producer."""
     return app.producer._ensure_producer()

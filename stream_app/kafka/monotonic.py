@@ -83,8 +83,9 @@ def latest_values(records: Iterable, key_of=lambda r: r.key,
     return out
 
 
-def install(table) -> None:
-    """Make ``table`` (a Faust table of raw bytes) skip stale changelog records."""
+def install(table, on_applied: Callable[[list], None] | None = None) -> None:
+    """Make ``table`` (a Faust table of raw bytes) skip stale changelog records;
+    ``on_applied`` gets each batch of records applied (Faust changelog events)."""
     apply = table.apply_changelog_batch
     store = table.data
 
@@ -100,5 +101,7 @@ def install(table) -> None:
         if skipped:  # a replay of records applied before, or late ones of a stalled worker
             log.info("%d changelog records older than the values held were skipped", skipped)
         apply(kept)
+        if on_applied is not None:
+            on_applied(kept)
 
     table.apply_changelog_batch = apply_changelog_batch

@@ -42,6 +42,9 @@ from schemas.metrics import MetricsWindow
 from stream_app.kafka.faust_compat import (
     aiokafka_producer,
     current_event_restored,
+    partition_delete,
+    partition_get,
+    partition_keys,
     set_current_event,
     tune_fetch_wait,
 )
@@ -57,7 +60,7 @@ from stream_app.observe.health import Health
 from stream_app.observe.prometheus import WorkerMetrics, consumer_lags
 from stream_app.settings import Settings
 from stream_app.windows.aggregation import WindowAggregator
-from stream_app.windows.persistence import PartitionWindows, window_key
+from stream_app.windows.persistence import PartitionWindows, is_window_key, window_key
 from stream_app.worker.batching import take_batches
 from stream_app.worker.faults import InjectedFault, from_environment
 from stream_app.worker.items_feed import follow_items, make_item_encoder
@@ -65,6 +68,7 @@ from stream_app.worker.model_swap import ModelSwapper, control_key
 from stream_app.worker.privacy import read_erase_request
 from stream_app.worker.process import FAILED_BATCH_MARK, READY_MARK
 from stream_app.worker.processor import BatchOutput, BatchProcessor, RawRecord
+from stream_app.worker.retention import RetentionIndex
 
 log = logging.getLogger("seqstream.worker")
 
@@ -81,6 +85,7 @@ class WorkerStats:
     failed_batches: int = 0  # model calls that raised (retried)
     model_failed_events: int = 0  # events dead-lettered because every model try failed
     erasures: int = 0  # erase requests carried out
+    expired_states: int = 0  # user states removed after the retention without events
     last_batch_wall: float = field(default_factory=time.monotonic)
     event_watermark_ms: int | None = None
 
@@ -187,6 +192,14 @@ class WorkerAgent:
         self._raise_every = from_environment().get("model_raise_every")
         self._model_calls = itertools.count(1)  # numbers the model calls for SEQSTREAM_FAULTS
         self._frozen = False
+        # state expiry after SEQSTREAM_STATE_RETENTION_S of event time without events
+        self.retention = (RetentionIndex(int(settings.state_retention_s * 1000),
+                                         settings.state_retention_sweep_s)
+                          if settings.state_retention_s > 0 else None)
+        self.max_event_ms: int | None = None  # the newest event time processed
+        self._scanned_parts: set[int] = set()  # rocksdb partitions whose keys were indexed
+        # held by a batch and by the idle expiry: their table reads and writes never interleave
+        self._table_writes = asyncio.Lock()
 
     # ------------------------------------------------------------------ outputs
     def _new_windows(self) -> WindowAggregator:
@@ -250,7 +263,7 @@ class WorkerAgent:
         """One batch: admit, parse, read states, score, publish; its acknowledgement is left
         in :attr:`pending_ack` and awaited by the next batch. Erase requests in the batch cut
         it: the events before one are processed, then the request, then the rest, so each
-        user's events and erasures keep their order."""
+        user's events and erasures keep their order. Then, when due, expired states go."""
         acking = self.pending_ack
         if acking is not None and acking.done():
             acking.result()  # the previous batch's outputs failed: fatal (in run)
@@ -258,15 +271,18 @@ class WorkerAgent:
         batch = self.admit(taken, generation)
         if not batch:
             return
-        cuts = [i for i, e in enumerate(batch) if is_erase_request(e.message.headers)]
-        start = 0
-        for cut in cuts:
-            if cut > start:
-                await self.process(stream, batch[start:cut], generation)
-            await self.erase(stream, batch[cut], generation)
-            start = cut + 1
-        if start < len(batch):
-            await self.process(stream, batch[start:], generation)
+        async with self._table_writes:
+            cuts = [i for i, e in enumerate(batch) if is_erase_request(e.message.headers)]
+            start = 0
+            for cut in cuts:
+                if cut > start:
+                    await self.process(stream, batch[start:cut], generation)
+                await self.erase(stream, batch[cut], generation)
+                start = cut + 1
+            if start < len(batch):
+                await self.process(stream, batch[start:], generation)
+            if self.retention is not None and self.retention.due():
+                await self.expire(generation)
 
     async def process(self, stream, batch: list, generation) -> None:
         """Events of one batch (no erase request among them) through every stage."""
@@ -331,6 +347,8 @@ class WorkerAgent:
         outputs = await self.publisher.enqueue(self.topic_audit,
                                                [(key_hash.encode(), audit.to_json())])
         self.stats.erasures += 1
+        if self.retention is not None:
+            self.retention.forget(msg.partition, key)
         log.info("erased a user's state (key sha256 %s..., %s) on request of %s", key_hash[:12],
                  "state held" if had_state else "no state held", req.requested_by)
         self.pending_ack = asyncio.ensure_future(
@@ -427,6 +445,63 @@ class WorkerAgent:
                                                        int(time.time() * 1000))])
         return None, reason
 
+    async def expire(self, generation) -> None:
+        """User states without an event for the retention (event time, against the newest
+        event processed) leave the table, with a tombstone in their changelog partition."""
+        if self.max_event_ms is None:
+            return
+        store = self.table.data
+        parts = [tp.partition for tp in self.app.assignor.assigned_actives()
+                 if tp.topic == self.events_topic]
+
+        def last_event_ms(partition: int, key: bytes) -> int | None:
+            raw = partition_get(store, key, partition)
+            if not raw:
+                return None
+            ts = UserState.decode(raw).timestamps_ms
+            return int(ts[-1]) if len(ts) else None
+
+        expired = self.retention.expired(self.max_event_ms, parts, last_event_ms)
+        if not expired or not await self.fence.may_write(generation):
+            return
+        for p, keys in expired.items():
+            for key in keys:
+                partition_delete(store, key, p)
+        sent = await self.publisher.enqueue_partitioned(
+            self.table.changelog_topic.get_topic_name(),
+            {p: [(key, None) for key in keys] for p, keys in expired.items()})
+        await states_durable(self.table, sent)
+        n = sum(len(keys) for keys in expired.values())
+        self.stats.expired_states += n
+        log.info("%d user states expired (no event for %g s of event time)", n,
+                 self.settings.state_retention_s)
+
+    def on_changelog_applied(self, records: list) -> None:
+        """Changelog records the table applied (recovery, standbys): the retention index
+        learns the keys and their partitions."""
+        if self.retention is None:
+            return
+        for r in records:
+            key = r.key
+            if key is not None and not is_window_key(key):
+                self.retention.learn(r.message.partition, key, r.value is not None)
+
+    def _index_local_keys(self, partitions: list[int]) -> None:
+        """A ``rocksdb://`` store keeps its keys across clean restarts without replaying
+        them from the changelog: index those of newly assigned partitions once."""
+        if self.retention is None:
+            return
+        for p in partitions:
+            if p in self._scanned_parts:
+                continue
+            keys = partition_keys(self.table.data, p)
+            if keys is None:  # the memory store: every key comes through the changelog
+                return
+            self._scanned_parts.add(p)
+            for key in keys:
+                if not is_window_key(key):
+                    self.retention.learn(p, key, True)
+
     def _flaky(self, predict):
         n = next(self._model_calls)  # one model call per try; every N-th raises
 
@@ -449,9 +524,18 @@ class WorkerAgent:
         outputs = (await pub.enqueue(self.topic_predictions, out.predictions)
                    + await pub.enqueue(self.topic_dead, out.dead_letters))
         last_of_part = {r.partition: e for r, e in zip(records, batch, strict=True)}
+        touched = out.result.touched if out.result else {}
         changelog = await enqueue_states(
-            stream, self.table, pub, out.result.touched if out.result else {}, last_of_user,
+            stream, self.table, pub, touched, last_of_user,
             first=[(window_key(p), rec, last_of_part[p]) for p, rec in window_records])
+        if out.events:
+            newest = max(e.timestamp_ms for e in out.events)
+            self.max_event_ms = max(newest, self.max_event_ms or newest)
+        if self.retention is not None:
+            for user, st in touched.items():
+                if len(st.timestamps_ms):
+                    self.retention.touch(last_of_user[user].message.partition, user.encode(),
+                                         int(st.timestamps_ms[-1]))
         self.pending_ack = asyncio.ensure_future(
             self.acknowledge(stream, batch, outputs, changelog))
 
@@ -513,6 +597,10 @@ class WorkerAgent:
         if self.windows.open_windows() and idle:
             await self.publish_windows(self.windows.close_idle(int(idle_s * 1000),
                                                                int(time.time() * 1000)))
+        if (self.retention is not None and not self._table_writes.locked()
+                and self.retention.due()):  # no input: what the last batches made expire
+            async with self._table_writes:
+                await self.expire(self.fence.generation)
 
     async def poll_for_model(self) -> None:
         """Every ``model_poll_s``: a new model named on the control topic is loaded off the
@@ -548,6 +636,7 @@ class WorkerAgent:
         self.fence.on_new_generation()
         self.health.assigned = True
         self.alert_monitor.forget_partitions()
+        self._index_local_keys(assigned)
         tune_fetch_wait(self.app, self.settings.batch_wait_ms)
         if not self._frozen:
             # Everything alive at start (torch, Faust, the model: a few hundred thousand

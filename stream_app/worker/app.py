@@ -132,8 +132,10 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     # not from ``schema``; without them a restarted worker failed to decode its changelog
     table = app.Table("user-state", default=None, partitions=settings.partitions,
                       schema=raw_schema, key_type=bytes, value_type=bytes)
-    monotonic.install(table)  # a late record from a stalled worker never wins (recovery)
     agent = WorkerAgent(settings, app, table, processor, model)
+    # a late record from a stalled worker never wins (recovery); the agent's retention index
+    # learns the keys recovery brings
+    monotonic.install(table, on_applied=agent.on_changelog_applied)
 
     app.agent(events_topic, name="process-events")(agent.run)
     app.timer(interval=1.0)(agent.close_idle_windows)
