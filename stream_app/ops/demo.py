@@ -52,6 +52,14 @@ class DemoOptions:
 
 
 @dataclass
+class _ReplayProgress:
+    """The replay thread's progress, read by the live view."""
+
+    sent: int = 0
+    report: object = None
+
+
+@dataclass
 class LiveCounts:
     predictions: int = 0
     dead_letters: int = 0
@@ -155,14 +163,15 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
             worker.wait_ready(120)
             live = LiveCounts()
             _follow(settings, live)
-            sent_box = [0]
+            progress = _ReplayProgress()
             t0 = time.monotonic()
-            rep_box = {}
+
+            def on_progress(n: int) -> None:
+                progress.sent = n
 
             def do_replay() -> None:
-                rep_box["report"] = replay_events(
-                    settings, replay, speed=opts.speed, progress=False,
-                    on_progress=lambda n: sent_box.__setitem__(0, n))
+                progress.report = replay_events(settings, replay, speed=opts.speed,
+                                                progress=False, on_progress=on_progress)
 
             th = threading.Thread(target=do_replay, daemon=True)
             th.start()
@@ -170,8 +179,8 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
             with _maybe_live(opts.live) as update:
                 while time.monotonic() < deadline:
                     if not th.is_alive():
-                        sent_box[0] = len(replay)
-                    update(_live_table(live, sent_box[0], len(replay)))
+                        progress.sent = len(replay)
+                    update(_live_table(live, progress.sent, len(replay)))
                     if not th.is_alive() and live.predictions >= len(replay):
                         break
                     time.sleep(0.25)
