@@ -138,6 +138,17 @@ class UserState:
             np.asarray(self.last_pred_items, dtype="<i4").tobytes(),
         ))
 
+    @staticmethod
+    def peek_source_offset(raw: bytes) -> int:
+        """The ``source_offset`` of an encoded state, read from its header alone (both
+        versions keep it there); ValueError when ``raw`` is no state header."""
+        if len(raw) < _HEADER.size:
+            raise ValueError(f"user-state of {len(raw)} bytes is shorter than its header")
+        version, _, _, _, _, offset, _ = _unpack_header(raw, 0)
+        if version not in (_V1, _VERSION):
+            raise ValueError(f"unknown user-state encoding version {version}")
+        return offset
+
     @classmethod
     def decode(cls, raw: bytes | None) -> UserState:
         """The state ``raw`` encodes. On a little-endian machine its arrays other than the

@@ -66,6 +66,18 @@ def test_state_decode_rejects_garbage():
         UserState.decode(b"\x09" + raw[1:])
 
 
+def test_source_offset_is_read_from_the_header_alone():
+    st = UserState(source_offset=123_456_789)
+    st.append(5, 1, 1_700_000_000_000, event_hash("e"), max_len=50)
+    raw = st.encode()
+    assert UserState.peek_source_offset(raw) == 123_456_789 == UserState.decode(raw).source_offset
+    assert UserState.peek_source_offset(_v1_state(["e0"], [1])) == 7  # version 1 too
+    with pytest.raises(ValueError):
+        UserState.peek_source_offset(raw[:10])
+    with pytest.raises(ValueError):
+        UserState.peek_source_offset(b"\x09" + raw[1:])
+
+
 def test_scores_against_previous_prediction():
     model = NextItemModel(100)
     engine = PrequentialEngine(model, max_len=50, k=5)

@@ -35,7 +35,7 @@ def record_version(key: bytes | None, value: bytes | None) -> int | None:
         if is_window_key(key):
             v = orjson.loads(value).get("applied_offset")
             return int(v) if v is not None else None
-        return UserState.decode(value).source_offset
+        return UserState.peek_source_offset(value)
     except Exception:  # noqa: BLE001 - an unreadable record is applied as it is
         return None
 
