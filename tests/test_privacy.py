@@ -101,6 +101,18 @@ def _wait(cond, what: str, timeout_s: float = 60.0):
         time.sleep(0.5)
 
 
+def _setup(stream_settings, tmp_path, markov_checkpoint, n: int, seed: int):
+    """A log of ``n`` events, a Markov checkpoint of it, the key file, topics created."""
+    events = generate(n, seed=seed)
+    model_dir = tmp_path / "model"
+    markov_checkpoint(events, model_dir)
+    key_file = tmp_path / "test.key"
+    key_file.write_bytes(KEY)
+    settings = stream_settings.with_overrides(model_path=str(model_dir))
+    ensure_topics(settings)
+    return events, settings, str(key_file)
+
+
 def _audits(settings) -> list[ErasureAudit]:
     return [ErasureAudit.from_json(m.value) for m in read_topic(settings, "audit", idle_s=1.0)]
 
@@ -108,15 +120,9 @@ def _audits(settings) -> list[ErasureAudit]:
 @pytest.mark.broker
 def test_forget_erases_state_survives_recovery_and_starts_fresh(stream_settings, tmp_path,
                                                               markov_checkpoint):
-    events = generate(600, seed=11)
-    model_dir = tmp_path / "model"
-    markov_checkpoint(events, model_dir)
-    key_file = tmp_path / "pseudonym.key"
-    key_file.write_bytes(KEY)
-    settings = stream_settings.with_overrides(model_path=str(model_dir),
-                                              pseudonym_key_file=str(key_file))
+    events, settings, key_file = _setup(stream_settings, tmp_path, markov_checkpoint, 600, 11)
+    settings = settings.with_overrides(pseudonym_key_file=key_file)
     pseudo = Pseudonyms(KEY)
-    ensure_topics(settings)
     users = sorted({e.user_id for e in events})
     gone, kept = users[0], users[1]
     n_gone = sum(e.user_id == gone for e in events)
@@ -163,14 +169,8 @@ def test_forget_erases_state_survives_recovery_and_starts_fresh(stream_settings,
 @pytest.mark.broker
 def test_unsigned_erase_is_refused_when_workers_have_a_control_key(stream_settings, tmp_path,
                                                                   markov_checkpoint):
-    events = generate(200, seed=12)
-    model_dir = tmp_path / "model"
-    markov_checkpoint(events, model_dir)
-    key_file = tmp_path / "control.key"
-    key_file.write_bytes(KEY)
-    settings = stream_settings.with_overrides(model_path=str(model_dir))
-    worker_settings = settings.with_overrides(control_key_file=str(key_file))
-    ensure_topics(settings)
+    events, settings, key_file = _setup(stream_settings, tmp_path, markov_checkpoint, 200, 12)
+    worker_settings = settings.with_overrides(control_key_file=key_file)
     user = events[0].user_id
     with WorkerProcess(worker_settings, tmp_path / "w.log") as worker:
         worker.wait_ready(90)
