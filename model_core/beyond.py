@@ -1,0 +1,157 @@
+"""Beyond-accuracy metrics of top-K lists: novelty, popularity bias, diversity, exposure.
+
+Pure functions of the recommended lists (``[cases, K]`` item indices, 0 = padding) and the
+training popularity of each item (``counts[i]``: training interactions of item ``i``, index 0
+unused), so the offline evaluation and anything else that holds the same lists compute the
+same figures:
+
+- :func:`novelty` — mean self-information ``-log2 p(i)`` of the recommended items, ``p(i)``
+  the item's share of training interactions; an item never seen in training counts as seen
+  once (so the figure stays finite). Higher: less obvious recommendations (Zhou et al., PNAS
+  2010; Castells et al., "Novelty and diversity metrics", 2011).
+- :func:`average_recommendation_popularity` (ARP) — mean training count of the recommended
+  items, per list then over lists (Abdollahpouri et al., FLAIRS 2019).
+- :func:`long_tail_share` (APLT) — share of recommended items outside the *short head*, the
+  ``head_share`` most popular items of the catalogue (20 % by default; ties by item index).
+  A never-seen item is in the tail.
+- :func:`exposure_gini` — Gini coefficient of how often each catalogue item appears over all
+  lists (0: every item shown equally often; near 1: a few items get all the exposure).
+- :func:`intra_list_diversity` (ILD) — mean over lists of the share of item pairs with
+  different categories; pairs with an item without a category are left out.
+- :func:`repeat_split` — how much of the hit rate re-recommends an item already in the user's
+  history (repeat consumption) against items new to the user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _lists(top: np.ndarray, k: int) -> np.ndarray:
+    top = np.asarray(top, dtype=np.int64)
+    if top.ndim != 2:
+        raise ValueError(f"top-K lists must be a [cases, K] array, got shape {top.shape}")
+    return top[:, :k]
+
+
+def _counts(counts: np.ndarray) -> np.ndarray:
+    c = np.asarray(counts, dtype=np.float64)
+    if c.ndim != 1 or c.size < 2:
+        raise ValueError("counts must hold one training count per item index (index 0 unused)")
+    return c
+
+
+def novelty(top: np.ndarray, counts: np.ndarray, k: int) -> float:
+    """Mean ``-log2(count_i / total)`` over the recommended items (padding left out)."""
+    lists, c = _lists(top, k), _counts(counts)
+    items = lists[lists > 0]
+    if items.size == 0:
+        return float("nan")
+    total = c[1:].sum()
+    seen = np.maximum(c[items], 1.0)
+    return float(np.mean(-np.log2(seen / max(total, 1.0))))
+
+
+def average_recommendation_popularity(top: np.ndarray, counts: np.ndarray, k: int) -> float:
+    """Mean over lists of the mean training count of a list's items."""
+    lists, c = _lists(top, k), _counts(counts)
+    valid = lists > 0
+    n = valid.sum(axis=1)
+    per_list = np.where(valid, c[lists], 0.0).sum(axis=1)
+    keep = n > 0
+    return float(np.mean(per_list[keep] / n[keep])) if keep.any() else float("nan")
+
+
+def short_head(counts: np.ndarray, head_share: float = 0.2) -> np.ndarray:
+    """Boolean mask over item indices: the ``head_share`` most popular catalogue items."""
+    c = _counts(counts)
+    if not 0.0 < head_share < 1.0:
+        raise ValueError("head_share must lie strictly between 0 and 1")
+    n_items = c.size - 1
+    n_head = int(round(head_share * n_items))
+    order = np.lexsort((np.arange(1, c.size), -c[1:])) + 1  # count desc, then index asc
+    mask = np.zeros(c.size, dtype=bool)
+    mask[order[:n_head]] = True
+    return mask
+
+
+def long_tail_share(top: np.ndarray, counts: np.ndarray, k: int,
+                    head_share: float = 0.2) -> float:
+    """Mean over lists of the share of a list's items that lie outside the short head."""
+    lists = _lists(top, k)
+    head = short_head(counts, head_share)
+    valid = lists > 0
+    n = valid.sum(axis=1)
+    in_tail = (valid & ~head[np.where(valid, lists, 0)]).sum(axis=1)
+    keep = n > 0
+    return float(np.mean(in_tail[keep] / n[keep])) if keep.any() else float("nan")
+
+
+def gini(values: np.ndarray) -> float:
+    """Gini coefficient of non-negative ``values`` (0 = all equal)."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    n = x.size
+    if n == 0 or x.sum() == 0:
+        return float("nan") if n == 0 else 0.0
+    i = np.arange(1, n + 1)
+    return float(np.sum((2 * i - n - 1) * x) / (n * x.sum()))
+
+
+def exposure_gini(top: np.ndarray, n_items: int, k: int) -> float:
+    """Gini of the number of times each of the ``n_items`` catalogue items is recommended."""
+    lists = _lists(top, k)
+    items = lists[lists > 0]
+    exposure = np.bincount(items, minlength=n_items + 1)[1:n_items + 1]
+    return gini(exposure)
+
+
+def intra_list_diversity(top: np.ndarray, categories: np.ndarray, k: int) -> float:
+    """Mean over lists of the share of item pairs with different categories.
+
+    ``categories[i]``: the category of item ``i`` as a non-negative integer, -1 for none."""
+    lists = _lists(top, k)
+    cat = np.asarray(categories, dtype=np.int64)
+    out = []
+    for row in lists:
+        c = cat[row[row > 0]]
+        c = c[c >= 0]
+        if c.size < 2:
+            continue
+        differ = (c[:, None] != c[None, :]).sum() / 2
+        out.append(differ / (c.size * (c.size - 1) / 2))
+    return float(np.mean(out)) if out else float("nan")
+
+
+def repeat_split(hits: np.ndarray, target_in_history: np.ndarray) -> dict[str, float]:
+    """Hit rate on cases whose target the user had already interacted with (``repeat``) and
+    on the others (``new``), and the share of all hits that were repeats."""
+    h = np.asarray(hits, dtype=np.float64)
+    rep = np.asarray(target_in_history, dtype=bool)
+    if h.shape != rep.shape:
+        raise ValueError("one repeat flag per case is needed")
+    nan = float("nan")
+    return {
+        "hr_repeat": float(h[rep].mean()) if rep.any() else nan,
+        "hr_new": float(h[~rep].mean()) if (~rep).any() else nan,
+        "repeat_case_share": float(rep.mean()) if rep.size else nan,
+        "repeat_hit_share": float(h[rep].sum() / h.sum()) if h.sum() > 0 else nan,
+    }
+
+
+def beyond_accuracy(top: np.ndarray, counts: np.ndarray, ks: Sequence[int],
+                    categories: np.ndarray | None = None,
+                    head_share: float = 0.2) -> dict[str, float]:
+    """Every list metric above at each K: ``novelty@K``, ``arp@K``, ``aplt@K``, ``gini@K``
+    and, with ``categories``, ``ild@K``."""
+    n_items = _counts(counts).size - 1
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"novelty@{k}"] = novelty(top, counts, k)
+        out[f"arp@{k}"] = average_recommendation_popularity(top, counts, k)
+        out[f"aplt@{k}"] = long_tail_share(top, counts, k, head_share)
+        out[f"gini@{k}"] = exposure_gini(top, n_items, k)
+        if categories is not None:
+            out[f"ild@{k}"] = intra_list_diversity(top, categories, k)
+    return out

@@ -1,0 +1,126 @@
+"""Beyond-accuracy metrics and multiple-comparison statistics against hand-computed examples;
+the sampled-metric correction against the mis-ordering it exists for."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from model_core.beyond import (
+    average_recommendation_popularity,
+    beyond_accuracy,
+    exposure_gini,
+    gini,
+    intra_list_diversity,
+    long_tail_share,
+    novelty,
+    repeat_split,
+    short_head,
+)
+from model_core.significance import (
+    SampledMetricCorrection,
+    benjamini_hochberg,
+    holm,
+    p_value_text,
+    paired_effect_size,
+)
+
+# items 1..5 with training counts 8, 4, 2, 1, 0 (total 15); index 0 unused
+COUNTS = np.array([0, 8, 4, 2, 1, 0])
+TOP = np.array([[1, 2], [3, 5], [4, 0]])  # the last list is padded
+
+
+def test_novelty_by_hand():
+    # items 1, 2, 3, 5 (unseen: counted once), 4
+    expected = np.mean([-math.log2(8 / 15), -math.log2(4 / 15), -math.log2(2 / 15),
+                        -math.log2(1 / 15), -math.log2(1 / 15)])
+    assert novelty(TOP, COUNTS, 2) == pytest.approx(expected)
+    assert novelty(TOP, COUNTS, 1) == pytest.approx(np.mean([-math.log2(8 / 15),
+                                                             -math.log2(2 / 15),
+                                                             -math.log2(1 / 15)]))
+
+
+def test_arp_by_hand():
+    assert average_recommendation_popularity(TOP, COUNTS, 2) == pytest.approx((6 + 1 + 1) / 3)
+
+
+def test_long_tail_by_hand():
+    # 5 items, head_share 0.4 -> the 2 most popular (items 1 and 2) are the head
+    assert short_head(COUNTS, 0.4).tolist() == [False, True, True, False, False, False]
+    assert long_tail_share(TOP, COUNTS, 2, head_share=0.4) == pytest.approx((0 + 1 + 1) / 3)
+    with pytest.raises(ValueError):
+        short_head(COUNTS, 1.0)
+
+
+def test_gini_by_hand():
+    assert gini(np.array([1, 1, 1, 1])) == 0.0
+    assert gini(np.array([0, 0, 0, 4])) == pytest.approx(0.75)  # (n - 1) / n
+    # exposures of items 1..5 in TOP at K=2: 1, 1, 1, 1, 1 -> equal
+    assert exposure_gini(TOP, 5, 2) == 0.0
+    assert exposure_gini(np.array([[1, 2], [1, 2]]), 4, 2) == pytest.approx(0.5)
+
+
+def test_intra_list_diversity_by_hand():
+    cats = np.array([-1, 0, 0, 1, 2, -1])  # item 5 has no category
+    top = np.array([[1, 2, 3], [3, 4, 5], [1, 5, 0]])
+    # list 1: pairs (1,2) same, (1,3) diff, (2,3) diff -> 2/3; list 2: (3,4) diff -> 1
+    # list 3: one categorised item -> left out
+    assert intra_list_diversity(top, cats, 3) == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_repeat_split_by_hand():
+    out = repeat_split(np.array([1, 0, 1, 1]), np.array([True, True, False, False]))
+    assert out == {"hr_repeat": 0.5, "hr_new": 1.0, "repeat_case_share": 0.5,
+                   "repeat_hit_share": pytest.approx(1 / 3)}
+
+
+def test_beyond_accuracy_names():
+    out = beyond_accuracy(TOP, COUNTS, (1, 2), categories=np.array([-1, 0, 0, 1, 2, -1]))
+    assert set(out) == {f"{m}@{k}" for m in ("novelty", "arp", "aplt", "gini", "ild")
+                        for k in (1, 2)}
+
+
+def test_holm_and_bh_by_hand():
+    p = [0.01, 0.04, 0.03, 0.20]
+    # Holm: sorted 0.01*4=0.04, 0.03*3=0.09, 0.04*2=0.08 -> max-accumulated 0.09, 0.20*1 -> 0.2
+    assert holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.20])
+    # BH: sorted p*4/rank: 0.04, 0.06, 0.0533, 0.2 -> min from the top: 0.04, 0.0533, 0.0533, 0.2
+    assert benjamini_hochberg(p) == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.20])
+    assert holm([0.9, 0.8]) == [1.0, 1.0]
+
+
+def test_effect_size_and_p_text():
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.0, 1.0])
+    d = a - b  # 1, 1, 2: mean 4/3, sd 0.577
+    assert paired_effect_size(a, b) == pytest.approx(d.mean() / d.std(ddof=1))
+    assert p_value_text(0.0, 1000) == "p < 0.002"
+    assert p_value_text(0.0312, 1000) == "p = 0.0312"
+
+
+def test_sampled_metrics_misorder_two_models_and_the_correction_does_not():
+    rng = np.random.default_rng(0)
+    n_items, m, n = 2000, 100, 4000
+    # model A: 30 % of targets first in the full ranking, the rest far down;
+    # model B: every target at full rank 30 (never in the top 10)
+    full_a = np.where(rng.random(n) < 0.3, 1, 1000)
+    full_b = np.full(n, 30)
+
+    def sampled(full):  # negatives above the target among m uniform draws of the others
+        return 1 + rng.binomial(m, (full - 1) / (n_items - 1))
+
+    def hr10(r):
+        return float(r <= 10)
+
+    full_hr = (np.mean(full_a <= 10), np.mean(full_b <= 10))
+    samp_a, samp_b = sampled(full_a), sampled(full_b)
+    sampled_hr = (np.mean(samp_a <= 10), np.mean(samp_b <= 10))
+    assert full_hr[0] > full_hr[1]  # full ranking: A better
+    assert sampled_hr[0] < sampled_hr[1]  # sampled metric: B "better"
+    corr = SampledMetricCorrection(n_items, m)
+    fixed = (corr.corrected(samp_a, hr10), corr.corrected(samp_b, hr10))
+    assert fixed[0] > fixed[1]
+    assert abs(fixed[1] - full_hr[1]) < abs(sampled_hr[1] - full_hr[1]) / 5
+    with pytest.raises(ValueError):
+        corr.corrected(np.array([m + 2]), hr10)
