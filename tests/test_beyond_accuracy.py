@@ -124,3 +124,21 @@ def test_sampled_metrics_misorder_two_models_and_the_correction_does_not():
     assert abs(fixed[1] - full_hr[1]) < abs(sampled_hr[1] - full_hr[1]) / 5
     with pytest.raises(ValueError):
         corr.corrected(np.array([m + 2]), hr10)
+
+
+def test_segments_by_hand():
+    from model_core.segments import history_bucket, popularity_bucket, segment_report
+
+    assert history_bucket(np.array([0, 1, 3, 7, 15, 40])).tolist() == [
+        "0", "1", "2-4", "5-9", "10-19", "20+"]
+    # counts of items 1..5: 8, 4, 2, 1, 0 -> seen 1..4 in thirds of 2: head {1, 2}, mid {3, 4}
+    assert popularity_bucket(np.array([1, 2, 3, 4, 5, 9]), COUNTS).tolist() == [
+        "head", "head", "mid", "mid", "unseen", "unseen"]
+    hits = np.array([1.0, 0.0, 1.0, 1.0])
+    rep = segment_report({"hr@10": hits}, {"action": ["view", "view", "purchase", "view"]},
+                         n_boot=50)
+    assert rep["action"]["view"]["n"] == 3
+    assert rep["action"]["view"]["hr@10"]["mean"] == pytest.approx(2 / 3)
+    assert rep["action"]["purchase"]["hr@10"] == {"mean": 1.0, "ci_low": 1.0, "ci_high": 1.0}
+    with pytest.raises(ValueError):
+        segment_report({"hr@10": hits}, {"action": ["view"]})
