@@ -142,3 +142,18 @@ def test_segments_by_hand():
     assert rep["action"]["purchase"]["hr@10"] == {"mean": 1.0, "ci_low": 1.0, "ci_high": 1.0}
     with pytest.raises(ValueError):
         segment_report({"hr@10": hits}, {"action": ["view"]})
+
+
+def test_provenance_records_commit_hashes_split_seed_config(tmp_path):
+    import hashlib
+
+    from model_core.provenance import code_commit, file_sha256, provenance
+
+    f = tmp_path / "log.txt"
+    f.write_bytes(b"u1 i1\nu1 i2\n")
+    p = provenance([f], {"protocol": "loo"}, 7, {"model": "markov", "k": 20})
+    assert p["data_sha256"] == {str(f): hashlib.sha256(b"u1 i1\nu1 i2\n").hexdigest()}
+    assert p["split"] == {"protocol": "loo"} and p["seed"] == 7
+    assert p["config"] == {"model": "markov", "k": 20}
+    assert p["commit"] == code_commit() and p["commit"] not in ("", "unknown")
+    assert file_sha256(f) == p["data_sha256"][str(f)]
