@@ -33,8 +33,56 @@ from model_core.prequential import BatchResult
 from schemas.actions import ACTIONS, N_ACTIONS
 from schemas.event import Event
 from schemas.metrics import MetricsWindow
-from stream_app.windows.distinct_sketch import DistinctSketch, hash_strings
-from stream_app.windows.latency_sketch import LatencyHistogram
+from stream_app.windows.distinct_sketch import DistinctSketch, DistinctState, hash_strings
+from stream_app.windows.latency_sketch import LatencyHistogram, LatencyState
+
+#: version of :class:`AggregatorSnapshot`; raise it with any change to the snapshot records
+SNAPSHOT_VERSION = 4
+
+
+@dataclass(frozen=True)
+class WindowSnapshot:
+    """One open window as data (:meth:`WindowAggregator.snapshot`)."""
+
+    kind: str
+    start_ms: int
+    end_ms: int
+    events: int
+    predictions: int
+    late_events: int
+    dead_letters: int
+    busy_ms: float
+    scored: int  # cases in the ranking sums
+    ranking_sums: dict[str, float]  # metric name -> sum over the scored cases
+    confusion: tuple[tuple[int, ...], ...]  # [true action][predicted action]
+    users: DistinctState
+    items: DistinctState
+    latency: LatencyState
+
+
+@dataclass(frozen=True)
+class AggregatorSnapshot:
+    """A :class:`WindowAggregator` as data: its settings, clocks and open windows.
+
+    The record the worker saves per input partition (:mod:`stream_app.windows.persistence`);
+    its fields are the contract of that saved state, independent of the aggregator's
+    attribute names. ``version`` is :data:`SNAPSHOT_VERSION` when it was taken.
+    """
+
+    version: int
+    ks: tuple[int, ...]
+    window_ms: int
+    lateness_ms: int
+    hop_ms: int
+    hop_window_ms: int
+    n_items: int
+    model_version: str
+    watermark_ms: int | None
+    closed_until: dict[str, int]  # kind -> end of the last published window of that kind
+    total_late: int
+    pending_dead: int  # dead letters held until the first valid event
+    last_wall_ms: int | None
+    windows: tuple[WindowSnapshot, ...]
 
 
 @dataclass
@@ -65,12 +113,36 @@ class _Window:
         items = np.asarray(items)
         self.items.add_ints(items[items > 0])
 
+    def snapshot(self) -> WindowSnapshot:
+        return WindowSnapshot(
+            kind=self.kind, start_ms=self.start_ms, end_ms=self.end_ms, events=self.events,
+            predictions=self.predictions, late_events=self.late_events,
+            dead_letters=self.dead_letters, busy_ms=float(self.busy_ms),
+            scored=self.ranking.n, ranking_sums=dict(self.ranking.sums),
+            confusion=tuple(tuple(row) for row in self.confusion.tolist()),
+            users=self.users.snapshot(), items=self.items.snapshot(),
+            latency=self.latency.snapshot())
+
+    @classmethod
+    def restore(cls, s: WindowSnapshot, ks: tuple[int, ...]) -> _Window:
+        w = cls(s.start_ms, s.end_ms, s.kind, ks, events=s.events, predictions=s.predictions,
+                late_events=s.late_events, dead_letters=s.dead_letters,
+                users=DistinctSketch.restore(s.users), items=DistinctSketch.restore(s.items),
+                latency=LatencyHistogram.restore(s.latency), busy_ms=s.busy_ms)
+        if set(s.ranking_sums) != set(w.ranking.sums):
+            raise ValueError(f"window snapshot holds ranking sums {sorted(s.ranking_sums)}, "
+                             f"expected {sorted(w.ranking.sums)}")
+        w.ranking.n = s.scored
+        w.ranking.sums.update(s.ranking_sums)
+        confusion = np.asarray(s.confusion, dtype=np.int64)
+        if confusion.shape != w.confusion.shape:
+            raise ValueError(f"window snapshot holds a {confusion.shape} confusion matrix, "
+                             f"expected {w.confusion.shape}")
+        w.confusion = confusion
+        return w
+
 
 class WindowAggregator:
-    # class-level defaults: an aggregator restored from an older saved state lacks these
-    _pending_dead: int = 0
-    _last_wall_ms: int | None = None
-
     def __init__(self, ks: Sequence[int] = (10, 20), window_s: int = 60,
                  allowed_lateness_s: int = 5, hop_s: int = 0, hop_window_s: int = 300,
                  n_items: int = 0, model_version: str = "") -> None:
@@ -87,6 +159,35 @@ class WindowAggregator:
         self.total_late = 0  # late events (tumbling windows), over the aggregator's life
         self._pending_dead = 0
         self._last_wall_ms: int | None = None
+
+    # ------------------------------------------------------------------ saved state
+    def snapshot(self) -> AggregatorSnapshot:
+        """The aggregator's whole state as a typed record (see :meth:`restore`)."""
+        return AggregatorSnapshot(
+            version=SNAPSHOT_VERSION, ks=self.ks, window_ms=self.window_ms,
+            lateness_ms=self.lateness_ms, hop_ms=self.hop_ms, hop_window_ms=self.hop_window_ms,
+            n_items=self.n_items, model_version=self.model_version,
+            watermark_ms=self.watermark_ms, closed_until=dict(self._closed_until),
+            total_late=self.total_late, pending_dead=self._pending_dead,
+            last_wall_ms=self._last_wall_ms,
+            windows=tuple(w.snapshot() for _, w in sorted(self._open.items())))
+
+    @classmethod
+    def restore(cls, s: AggregatorSnapshot) -> WindowAggregator:
+        """The aggregator :meth:`snapshot` described: it goes on as the original would."""
+        if s.version != SNAPSHOT_VERSION:
+            raise ValueError(f"window snapshot version {s.version}, expected {SNAPSHOT_VERSION}")
+        agg = cls(ks=s.ks, n_items=s.n_items, model_version=s.model_version)
+        agg.window_ms, agg.lateness_ms = s.window_ms, s.lateness_ms
+        agg.hop_ms, agg.hop_window_ms = s.hop_ms, s.hop_window_ms
+        agg.watermark_ms = s.watermark_ms
+        agg._closed_until = dict(s.closed_until)
+        agg.total_late = s.total_late
+        agg._pending_dead = s.pending_dead
+        agg._last_wall_ms = s.last_wall_ms
+        for ws in s.windows:
+            agg._open[(ws.kind, ws.start_ms)] = _Window.restore(ws, agg.ks)
+        return agg
 
     # ------------------------------------------------------------------ windows of a time
     def _starts(self, ts: int) -> Iterable[tuple[str, int, int]]:
@@ -451,4 +552,4 @@ def merge_windows(windows: Iterable[MetricsWindow]) -> list[MetricsWindow]:
     return out
 
 
-__all__ = ["WindowAggregator", "aggregate_windows", "merge_windows"]
+__all__ = ["SNAPSHOT_VERSION", "AggregatorSnapshot", "WindowAggregator", "WindowSnapshot", "aggregate_windows", "merge_windows"]

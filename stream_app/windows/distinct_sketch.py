@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,6 +49,18 @@ def hash_ints(values: np.ndarray) -> np.ndarray:
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
+
+
+@dataclass(frozen=True)
+class DistinctState:
+    """A :class:`DistinctSketch` as data: exactly one of the two fields is set.
+
+    ``hashes``: the values' 64-bit hashes, sorted (exact phase); ``registers``: the ``M``
+    HyperLogLog registers, one byte each.
+    """
+
+    hashes: tuple[int, ...] | None
+    registers: bytes | None
 
 
 class DistinctSketch:
@@ -95,5 +108,26 @@ class DistinctSketch:
     def __len__(self) -> int:
         return self.count()
 
+    def snapshot(self) -> DistinctState:
+        if self.registers is None:
+            return DistinctState(hashes=tuple(sorted(self.sparse)), registers=None)
+        return DistinctState(hashes=None, registers=self.registers.tobytes())
 
-__all__ = ["DistinctSketch", "M", "P", "SPARSE_MAX", "hash_ints", "hash_strings"]
+    @classmethod
+    def restore(cls, state: DistinctState) -> DistinctSketch:
+        if (state.hashes is None) == (state.registers is None):
+            raise ValueError("a distinct-count state holds either hashes or registers")
+        out = cls()
+        if state.registers is not None:
+            regs = np.frombuffer(state.registers, dtype=np.uint8)
+            if len(regs) != M:
+                raise ValueError(f"a distinct-count state holds {len(regs)} registers, "
+                                 f"expected {M}")
+            out.registers = regs.copy()
+            out.sparse = None
+        else:
+            out.sparse = set(state.hashes)
+        return out
+
+
+__all__ = ["DistinctSketch", "DistinctState", "M", "P", "SPARSE_MAX", "hash_ints", "hash_strings"]

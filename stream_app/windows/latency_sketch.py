@@ -16,8 +16,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class LatencyState:
+    """A :class:`LatencyHistogram` as data: ``buckets`` is ``(bucket, count)`` in bucket
+    order; the number of latencies is ``zeros`` plus the counts."""
+
+    accuracy: float
+    floor_ms: float
+    zeros: int
+    buckets: tuple[tuple[int, int], ...]
 
 
 class LatencyHistogram:
@@ -79,4 +91,16 @@ class LatencyHistogram:
             rank = min(self.n - 1, max(0, round(q / 100.0 * (self.n - 1))))  # 0-based
             pos = int(np.searchsorted(cum, rank, side="right"))
             out.append(0.0 if pos == 0 else self._value(order[pos - 1]))
+        return out
+
+    def snapshot(self) -> LatencyState:
+        return LatencyState(accuracy=self.accuracy, floor_ms=self.floor_ms, zeros=self.zeros,
+                            buckets=tuple(sorted(self.counts.items())))
+
+    @classmethod
+    def restore(cls, state: LatencyState) -> LatencyHistogram:
+        out = cls(accuracy=state.accuracy, floor_ms=state.floor_ms)
+        out.counts = {int(b): int(k) for b, k in state.buckets}
+        out.zeros = int(state.zeros)
+        out.n = out.zeros + sum(out.counts.values())
         return out

@@ -37,7 +37,11 @@ re-opened after a crash by a replay that had no idle gap, can count a late event
 (once as late in another window). Distinct-user counts, coverage and latency percentiles are
 per partition (sum ``events``/``scored``; do not sum ``users``).
 
-The encoding is plain JSON of a whitelisted object graph (no pickle, no code execution).
+The record is :meth:`WindowAggregator.snapshot <stream_app.windows.aggregation.WindowAggregator.snapshot>`
+(typed dataclasses with a version) as JSON: no pickle, no code execution, and no tie to the
+aggregator's attribute names. Records of formats 1 to 3 (before snapshots) are read by
+:mod:`stream_app.windows.legacy_records`; a record of any other version is refused with the
+version found and the one expected (:class:`WindowRecordVersionError`).
 """
 
 from __future__ import annotations
@@ -46,20 +50,20 @@ import base64
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 
-import numpy as np
 import orjson
 
-from model_core.metrics import RankingAccumulator
 from schemas.exceptions import SeqstreamError
-from stream_app.windows import aggregation as online
-from stream_app.windows.aggregation import WindowAggregator
-from stream_app.windows.distinct_sketch import DistinctSketch
-from stream_app.windows.latency_sketch import LatencyHistogram
+from stream_app.windows.aggregation import (
+    SNAPSHOT_VERSION,
+    AggregatorSnapshot,
+    WindowAggregator,
+    WindowSnapshot,
+)
+from stream_app.windows.distinct_sketch import DistinctState
+from stream_app.windows.latency_sketch import LatencyState
+from stream_app.windows.legacy_records import LEGACY_FORMATS, read_legacy
 
 WINDOW_KEY_PREFIX = b"\x00seqstream/windows/"
-#: 3: distinct users and items are sketches; 2: a set of user ids and an item bitmap;
-#: 1: sets of user ids and items and a latency list. 1 and 2 are upgraded on read.
-_FORMAT = 3
 DEFAULT_MAX_RECORD_BYTES = 512 * 1024
 
 
@@ -78,132 +82,79 @@ def metrics_key(kind: str, start_ms: int, partition: int) -> bytes:
 
 
 # --------------------------------------------------------------------------- codec
-def _classes() -> dict[str, type]:
-    out = {"WindowAggregator": WindowAggregator, "RankingAccumulator": RankingAccumulator,
-           "LatencyHistogram": LatencyHistogram, "DistinctSketch": DistinctSketch}
-    w = getattr(online, "_Window", None)
-    if w is not None:
-        out["_Window"] = w
-    return out
-
-
-def _enc(o):
-    if o is None or isinstance(o, (bool, int, float, str)):
-        return o
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        if o.dtype == np.bool_:  # bitmaps: 1 bit per entry, base64
-            return {"__nd__": "|b1", "shape": list(o.shape),
-                    "bits": base64.b64encode(np.packbits(o.ravel())).decode()}
-        if o.dtype == np.uint8:  # sketch registers: base64
-            return {"__nd__": "|u1", "shape": list(o.shape),
-                    "b64": base64.b64encode(o.tobytes()).decode()}
-        return {"__nd__": o.dtype.str, "shape": list(o.shape), "data": o.ravel().tolist()}
-    if isinstance(o, (set, frozenset)):
-        return {"__set__": _enc_items(o)}
-    if isinstance(o, tuple):
-        return {"__tuple__": _enc_items(o)}
-    if isinstance(o, list):
-        return _enc_items(o)
-    if isinstance(o, dict):
-        if set(map(type, o)) <= _PLAIN and set(map(type, o.values())) <= _PLAIN:
-            return {"__map__": [[k, v] for k, v in o.items()]}
-        return {"__map__": [[_enc(k), _enc(v)] for k, v in o.items()]}
-    name = type(o).__name__
-    if name not in _classes():
-        raise TypeError(f"window state holds a {type(o).__qualname__}, which the window codec "
-                        "does not know; add it to stream_app.windows.persistence._classes")
-    if hasattr(o, "__dict__"):
-        attrs = vars(o)
-    else:
-        attrs = {s: getattr(o, s) for s in type(o).__slots__ if hasattr(o, s)}
-    return {"__obj__": name, "attrs": {k: _enc(v) for k, v in attrs.items()}}
-
-
-_PLAIN = frozenset((str, int, float))
-
-
-def _enc_items(items) -> list:
-    # windows hold large collections of plain values (users, items, latencies): copy those
-    # as they are (one C-level type scan) instead of one _enc call per element
-    if set(map(type, items)) <= _PLAIN:
-        return list(items)
-    return [_enc(x) for x in items]
-
-
-def _dec(o, classes: dict[str, type]):
-    if isinstance(o, list):
-        return o if set(map(type, o)) <= _PLAIN else [_dec(x, classes) for x in o]
-    if not isinstance(o, dict):
-        return o
-    if "__nd__" in o:
-        if "bits" in o:
-            n = int(np.prod(o["shape"]))
-            bits = np.frombuffer(base64.b64decode(o["bits"]), dtype=np.uint8)
-            return np.unpackbits(bits, count=n).astype(bool).reshape(o["shape"])
-        if "b64" in o:
-            raw = base64.b64decode(o["b64"])
-            return np.frombuffer(raw, dtype=np.uint8).copy().reshape(o["shape"])
-        return np.asarray(o["data"], dtype=np.dtype(o["__nd__"])).reshape(o["shape"])
-    if "__set__" in o:
-        return set(_dec(o["__set__"], classes))
-    if "__tuple__" in o:
-        return tuple(_dec(o["__tuple__"], classes))
-    if "__map__" in o:
-        return {_hashable(_dec(k, classes)): _dec(v, classes) for k, v in o["__map__"]}
-    if "__obj__" in o:
-        cls = classes.get(o["__obj__"])
-        if cls is None:
-            raise ValueError(f"unknown class {o['__obj__']!r} in a window record")
-        obj = cls.__new__(cls)
-        for k, v in o["attrs"].items():
-            object.__setattr__(obj, k, _dec(v, classes))
-        return obj
-    raise ValueError("malformed window record")
-
-
-def _hashable(k):
-    return tuple(k) if isinstance(k, list) else k
+class WindowRecordVersionError(SeqstreamError, ValueError):
+    """A window record of a snapshot version this worker does not read."""
 
 
 def encode_record(agg: WindowAggregator, applied_offset: int) -> bytes:
-    return orjson.dumps({"format": _FORMAT, "applied_offset": applied_offset,
-                         "aggregator": _enc(agg)})
+    """``{"format": <snapshot version>, "applied_offset": n, "aggregator": <snapshot>}``.
+
+    ``applied_offset`` stays at the top level: :mod:`stream_app.kafka.monotonic` orders
+    window records by it without decoding the rest.
+    """
+    snap = dataclasses.asdict(agg.snapshot())
+    version = snap.pop("version")
+    return orjson.dumps({"format": version, "applied_offset": applied_offset,
+                         "aggregator": snap}, default=_bytes_b64)
 
 
 def decode_record(raw: bytes) -> tuple[WindowAggregator, int]:
     d = orjson.loads(raw)
-    if d.get("format") not in (1, 2, _FORMAT):
-        raise ValueError(f"unknown window record format {d.get('format')!r}")
-    agg = _dec(d["aggregator"], _classes())
-    if not isinstance(agg, WindowAggregator):
-        raise ValueError("window record does not hold a WindowAggregator")
-    if d["format"] < _FORMAT:
-        _upgrade(agg, d["format"])
-    return agg, int(d["applied_offset"])
+    found = d.get("format") if isinstance(d, dict) else None
+    if found != SNAPSHOT_VERSION and found not in LEGACY_FORMATS:
+        raise WindowRecordVersionError(
+            f"window record of snapshot version {found!r}, expected version "
+            f"{SNAPSHOT_VERSION} (or a format {LEGACY_FORMATS[0]} to {LEGACY_FORMATS[-1]} "
+            "record, read by stream_app.windows.legacy_records): it was written by another "
+            "seqstream version; run that version, or reset the worker's state")
+    try:
+        snap = (_aggregator(d["aggregator"], found) if found == SNAPSHOT_VERSION
+                else read_legacy(d["aggregator"], found))
+        return WindowAggregator.restore(snap), int(d["applied_offset"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed window record (version {found}): {exc!r}") from exc
 
 
-def _upgrade(agg: WindowAggregator, fmt: int) -> None:
-    """Windows written in an older format: their sets of user ids and items (format 1), or
-    set of user ids and item bitmap (format 2), become sketches; format 1's latency list a
-    histogram."""
-    for w in agg._open.values():
-        attrs = vars(w)
-        if fmt == 1:
-            items = attrs.pop("predicted_items", set())
-            items = np.fromiter(items, dtype=np.int64, count=len(items))
-            w.latency = LatencyHistogram()
-            w.latency.add_many(attrs.pop("latencies_ms", []))
-        else:
-            items = np.flatnonzero(attrs.pop("items_seen", np.zeros(0, dtype=bool)))
-        w.items = DistinctSketch()
-        w.mark_items(items)
-        users = attrs.pop("users", set())
-        w.users = DistinctSketch()
-        w.users.add_strings(sorted(users))
+def _bytes_b64(o):
+    if isinstance(o, bytes):
+        return base64.b64encode(o).decode()
+    raise TypeError(f"a window snapshot holds a {type(o).__qualname__}")
+
+
+def _fields(cls, d: dict) -> dict:
+    """``d`` checked to hold exactly the fields of dataclass ``cls``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    if set(d) != names:
+        raise ValueError(f"{cls.__name__} fields {sorted(d)}, expected {sorted(names)}")
+    return d
+
+
+def _distinct(d: dict) -> DistinctState:
+    d = _fields(DistinctState, d)
+    return DistinctState(
+        hashes=tuple(d["hashes"]) if d["hashes"] is not None else None,
+        registers=base64.b64decode(d["registers"]) if d["registers"] is not None else None)
+
+
+def _latency(d: dict) -> LatencyState:
+    d = _fields(LatencyState, d)
+    return LatencyState(accuracy=float(d["accuracy"]), floor_ms=float(d["floor_ms"]),
+                        zeros=int(d["zeros"]),
+                        buckets=tuple((int(b), int(k)) for b, k in d["buckets"]))
+
+
+def _window(d: dict) -> WindowSnapshot:
+    d = _fields(WindowSnapshot, d)
+    return WindowSnapshot(**{
+        **d, "confusion": tuple(tuple(row) for row in d["confusion"]),
+        "users": _distinct(d["users"]), "items": _distinct(d["items"]),
+        "latency": _latency(d["latency"])})
+
+
+def _aggregator(d: dict, version: int) -> AggregatorSnapshot:
+    d = _fields(AggregatorSnapshot, {**d, "version": version})
+    return AggregatorSnapshot(**{**d, "ks": tuple(d["ks"]),
+                                 "windows": tuple(_window(w) for w in d["windows"])})
 
 
 # --------------------------------------------------------------------------- per partition
@@ -385,5 +336,5 @@ class RecordTooLarge(SeqstreamError):
     """A record the worker would write is over ``max_record_bytes``."""
 
 
-__all__ = ["PartitionWindows", "RecordTooLarge", "decode_record", "encode_record", "is_window_key",
+__all__ = ["PartitionWindows", "RecordTooLarge", "WindowRecordVersionError", "decode_record", "encode_record", "is_window_key",
            "latest_windows", "metrics_key", "window_key"]
