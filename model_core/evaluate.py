@@ -46,6 +46,7 @@ import torch
 
 from model_core.metrics import (
     MISS,
+    Coverage,
     bootstrap_ci,
     case_matrix,
     classification_report,
@@ -330,7 +331,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
     k_max = ks[-1]
     ranks = np.empty(n, dtype=np.float64)
     s_ranks = np.empty(n, dtype=np.float64) if sampled is not None else None
-    recommended: set[int] = set()
+    recommended = Coverage(model.vocab.n_items)
     probs_all: list[np.ndarray] = []
     has_actions: bool | None = None
     rng = np.random.default_rng(seed)
@@ -354,7 +355,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
         vals, top_t = torch.topk(torch.from_numpy(scores), kk, dim=1)
         top = top_t.numpy()
         top_ok = vals.numpy() > -np.inf
-        recommended.update(np.unique(top[top_ok]).tolist())
+        recommended.update(top[top_ok])
         if sampled is not None:
             forbid = []
             for r, h in enumerate(hist):
@@ -387,13 +388,12 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
     names = metric_names(ks)
     per_case = {k: per_case[k] for k in names}
     metrics = {k: float(v.mean()) if n else float("nan") for k, v in per_case.items()}
-    n_catalogue = model.vocab.n_items
     result = EvaluationResult(
         model=getattr(model, "name", type(model).__name__), n_cases=n, ks=ks, ties=ties,
         exclude_history=exclude_history, metrics=metrics,
         ci=_cis(per_case, n_boot, seed, clusters), per_case=per_case, ranks=ranks,
         case_index=case_index, clusters=clusters,
-        coverage=len(recommended - {UNKNOWN}) / n_catalogue if n_catalogue else 0.0,
+        coverage=recommended.result(),
         n_skipped_unknown=n_skipped, n_unknown_as_miss=n_missed,
         n_target_in_history=n_in_hist, protocol=protocol,
     )
@@ -495,7 +495,7 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
         engine.process(lasts[s:s + batch_size], states)
     summary = PrequentialSummary(ranking=RankingAccumulator(ks))
     events = list(events)
-    recommended: set[int] = set()
+    recommended = Coverage(model.vocab.n_items)
     unknown: list[bool] = []  # per scored event: its item is unknown to the model
     users: list[str] = []  # per scored event: its user (the bootstrap's cluster)
     for s in range(0, len(events), batch_size):
@@ -505,7 +505,7 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
         summary.n_events += len(chunk)
         unknown.extend(index(chunk[sc.index].item_id) == UNKNOWN for sc in res.scores)
         users.extend(chunk[sc.index].user_id for sc in res.scores)
-        recommended.update(np.unique(res.topk.items).tolist())
+        recommended.update(res.topk.items)
     ranks = np.asarray(summary.ranks, dtype=np.float64)
     is_unknown = np.asarray(unknown, dtype=bool)
     case_index = np.arange(len(ranks))
@@ -526,7 +526,7 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
         metrics={k: float(v.mean()) if n else float("nan") for k, v in per_case.items()},
         ci=_cis(per_case, n_boot, seed, clusters), per_case=per_case, ranks=ranks,
         case_index=case_index, clusters=clusters,
-        coverage=len(recommended - {UNKNOWN}) / max(1, model.vocab.n_items),
+        coverage=recommended.result(),
         n_skipped_unknown=n_skipped, n_unknown_as_miss=n_missed, protocol="prequential",
         extra={"events": summary.n_events, "scored": summary.n_scored,
                "warm_events": len(warm_events)},

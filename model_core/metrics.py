@@ -150,11 +150,70 @@ class RankingAccumulator:
         return {key: v / self.n for key, v in self.sums.items()}
 
 
-def coverage(recommended: Iterable[int], n_items: int) -> float:
-    """Share of the catalogue that appears in at least one recommendation list."""
+# --------------------------------------------------------------------------- coverage
+def catalogue_items(items: Iterable[int] | np.ndarray) -> np.ndarray:
+    """The catalogue indices among recommended ``items`` (flattened): ``1..n_items``; 0 is the
+    unknown item and is never a recommendation of the catalogue."""
+    a = np.asarray(items if isinstance(items, np.ndarray) else list(items), dtype=np.int64)
+    a = a.ravel()
+    return a[a > 0]
+
+
+def coverage_share(n_distinct: int, n_items: int) -> float:
+    """Catalogue coverage: distinct items recommended over the catalogue size (0 for an
+    empty catalogue; at most 1, since an estimated distinct count can overshoot)."""
     if n_items <= 0:
         return 0.0
-    return len(set(int(i) for i in recommended) - {0}) / n_items
+    return min(1.0, n_distinct / n_items)
+
+
+class ExactDistinct:
+    """The distinct catalogue indices seen, as a set: the exact counter :class:`Coverage`
+    uses by default (``add_ints`` / ``count``, as the online windows' sketch)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: set[int] = set()
+
+    def add_ints(self, values: np.ndarray) -> None:
+        self.values.update(np.unique(values).tolist())
+
+    def count(self) -> int:
+        return len(self.values)
+
+
+class Coverage:
+    """Catalogue coverage of recommendation lists: :meth:`update` with each batch of top-K
+    lists, :meth:`result` the share of the catalogue they covered.
+
+    Offline evaluation counts distinct items exactly (:class:`ExactDistinct`). An online
+    window passes a bounded sketch as ``distinct`` (anything with ``add_ints(array)`` and
+    ``count()``; the stream's is :class:`~stream_app.windows.distinct_sketch.DistinctSketch`)
+    because it writes every open window to its changelog after each micro-batch and a set
+    would grow with the catalogue; up to 128 distinct items the sketch is exact, so both
+    give the same figure on the same lists. Which items count and the share are this class's
+    in both cases.
+    """
+
+    __slots__ = ("n_items", "distinct")
+
+    def __init__(self, n_items: int, distinct=None) -> None:
+        self.n_items = int(n_items)
+        self.distinct = ExactDistinct() if distinct is None else distinct
+
+    def update(self, items: Iterable[int] | np.ndarray) -> None:
+        self.distinct.add_ints(catalogue_items(items))
+
+    def result(self) -> float:
+        return coverage_share(self.distinct.count(), self.n_items)
+
+
+def coverage(recommended: Iterable[int], n_items: int) -> float:
+    """Share of the catalogue that appears in at least one recommendation list."""
+    cov = Coverage(n_items)
+    cov.update(recommended)
+    return cov.result()
 
 
 # --------------------------------------------------------------------------- classification
@@ -275,7 +334,24 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: fl
             "p_value": float(min(1.0, p))}
 
 
-def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> list[float | None]:
-    if len(values) == 0:
+# --------------------------------------------------------------------------- percentiles
+def nearest_rank(n: int, q: float) -> int:
+    """0-based position of the ``q``-th percentile (0-100) among ``n`` sorted values: the
+    nearest rank ``round(q / 100 * (n - 1))``, so a percentile is always an observed value."""
+    return min(n - 1, max(0, round(q / 100.0 * (n - 1))))
+
+
+def percentiles(values: Sequence[float] | np.ndarray,
+                qs: Sequence[float] = (50, 95, 99)) -> list[float | None]:
+    """Exact percentiles (0-100) of ``values`` by :func:`nearest_rank`; None when empty.
+
+    The online windows keep a log-bucket histogram instead of every latency
+    (:class:`~stream_app.windows.latency_sketch.LatencyHistogram`: a window is written to the
+    changelog every micro-batch, and a list of latencies would grow with its traffic); it
+    uses the same :func:`nearest_rank` and returns that order statistic within its relative
+    accuracy.
+    """
+    a = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    if len(a) == 0:
         return [None for _ in qs]
-    return [float(x) for x in np.percentile(np.asarray(values, dtype=np.float64), qs)]
+    return [float(a[nearest_rank(len(a), q)]) for q in qs]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model_core.metrics import RankingAccumulator, report_from_confusion
+from model_core.metrics import Coverage, RankingAccumulator, report_from_confusion
 from model_core.prequential import BatchResult
 from schemas.actions import ACTIONS, N_ACTIONS
 from schemas.event import Event
@@ -91,6 +91,7 @@ class _Window:
     end_ms: int
     kind: str
     ks: tuple[int, ...]
+    n_items: int
     events: int = 0
     predictions: int = 0
     late_events: int = 0
@@ -101,17 +102,13 @@ class _Window:
     ranking: RankingAccumulator = field(init=False)
     confusion: np.ndarray = field(
         default_factory=lambda: np.zeros((N_ACTIONS, N_ACTIONS), dtype=np.int64))
-    items: DistinctSketch = field(default_factory=DistinctSketch)
+    items: Coverage = field(init=False)  # of a DistinctSketch: bounded, see Coverage
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     busy_ms: float = 0.0  # wall time attributed to this window's events (see add_batch)
 
     def __post_init__(self) -> None:
         self.ranking = RankingAccumulator(self.ks)
-
-    def mark_items(self, items: np.ndarray) -> None:
-        """Record recommended catalogue indices (0, the unknown item, is not one)."""
-        items = np.asarray(items)
-        self.items.add_ints(items[items > 0])
+        self.items = Coverage(self.n_items, DistinctSketch())
 
     def snapshot(self) -> WindowSnapshot:
         return WindowSnapshot(
@@ -120,15 +117,16 @@ class _Window:
             dead_letters=self.dead_letters, busy_ms=float(self.busy_ms),
             scored=self.ranking.n, ranking_sums=dict(self.ranking.sums),
             confusion=tuple(tuple(row) for row in self.confusion.tolist()),
-            users=self.users.snapshot(), items=self.items.snapshot(),
+            users=self.users.snapshot(), items=self.items.distinct.snapshot(),
             latency=self.latency.snapshot())
 
     @classmethod
-    def restore(cls, s: WindowSnapshot, ks: tuple[int, ...]) -> _Window:
-        w = cls(s.start_ms, s.end_ms, s.kind, ks, events=s.events, predictions=s.predictions,
-                late_events=s.late_events, dead_letters=s.dead_letters,
-                users=DistinctSketch.restore(s.users), items=DistinctSketch.restore(s.items),
+    def restore(cls, s: WindowSnapshot, ks: tuple[int, ...], n_items: int) -> _Window:
+        w = cls(s.start_ms, s.end_ms, s.kind, ks, n_items, events=s.events,
+                predictions=s.predictions, late_events=s.late_events,
+                dead_letters=s.dead_letters, users=DistinctSketch.restore(s.users),
                 latency=LatencyHistogram.restore(s.latency), busy_ms=s.busy_ms)
+        w.items.distinct = DistinctSketch.restore(s.items)
         if set(s.ranking_sums) != set(w.ranking.sums):
             raise ValueError(f"window snapshot holds ranking sums {sorted(s.ranking_sums)}, "
                              f"expected {sorted(w.ranking.sums)}")
@@ -186,7 +184,7 @@ class WindowAggregator:
         agg._pending_dead = s.pending_dead
         agg._last_wall_ms = s.last_wall_ms
         for ws in s.windows:
-            agg._open[(ws.kind, ws.start_ms)] = _Window.restore(ws, agg.ks)
+            agg._open[(ws.kind, ws.start_ms)] = _Window.restore(ws, agg.ks, agg.n_items)
         return agg
 
     # ------------------------------------------------------------------ windows of a time
@@ -203,7 +201,7 @@ class WindowAggregator:
     def _window(self, kind: str, start: int, end: int) -> _Window:
         w = self._open.get((kind, start))
         if w is None:
-            w = self._open[(kind, start)] = _Window(start, end, kind, self.ks)
+            w = self._open[(kind, start)] = _Window(start, end, kind, self.ks, self.n_items)
         return w
 
     def _windows_for(self, ts: int) -> tuple[list[_Window], bool]:
@@ -325,7 +323,7 @@ class WindowAggregator:
         for w, new_rows in counted:
             batch_rows = rows_arr[new_rows]
             w.latency.add_many(lat[batch_rows])
-            w.mark_items(np.asarray(top[batch_rows]).ravel())
+            w.items.update(top[batch_rows])
         top_ts = max(ts)
         if self.watermark_ms is None or top_ts > self.watermark_ms:
             self.watermark_ms = top_ts
@@ -385,7 +383,7 @@ class WindowAggregator:
         for w, idx in in_batch.values():  # per window, once per batch
             w.users.add_strings(events[i].user_id for i in idx)
             w.latency.add_many(lat[idx])
-            w.mark_items(np.asarray(top[idx]).ravel())
+            w.items.update(top[idx])
         n_new = sum(1 for i in rows if i not in dup)
         self._share_wall(wall_ms, latencies_ms, rows,
                          {k: (w, len(idx)) for k, (w, idx) in in_batch.items()}, n_new)
@@ -474,7 +472,7 @@ class WindowAggregator:
             metrics=w.ranking.get(),
             action_accuracy=report["accuracy"] if report else None,
             action_macro_f1=report["macro_f1"] if report else None,
-            coverage=min(1.0, w.items.count() / self.n_items) if self.n_items else None,
+            coverage=w.items.result() if self.n_items else None,
             events_per_s=(w.events / span_s) if span_s > 0 else 0.0,
             latency_p50_ms=p50,
             latency_p95_ms=p95,

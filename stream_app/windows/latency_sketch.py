@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model_core.metrics import nearest_rank
+
 
 @dataclass(frozen=True)
 class LatencyState:
@@ -80,7 +82,9 @@ class LatencyHistogram:
         return 2.0 * gamma ** bucket / (gamma + 1.0)
 
     def quantiles(self, qs: Iterable[float] = (50, 95, 99)) -> list[float | None]:
-        """Percentiles (0-100): the nearest-rank order statistic, within ``accuracy``."""
+        """Percentiles (0-100): the order statistic :func:`model_core.metrics.percentiles`
+        gives on the same latencies (:func:`~model_core.metrics.nearest_rank`), within
+        ``accuracy``."""
         qs = list(qs)
         if self.n == 0:
             return [None for _ in qs]
@@ -88,7 +92,7 @@ class LatencyHistogram:
         cum = np.cumsum([self.zeros] + [self.counts[b] for b in order])
         out: list[float | None] = []
         for q in qs:
-            rank = min(self.n - 1, max(0, round(q / 100.0 * (self.n - 1))))  # 0-based
+            rank = nearest_rank(self.n, q)
             pos = int(np.searchsorted(cum, rank, side="right"))
             out.append(0.0 if pos == 0 else self._value(order[pos - 1]))
         return out

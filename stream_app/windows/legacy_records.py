@@ -17,6 +17,7 @@ import base64
 
 import numpy as np
 
+from model_core.metrics import Coverage
 from stream_app.windows.aggregation import SNAPSHOT_VERSION, AggregatorSnapshot, WindowSnapshot
 from stream_app.windows.distinct_sketch import DistinctSketch, DistinctState
 from stream_app.windows.latency_sketch import LatencyHistogram, LatencyState
@@ -82,9 +83,9 @@ def _items(w: dict, fmt: int) -> DistinctState:
     else:
         got = w.get("predicted_items", set())
         items = np.fromiter(got, dtype=np.int64, count=len(got))
-    sketch = DistinctSketch()
-    sketch.add_ints(items[items > 0])
-    return sketch.snapshot()
+    cov = Coverage(0, DistinctSketch())
+    cov.update(items)
+    return cov.distinct.snapshot()
 
 
 def _latency(w: dict) -> LatencyState:
