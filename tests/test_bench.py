@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from model_core.predictor import SequenceBatch
-from stream_app.ops.bench import NoopRecommender, catalogue_vocab, make_events, sequence_rows
+from stream_app.ops.bench.workload import (
+    NoopRecommender,
+    catalogue_vocab,
+    make_events,
+    sequence_rows,
+)
 
 KEYS = ("ratio_machinery_vs_faust_ceiling", "ratio_machinery_vs_raw",
         "ratio_model_path_gru4rec", "ratio_model_path_sasrec", "ratio_vs_naive_faust",

@@ -1,4 +1,5 @@
-"""``seqstream bench``: throughput and latency of the stream, side by side (issue 4)."""
+"""``seqstream bench``: throughput and latency of the stream, side by side
+(:mod:`stream_app.ops.bench`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 
 def register(sub) -> None:
-    from stream_app.ops.bench import ALL_VARIANTS
+    from stream_app.ops.bench.variants import ALL_VARIANTS
 
     p = sub.add_parser(
         "bench", help="streaming benchmark on an embedded broker: raw Kafka, Faust, seqstream, "
@@ -36,7 +37,9 @@ def run(args) -> int:
     import sys
 
     from schemas.exceptions import SeqstreamError
-    from stream_app.ops.bench import ALL_VARIANTS, Bench, BenchConfig, format_table
+    from stream_app.ops.bench.runner import Bench, BenchConfig
+    from stream_app.ops.bench.table import format_table
+    from stream_app.ops.bench.variants import ALL_VARIANTS
 
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     unknown = [v for v in variants if v not in ALL_VARIANTS]
