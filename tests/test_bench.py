@@ -1,5 +1,5 @@
 """Smoke test of ``seqstream bench`` at a tiny size: it runs end to end and reports every
-figure issue 4 asks for. No timing assertions (speed is measured, not tested)."""
+figure of its summary. No timing assertions (speed is measured, not tested)."""
 
 from __future__ import annotations
 

@@ -257,7 +257,7 @@ def test_merge_windows_of_partitions():
 
 def test_window_record_stays_small_as_the_window_fills():
     """The crash-safe window record is written every batch: its size must not follow the
-    number of events in the window (it did: a list of every latency, a set of every item)."""
+    number of events in the window (no list of latencies, no set of items)."""
     from stream_app.windows.persistence import decode_record, encode_record
 
     agg = WindowAggregator(window_s=3600, allowed_lateness_s=0, n_items=1000)
@@ -323,9 +323,9 @@ def test_older_window_records_are_upgraded(fmt):
 
 
 def test_window_record_is_independent_of_the_number_of_users():
-    """Issue 12: with every user id kept, a window of 200,000 users made records of up to
-    1.96 MB (Apache Kafka refuses records over 1 MiB by default). Now a few KB, and the
-    distinct-user count is within the sketch's error."""
+    """A window of 200,000 users makes records of a few KB (every user id kept would be about
+    2 MB; Apache Kafka refuses records over 1 MiB by default), and the distinct-user count
+    is within the sketch's error."""
     from stream_app.windows.persistence import PartitionWindows, decode_record
 
     n_users, per_batch = 200_000, 2000

@@ -5,8 +5,8 @@ returns when recovery starts. The embedded Tansu broker answers that request wit
 offset of the partition's *last record batch* + 1, not the offset after its last record:
 after a batch of 100 records at offsets 18..117 it reports 19 (measured, see
 ``tests/test_end_offsets.py``). Faust then stops reading the changelog up to 99 records early,
-and a restarted worker resumes some users from stale or empty state (issue 6: chaos runs
-showed users whose restored sequence was 5 events long instead of 16).
+and a restarted worker resumes some users from stale or empty state (a restored sequence
+shorter than the one the changelog holds).
 
 A fetch response carries the partition's real high watermark. :func:`corrected_end_offsets`
 fetches one record at ``reported - 1`` from each partition with a short-lived consumer and

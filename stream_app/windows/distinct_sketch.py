@@ -2,9 +2,8 @@
 
 An online window counts its distinct users and its distinct recommended items, and the
 worker writes every open window to its changelog after each micro-batch
-(:mod:`stream_app.windows.persistence`). Sets of ids made that record grow with the window's
-audience (with 200,000 users, records of up to 1.96 MB, over Apache Kafka's 1 MiB default
-limit). A :class:`DistinctSketch` is at most ``2 ** P`` one-byte registers (4 KiB; about
+(:mod:`stream_app.windows.persistence`). Sets of ids would make that record grow with the
+window's audience (200,000 users: about 2 MB, over Apache Kafka's 1 MiB default limit). A :class:`DistinctSketch` is at most ``2 ** P`` one-byte registers (4 KiB; about
 5.5 KB in a window record) whatever the number of values.
 
 - Up to :data:`SPARSE_MAX` distinct values it keeps their 64-bit hashes: the count is exact

@@ -1,9 +1,9 @@
 """Latency percentiles of a window in bounded memory: a log-bucket histogram.
 
-A window used to keep every event's latency and the worker writes each open window to its
-changelog after every micro-batch (crash-safe windows, :mod:`stream_app.windows.persistence`), so the
-cost of a batch grew with the window: at 3,000 events/s into 60 s windows that is 180,000
-floats re-encoded per batch. This histogram has one counter per bucket of relative width
+The worker writes each open window to its changelog after every micro-batch (crash-safe
+windows, :mod:`stream_app.windows.persistence`), so a window that kept every event's latency
+would make each batch cost more as the window fills (at 3,000 events/s into 60 s windows,
+180,000 floats re-encoded per batch). This histogram has one counter per bucket of relative width
 ``2 * accuracy`` (the bucketing of DDSketch, Masson et al., VLDB 2019): a latency between
 1 ms and 1 hour needs at most ~760 buckets at 1 %, whatever the number of events, and any
 percentile it returns is within ``accuracy`` (relative) of the exact order statistic.

@@ -1,9 +1,9 @@
 """Crash-safe online metrics windows: one aggregator per input partition, kept in the table.
 
-Why: a worker's event-time windows used to live only in memory. After a crash, windows of
-events that were processed but whose input offsets were not yet committed were lost (the
-redelivered events are recognised as duplicates by the user state and not counted again), and
-windows published just before the crash could be published again with other counts.
+Why: windows held only in memory lose, in a crash, the events that were processed but whose
+input offsets were not yet committed (the redelivered events are recognised as duplicates by
+the user state and not counted again), and windows published just before the crash could be
+published again with other counts.
 
 How (at-least-once input, idempotent effects):
 
@@ -287,8 +287,8 @@ class PartitionWindows:
 
         Each partition by its own clock: partitions run at different points of event time (a
         partition taken over after a rebalance works through a backlog hours behind the
-        others), and moving one to another's time closed its windows before its backlog
-        was counted (those events became late and went to other windows)."""
+        others), and moving one to another's time would close its windows before its backlog
+        is counted (those events would become late and go to other windows)."""
         out = []
         for part, p in self._parts.items():
             mark = self._event_marks.get(part, p.agg.watermark_ms)

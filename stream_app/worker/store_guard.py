@@ -4,8 +4,8 @@ Faust's RocksDB store writes each table update locally at once and sends it to t
 a moment later; on restart it re-reads the changelog only from the last *acknowledged*
 offset. After a SIGKILL the local store can therefore hold some keys newer than the changelog
 and others reverted to the changelog's older value — a mix that is no prefix of the stream,
-which breaks the crash-safety argument of :mod:`stream_app.windows.persistence` (measured: 13 of
-100,000 events missing from the metrics windows after 3 kills).
+which breaks the crash-safety argument of :mod:`stream_app.windows.persistence` (events go
+missing from the metrics windows after a few kills).
 
 So a worker with ``rocksdb://`` leaves a marker file when it stops cleanly and removes it when
 it starts; a start without the marker (the last run crashed) deletes the local tables first,
