@@ -151,7 +151,8 @@ def test_late_event_for_hopping_windows_not_double_counted():
 
 
 # --------------------------------------------------------------------------- contents
-def test_window_contents():
+def filled_aggregator() -> WindowAggregator:
+    """One tumbling window: 4 events of 2 users (one a duplicate), 3 scored, 1 dead letter."""
     agg = WindowAggregator(ks=(1, 3), window_s=60, allowed_lateness_s=0, n_items=10,
                            model_version="m-1")
     events = [ev(0, T0, "a", "view"), ev(1, T0 + 1, "b", "click"), ev(2, T0 + 2, "a", "cart"),
@@ -160,7 +161,11 @@ def test_window_contents():
                 dups=[3], actions=[None, (1, 1), (2, 0), (2, 2)])
     agg.add_batch(events, res, [10.0, 20.0, 30.0, 1000.0], 5000)
     agg.add_dead_letters(1, 5000)
-    (w,) = agg.flush(123)
+    return agg
+
+
+def test_window_contents():
+    (w,) = filled_aggregator().flush(123)
     assert (w.events, w.predictions, w.users, w.dead_letters) == (3, 4, 2, 1)
     assert w.dead_letter_rate == pytest.approx(1 / 4)
     # the duplicate (position 3) is published but neither counted nor scored
@@ -272,50 +277,54 @@ def test_window_record_stays_small_as_the_window_fills():
     assert [w.to_json() for w in back.flush(1)] == [w.to_json() for w in agg.flush(1)]
 
 
-# records of formats 1 and 2, as those workers wrote them for the aggregator fed below
-_V1_RECORD = (
-    b'{"format":1,"applied_offset":3,"aggregator":{"__obj__":"WindowAggregator","attrs":{'
+# window records of formats 1 to 3 (the reflected layout before snapshots), as those workers
+# wrote them for the aggregator fed in test_older_window_records_are_upgraded; they differ in
+# how a window holds its users, items and latencies
+_LEGACY_HEAD = (
+    b'"applied_offset":3,"aggregator":{"__obj__":"WindowAggregator","attrs":{'
     b'"ks":{"__tuple__":[10,20]},"window_ms":60000,"lateness_ms":0,"hop_ms":0,'
     b'"hop_window_ms":300000,"n_items":100,"model_version":"","watermark_ms":1704067200005,'
     b'"_open":{"__map__":[[{"__tuple__":["tumbling",1704067200000]},{"__obj__":"_Window",'
     b'"attrs":{"start_ms":1704067200000,"end_ms":1704067260000,"kind":"tumbling",'
     b'"ks":{"__tuple__":[10,20]},"events":2,"predictions":2,"late_events":0,"dead_letters":0,'
-    b'"users":{"__set__":["u1","u2"]},"confusion":{"__nd__":"<i8","shape":[5,5],'
-    b'"data":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]},"busy_ms":10.0,'
-    b'"ranking":{"__obj__":"RankingAccumulator","attrs":{"ks":{"__tuple__":[10,20]},"n":2,'
-    b'"sums":{"__map__":[["hr@10",1.0],["ndcg@10",1.0],["mrr@10",1.0],["hr@20",1.0],'
-    b'["ndcg@20",1.0],["mrr@20",1.0]]}}},"predicted_items":{"__set__":[1,2,3]},'
-    b'"latencies_ms":[10.0,10.0]}}]]},"_closed_until":{"__map__":[]},"total_late":0,'
-    b'"_pending_dead":0,"_last_wall_ms":1000}}}'
 )
-_V2_RECORD = (
-    b'{"format":2,"applied_offset":3,"aggregator":{"__obj__":"WindowAggregator","attrs":{'
-    b'"ks":{"__tuple__":[10,20]},"window_ms":60000,"lateness_ms":0,"hop_ms":0,'
-    b'"hop_window_ms":300000,"n_items":100,"model_version":"","watermark_ms":1704067200005,'
-    b'"_open":{"__map__":[[{"__tuple__":["tumbling",1704067200000]},{"__obj__":"_Window",'
-    b'"attrs":{"start_ms":1704067200000,"end_ms":1704067260000,"kind":"tumbling",'
-    b'"ks":{"__tuple__":[10,20]},"events":2,"predictions":2,"late_events":0,"dead_letters":0,'
-    b'"users":{"__set__":["u1","u2"]},"confusion":{"__nd__":"<i8","shape":[5,5],'
-    b'"data":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]},'
-    b'"latency":{"__obj__":"LatencyHistogram","attrs":{"accuracy":0.01,"floor_ms":0.001,'
-    b'"counts":{"__map__":[[116,2]]},"zeros":0,"n":2}},"busy_ms":10.0,'
-    b'"ranking":{"__obj__":"RankingAccumulator","attrs":{"ks":{"__tuple__":[10,20]},"n":2,'
-    b'"sums":{"__map__":[["hr@10",1.0],["ndcg@10",1.0],["mrr@10",1.0],["hr@20",1.0],'
-    b'["ndcg@20",1.0],["mrr@20",1.0]]}}},'
-    b'"items_seen":{"__nd__":"|b1","shape":[101],"bits":"cAAAAAAAAAAAAAAAAA=="}}}]]},'
-    b'"_closed_until":{"__map__":[]},"total_late":0,"_pending_dead":0,"_last_wall_ms":1000}}}'
+_LEGACY_CONFUSION = (b'"confusion":{"__nd__":"<i8","shape":[5,5],'
+                     b'"data":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]},')
+_LEGACY_LATENCY = (b'"latency":{"__obj__":"LatencyHistogram","attrs":{"accuracy":0.01,'
+                   b'"floor_ms":0.001,"counts":{"__map__":[[116,2]]},"zeros":0,"n":2}},')
+_LEGACY_RANKING = (
+    b'"busy_ms":10.0,"ranking":{"__obj__":"RankingAccumulator","attrs":{'
+    b'"ks":{"__tuple__":[10,20]},"n":2,"sums":{"__map__":[["hr@10",1.0],["ndcg@10",1.0],'
+    b'["mrr@10",1.0],["hr@20",1.0],["ndcg@20",1.0],["mrr@20",1.0]]}}}'
 )
+_LEGACY_TAIL = (b'}}]]},"_closed_until":{"__map__":[]},"total_late":0,"_pending_dead":0,'
+                b'"_last_wall_ms":1000}}}')
+_USER_SET = b'"users":{"__set__":["u1","u2"]},'
+LEGACY_RECORDS = {
+    1: (b'{"format":1,' + _LEGACY_HEAD + _USER_SET + _LEGACY_CONFUSION + _LEGACY_RANKING
+        + b',"predicted_items":{"__set__":[1,2,3]},"latencies_ms":[10.0,10.0]' + _LEGACY_TAIL),
+    2: (b'{"format":2,' + _LEGACY_HEAD + _USER_SET + _LEGACY_CONFUSION + _LEGACY_LATENCY
+        + _LEGACY_RANKING
+        + b',"items_seen":{"__nd__":"|b1","shape":[101],"bits":"cAAAAAAAAAAAAAAAAA=="}'
+        + _LEGACY_TAIL),
+    3: (b'{"format":3,' + _LEGACY_HEAD
+        + b'"users":{"__obj__":"DistinctSketch","attrs":{"sparse":{"__set__":['
+        b'15378189911849802130,12599529359267765114]},"registers":null}},' + _LEGACY_CONFUSION
+        + b'"items":{"__obj__":"DistinctSketch","attrs":{"sparse":{"__set__":['
+        b'10451216379200822465,10905525725756348110,2092789425003139053]},"registers":null}},'
+        + _LEGACY_LATENCY + _LEGACY_RANKING + _LEGACY_TAIL),
+}
 
 
-@pytest.mark.parametrize("fmt", [1, 2])
+@pytest.mark.parametrize("fmt", [1, 2, 3])
 def test_older_window_records_are_upgraded(fmt):
-    """Format 1 (sets of users and items, a latency list) and format 2 (a set of users, an
-    item bitmap): read back as the same windows."""
+    """Format 1 (sets of users and items, a latency list), format 2 (a set of users, an
+    item bitmap) and format 3 (sketches): read back as the same windows."""
     from stream_app.windows.persistence import decode_record
 
     agg = WindowAggregator(window_s=60, allowed_lateness_s=0, n_items=100)
     feed(agg, [ev(0, T0, "u1"), ev(1, T0 + 5, "u2")], [1, MISS], lat=10.0)  # items 1, 2, 3
-    back, applied = decode_record({1: _V1_RECORD, 2: _V2_RECORD}[fmt])
+    back, applied = decode_record(LEGACY_RECORDS[fmt])
     assert applied == 3
     (w_back,), (w,) = back.flush(1), agg.flush(1)
     assert w_back.to_json() == w.to_json()

@@ -6,7 +6,7 @@ import dataclasses
 
 import orjson
 import pytest
-from test_online import T0, batch, ev
+from test_online import T0, batch, ev, filled_aggregator
 
 from stream_app.windows.aggregation import SNAPSHOT_VERSION, AggregatorSnapshot, WindowAggregator
 from stream_app.windows.persistence import (
@@ -15,7 +15,7 @@ from stream_app.windows.persistence import (
     encode_record,
 )
 
-# written by encode_record (snapshot version 4) for _filled() below with applied_offset 41;
+# written by encode_record (snapshot version 4) for filled_aggregator() with applied_offset 41;
 # kept as bytes so that a change to the aggregator's attributes cannot follow it silently
 V4_RECORD = (
     b'{"format":4,"applied_offset":41,"aggregator":{"ks":[1,3],"window_ms":60000,'
@@ -34,20 +34,8 @@ V4_RECORD = (
 )
 
 
-def _filled() -> WindowAggregator:
-    agg = WindowAggregator(ks=(1, 3), window_s=60, allowed_lateness_s=0, n_items=10,
-                           model_version="m-1")
-    events = [ev(0, T0, "a", "view"), ev(1, T0 + 1, "b", "click"), ev(2, T0 + 2, "a", "cart"),
-              ev(3, T0 + 3, "a", "cart")]
-    res = batch(events, ranks=[None, 1, 3, 2], items=[[1, 2], [2, 3], [4, 5], [4, 5]],
-                dups=[3], actions=[None, (1, 1), (2, 0), (2, 2)])
-    agg.add_batch(events, res, [10.0, 20.0, 30.0, 1000.0], 5000)
-    agg.add_dead_letters(1, 5000)
-    return agg
-
-
 def test_snapshot_is_a_typed_record_with_a_version():
-    snap = _filled().snapshot()
+    snap = filled_aggregator().snapshot()
     assert isinstance(snap, AggregatorSnapshot) and snap.version == SNAPSHOT_VERSION
     (w,) = snap.windows
     assert (w.kind, w.events, w.predictions, w.dead_letters, w.scored) == ("tumbling", 3, 4, 1, 3)
@@ -55,7 +43,7 @@ def test_snapshot_is_a_typed_record_with_a_version():
 
 
 def test_restore_goes_on_as_the_original():
-    agg = _filled()
+    agg = filled_aggregator()
     back = WindowAggregator.restore(agg.snapshot())
     assert back.snapshot() == agg.snapshot()
     more = [ev(4, T0 + 70_000, "c")]
@@ -70,11 +58,11 @@ def test_record_of_literal_bytes_is_restored():
     back, applied = decode_record(V4_RECORD)
     assert applied == 41
     (w,) = back.flush(123)
-    (want,) = _filled().flush(123)
+    (want,) = filled_aggregator().flush(123)
     assert w.to_json() == want.to_json()
     assert (w.events, w.users, w.dead_letters, w.coverage) == (3, 2, 1, pytest.approx(0.5))
     # and the current code writes the same bytes for the same input
-    assert encode_record(_filled(), 41) == V4_RECORD
+    assert encode_record(filled_aggregator(), 41) == V4_RECORD
 
 
 @pytest.mark.parametrize("version", [0, 5, 99, None, "4"])
@@ -108,36 +96,16 @@ def test_sketch_past_its_exact_phase_round_trips():
     assert [x.to_json() for x in back.flush(1)] == [x.to_json() for x in agg.flush(1)]
 
 
-# format 3, the last reflected layout, as its workers wrote it for _legacy_fed() below
-V3_RECORD = (
-    b'{"format":3,"applied_offset":3,"aggregator":{"__obj__":"WindowAggregator","attrs":{'
-    b'"ks":{"__tuple__":[10,20]},"window_ms":60000,"lateness_ms":0,"hop_ms":0,'
-    b'"hop_window_ms":300000,"n_items":100,"model_version":"","watermark_ms":1704067200005,'
-    b'"_open":{"__map__":[[{"__tuple__":["tumbling",1704067200000]},{"__obj__":"_Window",'
-    b'"attrs":{"start_ms":1704067200000,"end_ms":1704067260000,"kind":"tumbling",'
-    b'"ks":{"__tuple__":[10,20]},"events":2,"predictions":2,"late_events":0,"dead_letters":0,'
-    b'"users":{"__obj__":"DistinctSketch","attrs":{"sparse":{"__set__":[15378189911849802130,'
-    b'12599529359267765114]},"registers":null}},"confusion":{"__nd__":"<i8","shape":[5,5],'
-    b'"data":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]},'
-    b'"items":{"__obj__":"DistinctSketch","attrs":{"sparse":{"__set__":[10451216379200822465,'
-    b'10905525725756348110,2092789425003139053]},"registers":null}},'
-    b'"latency":{"__obj__":"LatencyHistogram","attrs":{"accuracy":0.01,"floor_ms":0.001,'
-    b'"counts":{"__map__":[[116,2]]},"zeros":0,"n":2}},"busy_ms":10.0,'
-    b'"ranking":{"__obj__":"RankingAccumulator","attrs":{"ks":{"__tuple__":[10,20]},"n":2,'
-    b'"sums":{"__map__":[["hr@10",1.0],["ndcg@10",1.0],["mrr@10",1.0],["hr@20",1.0],'
-    b'["ndcg@20",1.0],["mrr@20",1.0]]}}}}}]]},"_closed_until":{"__map__":[]},"total_late":0,'
-    b'"_pending_dead":0,"_last_wall_ms":1000}}}'
-)
-
-
 def test_format_3_record_is_read_into_a_snapshot():
-    from test_online import feed
+    """The last reflected format (its fixture: tests/test_online.py) becomes the same snapshot
+    as the aggregator it was written for."""
+    from test_online import LEGACY_RECORDS, feed
 
     from model_core.metrics import MISS
 
     agg = WindowAggregator(window_s=60, allowed_lateness_s=0, n_items=100)
     feed(agg, [ev(0, T0, "u1"), ev(1, T0 + 5, "u2")], [1, MISS], lat=10.0)
-    back, applied = decode_record(V3_RECORD)
+    back, applied = decode_record(LEGACY_RECORDS[3])
     assert applied == 3
     assert back.snapshot() == agg.snapshot()
     # written again, it is a current record
