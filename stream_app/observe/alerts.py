@@ -32,10 +32,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-import numpy as np
 from river import drift
 
-from model_core.metrics import hit_at
+from model_core.metrics import hit_at, percentiles
 from schemas.alert import Alert
 from schemas.metrics import MetricsWindow
 
@@ -402,9 +401,10 @@ class AlertMonitor:
 
     def levels(self) -> dict[str, float | None]:
         """Current levels over the last ``rolling_window`` observations: mean hit, latency
-        p50/p99 (linear interpolation); None before any observation."""
-        hits, lats = self._recent_hits, np.asarray(self._recent_latencies, dtype=np.float64)
-        p50, p99 = np.quantile(lats, (0.5, 0.99)).tolist() if len(lats) else (None, None)
+        p50/p99 (nearest rank, as the windows and offline figures); None before any
+        observation."""
+        hits = self._recent_hits
+        p50, p99 = percentiles(self._recent_latencies, (50, 99))
         return {
             f"{self.hit_metric}_rolling": sum(hits) / len(hits) if hits else None,
             "latency_p50_ms_rolling": p50,
