@@ -336,17 +336,22 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
     has_actions: bool | None = None
     rng = np.random.default_rng(seed)
     n_in_hist = 0
+    tops: list[np.ndarray] = []  # [n, kk] top items (0 where fewer than kk could be ranked)
+    hist_len = np.zeros(n, dtype=np.int64)
+    repeat = np.zeros(n, dtype=bool)  # the target is already in the case's history
     for s in range(0, n, batch_size):
         e = min(n, s + batch_size)
         batch = view.batch(s, e, max_len)
         tg = view.targets[s:e]
         scores = np.array(model.score(batch), dtype=np.float32, copy=True)
         scores[:, UNKNOWN] = -np.inf
-        hist = view.history_items(s, e) if (exclude_history or sampled is not None) else []
+        hist = view.history_items(s, e)
+        hist_len[s:e] = [len(h) for h in hist]
+        repeat[s:e] = _target_in_history(hist, tg)
         masked = np.zeros(e - s, dtype=bool)
         if exclude_history:
             _exclude(scores, hist)
-            masked = _target_in_history(hist, tg)
+            masked = repeat[s:e]
             n_in_hist += int(masked.sum())
         ranks[s:e] = np.where(masked, float(MISS), full_ranks(scores, tg, ties))
         kk = min(k_max, scores.shape[1] - 1)
@@ -356,6 +361,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
         top = top_t.numpy()
         top_ok = vals.numpy() > -np.inf
         recommended.update(top[top_ok])
+        tops.append(np.where(top_ok, top, 0))
         if sampled is not None:
             forbid = []
             for r, h in enumerate(hist):
@@ -397,6 +403,8 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
         n_skipped_unknown=n_skipped, n_unknown_as_miss=n_missed,
         n_target_in_history=n_in_hist, protocol=protocol,
     )
+    _beyond(result, model, tops, item_counts, hist_len, repeat, view, n_ranked, n_boot, seed,
+            ranked_clusters)
     if s_ranks is not None:
         sp = case_matrix(s_ranks, ks)
         sp = {k: sp[k] for k in names}
@@ -422,6 +430,47 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
                                      ACTIONS)
         result.action_baseline = {"class": ACTIONS[majority_action], **base}
     return result
+
+
+def _beyond(result: EvaluationResult, model: Recommender, tops: list[np.ndarray],
+            item_counts: np.ndarray | None, hist_len: np.ndarray, repeat: np.ndarray,
+            view: _CaseView, n_ranked: int, n_boot: int, seed: int,
+            clusters: np.ndarray | None) -> None:
+    """Beyond-accuracy figures of the ranked cases' lists into ``result.metrics``
+    (:func:`model_core.beyond.beyond_accuracy`: novelty, ARP, APLT, exposure Gini at every
+    K; they need training counts, ``item_counts`` or the model's), the repeat/new split of
+    HR@K (largest K) into ``result.extra["repeat"]`` and per-segment HR/NDCG at the largest K
+    (history length, target popularity, target action) into ``result.extra["segments"]``."""
+    if not n_ranked or not tops:
+        return
+    from model_core.beyond import beyond_accuracy, exposure_gini, repeat_split
+    from model_core.segments import history_bucket, popularity_bucket, segment_report
+
+    top = np.concatenate(tops)
+    counts = item_counts if item_counts is not None else getattr(model, "item_counts", None)
+    if counts is not None:
+        c = np.zeros(len(model.vocab), dtype=np.float64)
+        given = np.asarray(counts, dtype=np.float64)[: len(model.vocab)]
+        c[: len(given)] = given
+        c[UNKNOWN] = 0.0
+        result.metrics.update(beyond_accuracy(top, c, result.ks))
+    else:
+        for k in result.ks:
+            result.metrics[f"gini@{k}"] = exposure_gini(top, model.vocab.n_items, k)
+    k = result.ks[-1]
+    ranked = view.index if result.n_cases != n_ranked else np.arange(n_ranked)
+    hits = result.per_case[f"hr@{k}"][ranked] if len(result.per_case[f"hr@{k}"]) != n_ranked \
+        else result.per_case[f"hr@{k}"]
+    ndcg = result.per_case[f"ndcg@{k}"]
+    ndcg = ndcg[ranked] if len(ndcg) != n_ranked else ndcg
+    result.extra["repeat"] = {"k": k, **repeat_split(hits, repeat)}
+    labels = {"history": history_bucket(hist_len),
+              "action": [ACTIONS[a] if 0 <= a < N_ACTIONS else "?" for a in view.target_actions]}
+    if counts is not None:
+        labels["popularity"] = popularity_bucket(view.targets, c)
+    result.extra["segments"] = {"k": k, "ranked_cases": n_ranked, **segment_report(
+        {f"hr@{k}": hits, f"ndcg@{k}": ndcg}, labels, n_boot=min(n_boot, 200), seed=seed,
+        clusters=clusters)}
 
 
 # --------------------------------------------------------------------------- comparison

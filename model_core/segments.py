@@ -72,8 +72,9 @@ def segment_report(per_case: Mapping[str, np.ndarray], labels: Mapping[str, Sequ
             row: dict = {"n": int(mask.sum())}
             for name, values in per_case.items():
                 v = np.asarray(values, dtype=np.float64)[mask]
-                lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed,
-                                      clusters=None if clusters is None else clusters[mask])
+                lo, hi = (bootstrap_ci(v, n_boot=n_boot, seed=seed,
+                                       clusters=None if clusters is None else clusters[mask])
+                          if n_boot > 0 else (float("nan"), float("nan")))
                 row[name] = {"mean": float(v.mean()), "ci_low": lo, "ci_high": hi}
             groups[value] = row
         out[seg] = groups

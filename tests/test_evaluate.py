@@ -90,7 +90,11 @@ def test_loo_ranks_known_in_advance():
     assert r.metrics["hr@1"] == 0.5 and r.metrics["hr@2"] == 1.0
     assert r.metrics["mrr@2"] == pytest.approx(0.75)
     assert r.metrics["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 2)
-    assert set(r.metrics) == {"hr@1", "ndcg@1", "mrr@1", "hr@2", "ndcg@2", "mrr@2"}
+    # accuracy at each K, and exposure Gini (no training counts: no novelty / popularity)
+    assert set(r.metrics) == {"hr@1", "ndcg@1", "mrr@1", "hr@2", "ndcg@2", "mrr@2", "gini@1",
+                              "gini@2"}
+    # exposure: item a twice at K=1 of 4 items -> Gini (2*4-4-1)*2 / (4*2) = 0.75
+    assert r.metrics["gini@1"] == pytest.approx(0.75)
     # coverage: top-2 lists are {a, b} for both -> 2 of 4 items
     assert r.coverage == pytest.approx(0.5)
 
@@ -347,8 +351,13 @@ def test_cli_evaluate_json_shape(synth_file, capsys):
     assert d["protocol"] == "loo" and d["model"] == "popular"
     assert d["n_test_cases"] > 0
     keys = {"hr@5", "ndcg@5", "mrr@5", "hr@10", "ndcg@10", "mrr@10"}
-    assert set(d["metrics"]) == keys and set(d["ci"]) == keys
+    beyond = {f"{m}@{k}" for m in ("novelty", "arp", "aplt", "gini") for k in (5, 10)}
+    assert set(d["metrics"]) == keys | beyond and set(d["ci"]) == keys
     assert all(len(v) == 2 and v[0] <= d["metrics"][k] <= v[1] for k, v in d["ci"].items())
+    # popular recommends the same head to everyone: all of it from the short head
+    assert d["metrics"]["aplt@10"] == 0.0 and d["metrics"]["gini@10"] > 0.9
+    assert set(d["extra"]["segments"]) >= {"k", "history", "action", "popularity"}
+    assert d["extra"]["repeat"]["k"] == 10
     assert d["sampled"]["mode"] == "uniform" and d["sampled"]["n"] == 50
     assert d["sampled"]["metrics"]["hr@10"] >= d["metrics"]["hr@10"]
 
