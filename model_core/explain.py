@@ -1,0 +1,390 @@
+"""Why an item was recommended: the past events of a sequence that contributed most.
+
+    from model_core.explain import explain
+    [ex] = explain(model, batch, [item], top_n=3)        # batch: a SequenceBatch, row 0
+    ex.contributions   # (Contribution(position, item, action, weight), ...) largest first
+
+``position`` indexes the row as given (``batch.items[row][position]``, oldest first, unknown
+items included), so a caller maps a contribution back to the event it holds. One method per
+model family (``Explanation.method`` names it):
+
+* ``popular`` — no past event matters: the explanation has no contributions and says
+  "popular overall".
+* ``transition`` (Markov) — the score of ``j`` after a history ending in ``i`` is the count
+  of ``i -> j`` in training (plus a popularity tie-break below 1): the last known event gets
+  that count, every other event 0.
+* ``similarity`` (item-kNN) — the score is a sum over the last ``recent`` events of
+  ``sim(event item, j) / (1 + age)``: each event gets its own term.
+* ``neighbours`` (SKNN, V-SKNN, STAN, VSTAN) — the score is a sum over neighbour sessions
+  that hold ``j`` of what each adds; each neighbour's addition is split among the current
+  session's items it shares in proportion to their weight in its similarity (the
+  ``dot`` of :mod:`model_core.models.sknn`). ``Explanation.neighbours`` lists the
+  neighbour sessions (index into the model's training sessions) that added most.
+* ``grad_input`` (SASRec; available for any neural model) — gradient × input (Shrikumar et
+  al., 2016, "Not just a black box"; Ancona et al., ICLR 2018, "Towards better
+  understanding of gradient-based attribution methods for deep neural networks"): the dot
+  product of the score's gradient with respect to each position's input vector (item
+  embedding plus side features) and that vector; a first-order estimate of what setting
+  the event's input to zero would change.
+* ``loo`` (GRU4Rec; available for any model) — leave-one-out occlusion (Zeiler & Fergus,
+  ECCV 2014, "Visualizing and understanding convolutional networks", applied to events): the
+  score minus the score with that one event removed from the sequence.
+
+For the three counting methods the weights add up exactly to the item's score minus the
+model's popularity tie-break (``completeness``, which the tests check against the model's
+own scores); ``grad_input`` and ``loo`` are estimates, and
+:mod:`model_core.faithfulness` measures how well each one predicts what deleting an event
+really does.
+
+Cost per call (one row, K items): the counting methods are numpy over the row's events and,
+for the session-kNN family, its candidate sessions; ``grad_input`` is one forward and one
+backward pass over a batch of K copies of the row; ``loo`` is one forward pass over a batch
+of (events + 1) rows, shared by all K items. ``seqstream explain-bench`` measures them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model_core.predictor import SequenceBatch
+
+__all__ = ["METHODS", "Contribution", "Explanation", "Neighbour", "default_method", "drop_event",
+           "explain", "model_window", "single_row"]
+
+#: Explanation methods; ``default_method`` picks one per model family.
+METHODS = ("popular", "transition", "similarity", "neighbours", "grad_input", "loo")
+POPULAR_NOTE = "popular overall"
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One past event and how much it added to the item's score."""
+
+    position: int  # index into the row as given (oldest first)
+    item: int  # vocabulary index of the event's item
+    action: int | None  # action class id (schemas.ACTIONS), None when the row has none
+    weight: float  # in the model's score units; larger = contributed more
+
+    def to_dict(self) -> dict:
+        return {"position": self.position, "item": self.item, "action": self.action,
+                "weight": self.weight}
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """A training session that added to the item's score (session-kNN family)."""
+
+    session: int  # index of the training session in the model (sess_indptr row)
+    weight: float  # what it added to the item's score
+    shared: tuple[int, ...]  # items of the current row it shares (vocabulary indices)
+
+    def to_dict(self) -> dict:
+        return {"session": self.session, "weight": self.weight, "shared": list(self.shared)}
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why ``item`` scored as it did for one row: ``contributions`` largest weight first
+    (at most ``top_n``; events with a zero weight left out). ``note`` says what an empty
+    list means (e.g. "popular overall")."""
+
+    item: int
+    method: str
+    contributions: tuple[Contribution, ...]
+    note: str = ""
+    neighbours: tuple[Neighbour, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        out = {"item": self.item, "method": self.method,
+               "contributions": [c.to_dict() for c in self.contributions]}
+        if self.note:
+            out["note"] = self.note
+        if self.neighbours:
+            out["neighbours"] = [n.to_dict() for n in self.neighbours]
+        return out
+
+
+# --------------------------------------------------------------------------- rows
+def single_row(batch: SequenceBatch, row: int = 0) -> SequenceBatch:
+    """Row ``row`` of ``batch`` as a batch of one."""
+    return SequenceBatch(
+        items=[np.asarray(batch.items[row])],
+        actions=None if batch.actions is None else [np.asarray(batch.actions[row])],
+        timestamps_ms=None if batch.timestamps_ms is None else [np.asarray(batch.timestamps_ms[row])],
+    )
+
+
+def drop_event(batch: SequenceBatch, position: int, row: int = 0) -> SequenceBatch:
+    """Row ``row`` of ``batch`` without the event at ``position``, as a batch of one."""
+    def cut(a):
+        a = np.asarray(a)
+        return np.concatenate([a[:position], a[position + 1:]])
+
+    return SequenceBatch(
+        items=[cut(batch.items[row])],
+        actions=None if batch.actions is None else [cut(batch.actions[row])],
+        timestamps_ms=None if batch.timestamps_ms is None else [cut(batch.timestamps_ms[row])],
+    )
+
+
+def model_window(model, batch: SequenceBatch, row: int = 0) -> np.ndarray:
+    """Positions of the row's events the model reads: known items (index 1..n_items), and for
+    a neural model only the last ``max_len`` of them."""
+    items = np.asarray(batch.items[row], dtype=np.int64)
+    pos = np.flatnonzero((items > 0) & (items < len(model.vocab)))
+    max_len = getattr(model, "max_len", None)
+    if max_len is not None and hasattr(model, "module"):
+        pos = pos[-int(max_len):]
+    return pos
+
+
+def _action_at(batch: SequenceBatch, row: int, position: int) -> int | None:
+    if batch.actions is None or len(batch.actions[row]) <= position:
+        return None
+    return int(batch.actions[row][position])
+
+
+def _build(batch: SequenceBatch, row: int, item: int, method: str, positions: np.ndarray,
+           weights: np.ndarray, top_n: int, note: str = "",
+           neighbours: tuple[Neighbour, ...] = ()) -> Explanation:
+    """Keep the ``top_n`` largest nonzero weights (ties: the more recent event first)."""
+    positions = np.asarray(positions, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float64)
+    keep = weights != 0
+    positions, weights = positions[keep], weights[keep]
+    order = np.lexsort((-positions, -weights))[:top_n]
+    items = np.asarray(batch.items[row])
+    contribs = tuple(Contribution(int(positions[i]), int(items[positions[i]]),
+                                  _action_at(batch, row, int(positions[i])), float(weights[i]))
+                     for i in order)
+    return Explanation(int(item), method, contribs, note, neighbours)
+
+
+# --------------------------------------------------------------------------- counting models
+def _explain_popular(model, batch, row, items, top_n):
+    return [Explanation(int(j), "popular", (), POPULAR_NOTE) for j in items]
+
+
+def _explain_markov(model, batch, row, items, top_n):
+    pos = model_window(model, batch, row)
+    out = []
+    for j in items:
+        if not len(pos):
+            out.append(Explanation(int(j), "transition", (), POPULAR_NOTE))
+            continue
+        last = int(batch.items[row][pos[-1]])
+        s, e = model.indptr[last], model.indptr[last + 1]
+        hit = np.flatnonzero(model.indices[s:e] == j)
+        count = float(model.data[s + hit[0]]) if len(hit) else 0.0
+        ex = _build(batch, row, j, "transition", pos[-1:], [count], top_n)
+        out.append(ex if ex.contributions else
+                   Explanation(int(j), "transition", (), POPULAR_NOTE))
+    return out
+
+
+def _explain_itemknn(model, batch, row, items, top_n):
+    pos = model_window(model, batch, row)[::-1][: int(model.config["recent"])]  # newest first
+    hist = np.asarray(batch.items[row], dtype=np.int64)[pos]
+    out = []
+    for j in items:
+        w = np.zeros(len(pos))
+        for age, it in enumerate(hist):
+            s, e = model.indptr[it], model.indptr[it + 1]
+            hit = np.flatnonzero(model.indices[s:e] == j)
+            if len(hit):
+                w[age] = float(model.data[s + hit[0]]) / (1.0 + age)
+        ex = _build(batch, row, j, "similarity", pos, w, top_n)
+        out.append(ex if ex.contributions else
+                   Explanation(int(j), "similarity", (), POPULAR_NOTE))
+    return out
+
+
+def _sknn_neighbours(model, hist: np.ndarray):
+    """Steps 1-3 of :mod:`model_core.models.sknn` for one history (known items, oldest
+    first): the neighbour sessions with their similarity, ``cur_star``, ``nb_star``, the
+    shared items' similarity weights, and each distinct current item's last position."""
+    L = len(hist)
+    # distinct items, last position (1-based), weights
+    rev_items, rev_idx = np.unique(hist[::-1], return_index=True)
+    c_item = rev_items
+    c_pos = (L - rev_idx).astype(np.float64)  # last occurrence, 1-based
+    c_w = model._current_weights(c_pos, np.full(len(c_pos), float(L)))
+    n_cur, sq_cur = float(len(c_item)), float((c_w * c_w).sum())
+    n_sess = len(model.sess_time)
+    starts, ends = model.item_indptr[c_item], model.item_indptr[c_item + 1]
+    owner = np.repeat(np.arange(len(c_item)), ends - starts)
+    at = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)]) \
+        if len(owner) else np.zeros(0, np.int64)
+    sess = model.item_sessions[at]
+    if not len(sess):
+        return None
+    uniq, inv = np.unique(sess, return_inverse=True)
+    dot = np.bincount(inv, weights=c_w[owner], minlength=len(uniq))
+    cur_star = np.full(len(uniq), -np.inf)
+    np.maximum.at(cur_star, inv, c_pos[owner])
+    nb_star = np.full(len(uniq), -np.inf)
+    np.maximum.at(nb_star, inv, model.item_pos[at].astype(np.float64))
+    t = model.sess_time[uniq]
+    cand = np.arange(len(uniq))
+    if len(uniq) > model.sample_size:  # the sample_size most recent (ties: earlier trained)
+        cand = np.lexsort((uniq, -t))[: model.sample_size]
+        cand = np.sort(cand)
+    newest = t[cand].max()
+    sim = model._similarity(dot[cand], np.full(len(cand), n_cur), np.full(len(cand), sq_cur),
+                            model.sess_len[uniq[cand]], (newest - t[cand]).astype(np.float64))
+    order = np.lexsort((uniq[cand], -t[cand], -sim))
+    order = order[: model.k]
+    order = order[sim[order] > 0]
+    nb = cand[order]
+    return {"sess": uniq[nb], "sim": sim[order], "cur_star": cur_star[nb],
+            "nb_star": nb_star[nb], "dot": dot[nb], "c_item": c_item, "c_pos": c_pos,
+            "c_w": c_w, "L": float(L), "n_sess": n_sess}
+
+
+def _explain_sknn(model, batch, row, items, top_n):
+    pos = model_window(model, batch, row)
+    hist = np.asarray(batch.items[row], dtype=np.int64)[pos]
+    nbh = _sknn_neighbours(model, hist) if len(hist) else None
+    out = []
+    for j in items:
+        j = int(j)
+        if nbh is None:
+            out.append(Explanation(j, "neighbours", (), POPULAR_NOTE))
+            continue
+        w_item = np.zeros(len(nbh["c_item"]))
+        neigh = []
+        for n, s in enumerate(nbh["sess"]):
+            lo, hi = model.sess_indptr[s], model.sess_indptr[s + 1]
+            hit = np.flatnonzero(model.sess_items[lo:hi] == j)
+            if not len(hit):
+                continue
+            add = float(model._contributions(
+                nbh["sim"][n:n + 1], np.array([j]),
+                np.array([float(model.sess_pos[lo + hit[0]])]), nbh["nb_star"][n:n + 1],
+                nbh["cur_star"][n:n + 1], np.array([nbh["L"]]))[0])
+            shared = np.isin(nbh["c_item"], model.sess_items[lo:hi])
+            w_item[shared] += add * nbh["c_w"][shared] / nbh["dot"][n]
+            neigh.append((add, int(s), tuple(int(x) for x in nbh["c_item"][shared])))
+        neigh.sort(key=lambda x: (-x[0], x[1]))
+        neighbours = tuple(Neighbour(s, a, sh) for a, s, sh in neigh[:top_n])
+        # distinct item -> its last position in the row as given
+        positions = pos[nbh["c_pos"].astype(np.int64) - 1]
+        ex = _build(batch, row, j, "neighbours", positions, w_item, top_n,
+                    neighbours=neighbours)
+        out.append(ex if ex.contributions else
+                   Explanation(j, "neighbours", (), POPULAR_NOTE))
+    return out
+
+
+# --------------------------------------------------------------------------- neural models
+def _explain_grad_input(model, batch, row, items, top_n):
+    """Gradient × input on the input encoder's output (item embedding + side features), for
+    all ``items`` at once: K copies of the row, one backward pass of the sum of each copy's
+    own item score."""
+    import torch
+
+    pos = model_window(model, batch, row)
+    items = [int(j) for j in items]
+    if not len(pos) or not items:
+        return [Explanation(j, "grad_input", (), POPULAR_NOTE) for j in items]
+    one = single_row(batch, row)
+    k = len(items)
+    rep = SequenceBatch(items=one.items * k,
+                        actions=None if one.actions is None else one.actions * k,
+                        timestamps_ms=None if one.timestamps_ms is None else one.timestamps_ms * k)
+    module = model.module
+    p = model.pad(rep)
+    captured = []
+
+    def hook(_mod, _inp, output):
+        output.retain_grad()
+        captured.append(output)
+
+    handle = module.inputs.register_forward_hook(hook)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.enable_grad():
+            h = module(p.items, p.lengths, p.actions, p.gaps)  # [K, H]
+            sc = module.score_all(h)  # [K, V]
+            target = torch.as_tensor(items, device=sc.device)
+            sc.gather(1, target.view(-1, 1)).sum().backward()
+    finally:
+        handle.remove()
+        module.zero_grad(set_to_none=True)
+        module.train(was_training)
+    x = captured[0]  # [K, L', dim]
+    attr = (x.grad * x).sum(-1).detach().cpu().numpy()[:, : len(pos)]  # [K, n]
+    return [_build(batch, row, j, "grad_input", pos, attr[i], top_n)
+            for i, j in enumerate(items)]
+
+
+def _explain_loo(model, batch, row, items, top_n):
+    """Leave-one-out: the row and the row without each event it reads, scored in one batch."""
+    pos = model_window(model, batch, row)
+    items = [int(j) for j in items]
+    if not len(pos) or not items:
+        return [Explanation(j, "loo", (), POPULAR_NOTE) for j in items]
+    variants = [single_row(batch, row)] + [drop_event(batch, int(q), row) for q in pos]
+    big = SequenceBatch(
+        items=[v.items[0] for v in variants],
+        actions=None if batch.actions is None else [v.actions[0] for v in variants],
+        timestamps_ms=None if batch.timestamps_ms is None else [v.timestamps_ms[0]
+                                                                for v in variants])
+    sc = model.score(big)[:, items].astype(np.float64)  # [1 + n, K]
+    drop = sc[0][None, :] - sc[1:]  # [n, K]
+    return [_build(batch, row, j, "loo", pos, drop[:, i], top_n) for i, j in enumerate(items)]
+
+
+_BY_METHOD = {
+    "popular": _explain_popular,
+    "transition": _explain_markov,
+    "similarity": _explain_itemknn,
+    "neighbours": _explain_sknn,
+    "grad_input": _explain_grad_input,
+    "loo": _explain_loo,
+}
+
+
+def default_method(model) -> str:
+    """The method that fits ``model``'s family (see the module docstring)."""
+    from model_core.models.sknn import SessionKNNBase
+
+    name = getattr(model, "name", "")
+    if isinstance(model, SessionKNNBase):
+        return "neighbours"
+    return {"popular": "popular", "markov": "transition", "itemknn": "similarity",
+            "sasrec": "grad_input", "gru4rec": "loo"}.get(name, "loo")
+
+
+def _check_method(model, method: str) -> None:
+    from model_core.models.sknn import SessionKNNBase
+
+    if method not in _BY_METHOD:
+        raise ValueError(f"unknown explanation method {method!r}; choose one of "
+                         f"{', '.join(METHODS)}")
+    fits = {"popular": True, "loo": True,
+            "transition": getattr(model, "name", "") == "markov",
+            "similarity": getattr(model, "name", "") == "itemknn",
+            "neighbours": isinstance(model, SessionKNNBase),
+            "grad_input": hasattr(model, "module")}[method]
+    if not fits:
+        raise ValueError(f"explanation method {method!r} does not apply to model "
+                         f"{getattr(model, 'name', type(model).__name__)!r}; it takes "
+                         f"{default_method(model)!r} or 'loo'")
+
+
+def explain(model, batch: SequenceBatch, items: Sequence[int], top_n: int = 3, *,
+            row: int = 0, method: str | None = None) -> list[Explanation]:
+    """One :class:`Explanation` per item of ``items`` (vocabulary indices, e.g. a
+    prediction's top-K) for row ``row`` of ``batch``, with at most ``top_n`` contributions
+    each. ``method`` defaults to :func:`default_method`; ``"loo"`` applies to every model,
+    ``"grad_input"`` to every neural one."""
+    if top_n < 1:
+        raise ValueError(f"top_n must be at least 1, got {top_n}")
+    method = method or default_method(model)
+    _check_method(model, method)
+    return _BY_METHOD[method](model, batch, row, [int(j) for j in items], int(top_n))
