@@ -248,34 +248,43 @@ def _explain_sknn(model, batch, row, items, top_n):
     pos = model_window(model, batch, row)
     hist = np.asarray(batch.items[row], dtype=np.int64)[pos]
     nbh = _sknn_neighbours(model, hist) if len(hist) else None
+    if nbh is None or not len(nbh["sess"]):
+        return [Explanation(int(j), "neighbours", (), POPULAR_NOTE) for j in items]
+    sess, c_item = nbh["sess"], nbh["c_item"]
+    n_nb = len(sess)
+    # every (neighbour, item) entry of the neighbours
+    start, stop = model.sess_indptr[sess], model.sess_indptr[sess + 1]
+    owner = np.repeat(np.arange(n_nb), stop - start)
+    at = (np.arange(len(owner)) - np.repeat(np.cumsum(stop - start) - (stop - start),
+                                            stop - start) + start[owner])
+    nb_item = model.sess_items[at].astype(np.int64)
+    # shared [n_nb, C]: which current items each neighbour holds; a neighbour's addition is
+    # split over them by their share of its similarity's dot
+    ci = np.minimum(np.searchsorted(c_item, nb_item), len(c_item) - 1)
+    hit = c_item[ci] == nb_item
+    shared = np.zeros((n_nb, len(c_item)), dtype=bool)
+    shared[owner[hit], ci[hit]] = True
+    split = shared * nbh["c_w"][None, :] / nbh["dot"][:, None]  # [n_nb, C]
+    targets = np.asarray(items, dtype=np.int64)
+    sel = np.flatnonzero(np.isin(nb_item, targets))
+    add = model._contributions(nbh["sim"][owner[sel]], nb_item[sel],
+                               model.sess_pos[at[sel]].astype(np.float64),
+                               nbh["nb_star"][owner[sel]], nbh["cur_star"][owner[sel]],
+                               np.full(len(sel), nbh["L"]))
+    positions = pos[nbh["c_pos"].astype(np.int64) - 1]  # distinct item -> its last position
     out = []
-    for j in items:
-        j = int(j)
-        if nbh is None:
-            out.append(Explanation(j, "neighbours", (), POPULAR_NOTE))
-            continue
-        w_item = np.zeros(len(nbh["c_item"]))
-        neigh = []
-        for n, s in enumerate(nbh["sess"]):
-            lo, hi = model.sess_indptr[s], model.sess_indptr[s + 1]
-            hit = np.flatnonzero(model.sess_items[lo:hi] == j)
-            if not len(hit):
-                continue
-            add = float(model._contributions(
-                nbh["sim"][n:n + 1], np.array([j]),
-                np.array([float(model.sess_pos[lo + hit[0]])]), nbh["nb_star"][n:n + 1],
-                nbh["cur_star"][n:n + 1], np.array([nbh["L"]]))[0])
-            shared = np.isin(nbh["c_item"], model.sess_items[lo:hi])
-            w_item[shared] += add * nbh["c_w"][shared] / nbh["dot"][n]
-            neigh.append((add, int(s), tuple(int(x) for x in nbh["c_item"][shared])))
-        neigh.sort(key=lambda x: (-x[0], x[1]))
-        neighbours = tuple(Neighbour(s, a, sh) for a, s, sh in neigh[:top_n])
-        # distinct item -> its last position in the row as given
-        positions = pos[nbh["c_pos"].astype(np.int64) - 1]
+    for j in targets.tolist():
+        mine = nb_item[sel] == j
+        per_nb = np.zeros(n_nb)
+        per_nb[owner[sel][mine]] = add[mine]
+        w_item = per_nb @ split
+        best = [n for n in np.lexsort((sess, -per_nb))[:top_n] if per_nb[n] > 0]
+        neighbours = tuple(Neighbour(int(sess[n]), float(per_nb[n]),
+                                     tuple(int(x) for x in c_item[shared[n]])) for n in best)
         ex = _build(batch, row, j, "neighbours", positions, w_item, top_n,
                     neighbours=neighbours)
         out.append(ex if ex.contributions else
-                   Explanation(j, "neighbours", (), POPULAR_NOTE))
+                   Explanation(int(j), "neighbours", (), POPULAR_NOTE))
     return out
 
 
