@@ -20,25 +20,29 @@ model family (``Explanation.method`` names it):
   session's items it shares in proportion to their weight in its similarity (the
   ``dot`` of :mod:`model_core.models.sknn`). ``Explanation.neighbours`` lists the
   neighbour sessions (index into the model's training sessions) that added most.
-* ``grad_input`` (SASRec; available for any neural model) — gradient × input (Shrikumar et
-  al., 2016, "Not just a black box"; Ancona et al., ICLR 2018, "Towards better
-  understanding of gradient-based attribution methods for deep neural networks"): the dot
-  product of the score's gradient with respect to each position's input vector (item
-  embedding plus side features) and that vector; a first-order estimate of what setting
-  the event's input to zero would change.
+* ``integrated_gradients`` (SASRec; available for any neural model) — integrated gradients
+  (Sundararajan, Taly & Yan, ICML 2017, "Axiomatic attribution for deep networks") on each
+  position's input vector (item embedding plus side features, before SASRec's position
+  embedding), from an all-zero input, :data:`IG_STEPS` midpoint steps: the weights add up to
+  about the score minus the score with every input vector zeroed.
+* ``grad_input`` (any neural model) — gradient × input (Shrikumar et al., 2016, "Not just a
+  black box"): the one-step version of the above, a first-order estimate. On SASRec it fails
+  the planted test of ``tests/test_explain.py`` (the last event gets the top weight although
+  only the first predicts the item), which is why SASRec defaults to integrated gradients.
 * ``loo`` (GRU4Rec; available for any model) — leave-one-out occlusion (Zeiler & Fergus,
   ECCV 2014, "Visualizing and understanding convolutional networks", applied to events): the
   score minus the score with that one event removed from the sequence.
 
 For the three counting methods the weights add up exactly to the item's score minus the
 model's popularity tie-break (``completeness``, which the tests check against the model's
-own scores); ``grad_input`` and ``loo`` are estimates, and
+own scores); the gradient methods and ``loo`` are estimates, and
 :mod:`model_core.faithfulness` measures how well each one predicts what deleting an event
 really does.
 
 Cost per call (one row, K items): the counting methods are numpy over the row's events and,
 for the session-kNN family, its candidate sessions; ``grad_input`` is one forward and one
-backward pass over a batch of K copies of the row; ``loo`` is one forward pass over a batch
+backward pass over a batch of K copies of the row, ``integrated_gradients`` the same over
+``K * IG_STEPS`` copies; ``loo`` is one forward pass over a batch
 of (events + 1) rows, shared by all K items. ``seqstream explain-bench`` measures them.
 """
 
@@ -51,11 +55,14 @@ import numpy as np
 
 from model_core.predictor import SequenceBatch
 
-__all__ = ["METHODS", "Contribution", "Explanation", "Neighbour", "default_method", "drop_event",
+__all__ = ["IG_STEPS", "METHODS", "Contribution", "Explanation", "Neighbour", "default_method", "drop_event",
            "explain", "model_window", "single_row"]
 
 #: Explanation methods; ``default_method`` picks one per model family.
-METHODS = ("popular", "transition", "similarity", "neighbours", "grad_input", "loo")
+METHODS = ("popular", "transition", "similarity", "neighbours", "grad_input",
+           "integrated_gradients", "loo")
+#: Riemann steps of ``integrated_gradients``
+IG_STEPS = 16
 POPULAR_NOTE = "popular overall"
 
 
@@ -289,46 +296,64 @@ def _explain_sknn(model, batch, row, items, top_n):
 
 
 # --------------------------------------------------------------------------- neural models
-def _explain_grad_input(model, batch, row, items, top_n):
-    """Gradient × input on the input encoder's output (item embedding + side features), for
-    all ``items`` at once: K copies of the row, one backward pass of the sum of each copy's
-    own item score."""
+def _gradient_attribution(model, batch, row, items, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions read, [K, n] attributions) on the input encoder's output (item embedding
+    plus side features) for each of ``items``: gradient × input when ``steps`` is 0, else
+    integrated gradients from the all-zero input with a ``steps``-point midpoint Riemann sum.
+    One forward and one backward pass over ``K * max(1, steps)`` copies of the row."""
     import torch
 
     pos = model_window(model, batch, row)
-    items = [int(j) for j in items]
-    if not len(pos) or not items:
-        return [Explanation(j, "grad_input", (), POPULAR_NOTE) for j in items]
     one = single_row(batch, row)
-    k = len(items)
-    rep = SequenceBatch(items=one.items * k,
-                        actions=None if one.actions is None else one.actions * k,
-                        timestamps_ms=None if one.timestamps_ms is None else one.timestamps_ms * k)
+    k, m = len(items), max(1, steps)
+    copies = k * m
+    rep = SequenceBatch(items=one.items * copies,
+                        actions=None if one.actions is None else one.actions * copies,
+                        timestamps_ms=None if one.timestamps_ms is None else one.timestamps_ms * copies)
     module = model.module
     p = model.pad(rep)
+    # copy c = item c // m at path point (c % m + 0.5) / m (1 for gradient x input)
+    alpha = (torch.arange(copies, device=p.items.device) % m + 0.5) / m if steps else None
     captured = []
 
     def hook(_mod, _inp, output):
-        output.retain_grad()
-        captured.append(output)
+        x = output.detach().requires_grad_(True)
+        captured.append(x)
+        return x if alpha is None else x * alpha.view(-1, 1, 1).to(x.dtype)
 
     handle = module.inputs.register_forward_hook(hook)
     was_training = module.training
     module.eval()
     try:
         with torch.enable_grad():
-            h = module(p.items, p.lengths, p.actions, p.gaps)  # [K, H]
-            sc = module.score_all(h)  # [K, V]
-            target = torch.as_tensor(items, device=sc.device)
+            h = module(p.items, p.lengths, p.actions, p.gaps)  # [copies, H]
+            sc = module.score_all(h)  # [copies, V]
+            target = torch.as_tensor(items, device=sc.device).repeat_interleave(m)
             sc.gather(1, target.view(-1, 1)).sum().backward()
     finally:
         handle.remove()
         module.zero_grad(set_to_none=True)
         module.train(was_training)
-    x = captured[0]  # [K, L', dim]
-    attr = (x.grad * x).sum(-1).detach().cpu().numpy()[:, : len(pos)]  # [K, n]
-    return [_build(batch, row, j, "grad_input", pos, attr[i], top_n)
-            for i, j in enumerate(items)]
+    x = captured[0]  # [copies, L', dim]; the gradient is d score / d (alpha * x) * alpha
+    grad = x.grad if alpha is None else x.grad / alpha.view(-1, 1, 1)
+    attr = (grad * x).sum(-1).detach().view(k, m, -1).mean(1)  # [K, L']
+    return pos, attr.cpu().numpy()[:, : len(pos)].astype(np.float64)
+
+
+def _explain_gradient(model, batch, row, items, top_n, method: str, steps: int):
+    items = [int(j) for j in items]
+    if not len(model_window(model, batch, row)) or not items:
+        return [Explanation(j, method, (), POPULAR_NOTE) for j in items]
+    pos, attr = _gradient_attribution(model, batch, row, items, steps)
+    return [_build(batch, row, j, method, pos, attr[i], top_n) for i, j in enumerate(items)]
+
+
+def _explain_grad_input(model, batch, row, items, top_n):
+    return _explain_gradient(model, batch, row, items, top_n, "grad_input", 0)
+
+
+def _explain_integrated(model, batch, row, items, top_n):
+    return _explain_gradient(model, batch, row, items, top_n, "integrated_gradients", IG_STEPS)
 
 
 def _explain_loo(model, batch, row, items, top_n):
@@ -354,6 +379,7 @@ _BY_METHOD = {
     "similarity": _explain_itemknn,
     "neighbours": _explain_sknn,
     "grad_input": _explain_grad_input,
+    "integrated_gradients": _explain_integrated,
     "loo": _explain_loo,
 }
 
@@ -366,7 +392,7 @@ def default_method(model) -> str:
     if isinstance(model, SessionKNNBase):
         return "neighbours"
     return {"popular": "popular", "markov": "transition", "itemknn": "similarity",
-            "sasrec": "grad_input", "gru4rec": "loo"}.get(name, "loo")
+            "sasrec": "integrated_gradients", "gru4rec": "loo"}.get(name, "loo")
 
 
 def _check_method(model, method: str) -> None:
@@ -379,7 +405,8 @@ def _check_method(model, method: str) -> None:
             "transition": getattr(model, "name", "") == "markov",
             "similarity": getattr(model, "name", "") == "itemknn",
             "neighbours": isinstance(model, SessionKNNBase),
-            "grad_input": hasattr(model, "module")}[method]
+            "grad_input": hasattr(model, "module"),
+            "integrated_gradients": hasattr(model, "module")}[method]
     if not fits:
         raise ValueError(f"explanation method {method!r} does not apply to model "
                          f"{getattr(model, 'name', type(model).__name__)!r}; it takes "
@@ -391,7 +418,7 @@ def explain(model, batch: SequenceBatch, items: Sequence[int], top_n: int = 3, *
     """One :class:`Explanation` per item of ``items`` (vocabulary indices, e.g. a
     prediction's top-K) for row ``row`` of ``batch``, with at most ``top_n`` contributions
     each. ``method`` defaults to :func:`default_method`; ``"loo"`` applies to every model,
-    ``"grad_input"`` to every neural one."""
+    ``"grad_input"`` and ``"integrated_gradients"`` to every neural one."""
     if top_n < 1:
         raise ValueError(f"top_n must be at least 1, got {top_n}")
     method = method or default_method(model)

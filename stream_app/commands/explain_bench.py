@@ -20,6 +20,7 @@ from pathlib import Path
 
 from stream_app.commands._common import add_reader_options, positive_int, read_events
 
+NEURAL_ONLY = ("grad_input", "integrated_gradients")
 DEFAULT_MODELS = "popular,markov,itemknn,sknn,vsknn,stan,vstan,gru4rec,sasrec"
 
 
@@ -35,8 +36,9 @@ def register(sub) -> None:
     p.add_argument("--models", default=DEFAULT_MODELS,
                    help="model names or checkpoint directories, comma-separated")
     p.add_argument("--methods", default="native",
-                   help="native (the family's own), loo, grad_input (neural only), "
-                        "comma-separated; each applicable one runs per model")
+                   help="native (the family's own), loo, grad_input, integrated_gradients "
+                        "(the last two: neural models only), comma-separated; each "
+                        "applicable one runs per model")
     p.add_argument("--cases", type=positive_int, default=1000, help="test cases per model")
     p.add_argument("--max-len", type=positive_int, default=50,
                    help="events of a history kept (the stream's max_seq_len)")
@@ -60,7 +62,7 @@ def _methods(model, wanted: list[str]) -> list[str]:
     out = []
     for m in wanted:
         m = native if m == "native" else m
-        if m == "grad_input" and not hasattr(model, "module"):
+        if m in NEURAL_ONLY and not hasattr(model, "module"):
             continue
         if m not in out and not (m != native and native == "popular"):
             out.append(m)
@@ -89,9 +91,10 @@ def run(args) -> int:
 
     protocol = args.protocol or ("session" if args.test else "temporal")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in ("native", "loo", "grad_input")]
+    bad = [m for m in methods if m not in ("native", "loo", *NEURAL_ONLY)]
     if bad:
-        raise ModelCoreError(f"--methods takes native, loo, grad_input; got {', '.join(bad)}")
+        raise ModelCoreError(f"--methods takes native, loo, {', '.join(NEURAL_ONLY)}; got "
+                             f"{', '.join(bad)}")
     specs = [s.strip() for s in args.models.split(",") if s.strip()]
     for s in specs:
         if s not in MODELS and not Path(s).is_dir():
@@ -134,20 +137,20 @@ def _ci(row, key, fmt="{:.3f}") -> str:
 
 
 def _line(row) -> str:
-    return (f"{row['spec']:>8} {row['method']:<10} compared {row['n_compared']}/"
+    return (f"{row['spec']:>8} {row['method']:<20} compared {row['n_compared']}/"
             f"{row['n_cases']}: top beats random {_ci(row, 'share_top_beats_random')}, "
             f"{row['ms_per_item']:.2f} ms/item")
 
 
 def _table(rows, args) -> str:
-    head = (f"{'model':<8} {'method':<10} {'cases':>5} {'unexpl':>6} "
+    head = (f"{'model':<8} {'method':<20} {'cases':>5} {'unexpl':>6} "
             f"{'top>random [95% CI]':>22} {'tied':>5} {'drop top':>9} {'drop rnd':>9} "
             f"{'rank top':>9} {'rank rnd':>9} {'ms/item':>8} {'ms/pred':>8} {'ms/score':>8}")
     lines = [f"deletion test: {args.cases} cases per model, last {args.max_len} events, "
              f"cost of explaining the top {args.k} items per prediction (ms/pred)", head]
     for r in rows:
         lines.append(
-            f"{r['model']:<8} {r['method']:<10} {r['n_compared']:>5} {r['n_unexplained']:>6} "
+            f"{r['model']:<8} {r['method']:<20} {r['n_compared']:>5} {r['n_unexplained']:>6} "
             f"{_ci(r, 'share_top_beats_random'):>22} {r['share_tied']:>5.3f} "
             f"{r['drop_top']:>9.3f} {r['drop_random']:>9.3f} {r['rank_drop_top']:>9.1f} "
             f"{r['rank_drop_random']:>9.1f} {r['ms_per_item']:>8.2f} "
