@@ -64,6 +64,7 @@ METHODS = ("popular", "transition", "similarity", "neighbours", "grad_input",
 #: Riemann steps of ``integrated_gradients``
 IG_STEPS = 16
 POPULAR_NOTE = "popular overall"
+NO_EVENT_NOTE = "no single past event changes this item's score"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,8 @@ class Neighbour:
 class Explanation:
     """Why ``item`` scored as it did for one row: ``contributions`` largest weight first
     (at most ``top_n``; events with a zero weight left out). ``note`` says what an empty
-    list means (e.g. "popular overall")."""
+    list means: "popular overall" (no past event scores the item) or "no single past
+    event changes this item's score"."""
 
     item: int
     method: str
@@ -167,6 +169,8 @@ def _build(batch: SequenceBatch, row: int, item: int, method: str, positions: np
     contribs = tuple(Contribution(int(positions[i]), int(items[positions[i]]),
                                   _action_at(batch, row, int(positions[i])), float(weights[i]))
                      for i in order)
+    if not contribs and not note:
+        note = NO_EVENT_NOTE
     return Explanation(int(item), method, contribs, note, neighbours)
 
 
@@ -213,27 +217,31 @@ def _sknn_neighbours(model, hist: np.ndarray):
     """Steps 1-3 of :mod:`model_core.models.sknn` for one history (known items, oldest
     first): the neighbour sessions with their similarity, ``cur_star``, ``nb_star``, the
     shared items' similarity weights, and each distinct current item's last position."""
+    from model_core.models.sknn import _groups
+
     L = len(hist)
     # distinct items, last position (1-based), weights
     rev_items, rev_idx = np.unique(hist[::-1], return_index=True)
     c_item = rev_items
     c_pos = (L - rev_idx).astype(np.float64)  # last occurrence, 1-based
     c_w = model._current_weights(c_pos, np.full(len(c_pos), float(L)))
-    n_cur, sq_cur = float(len(c_item)), float((c_w * c_w).sum())
+    n_cur = float(len(c_item))
+    sq_cur = float(np.bincount(np.zeros(len(c_w), np.int64), weights=c_w * c_w)[0])  # as the model
     n_sess = len(model.sess_time)
-    starts, ends = model.item_indptr[c_item], model.item_indptr[c_item + 1]
-    owner = np.repeat(np.arange(len(c_item)), ends - starts)
-    at = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)]) \
+    lo, hi = model.item_indptr[c_item], model.item_indptr[c_item + 1]
+    owner = np.repeat(np.arange(len(c_item)), hi - lo)
+    at = np.concatenate([np.arange(s, e) for s, e in zip(lo, hi, strict=True)]) \
         if len(owner) else np.zeros(0, np.int64)
     sess = model.item_sessions[at]
     if not len(sess):
         return None
-    uniq, inv = np.unique(sess, return_inverse=True)
-    dot = np.bincount(inv, weights=c_w[owner], minlength=len(uniq))
-    cur_star = np.full(len(uniq), -np.inf)
-    np.maximum.at(cur_star, inv, c_pos[owner])
-    nb_star = np.full(len(uniq), -np.inf)
-    np.maximum.at(nb_star, inv, model.item_pos[at].astype(np.float64))
+    # per candidate session, reduced as the model does (same order, same pairwise sums,
+    # so that tied similarities break the same way)
+    order, starts = _groups(sess)
+    uniq = sess[order[starts]]
+    dot = np.add.reduceat(c_w[owner][order], starts)
+    cur_star = np.maximum.reduceat(c_pos[owner][order], starts)
+    nb_star = np.maximum.reduceat(model.item_pos[at][order].astype(np.float64), starts)
     t = model.sess_time[uniq]
     cand = np.arange(len(uniq))
     if len(uniq) > model.sample_size:  # the sample_size most recent (ties: earlier trained)
