@@ -266,3 +266,27 @@ def test_explain_bench_command(tmp_path, capsys):
     assert all(r["n_cases"] == 15 for r in out["results"])
     assert main(["explain-bench", "--data", str(path), "--methods", "shap"]) == 2
     assert "--methods takes native" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["gru4rec", "sasrec"])
+def test_integrated_gradients_add_up_to_the_score_above_zero_inputs(every_model, synth_seqs,
+                                                                    name):
+    import torch
+
+    seqs, _ = synth_seqs
+    model = every_model[name]
+    for u in (3, 8, 20):
+        batch = SequenceBatch(items=[seqs.items[u][:10]])
+        item = int(model.predict_topk(batch, 1).items[0, 0])
+        ex = explain(model, batch, [item], top_n=100, method="integrated_gradients")[0]
+        full = float(model.score(batch)[0, item])
+        zero = model.module.inputs.register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+        try:
+            base = float(model.score(batch)[0, item])
+        finally:
+            zero.remove()
+        assert float(model.score(batch)[0, item]) == full  # the hook is gone
+        total = sum(c.weight for c in ex.contributions)
+        # 16 midpoint steps: an approximation of the path integral (a few % on trained
+        # models, up to ~20% on these one-epoch ones)
+        assert total == pytest.approx(full - base, rel=0.25, abs=0.02)
