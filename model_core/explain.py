@@ -319,10 +319,8 @@ def _gradient_attribution(model, batch, row, items, steps: int) -> tuple[np.ndar
                         actions=None if one.actions is None else one.actions * copies,
                         timestamps_ms=None if one.timestamps_ms is None else one.timestamps_ms * copies)
     module = model.module
-    p = model.pad(rep)
-    # copy c = item c // m at path point (c % m + 0.5) / m (1 for gradient x input)
-    alpha = (torch.arange(copies, device=p.items.device) % m + 0.5) / m if steps else None
     captured = []
+    alpha = None
 
     def hook(_mod, _inp, output):
         x = output.detach().requires_grad_(True)
@@ -333,7 +331,12 @@ def _gradient_attribution(model, batch, row, items, steps: int) -> tuple[np.ndar
     was_training = module.training
     module.eval()
     try:
-        with torch.enable_grad():
+        # gradients even when the caller runs under inference_mode or no_grad
+        with torch.inference_mode(False), torch.enable_grad():
+            p = model.pad(rep)
+            # copy c: item c // m at path point (c % m + 0.5) / m (1: gradient x input)
+            if steps:
+                alpha = (torch.arange(copies, device=p.items.device) % m + 0.5) / m
             h = module(p.items, p.lengths, p.actions, p.gaps)  # [copies, H]
             sc = module.score_all(h)  # [copies, V]
             target = torch.as_tensor(items, device=sc.device).repeat_interleave(m)

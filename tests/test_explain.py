@@ -290,3 +290,15 @@ def test_integrated_gradients_add_up_to_the_score_above_zero_inputs(every_model,
         # 16 midpoint steps: an approximation of the path integral (a few % on trained
         # models, up to ~20% on these one-epoch ones)
         assert total == pytest.approx(full - base, rel=0.25, abs=0.02)
+
+
+def test_gradient_methods_work_under_inference_mode(every_model):
+    import torch
+
+    model = every_model["sasrec"]
+    batch = _row(5, 9, 14)
+    plain = explain(model, batch, [3], method="grad_input")[0]
+    with torch.inference_mode():
+        inside = explain(model, batch, [3], method="grad_input")[0]
+    assert inside == plain and inside.contributions
+    assert all(p.grad is None for p in model.module.parameters())
