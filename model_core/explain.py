@@ -74,7 +74,8 @@ class Contribution:
     position: int  # index into the row as given (oldest first)
     item: int  # vocabulary index of the event's item
     action: int | None  # action class id (schemas.ACTIONS), None when the row has none
-    weight: float  # in the model's score units; larger = contributed more
+    weight: float  # in the model's score units; larger = contributed more; negative
+    # (leave-one-out and gradient methods only): the event lowered the item's score
 
     def to_dict(self) -> dict:
         return {"position": self.position, "item": self.item, "action": self.action,
