@@ -33,6 +33,7 @@ of scoring the row once (``ms_per_score``), all measured on the same cases in th
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -66,7 +67,17 @@ class FaithfulnessResult:
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As a dict for strict JSON: NaN (no case compared) becomes None."""
+        def clean(v):
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            return v
+
+        return clean(asdict(self))
 
 
 def _ms(t0: float) -> float:

@@ -256,14 +256,17 @@ def test_explain_bench_command(tmp_path, capsys):
 
     path = tmp_path / "log.jsonl"
     write_jsonl(generate(3000, seed=5), path)
-    rc = main(["explain-bench", "--data", str(path), "--models", "markov,sknn",
+    rc = main(["explain-bench", "--data", str(path), "--models", "popular,markov,sknn",
                "--methods", "native,loo", "--cases", "15", "--bootstrap", "50", "--json"])
     assert rc == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # strict JSON: most-popular has no case to compare, its shares are null, not NaN
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1],
+                     parse_constant=lambda c: pytest.fail(f"{c} in the JSON line"))
     got = [(r["model"], r["method"]) for r in out["results"]]
-    assert got == [("markov", "transition"), ("markov", "loo"), ("sknn", "neighbours"),
+    assert out["results"][0]["share_top_beats_random"] is None
+    assert got == [("popular", "popular"), ("markov", "transition"), ("markov", "loo"), ("sknn", "neighbours"),
                    ("sknn", "loo")]
-    assert all(r["n_cases"] == 15 for r in out["results"])
+    assert all(r["n_cases"] == 15 for r in out["results"][1:])
     assert main(["explain-bench", "--data", str(path), "--methods", "shap"]) == 2
     assert "--methods takes native" in capsys.readouterr().err
 

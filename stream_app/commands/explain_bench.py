@@ -131,9 +131,13 @@ def run(args) -> int:
     return 0
 
 
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else fmt.format(v)
+
+
 def _ci(row, key, fmt="{:.3f}") -> str:
-    lo, hi = row["ci"].get(key, (float("nan"), float("nan")))
-    return f"{fmt.format(row[key])} [{fmt.format(lo)}, {fmt.format(hi)}]"
+    lo, hi = row["ci"].get(key, (None, None))
+    return f"{_num(row[key], fmt)} [{_num(lo, fmt)}, {_num(hi, fmt)}]"
 
 
 def _line(row) -> str:
@@ -151,8 +155,8 @@ def _table(rows, args) -> str:
     for r in rows:
         lines.append(
             f"{r['model']:<8} {r['method']:<20} {r['n_compared']:>5} {r['n_unexplained']:>6} "
-            f"{_ci(r, 'share_top_beats_random'):>22} {r['share_tied']:>5.3f} "
-            f"{r['drop_top']:>9.3f} {r['drop_random']:>9.3f} {r['rank_drop_top']:>9.1f} "
-            f"{r['rank_drop_random']:>9.1f} {r['ms_per_item']:>8.2f} "
-            f"{r['ms_per_prediction']:>8.2f} {r['ms_per_score']:>8.2f}")
+            f"{_ci(r, 'share_top_beats_random'):>22} {_num(r['share_tied'], '{:.3f}'):>5} "
+            f"{_num(r['drop_top'], '{:.3f}'):>9} {_num(r['drop_random'], '{:.3f}'):>9} "
+            f"{_num(r['rank_drop_top'], '{:.1f}'):>9} {_num(r['rank_drop_random'], '{:.1f}'):>9} "
+            f"{r['ms_per_item']:>8.2f} {r['ms_per_prediction']:>8.2f} {r['ms_per_score']:>8.2f}")
     return "\n".join(lines)
