@@ -18,6 +18,10 @@ class Prediction:
     event_timestamp_ms: int
     emitted_at_ms: int
     extra: dict = field(default_factory=dict)
+    # for a sampled share of predictions (SEQSTREAM_EXPLAIN_SHARE): per explained item, the
+    # past events that contributed most ({"item", "method", "because": [{"item", "action",
+    # "events_ago", "weight"}], "note"?}); None otherwise
+    explanations: list[dict] | None = None
 
     def to_json(self) -> bytes:
         return _codec.to_json(self)

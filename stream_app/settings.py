@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     control_key_file: str | None = Field(
         None, description="file holding the HMAC key that signs control records (>= 16 "
         "bytes; unset: control records are ignored)")
+    explain_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of predictions that carry explanations "
+        "(sampled by event id; 0 = none): the past events behind each of the first 3 items")
     state_retention_s: float = Field(
         0.0, ge=0, description="a user's state is erased after this long without an event "
         "(event time; 0 = kept until erased with seqstream forget)")

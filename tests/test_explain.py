@@ -305,3 +305,66 @@ def test_gradient_methods_work_under_inference_mode(every_model):
         inside = explain(model, batch, [3], method="grad_input")[0]
     assert inside == plain and inside.contributions
     assert all(p.grad is None for p in model.module.parameters())
+
+
+def test_predictions_carry_explanations_for_the_sampled_share():
+    from model_core.datasets.synth import generate
+    from model_core.models import create_model
+    from model_core.sequences import build_vocab, group_by_user
+    from schemas.prediction import Prediction
+    from stream_app.worker.processor import BatchProcessor, RawRecord
+
+    events = generate(600, seed=4)
+    vocab = build_vocab(events)
+    model = create_model("markov", vocab)
+    model.fit(group_by_user(events[:400], vocab))
+    recs = [RawRecord(e.user_id.encode(), e.to_json(), "events", 0, i, e.timestamp_ms)
+            for i, e in enumerate(events[400:])]
+
+    def run(share):
+        proc = BatchProcessor(model, k=10, explain_share=share)
+        return [Prediction.from_json(v) for _, v in proc.process(recs, {}).predictions]
+
+    assert all(p.explanations is None for p in run(0.0))
+    every = run(1.0)
+    explained = [p for p in every if p.explanations]
+    assert len(explained) > len(every) // 2  # every event with a history and a top item
+    for p in explained:
+        assert [x["item"] for x in p.explanations] == p.items[:len(p.explanations)]
+        for x in p.explanations:
+            assert x["method"] == "transition"
+            assert all(b["events_ago"] >= 0 and b["item"] in vocab.item_ids(range(1, len(vocab)))
+                       for b in x["because"])
+    # Markov: the last event explains, with the count of its transition to the item
+    first = next(x for p in explained for x in p.explanations if x["because"])
+    assert first["because"][0]["events_ago"] == 0
+    some = run(0.3)
+    share = sum(p.explanations is not None for p in some) / len(some)
+    assert 0.15 < share < 0.45
+    ids = {p.event_id for p in some if p.explanations is not None}
+    assert ids == {p.event_id for p in run(0.3) if p.explanations is not None}  # by event id
+
+
+@pytest.mark.broker
+def test_worker_publishes_explanations(stream_settings, tmp_path, markov_checkpoint):
+    import orjson
+
+    from model_core.datasets.synth import generate
+    from stream_app.kafka.replay import replay_events
+    from stream_app.kafka.topics import ensure_topics, read_topic
+    from stream_app.worker.process import WorkerProcess
+
+    events = generate(300, seed=9)
+    markov_checkpoint(events, tmp_path / "model")
+    settings = stream_settings.with_overrides(model_path=str(tmp_path / "model"),
+                                              explain_share=1.0)
+    ensure_topics(settings)
+    with WorkerProcess(settings, tmp_path / "w.log") as worker:
+        worker.wait_ready(90)
+        replay_events(settings, events, progress=False)
+        preds = read_topic(settings, "predictions", idle_s=3.0, expect=len(events))
+    assert len(preds) == len(events)
+    values = [orjson.loads(m.value) for m in preds]
+    explained = [v for v in values if v["explanations"]]
+    assert len(explained) > len(values) // 2
+    assert all(x["method"] == "transition" for v in explained for x in v["explanations"])

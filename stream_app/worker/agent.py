@@ -417,7 +417,12 @@ class WorkerAgent:
         if failure is not None:  # the batch's events go to dead letters with the reason
             self.stats.model_failed_events += len(events)
             return proc.fail(prepared, failure, now_ms), model_s
-        out = proc.finish(prepared, topk, now_ms)
+        rows = proc.explained_rows(events)
+        why = None
+        if rows:  # on the model thread: the gradient methods run the model
+            why = await asyncio.get_running_loop().run_in_executor(
+                self.executor, proc.explain, prepared.step, topk, rows)
+        out = proc.finish(prepared, topk, now_ms, why)
         self.swapper.tag_states(out.result.touched.values())
         return out, model_s
 

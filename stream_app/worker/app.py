@@ -122,7 +122,8 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
                                exclude_history=settings.exclude_history,
                                max_future_ms=settings.max_future_ms,
                                max_record_bytes=settings.max_record_bytes,
-                               pseudonyms=Pseudonyms.from_settings(settings))
+                               pseudonyms=Pseudonyms.from_settings(settings),
+                               explain_share=settings.explain_share)
     events_topic = app.topic(settings.topic("events"), key_type=bytes, value_type=bytes,
                              key_serializer="raw", value_serializer="raw",
                              partitions=settings.partitions)

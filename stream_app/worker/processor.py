@@ -8,6 +8,7 @@ the tests and the benchmarks.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,13 +18,29 @@ import orjson
 
 from model_core.predictor import Recommender, TopK
 from model_core.prequential import BatchResult, PrequentialEngine, PrequentialStep
-from model_core.sequence_state import UserState
+from model_core.sequence_state import UserState, event_hash
 from schemas.actions import ACTIONS
 from schemas.dead_letter import MAX_ORIGINAL_BYTES, DeadLetter
 from schemas.event import DEFAULT_MAX_FUTURE_MS, Event, check_event_time, parse_event
 from schemas.exceptions import SchemaError
 from schemas.prediction import Prediction
 from stream_app.windows.aggregation import WindowAggregator
+
+_explain_failed: set[str] = set()
+
+
+def _log_explain_failure(model_version: str, e: Exception) -> None:
+    """Once per model version: its predictions go out without explanations."""
+    if model_version not in _explain_failed:
+        _explain_failed.add(model_version)
+        logging.getLogger("seqstream.worker").warning(
+            "explanations off for model %s: %r (predictions go out without them)",
+            model_version, e)
+
+
+#: items of a prediction that are explained (its first ones), and the sampling resolution
+EXPLAINED_ITEMS = 3
+_EXPLAIN_SCALE = 1_000_000
 
 
 @dataclass(slots=True)
@@ -69,15 +86,19 @@ class BatchProcessor:
     one under it (base64 adds a third) is dead-lettered by reference
     (:meth:`schemas.dead_letter.DeadLetter.of`).
     ``pseudonyms``: replaces each valid event's ``user_id`` after the key check (the state,
-    predictions and windows then hold only the pseudonym; :mod:`stream_app.worker.privacy`)."""
+    predictions and windows then hold only the pseudonym; :mod:`stream_app.worker.privacy`).
+    ``explain_share``: the share of predictions that carry ``explanations`` (sampled by event
+    id, so a redelivered event is explained again; :meth:`explain`)."""
 
     def __init__(self, model: Recommender, max_len: int = 50, k: int = 20,
                  exclude_history: bool = False, windows: WindowAggregator | None = None,
                  max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
                  max_record_bytes: int = 512 * 1024,
-                 pseudonyms: Callable[[str], str] | None = None) -> None:
+                 pseudonyms: Callable[[str], str] | None = None,
+                 explain_share: float = 0.0) -> None:
         self.set_model(model, max_len=max_len, k=k, exclude_history=exclude_history)
         self.pseudonyms = pseudonyms
+        self.explain_share = explain_share
         self.windows = windows
         self.max_future_ms = max_future_ms
         # room for the reason, the key's prefix and the other fields (under 4 KiB together)
@@ -153,15 +174,56 @@ class BatchProcessor:
             step = self.engine.prepare(events, states, [records[p].offset for p in positions])
         return PreparedBatch(records, events, positions, dead, step)
 
+    def explained_rows(self, events: Sequence[Event]) -> list[int]:
+        """The events (positions in ``events``) whose predictions carry explanations."""
+        share = self.explain_share
+        if share <= 0.0:
+            return []
+        cut = int(share * _EXPLAIN_SCALE)
+        return [i for i, ev in enumerate(events) if event_hash(ev.event_id) % _EXPLAIN_SCALE < cut]
+
+    def explain(self, step: PrequentialStep, topk: TopK, rows: Sequence[int],
+                n_items: int = EXPLAINED_ITEMS) -> dict[int, list[dict]]:
+        """Explanations of the first ``n_items`` recommended items of each row in ``rows``
+        (:func:`model_core.explain.explain`, the model family's default method): per item,
+        the past events that contributed most, newest counted as 0 events ago. Runs the model:
+        call it on the model thread."""
+        from model_core.explain import explain
+
+        vocab = self.model.vocab
+        out: dict[int, list[dict]] = {}
+        for r in rows:
+            items = [int(j) for j in topk.items[r][:n_items] if j > 0]
+            n = len(step.batch.items[r])
+            if not n or not items:
+                continue
+            try:
+                found = explain(self.model, step.batch, items, top_n=3, row=r)
+            except Exception as e:  # noqa: BLE001 - an explanation never costs a prediction
+                _log_explain_failure(self.model_version, e)
+                continue
+            out[r] = [{
+                "item": vocab.item_id(ex.item), "method": ex.method,
+                "because": [{"item": vocab.item_id(c.item),
+                             "action": ACTIONS[c.action] if c.action is not None else None,
+                             "events_ago": n - 1 - c.position, "weight": round(c.weight, 6)}
+                            for c in ex.contributions],
+                **({"note": ex.note} if ex.note else {}),
+            } for ex in found]
+        return out
+
     # ------------------------------------------------------------------ stage 3
-    def finish(self, prepared: PreparedBatch, topk: TopK | None, now_ms: int) -> BatchOutput:
-        """The batch's outputs once its model call returned ``topk`` (None without events)."""
+    def finish(self, prepared: PreparedBatch, topk: TopK | None, now_ms: int,
+               explanations: dict[int, list[dict]] | None = None) -> BatchOutput:
+        """The batch's outputs once its model call returned ``topk`` (None without events);
+        ``explanations`` by event position, from :meth:`explain`."""
         if prepared.step is None:
             return BatchOutput([], [], None, [], prepared.dead, [], now_ms)
         result = self.engine.complete(prepared.step, topk)
         recs = prepared.records
         return BatchOutput(prepared.events, prepared.positions, result,
-                           self.encode_predictions(prepared.events, result, now_ms),
+                           self.encode_predictions(prepared.events, result, now_ms,
+                                                   explanations),
                            prepared.dead,
                            [float(now_ms - recs[p].timestamp_ms) for p in prepared.positions],
                            now_ms)
@@ -178,7 +240,9 @@ class BatchProcessor:
         return BatchOutput([], [], None, [], dead, [], now_ms)
 
     def encode_predictions(self, events: Sequence[Event], result: BatchResult,
-                           emitted_at_ms: int) -> list[tuple[bytes, bytes]]:
+                           emitted_at_ms: int,
+                           explanations: dict[int, list[dict]] | None = None,
+                           ) -> list[tuple[bytes, bytes]]:
         """One :class:`~schemas.prediction.Prediction` per event (duplicates included:
         at-least-once output), serialised by orjson straight from the dataclass."""
         top = result.topk
@@ -191,10 +255,11 @@ class BatchProcessor:
         version = self.model_version
         dumps = orjson.dumps
         out = []
+        why = explanations or {}
         for i, ev in enumerate(events):
             pred = Prediction(ev.event_id, ev.user_id, ids(rows[i]), scores[i],
                               dict(zip(ACTIONS, probs[i], strict=True)) if probs else {},
-                              version, ev.timestamp_ms, emitted_at_ms)
+                              version, ev.timestamp_ms, emitted_at_ms, {}, why.get(i))
             out.append((ev.user_id.encode(), dumps(pred)))
         return out
 
@@ -208,7 +273,9 @@ class BatchProcessor:
         t0 = time.perf_counter()
         topk = prepared.step.predict() if prepared.step is not None else None
         model_ms = (time.perf_counter() - t0) * 1000
-        out = self.finish(prepared, topk, int(time.time() * 1000))
+        rows = self.explained_rows(events) if topk is not None else []
+        why = self.explain(prepared.step, topk, rows) if rows else None
+        out = self.finish(prepared, topk, int(time.time() * 1000), why)
         out.model_ms = model_ms
         if self.windows is not None:
             if out.result is not None:
