@@ -157,6 +157,30 @@ class Settings(BaseSettings):
     web_host: str = Field(
         "127.0.0.1", description="address Faust's web server (/v1/ready, /stats) listens on "
         "(no auth: loopback unless opened, e.g. 0.0.0.0)")
+    web_advertised_url: str | None = Field(
+        None, description="the URL other workers reach this worker's web server at (serving "
+        "routes a user's request to the worker that owns its partition); unset: "
+        "http://WEB_HOST:WEB_PORT, the host name when WEB_HOST is 0.0.0.0")
+
+    # --- serving (stream_app.serve: recommendations and re-ranking on request)
+    serve_token: SecretStr | None = Field(
+        None, description="bearer token the serving endpoints require (unset: no "
+        "authentication, and they answer only on a loopback web_host)")
+    serve_max_candidates: int = Field(
+        1000, ge=1, le=100_000, description="most candidates in one rank request")
+    serve_max_k: int = Field(200, ge=1, description="most items one recommendation request may ask")
+    serve_max_request_bytes: int = Field(
+        256 * 1024, ge=1024, description="largest request body the serving endpoints read")
+    serve_batch_size: int = Field(
+        64, ge=1, description="most requests in one model call (requests are batched with "
+        "each other and share the model thread with the stream's batches)")
+    serve_batch_wait_ms: float = Field(
+        1.0, ge=0, description="how long the first request of a batch waits for company")
+    serve_timeout_s: float = Field(
+        5.0, gt=0, description="a request not answered in this time gets a 503 (routing "
+        "included)")
+    serve_popular_half_life_events: int = Field(
+        100_000, ge=1, description="cold start: item counts are halved every this many events")
     max_record_bytes: int = Field(
         512 * 1024, ge=16 * 1024, description="largest record the worker writes (window "
         "records, dead letters); Apache Kafka refuses records over message.max.bytes, 1 MiB "
@@ -323,7 +347,7 @@ def _problem_line(label: str, name: str, value) -> str:
     return f"{label}={shown}: expected {expected(name)}"
 
 
-_SECRET_FIELDS = frozenset({"sasl_password"})
+_SECRET_FIELDS = frozenset({"sasl_password", "serve_token"})
 
 
 def expected(name: str) -> str:

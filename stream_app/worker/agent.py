@@ -200,6 +200,9 @@ class WorkerAgent:
         self._scanned_parts: set[int] = set()  # rocksdb partitions whose keys were indexed
         # held by a batch and by the idle expiry: their table reads and writes never interleave
         self._table_writes = asyncio.Lock()
+        # called with each batch's BatchOutput after it is published (serving's cold-start
+        # counts: stream_app.serve)
+        self.batch_listeners: list = []
 
     # ------------------------------------------------------------------ outputs
     def _new_windows(self) -> WindowAggregator:
@@ -563,6 +566,8 @@ class WorkerAgent:
         st.duplicates += n_dup
         st.last_batch_wall = time.monotonic()
         st.event_watermark_ms = self.windows.watermark_ms
+        for listener in self.batch_listeners:
+            listener(out)
         self.alert_monitor.model_version = self.processor.model_version
         await self.publish_alerts(self.alert_monitor.observe_batch(
             out.events, out.result, out.latencies_ms, out.emitted_at_ms,

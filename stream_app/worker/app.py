@@ -35,6 +35,7 @@ class SeqstreamApp:
     settings: Settings
     app: faust.App
     agent: WorkerAgent
+    serving: object | None = None  # stream_app.serve.views.Serving (with the web server)
 
     @property
     def processor(self) -> BatchProcessor:
@@ -76,12 +77,14 @@ def app_options(settings: Settings) -> dict:
 
     Shared with the benchmark's plain Faust agents, so they run with the very same tuning.
 
-    Faust's web server has no authentication: it binds to ``settings.web_host`` (loopback
-    by default; a deployment whose probes come from outside opens it), and its ``/router/``
-    (cluster layout) and ``/table/`` (reads any table key: users' states) views are off —
-    seqstream routes nothing between workers over HTTP.
+    Faust's web server binds to ``settings.web_host`` (loopback by default; a deployment
+    whose probes come from outside opens it). Its ``/router/`` (cluster layout) and
+    ``/table/`` (reads any table key, unauthenticated: users' states) views are off; the
+    serving endpoints (:mod:`stream_app.serve`) route a user's request to its owner from the
+    assignor's layout, which carries each member's ``canonical_url`` (the advertised URL).
     """
     from stream_app.kafka.security import faust_broker_credentials
+    from stream_app.serve.routing import advertised_url
 
     return dict(
         broker=settings.broker_url,
@@ -98,6 +101,7 @@ def app_options(settings: Settings) -> dict:
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
         web_bind=settings.web_host,
+        canonical_url=advertised_url(settings),
         web_router_enabled=False,
         web_tables_enabled=False,
         producer_linger_ms=5,
@@ -144,11 +148,15 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     for task in (agent.feed_items, agent.watch_stalls, agent.watch_broker,
                  agent.serve_prometheus):
         app.task(task)
+    sapp = SeqstreamApp(settings, app, agent)
     if settings.web_port > 0:
         agent.health.install_pages()
+        from stream_app.serve.views import install as install_serving
+
+        sapp.serving = install_serving(sapp)
     app.on_rebalance_complete.connect(agent.on_rebalance_complete)
     app.on_before_shutdown.connect(agent.on_before_shutdown)
-    return SeqstreamApp(settings, app, agent)
+    return sapp
 
 
 def limit_malloc_arenas(n: int) -> bool:
@@ -193,6 +201,9 @@ def run_worker(settings: Settings, model: Recommender | None = None) -> None:
              settings.topic_prefix, settings.partitions, sapp.processor.model_version,
              settings.store, f"port {settings.web_port}" if settings.web_port else "off",
              f"port {settings.metrics_port}" if settings.metrics_port else "off")
+    if sapp.serving is not None:
+        log.info("%s; advertised at %s", sapp.serving.auth.describe(),
+                 sapp.serving.routing.self_url)
     worker = faust.Worker(sapp.app, loglevel=settings.log_level, quiet=True,
                           override_logging=False)
     code = None

@@ -1,0 +1,1 @@
+"""Serving on request: recommendations and re-ranking from the live state (HTTP)."""

@@ -1,0 +1,231 @@
+"""Requests answered from the worker's live state, batched onto the stream's model thread.
+
+    request ──► ServingService.recommend / .rank ──► queue
+                                                       │  drain: up to serve_batch_size
+                                                       ▼  requests, one batch at a time
+          read each user's state from the table store (on the event loop: every event
+          the worker has published is in it, read-your-writes)
+                 ├─ unknown user ──► cold start: PopularItems (no model call)
+                 └─ known user ───► one job on the worker's model thread (agent.executor):
+                                    one predict_topk for the recommendations, one score
+                                    call for the rank requests
+                                       │
+                                       ▼  records built on the loop, futures answered
+
+The model thread is the worker's single ``ThreadPoolExecutor``: a request batch runs
+between two event batches (FIFO), never beside one, so the stream's model calls are delayed
+by at most one request batch (``serve_batch_size`` bounds it) and the two never contend for
+the cores. The model and the states are taken together on the loop, between two event
+batches, so a hot swap never mixes one model with another's vocabulary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model_core.sequence_state import UserState
+from model_core.serving import (
+    PopularItems,
+    UserSequence,
+    blend,
+    candidate_scores,
+    default_alpha,
+    finite_prefix,
+    recommend,
+)
+from schemas.actions import ACTIONS
+from schemas.serving import Ranking, RankRequest, Recommendations
+
+log = logging.getLogger("seqstream.serve")
+
+
+@dataclass(slots=True)
+class _Pending:
+    user_id: str
+    future: asyncio.Future
+    # recommendations
+    k: int = 0
+    exclude_seen: bool = False
+    actions: bool = False
+    # rank
+    rank: RankRequest | None = None
+    seq: UserSequence | None = field(default=None)
+
+
+def _round(values) -> list[float]:
+    return np.round(np.asarray(values, dtype=np.float64), 6).tolist()
+
+
+class ServingService:
+    """Answers :class:`Recommendations` and :class:`Ranking` for one worker.
+
+    ``agent``: the worker's :class:`~stream_app.worker.agent.WorkerAgent` (its table, its
+    processor's model, its model thread, its hot-swap adapter). ``served_by``: this worker's
+    advertised URL, put in every answer."""
+
+    def __init__(self, agent, settings, served_by: str = "") -> None:
+        self.agent = agent
+        self.settings = settings
+        self.served_by = served_by
+        self._popular_of(agent.processor.model)
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._task: asyncio.Task | None = None
+        self.requests = 0
+        self.model_calls = 0
+        self.batches = 0
+
+    # ------------------------------------------------------------------ the stream's side
+    def _popular_of(self, model) -> PopularItems:
+        """The popularity counts in ``model``'s vocabulary: after a hot swap to a model with
+        another vocabulary they start again (from its training counts when it has them)."""
+        if getattr(self, "_popular_vocab", None) is not model.vocab:
+            self._popular_vocab = model.vocab
+            self.popular = PopularItems(len(model.vocab),
+                                        self.settings.serve_popular_half_life_events,
+                                        seed=getattr(model, "item_counts", None))
+        return self.popular
+
+    def observe_batch(self, out) -> None:
+        """A processed batch's events counted for the cold-start answer (the agent calls it
+        with each batch's :class:`~stream_app.worker.processor.BatchOutput`)."""
+        if out.events:
+            model = self.agent.processor.model
+            index = model.vocab.index
+            self._popular_of(model).add(np.fromiter((index(e.item_id) for e in out.events),
+                                         dtype=np.int64, count=len(out.events)))
+
+    # ------------------------------------------------------------------ requests
+    async def recommend(self, user_id: str, k: int, exclude_seen: bool = False,
+                        actions: bool = False) -> Recommendations:
+        return await self._submit(_Pending(user_id, self._future(), k=k,
+                                           exclude_seen=exclude_seen, actions=actions))
+
+    async def rank(self, request: RankRequest) -> Ranking:
+        return await self._submit(_Pending(request.user_id, self._future(), rank=request))
+
+    @staticmethod
+    def _future() -> asyncio.Future:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, pending: _Pending):
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._drain())
+        self.requests += 1
+        self._queue.put_nowait(pending)
+        return await pending.future
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _drain(self) -> None:
+        """One request batch at a time: the next one gathers while this one is scored."""
+        queue = self._queue
+        size = self.settings.serve_batch_size
+        wait_s = self.settings.serve_batch_wait_ms / 1000.0
+        while True:
+            batch = [await queue.get()]
+            if wait_s > 0 and queue.qsize() < size - 1:
+                await asyncio.sleep(wait_s)
+            while len(batch) < size and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await self._serve(batch)
+            except Exception as e:  # noqa: BLE001 - each waiting request gets the error
+                log.error("serving batch of %d requests failed: %r", len(batch), e,
+                          exc_info=True)
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(e)
+
+    # ------------------------------------------------------------------ one batch
+    def read_sequence(self, user_id: str) -> UserSequence | None:
+        """The user's live sequence from the table store (None: no state here), in the
+        current model's vocabulary."""
+        raw = self.agent.table.data.get(user_id.encode())
+        if not raw:
+            return None
+        st = self.agent.swapper.adapt(UserState.decode(raw))
+        return UserSequence(st.items, st.actions, st.timestamps_ms)
+
+    async def _serve(self, batch: list[_Pending]) -> None:
+        processor = self.agent.processor
+        model, version = processor.model, processor.model_version
+        vocab = model.vocab
+        live: list[_Pending] = []
+        for p in batch:
+            if p.future.done():  # the caller gave up (timeout)
+                continue
+            p.seq = self.read_sequence(p.user_id)
+            if p.seq is None or not len(p.seq):
+                p.future.set_result(self._cold(p, version, vocab))
+            else:
+                live.append(p)
+        if not live:
+            return
+        recs = [p for p in live if p.rank is None]
+        ranks = [p for p in live if p.rank is not None]
+        cands = [vocab.indices(p.rank.items) for p in ranks]
+        k_max = max((p.k for p in recs), default=0)
+
+        def job():
+            out_recs = {}
+            for excl in (False, True):
+                group = [p for p in recs if p.exclude_seen is excl]
+                if group:
+                    out_recs[excl] = (group, recommend(model, [p.seq for p in group], k_max,
+                                                       excl))
+            out_ranks = candidate_scores(model, [p.seq for p in ranks], cands)
+            return out_recs, out_ranks
+
+        self.batches += 1
+        self.model_calls += 1
+        loop = asyncio.get_running_loop()
+        out_recs, out_ranks = await loop.run_in_executor(self.agent.executor, job)
+        for group, topk in out_recs.values():
+            for row, p in enumerate(group):
+                if p.future.done():
+                    continue
+                items, scores = topk.items[row], topk.scores[row]
+                n = min(p.k, finite_prefix(items, scores))
+                probs = (dict(zip(ACTIONS, _round(topk.action_probs[row]), strict=True))
+                         if p.actions and topk.action_probs is not None else {})
+                p.future.set_result(Recommendations(
+                    p.user_id, vocab.item_ids(items[:n].tolist()), _round(scores[:n]), probs,
+                    version, len(p.seq), False, p.exclude_seen, self.served_by))
+        for p, model_scores in zip(ranks, out_ranks, strict=True):
+            if not p.future.done():
+                p.future.set_result(self._ranking(p, model_scores, version, len(p.seq), False))
+
+    def _ranking(self, p: _Pending, model_scores: np.ndarray, version: str, seq_len: int,
+                 cold: bool) -> Ranking:
+        req = p.rank
+        alpha = req.alpha if req.alpha is not None else default_alpha(req.scores is not None)
+        caller = np.asarray(req.scores, dtype=np.float64) if req.scores is not None else None
+        order, blended = blend(model_scores, caller, alpha)
+        ms = model_scores[order]
+        return Ranking(p.user_id, [req.items[i] for i in order.tolist()],
+                       _round(blended[order]),
+                       [None if np.isnan(v) else round(float(v), 6) for v in ms.tolist()],
+                       version, seq_len, cold, alpha, self.served_by)
+
+    def _cold(self, p: _Pending, version: str, vocab):
+        """The answer for a user with no live sequence here: popular items."""
+        if p.rank is not None:
+            return self._ranking(p, self._popular_of(self.agent.processor.model).scores_of(vocab.indices(p.rank.items)),
+                                 version, 0, True)
+        idx, counts = self._popular_of(self.agent.processor.model).top(p.k)
+        return Recommendations(p.user_id, vocab.item_ids(idx.tolist()), _round(counts), {},
+                               version, 0, True, p.exclude_seen, self.served_by)
+
+
+__all__ = ["ServingService"]
