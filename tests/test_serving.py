@@ -244,7 +244,7 @@ def test_advertised_url():
         "http://w-0.svc:6066"
     import socket
     assert advertised_url(Settings(web_host="0.0.0.0", web_port=1)) == \
-        f"http://{socket.gethostname()}:1"
+        f"http://{socket.getfqdn()}:1"
 
 
 # --------------------------------------------------------------------------- schemas, docs

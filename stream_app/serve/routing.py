@@ -31,12 +31,16 @@ _partitioner = DefaultPartitioner()
 
 
 def advertised_url(settings) -> str:
-    """The URL other workers reach this worker's web server at."""
+    """The URL other workers reach this worker's web server at: ``web_advertised_url``, else
+    ``http://web_host:web_port``, with this machine's fully qualified name for a wildcard
+    bind."""
     if settings.web_advertised_url:
         return settings.web_advertised_url.rstrip("/")
     host = settings.web_host
     if host in ("0.0.0.0", "::", ""):
-        host = socket.gethostname()
+        # a pod of a StatefulSet: its DNS name under the headless Service
+        # (worker-0.seqstream-worker.<namespace>.svc...), which /etc/hosts holds
+        host = socket.getfqdn()
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{settings.web_port}"
