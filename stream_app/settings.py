@@ -176,6 +176,10 @@ class Settings(BaseSettings):
         "each other and share the model thread with the stream's batches)")
     serve_batch_wait_ms: float = Field(
         1.0, ge=0, description="how long the first request of a batch waits for company")
+    serve_model_thread: Literal["shared", "own"] = Field(
+        "shared", description="shared: request batches run on the stream's model thread, "
+        "between its event batches (a request may wait for one event batch's model call); "
+        "own: on a second thread, beside them (the two calls share the cores)")
     serve_timeout_s: float = Field(
         5.0, gt=0, description="a request not answered in this time gets a 503 (routing "
         "included)")

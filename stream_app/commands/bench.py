@@ -28,6 +28,10 @@ def register(sub) -> None:
     p.add_argument("--work-dir", default=None, help="logs, checkpoints (default: a temp dir)")
     p.add_argument("--quick", action="store_true", help="small smoke-test size (CI)")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.add_argument("--serving", action="store_true",
+                   help="the serving endpoints instead: a bare aiohttp handler, then "
+                        "recommendations and rank requests against a worker per model while "
+                        "the stream runs at half its maximum (stream_app.ops.bench_serving)")
     p.set_defaults(func=run)
 
 
@@ -36,6 +40,10 @@ def run(args) -> int:
     import signal
     import sys
 
+    if args.serving:
+        from stream_app.ops.bench_serving import run as run_serving
+
+        return run_serving(args)
     from schemas.exceptions import SeqstreamError
     from stream_app.ops.bench.runner import Bench, BenchConfig
     from stream_app.ops.bench.table import format_table

@@ -12,11 +12,19 @@
                                        │
                                        ▼  records built on the loop, futures answered
 
-The model thread is the worker's single ``ThreadPoolExecutor``: a request batch runs
-between two event batches (FIFO), never beside one, so the stream's model calls are delayed
-by at most one request batch (``serve_batch_size`` bounds it) and the two never contend for
-the cores. The model and the states are taken together on the loop, between two event
-batches, so a hot swap never mixes one model with another's vocabulary.
+Where the model runs (``serve_model_thread``):
+
+- ``shared``: on the worker's single model thread (``agent.executor``). A request batch runs
+  between two event batches (FIFO), never beside one: the stream's model calls are delayed by
+  at most one request batch (``serve_batch_size`` bounds it) and the two never contend for
+  the cores, but a request may wait for a whole event batch's model call.
+- ``own``: on a thread of its own, beside the stream's model calls (torch and numpy release
+  the GIL): a request waits for no event batch; the two calls share the cores. A worker
+  that adds items to its model at run time (the items feed) always uses ``shared``, the
+  thread those additions run on.
+
+The model and the states are taken together on the loop, between two event batches, so a
+hot swap never mixes one model with another's vocabulary.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,6 +82,9 @@ class ServingService:
         self.settings = settings
         self.served_by = served_by
         self._popular_of(agent.processor.model)
+        own = settings.serve_model_thread == "own" and agent.item_encoder is None
+        self.executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqstream-serve")
+                         if own else agent.executor)
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
         self.requests = 0
@@ -126,6 +138,8 @@ class ServingService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self.executor is not self.agent.executor:
+            self.executor.shutdown(wait=False)
 
     async def _drain(self) -> None:
         """One request batch at a time: the next one gathers while this one is scored."""
@@ -190,7 +204,7 @@ class ServingService:
         self.batches += 1
         self.model_calls += 1
         loop = asyncio.get_running_loop()
-        out_recs, out_ranks = await loop.run_in_executor(self.agent.executor, job)
+        out_recs, out_ranks = await loop.run_in_executor(self.executor, job)
         for group, topk in out_recs.values():
             for row, p in enumerate(group):
                 if p.future.done():
