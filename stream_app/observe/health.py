@@ -1,6 +1,6 @@
 """The worker's health: is it live, is it ready, can it reach the broker.
 
-``GET /v1/live`` answers 200 while the worker's event loop runs (a stalled or wedged process
+``GET /v1/live`` (also ``/v1/health``) answers 200 while the worker's event loop runs (a stalled or wedged process
 does not answer at all, which is what a liveness probe should see). ``GET /v1/ready``
 answers 200 only when the worker can do its job — partitions assigned and recovered, the
 broker reachable, its group membership not lost — and 503 otherwise, with the reasons in a
@@ -91,6 +91,10 @@ class Health:
 
         @self.app.page("/v1/live")
         async def live(view: web.View, request: web.Request) -> web.Response:
+            return view.json({"live": True})
+
+        @self.app.page("/v1/health")  # the serving API's name for liveness (stream_app.serve)
+        async def health_(view: web.View, request: web.Request) -> web.Response:
             return view.json({"live": True})
 
         @self.app.page("/v1/ready")

@@ -3,8 +3,7 @@
     GET  /v1/users/{user_id}/recommendations?k=20&exclude_seen=false&actions=false
     POST /v1/rank            {"user_id": ..., "items": [...], "scores": [...]?, "alpha": ...?}
     GET  /v1/openapi.json    the OpenAPI document (no token needed: no user data)
-    GET  /v1/health          liveness (as /v1/live; /v1/ready says whether requests can be
-                             answered: stream_app.observe.health)
+    (GET /v1/health, /v1/live and /v1/ready: stream_app.observe.health)
 
 Each request: authentication (:mod:`stream_app.serve.auth`), validation (a 400 naming the
 field), readiness (a 503 with the reasons while the worker joins, recovers or rebalances),
@@ -201,15 +200,10 @@ def install(sapp) -> Serving:
         async def get(self, request):
             return _json_response(self.web, 200, openapi)
 
-    class Health(fweb.View):
-        async def get(self, request):
-            return _json_response(self.web, 200, {"live": True})
-
     app.page("/v1/users/{user_id}/recommendations", name="seqstream-recommendations")(
         Recommendations)
     app.page("/v1/rank", name="seqstream-rank")(Rank)
     app.page("/v1/openapi.json", name="seqstream-openapi")(OpenAPI)
-    app.page("/v1/health", name="seqstream-health")(Health)
     return serving
 
 

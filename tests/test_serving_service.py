@@ -1,0 +1,160 @@
+"""ServingService in process, without Kafka: states from a store, batching of requests,
+the cold-start counts fed by batches, the two model-thread modes, a failing model.
+
+The worker's agent is stood in for by the attributes the service uses (its table's store,
+its processor, its hot-swap adapter, its model thread); the states come from the very
+BatchProcessor the worker runs, so an answer can be compared with the prediction the stream
+made after the same events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import numpy as np
+import orjson
+import pytest
+
+from model_core.datasets.synth import generate
+from model_core.models import create_model
+from model_core.sequences import build_vocab, group_by_user
+from schemas.event import Event
+from schemas.serving import RankRequest
+from stream_app.serve.service import ServingService
+from stream_app.settings import Settings
+from stream_app.worker.processor import BatchProcessor, RawRecord
+
+
+@pytest.fixture(scope="module")
+def trained():
+    events = generate(500, seed=4)
+    vocab = build_vocab(events)
+    model = create_model("markov", vocab)
+    model.fit(group_by_user(events, vocab))
+    model.version = "markov-test"
+    return events, model
+
+
+def _agent(model, settings: Settings):
+    proc = BatchProcessor(model, max_len=settings.max_seq_len, k=settings.top_k)
+    return SimpleNamespace(
+        processor=proc, table=SimpleNamespace(data={}),
+        swapper=SimpleNamespace(adapt=lambda st: st), item_encoder=None,
+        executor=ThreadPoolExecutor(max_workers=1))
+
+
+def _process(agent, events) -> list[dict]:
+    """The events through the worker's own stages; states written as the agent writes them;
+    the published predictions back."""
+    now = int(time.time() * 1000)
+    recs = [RawRecord(e.user_id.encode(), e.to_json(), "events", 0, i, now)
+            for i, e in enumerate(events)]
+    states: dict = {}
+    out = agent.processor.process(recs, states)
+    for user, st in out.result.touched.items():
+        agent.table.data[user.encode()] = st.encode()
+    return out, [orjson.loads(v) for _, v in out.predictions]
+
+
+@pytest.mark.parametrize("thread", ["shared", "own"])
+def test_answers_equal_the_streams_last_prediction(trained, thread):
+    events, model = trained
+    settings = Settings(serve_model_thread=thread, serve_batch_size=8)
+    agent = _agent(model, settings)
+    service = ServingService(agent, settings, served_by="http://me")
+    assert (service.executor is agent.executor) is (thread == "shared")
+    out, preds = _process(agent, events[:300])
+    service.observe_batch(out)
+    last = {}
+    for p in preds:
+        last[p["user_id"]] = p
+    users = sorted(last)[:20]
+    cands = sorted({e.item_id for e in events[:300]})[:50]
+
+    async def ask():
+        # 20 recommendations + 20 ranks + 5 unknown users at once: batched 8 at a time
+        return await asyncio.gather(
+            *(service.recommend(u, settings.top_k) for u in users),
+            *(service.rank(RankRequest(u, cands)) for u in users),
+            *(service.recommend(f"new-{i}", 5) for i in range(5)))
+
+    got = asyncio.run(ask())
+    recs, ranks, cold = got[:20], got[20:40], got[40:]
+    for u, r in zip(users, recs, strict=True):
+        assert r.items == last[u]["items"] and r.model_version == "markov-test"
+        n = sum(1 for e in events[:300] if e.user_id == u)
+        assert r.sequence_length == min(n, settings.max_seq_len) and not r.cold_start
+        assert r.served_by == "http://me"
+    for r in ranks:
+        assert sorted(r.items) == cands and not r.cold_start
+        known = [s for s in r.model_scores if s is not None]
+        assert known == sorted(known, reverse=True)  # alpha 1: the model's order
+    popular = [e.item_id for e in events[:300]]
+    top = max(set(popular), key=lambda i: (popular.count(i), -model.vocab.index(i)))
+    for r in cold:
+        assert r.cold_start and r.sequence_length == 0 and len(r.items) == 5
+    # 45 requests queued at once, 8 per batch: 5 batches of known users (one model job
+    # each), then the 5 unknown users (no model call)
+    assert service.batches == 5
+    assert service.requests == 45
+    assert top in cold[0].items
+
+
+def test_cold_start_follows_the_stream(trained):
+    events, model = trained
+    settings = Settings()
+    agent = _agent(model, settings)
+    service = ServingService(agent, settings)
+    seeded = service.popular.top(3)[0].tolist()  # a counting model: its training counts
+    assert seeded
+    hot = events[-1].item_id
+    burst = [Event(f"hot{i}", f"h{i}", hot, "view", events[0].timestamp_ms) for i in range(5000)]
+    service.observe_batch(SimpleNamespace(events=burst))
+    r = asyncio.run(service.recommend("nobody", 3))
+    assert r.cold_start and r.items[0] == hot
+
+
+def test_a_failing_model_fails_its_requests_not_the_service(trained):
+    events, model = trained
+    settings = Settings()
+    agent = _agent(model, settings)
+    service = ServingService(agent, settings)
+    _process(agent, events[:100])
+    user = events[0].user_id
+
+    class Broken:
+        vocab = model.vocab
+
+        def predict_topk(self, *a, **k):
+            raise RuntimeError("boom")
+
+    good = agent.processor.model
+    agent.processor.model = Broken()
+
+    async def ask():
+        with pytest.raises(RuntimeError, match="boom"):
+            await service.recommend(user, 5)
+        agent.processor.model = good
+        return await service.recommend(user, 5)  # the next batch is served
+
+    assert not asyncio.run(ask()).cold_start
+
+
+def test_a_state_in_an_old_vocabulary_is_adapted(trained):
+    events, model = trained
+    settings = Settings()
+    agent = _agent(model, settings)
+    _process(agent, events[:100])
+    seen = []
+
+    def adapt(st):
+        seen.append(len(st))
+        st.items = np.zeros_like(st.items)  # as ModelSwapper does for an unknown vocabulary
+        return st
+
+    agent.swapper.adapt = adapt
+    service = ServingService(agent, settings)
+    r = asyncio.run(service.recommend(events[0].user_id, 5))
+    assert seen and r.sequence_length == seen[0]
