@@ -37,8 +37,9 @@ def trained():
     return events, model
 
 
-def _agent(model, settings: Settings):
-    proc = BatchProcessor(model, max_len=settings.max_seq_len, k=settings.top_k)
+def _agent(model, settings: Settings, pseudonyms=None):
+    proc = BatchProcessor(model, max_len=settings.max_seq_len, k=settings.top_k,
+                          pseudonyms=pseudonyms)
     return SimpleNamespace(
         processor=proc, table=SimpleNamespace(data={}),
         swapper=SimpleNamespace(adapt=lambda st: st), item_encoder=None,
@@ -158,3 +159,18 @@ def test_a_state_in_an_old_vocabulary_is_adapted(trained):
     service = ServingService(agent, settings)
     r = asyncio.run(service.recommend(events[0].user_id, 5))
     assert seen and r.sequence_length == seen[0]
+
+
+def test_pseudonymous_states_are_found_by_the_raw_id(trained):
+    from stream_app.worker.privacy import Pseudonyms
+
+    events, model = trained
+    settings = Settings()
+    agent = _agent(model, settings, pseudonyms=Pseudonyms(b"k" * 32))
+    _, preds = _process(agent, events[:100])
+    raw = events[0].user_id
+    assert raw.encode() not in agent.table.data  # the table holds only pseudonyms
+    r = asyncio.run(ServingService(agent, settings).recommend(raw, settings.top_k))
+    assert not r.cold_start and r.user_id == raw
+    mine = [p for p in preds if p["user_id"] == agent.processor.pseudonyms(raw)]
+    assert r.items == mine[-1]["items"]

@@ -163,9 +163,10 @@ class ServingService:
 
     # ------------------------------------------------------------------ one batch
     def read_sequence(self, user_id: str) -> UserSequence | None:
-        """The user's live sequence from the table store (None: no state here), in the
-        current model's vocabulary."""
-        raw = self.agent.table.data.get(user_id.encode())
+        """The user's live sequence from the table store (None: no state here, or erased or
+        expired), in the current model's vocabulary."""
+        # the table key: the user's pseudonym when the worker keeps those (worker/privacy.py)
+        raw = self.agent.table.data.get(self.agent.processor.state_key(user_id))
         if not raw:
             return None
         st = self.agent.swapper.adapt(UserState.decode(raw))
