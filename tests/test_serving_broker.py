@@ -297,3 +297,23 @@ def test_async_client_gives_the_same_answers(cluster):
     with Client(urls[1], TOKEN) as c:
         assert got[0] == c.recommendations(u, k=7)
         assert got[1] == c.rank(u, items[:20])
+
+
+def test_odd_user_ids_survive_the_hop(cluster):
+    settings, urls, _ = cluster
+    odd, parts = [], set()
+    for i in range(200):  # one of every partition: some owned by each worker
+        u = f"a b/c?d#e%f-ü-{i}"
+        if partition_of(u, settings.partitions) not in parts:
+            parts.add(partition_of(u, settings.partitions))
+            odd.append(u)
+    served = set()
+    for u in odd:
+        answers = []
+        for url in urls:
+            with Client(url, TOKEN) as c:
+                answers.append(c.recommendations(u, k=2))
+        assert all(a.user_id == u for a in answers)
+        assert answers[0].served_by == answers[1].served_by
+        served.add(answers[0].served_by)
+    assert served == set(urls)

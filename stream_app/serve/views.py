@@ -121,7 +121,7 @@ class Serving:
                                     "worker (the partitions moved); retry", retry_after_s=1)
         try:
             status, content, _ctype = await self.routing.forward(
-                owner, request.method, request.rel_url.path_qs,
+                owner, request.method, request.rel_url.raw_path_qs,  # %2F stays encoded
                 request.headers.get("Authorization"), body)
         except (OSError, asyncio.TimeoutError) as e:  # aiohttp.ClientError is an OSError
             raise RequestError(503, f"the owner of user {user_id[:64]!r} ({owner}) did not "
