@@ -291,3 +291,40 @@ def test_client_raises_the_servers_error_line():
     with pytest.raises(ServingError) as e:
         _drive(_recommendations("u", None, False, False), 502, b"<html>bad gateway</html>")
     assert e.value.status == 502 and "bad gateway" in e.value.error
+
+
+# --------------------------------------------------------------------------- the benchmark's summary
+def test_serving_bench_summary_takes_the_worst_per_thread_mode():
+    from stream_app.ops.bench_serving import (
+        ModelResult,
+        ServingBenchConfig,
+        format_table,
+        summarise,
+    )
+
+    def phases(alone, rec, rank):
+        return {"stream_only": {"stream_events_per_s": alone},
+                "recommendations": {"stream_events_per_s": rec[0], "requests_per_s": rec[1],
+                                    "latency_ms": {"p50": 1.0, "p99": rec[2]}, "errors": {}},
+                "rank": {"stream_events_per_s": rank[0], "requests_per_s": rank[1],
+                         "latency_ms": {"p50": 2.0, "p99": rank[2]}, "errors": {"503": 1}}}
+
+    results = {
+        "gru4rec/shared": ModelResult("gru4rec", "shared", 2000, 1000,
+                                      phases(1000, (900, 199, 30.0), (950, 200, 40.0))),
+        "sasrec/shared": ModelResult("sasrec", "shared", 1000, 500,
+                                     phases(500, (500, 200, 10.0), (400, 198, 12.0))),
+        "gru4rec/own": ModelResult("gru4rec", "own", 2000, 1000,
+                                   phases(1000, (990, 200, 8.0), (980, 200, 9.0))),
+    }
+    s = summarise(ServingBenchConfig(threads=("shared", "own")), {"requests_per_s": 9000.0},
+                  results, 60.0, (1.0, 1.0, 1.0))
+    shared = s["by_thread"]["shared"]
+    assert shared == {"rank_p99_ms": 40.0, "recommend_p99_ms": 30.0, "requests_per_s": 198,
+                      "stream_events_ratio": 0.8}
+    assert s["by_thread"]["own"]["stream_events_ratio"] == 0.98
+    assert s["rank_p99_ms"] == s["by_thread"][s["serve_model_thread"]]["rank_p99_ms"]
+    assert s["aiohttp_baseline_requests_per_s"] == 9000.0
+    assert s["models"]["sasrec/shared"]["phases"]["rank"]["stream_events_ratio"] == 0.8
+    table = format_table(s)
+    assert "sasrec/shared" in table and "{'503': 1}" in table
