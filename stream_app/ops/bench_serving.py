@@ -88,11 +88,13 @@ def _records(events: list[Event]) -> list[tuple[bytes, bytes]]:
 
 # --------------------------------------------------------------------------- measurement
 def percentiles_ms(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p99": None}
-    a = np.asarray(values) * 1000.0
-    return {"p50": round(float(np.percentile(a, 50)), 2),
-            "p99": round(float(np.percentile(a, 99)), 2)}
+    """p50 and p99 in ms of latencies in seconds (the project's one percentile: nearest
+    rank, :func:`model_core.metrics.percentiles`)."""
+    from model_core.metrics import percentiles
+
+    p50, p99 = percentiles(np.asarray(values, dtype=np.float64) * 1000.0, (50, 99))
+    return {"p50": None if p50 is None else round(p50, 2),
+            "p99": None if p99 is None else round(p99, 2)}
 
 
 class PredictionCounter(threading.Thread):
