@@ -107,7 +107,7 @@ class PredictionCounter(threading.Thread):
         self.count = 0
         self.last_at = 0.0
         self.first_at = 0.0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         from kafka import KafkaConsumer, TopicPartition
@@ -119,13 +119,13 @@ class PredictionCounter(threading.Thread):
                           enable_auto_commit=False, **kafka_python_kwargs(self.settings))
         try:
             parts = None
-            while not parts and not self._stop.is_set():
+            while not parts and not self._halt.is_set():
                 parts = c.partitions_for_topic(topic)
                 time.sleep(0.1)
             tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
             c.assign(tps)
             c.seek_to_beginning(*tps)
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 got = c.poll(timeout_ms=200, max_records=10_000)
                 n = sum(len(v) for v in got.values())
                 if n:
@@ -138,7 +138,7 @@ class PredictionCounter(threading.Thread):
             c.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
 
 
@@ -149,7 +149,7 @@ class PacedProducer(threading.Thread):
         super().__init__(daemon=True)
         self.settings, self.records, self.rate = settings, records, rate
         self.sent = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         from stream_app.kafka.replay import make_producer
@@ -158,7 +158,7 @@ class PacedProducer(threading.Thread):
         p = make_producer(self.settings)
         t0 = time.monotonic()
         try:
-            while not self._stop.is_set() and self.sent < len(self.records):
+            while not self._halt.is_set() and self.sent < len(self.records):
                 due = min(len(self.records), int((time.monotonic() - t0) * self.rate))
                 for key, value in self.records[self.sent:due]:
                     p.send(topic, key=key, value=value)
@@ -169,7 +169,7 @@ class PacedProducer(threading.Thread):
             p.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(10)
 
 
