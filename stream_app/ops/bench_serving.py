@@ -388,8 +388,8 @@ class ServingBench:
                 # the backlog of this phase drains before the next starts
                 _wait(lambda s=counter: time.monotonic() - s.last_at > 1.0, 60, "a quiet stream")
         finally:
+            worker.stop(30)  # first: a failure below must not leave the worker running
             counter.stop()
-            worker.stop(30)
         return result
 
 
