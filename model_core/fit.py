@@ -65,6 +65,9 @@ class FitConfig:
     #: fill every hyper-parameter not in ``train`` from the data's shape
     #: (:func:`model_core.defaults.choose`; what ``seqstream train`` / ``evaluate`` do)
     auto: bool = False
+    #: ``on_epoch(epoch, valid_metrics) -> stop?`` during the validated fit (tuning trials:
+    #: :mod:`model_core.tune` reports each epoch to Optuna and prunes weak trials)
+    on_epoch: Any = None
 
 
 @dataclass
@@ -95,7 +98,8 @@ def _train(config: FitConfig, events: Sequence, by: str, valid_split=None,
     model, hist = train_model(config.model, seqs, valid if valid is not None and len(valid) else None,
                               config=cfg, progress=config.progress, seed=config.seed,
                               vocab=vocab, item_categories=cats,
-                              text_vectors=config.text.vectors_for(vocab) if config.text else None)
+                              text_vectors=config.text.vectors_for(vocab) if config.text else None,
+                              on_epoch=config.on_epoch if valid_split is not None else None)
     return model, hist, seqs, vocab, (len(valid) if valid is not None else 0), dropped
 
 
@@ -116,7 +120,7 @@ def with_defaults(config: FitConfig, grouped, by: str,
         log(f"defaults: {line}")
     cfg = {**run, **choice.values}
     return FitConfig(config.model, cfg, config.refit, config.seed, config.progress,
-                     config.text, config.auto), choice
+                     config.text, config.auto, config.on_epoch), choice
 
 
 def fit(split: Split, config: FitConfig, log: Callable[[str], None] = _stderr) -> FitResult:
@@ -129,7 +133,8 @@ def fit(split: Split, config: FitConfig, log: Callable[[str], None] = _stderr) -
     train_cfg = dict(config.train)
     train_cfg.setdefault("valid_exclude_history", split.protocol != "session")
     config = FitConfig(config.model, train_cfg, config.refit, config.seed, config.progress,
-                       config.text)  # auto done: the refit uses the same values
+                       config.text, on_epoch=config.on_epoch)  # auto done: the refit uses
+    # the same values
     planned = (config.refit and split.fit_events is not split.train_events
                and len(split.fit_events) != len(split.train_events))
     budget = train_cfg.get("max_seconds")

@@ -143,7 +143,7 @@ SEQUENCE_HPARAMS: tuple[HParam, ...] = (
     _p("loss", str, "auto", "auto: full cross-entropy up to 20,000 items, else sampled",
        choices=("auto", "ce", "sampled", "gbce")),
     _p("negatives", int, 2048, "sampled / gbce negatives per batch", low=1,
-       search=(256, 16384), log=True),
+       search=(256, 32768), log=True),
     _p("sample_alpha", float, 0.0, "negatives drawn by popularity**alpha (0 = uniform)",
        low=0, search=(0.0, 1.0)),
     _p("in_batch", bool, False, "sampled: add in-batch negatives"),
@@ -163,8 +163,7 @@ _DROPOUT_HELP = "dropout (gru4rec: on the output; sasrec: residual branches and 
 _LAYERS_HELP = "recurrent layers (gru4rec) / transformer blocks (sasrec)"
 
 GRU4REC_HPARAMS: tuple[HParam, ...] = (
-    _p("hidden", int, None, "gru4rec: recurrent units (default dim)", low=1,
-       search=(64, 100, 128, 200)),
+    _p("hidden", int, None, "gru4rec: recurrent units (default dim)", low=1),
     _p("layers", int, 1, _LAYERS_HELP, low=1),
     _p("cell", str, "gru", "gru4rec cell", choices=("gru", "lstm")),
     _p("dropout", float, 0.0, _DROPOUT_HELP, low=0, high=1, search=(0.0, 0.5)),
