@@ -192,7 +192,7 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
     budget = time_budget_s(args)
     if budget is not None:
         config["max_seconds"] = budget
-    fc = FitConfig(spec, config, seed=args.seed, auto=True)
+    fc = FitConfig(spec, config, seed=args.seed, auto=True, progress=not quiet)
     log = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
     if prep.split is None:
         log(f"training {spec} on {len(prep.train_events)} events")
