@@ -193,7 +193,10 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
     if budget is not None:
         config["max_seconds"] = budget
     fc = FitConfig(spec, config, seed=args.seed, auto=True, progress=not quiet)
-    log = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
+    def log(msg: str) -> None:  # what the defaults chose is said even with --json
+        if not quiet or msg.startswith("defaults:"):
+            print(msg, file=sys.stderr)
+
     if prep.split is None:
         log(f"training {spec} on {len(prep.train_events)} events")
         model = fit_events(prep.train_events, fc, log=log).model

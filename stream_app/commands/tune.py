@@ -119,11 +119,11 @@ def run(args) -> int:
     ev = evaluate(model, split.test, ks=(10, 20), exclude_history=args.exclude_history,
                   n_boot=200, seed=args.seed, protocol=args.protocol)
     m, ci = ev.metrics, ev.ci
-    shown = "  ".join(f"{k} {m[k]:.4f} [{ci[k][0]:.4f}, {ci[k][1]:.4f}]"
-                      for k in ("hr@10", "ndcg@10", "mrr@20") if k in m)
-    print(f"test ({ev.n_cases} cases, once): {shown}")
-    print(f"saved {model.name} ({model.version}) to {ck} in "
-          f"{(time.perf_counter() - t0) / 60:.1f} min")
+    print(f"test ({ev.n_cases:,} cases; the chosen configuration only), 95% CI:")
+    for k in ("hr@10", "ndcg@10", "hr@20", "mrr@20"):
+        if k in m:
+            print(f"  {k:<8} {m[k]:.4f} [{ci[k][0]:.4f}, {ci[k][1]:.4f}]")
+    print(f"saved {model.name} to {ck} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 
 
