@@ -183,9 +183,12 @@ BIG_USER_LOG = DataShape("user", n_items=54_000, n_sequences=40_000, n_events=30
 def test_a_session_log_and_a_user_log_pick_different_recipes():
     s = choose("gru4rec", SESSION_LOG)
     u = choose("gru4rec", USER_LOG)
-    assert s.recipe == "rsc15" and u.recipe == "small-log"
+    assert s.recipe == "rsc15" and u.recipe == "rsc15-small"
     assert s.values["batch_order"] == "parallel" and s.values["optimizer"] == "adagrad"
-    assert u.values["batch_order"] == "length" and u.values["optimizer"] == "adam"
+    assert u.values["epochs"] == 30 and s.values["epochs"] == 14
+    assert choose("sasrec", USER_LOG).recipe == "small-log-sasrec"
+    f = choose("gru4rec", USER_LOG, {"features": ["action"]})
+    assert f.recipe == "small-log" and f.values["batch_order"] == "length"
     assert "session log" in s.reasons[0] and "rsc15" in s.reasons[0]
     assert "user log" in u.reasons[0]
     big = choose("sasrec", BIG_USER_LOG, run={})
@@ -245,8 +248,8 @@ def test_train_prints_and_records_what_the_defaults_chose(synth_log, tmp_path, c
     assert main(["train", "--data", str(synth_log), "--format", "jsonl", "--model", "gru4rec",
                  "--protocol", "loo", "--out", str(out), "--epochs", "1", "--dim", "8",
                  "--quiet", "--threads", "1", "--device", "cpu"]) == 0
-    assert read_meta(out)["hparams"]["recipe"] == "small-log"
-    assert read_meta(out)["hparams"]["values"]["batch_order"] == "length"
+    assert read_meta(out)["hparams"]["recipe"] == "rsc15-small"
+    assert read_meta(out)["hparams"]["values"]["epochs"] == 1  # given
 
 
 # --------------------------------------------------------------------------- progress
