@@ -193,6 +193,7 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
     if budget is not None:
         config["max_seconds"] = budget
     fc = FitConfig(spec, config, seed=args.seed, auto=True, progress=not quiet)
+
     def log(msg: str) -> None:  # what the defaults chose is said even with --json
         if not quiet or msg.startswith("defaults:"):
             print(msg, file=sys.stderr)
