@@ -1,14 +1,19 @@
 """``seqstream train``: read a log, split it, train a model, save a checkpoint directory.
 
     seqstream train --data ../shared/data/bert4rec_beauty/beauty.txt --format seqtxt \\
-        --model sasrec --out runs/sasrec-beauty --loss sampled --negatives 2048
+        --protocol loo --model sasrec --out runs/sasrec-beauty
 
 The split (``--protocol``) gives the training events and the validation cases used for early
 stopping on NDCG@10; the test part is never looked at here (``seqstream evaluate`` does).
 Training is :func:`model_core.fit.fit` (fit before the validation cases, then with
 ``temporal`` and ``session`` a refit on all training events for the best number of epochs;
-``--no-refit`` keeps the validated model; ``--max-seconds`` bounds both); this command only
-reads the log, parses options and writes the checkpoint.
+``--no-refit`` keeps the validated model; ``--max-seconds`` / ``--max-minutes`` bound both);
+this command only reads the log, parses options and writes the checkpoint.
+
+The model flags are made from the models' declarations (:mod:`model_core.hparams`); what a
+user leaves unset is chosen from the shape of the data (:mod:`model_core.defaults`), printed
+before training (``defaults: ...``) and recorded with every value that ran in ``meta.json``
+(``hparams``).
 """
 
 from __future__ import annotations
