@@ -142,10 +142,14 @@ WHY = {
 }
 
 
-def _recipe(model: str, shape: DataShape, explicit: Mapping[str, Any]) -> str | None:
+def _recipe(model: str, shape: DataShape, explicit: Mapping[str, Any],
+            run: Mapping[str, Any]) -> str | None:
     small = shape.n_events <= SMALL_LOG
-    # session-parallel batches train items only: not with side features or an action head
-    items_only = not (explicit.get("features") or explicit.get("action_head"))
+    # session-parallel batches train items only: not with side features or an action head;
+    # nor with item text vectors (whose metadata-only items extend the vocabulary after the
+    # model's item bias is made)
+    items_only = not (explicit.get("features") or explicit.get("action_head")
+                      or run.get("item_mode", "id") != "id")
     if model == "gru4rec" and items_only:
         if shape.sequences_by == "session":
             return "rsc15"
@@ -169,7 +173,7 @@ def choose(model: str, shape: DataShape, explicit: Mapping[str, Any] | None = No
     explicit = dict(explicit or {})
     run = dict(run or {})
     decls = hparams_of(model)
-    recipe = _recipe(model, shape, explicit)
+    recipe = _recipe(model, shape, explicit, run)
     rvals = dict(RECIPES.get(recipe, {}))
     if recipe == "large-catalogue":
         rvals["negatives"] = min(rvals["negatives"], shape.n_items)

@@ -189,6 +189,8 @@ def test_a_session_log_and_a_user_log_pick_different_recipes():
     assert choose("sasrec", USER_LOG).recipe == "small-log-sasrec"
     f = choose("gru4rec", USER_LOG, {"features": ["action"]})
     assert f.recipe == "small-log" and f.values["batch_order"] == "length"
+    t = choose("gru4rec", USER_LOG, run={"item_mode": "fused"})
+    assert t.recipe == "small-log" and not t.values["bias"]
     assert "session log" in s.reasons[0] and "rsc15" in s.reasons[0]
     assert "user log" in u.reasons[0]
     big = choose("sasrec", BIG_USER_LOG, run={})
