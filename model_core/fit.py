@@ -36,7 +36,7 @@ from typing import Any
 from model_core.splits import Split
 from model_core.train import sequences_from_events, train_model
 
-__all__ = ["FitConfig", "FitResult", "fit", "fit_events", "sequences_by"]
+__all__ = ["FitConfig", "FitResult", "fit", "fit_events", "sequences_by", "with_defaults"]
 
 
 def sequences_by(protocol: str) -> str:
@@ -62,6 +62,12 @@ class FitConfig:
     seed: int = 0
     progress: bool = False
     text: Any = None
+    #: fill every hyper-parameter not in ``train`` from the data's shape
+    #: (:func:`model_core.defaults.choose`; what ``seqstream train`` / ``evaluate`` do)
+    auto: bool = False
+    #: ``on_epoch(epoch, valid_metrics) -> stop?`` during the validated fit (tuning trials:
+    #: :mod:`model_core.tune` reports each epoch to Optuna and prunes weak trials)
+    on_epoch: Any = None
 
 
 @dataclass
@@ -75,6 +81,9 @@ class FitResult:
     n_valid_dropped: int = 0  # validation cases whose target the fit never saw
     refit_skipped: str | None = None  # why a planned refit did not run
     seconds: float = 0.0  # wall time of the whole call
+    #: with ``FitConfig.auto``: the hyper-parameters that ran, where each came from and why
+    #: (a :class:`model_core.defaults.Choice`)
+    choice: Any = None
 
 
 def _stderr(msg: str) -> None:
@@ -82,15 +91,36 @@ def _stderr(msg: str) -> None:
 
 
 def _train(config: FitConfig, events: Sequence, by: str, valid_split=None,
-           overrides: Mapping[str, Any] | None = None):
-    seqs, vocab, cats = sequences_from_events(events, by=by)
+           overrides: Mapping[str, Any] | None = None, grouped=None):
+    seqs, vocab, cats = grouped or sequences_from_events(events, by=by)
     valid, dropped = (valid_split.for_vocab(vocab) if valid_split is not None else (None, 0))
     cfg = {**config.train, **(overrides or {})}
     model, hist = train_model(config.model, seqs, valid if valid is not None and len(valid) else None,
                               config=cfg, progress=config.progress, seed=config.seed,
                               vocab=vocab, item_categories=cats,
-                              text_vectors=config.text.vectors_for(vocab) if config.text else None)
+                              text_vectors=config.text.vectors_for(vocab) if config.text else None,
+                              on_epoch=config.on_epoch if valid_split is not None else None)
     return model, hist, seqs, vocab, (len(valid) if valid is not None else 0), dropped
+
+
+def with_defaults(config: FitConfig, grouped, by: str,
+                  log: Callable[[str], None]) -> tuple[FitConfig, Any]:
+    """``config`` with every hyper-parameter it does not set chosen from the shape of the
+    grouped training data ``(seqs, vocab, cats)`` (:func:`model_core.defaults.choose`),
+    each non-trivial choice logged; unchanged (and None) without ``config.auto``."""
+    if not config.auto:
+        return config, None
+    from model_core.defaults import DataShape, choose
+    from model_core.hparams import split_known
+
+    seqs, vocab, _ = grouped
+    explicit, run = split_known(config.model, config.train)
+    choice = choose(config.model, DataShape.of(seqs, vocab, by), explicit, run)
+    for line in choice.reasons:
+        log(f"defaults: {line}")
+    cfg = {**run, **choice.values}
+    return FitConfig(config.model, cfg, config.refit, config.seed, config.progress,
+                     config.text, config.auto, config.on_epoch), choice
 
 
 def fit(split: Split, config: FitConfig, log: Callable[[str], None] = _stderr) -> FitResult:
@@ -98,10 +128,13 @@ def fit(split: Split, config: FitConfig, log: Callable[[str], None] = _stderr) -
     ``split.train_events`` (see the module docstring)."""
     t0 = time.perf_counter()
     by = sequences_by(split.protocol)
+    grouped = sequences_from_events(split.fit_events, by=by)
+    config, choice = with_defaults(config, grouped, by, log)
     train_cfg = dict(config.train)
     train_cfg.setdefault("valid_exclude_history", split.protocol != "session")
     config = FitConfig(config.model, train_cfg, config.refit, config.seed, config.progress,
-                       config.text)
+                       config.text, on_epoch=config.on_epoch)  # auto done: the refit uses
+    # the same values
     planned = (config.refit and split.fit_events is not split.train_events
                and len(split.fit_events) != len(split.train_events))
     budget = train_cfg.get("max_seconds")
@@ -110,12 +143,12 @@ def fit(split: Split, config: FitConfig, log: Callable[[str], None] = _stderr) -
         n_fit, n_all = len(split.fit_events), len(split.train_events)
         fit_over["max_seconds"] = float(budget) * n_fit / (n_fit + n_all)
     model, hist, seqs, vocab, n_valid, dropped = _train(config, split.fit_events, by,
-                                                        split.valid, fit_over)
+                                                        split.valid, fit_over, grouped)
     log(f"{config.model}: {seqs.n_events} training events, {len(seqs)} sequences, "
         f"{vocab.n_items} items; {n_valid} validation cases "
         f"({dropped} with an item unseen in training skipped)")
     result = FitResult(model, [hist.to_dict()], dict(hist.best_valid), False, by, n_valid,
-                       dropped)
+                       dropped, choice=choice)
     if planned:
         over: dict[str, Any] = {"epochs": hist.best_epoch or int(train_cfg.get("epochs", 1)),
                                 "max_seconds": None, "init_from": None}
@@ -140,10 +173,13 @@ def fit(split: Split, config: FitConfig, log: Callable[[str], None] = _stderr) -
     return result
 
 
-def fit_events(events: Sequence, config: FitConfig, by: str = "user") -> FitResult:
+def fit_events(events: Sequence, config: FitConfig, by: str = "user",
+               log: Callable[[str], None] = _stderr) -> FitResult:
     """Train once on ``events`` for the configured epochs, without validation (the
     ``prequential`` protocol's training period)."""
     t0 = time.perf_counter()
-    model, hist, *_ = _train(config, events, by)
+    grouped = sequences_from_events(events, by=by)
+    config, choice = with_defaults(config, grouped, by, log)
+    model, hist, *_ = _train(config, events, by, grouped=grouped)
     return FitResult(model, [hist.to_dict()], {}, False, by,
-                     seconds=time.perf_counter() - t0)
+                     seconds=time.perf_counter() - t0, choice=choice)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ class TrainHistory:
     train_seconds: float = 0.0
     train_cpu_seconds: float = 0.0  # process CPU time of the training steps (all threads)
     train_events: int = 0  # target events processed (all epochs)
-    stopped: str = "epochs"  # epochs | early_stopping | time_limit | counted
+    stopped: str = "epochs"  # epochs | early_stopping | time_limit | counted | pruned
 
     @property
     def events_per_s(self) -> float:
@@ -306,16 +307,39 @@ def _pad(rows: _Rows, idx: np.ndarray, device, use_actions: bool, use_gaps: bool
 
 
 # --------------------------------------------------------------------------- progress
+#: Width of a progress line (the time prefix of plain output included): an 80-column terminal.
+LINE_WIDTH = 80
+
+
+def epoch_line(epoch: int, n_epochs: int, rec: dict, metrics: dict | None, best: bool,
+               elapsed_s: float, budget_s: float | None = None) -> str:
+    """One line per epoch, at most ``LINE_WIDTH - 9`` characters (room for the ``HH:MM:SS``
+    prefix of plain output): epoch, loss, validation NDCG@10 / HR@10 (``*`` at a new best),
+    the epoch's seconds and the time used of the budget."""
+    head = f"epoch {epoch}/{n_epochs} loss {rec['loss']:.4f}"
+    val = (f" ndcg@10 {metrics['ndcg@10']:.4f}{'*' if best else ' '} hr@10 "
+           f"{metrics['hr@10']:.4f}") if metrics else ""
+    used = f"{_mmss(elapsed_s)}/{_mmss(budget_s)}" if budget_s else _mmss(elapsed_s)
+    line = f"{head}{val} {rec['seconds']:.0f}s {used}"
+    return line[: LINE_WIDTH - 9]
+
+
+def _mmss(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
 class _Progress:
-    """Rich progress bars on a terminal; one plain line per epoch otherwise (logs, CI)."""
+    """On a terminal: a bar for the running epoch (replaced at its end by the epoch's line,
+    :func:`epoch_line`), all within 80 columns. Otherwise (logs, CI): only the epoch lines,
+    one per epoch, with an ``HH:MM:SS`` prefix."""
 
     def __init__(self, enabled: bool) -> None:
-        import sys
-
         self.enabled = enabled
         self.plain = enabled and not sys.stderr.isatty()
         self.p = None
         if enabled and not self.plain:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -326,10 +350,12 @@ class _Progress:
             )
 
             self.p = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}"),
-                TextColumn("{task.fields[rate]:,.0f} events/s"),
-                TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+                TextColumn("{task.description}"), BarColumn(bar_width=20),
+                MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
+                console=Console(file=sys.stderr, width=min(LINE_WIDTH,
+                                                           Console(file=sys.stderr).width)))
+        self._task = None
 
     def __enter__(self):
         if self.p is not None:
@@ -341,7 +367,12 @@ class _Progress:
             self.p.__exit__(*exc)
 
     def task(self, desc: str, total: int):
-        return self.p.add_task(desc, total=total, loss=float("nan"), rate=0.0) if self.p else None
+        if self.p is None:
+            return None
+        if self._task is not None:
+            self.p.remove_task(self._task)
+        self._task = self.p.add_task(desc, total=total, loss=float("nan"), rate=0.0)
+        return self._task
 
     def update(self, task, **kw):
         if self.p is not None and task is not None:
@@ -349,10 +380,12 @@ class _Progress:
 
     def log(self, msg: str):
         if self.p is not None:
-            self.p.console.log(msg)
+            if self._task is not None:
+                self.p.remove_task(self._task)
+                self._task = None
+            self.p.console.print(time.strftime("%H:%M:%S ") + msg, highlight=False,
+                                 markup=False)
         elif self.plain:
-            import sys
-
             print(time.strftime("%H:%M:%S ") + msg, file=sys.stderr, flush=True)
 
 
@@ -438,8 +471,11 @@ def _auto_sparse_emb(loss: str, n_items: int) -> bool:
 def train_model(name: str, train_sequences, valid_cases=None, config: dict | None = None,
                 progress: bool = True, seed: int = 0, vocab: ItemVocab | None = None,
                 item_categories: np.ndarray | None = None,
-                text_vectors: np.ndarray | None = None):
+                text_vectors: np.ndarray | None = None, on_epoch=None):
     """Train model ``name``; returns ``(model, history)``.
+
+    ``on_epoch(epoch, valid_metrics)`` is called after each validated epoch; when it returns
+    True training stops there (``history.stopped = "pruned"``: a tuning trial cut short).
 
     The returned model holds the weights of the best validation epoch (NDCG@10) when
     ``valid_cases`` are given, else those of the last epoch. ``vocab`` defaults to
@@ -564,7 +600,7 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
             batches = steps if steps is not None else _batches(rows, int(tcfg["batch_size"]),
                                                                  rng, order)
             state = None
-            task = prog.task(f"{name} epoch {epoch}", len(batches))
+            task = prog.task(f"epoch {epoch}/{n_epochs}", len(batches))
             t0, c0 = time.perf_counter(), time.process_time()
             total_loss, n_ev, timed_out, n_steps = 0.0, 0, False, 0
             cut = final_steps if epoch == n_epochs and final_steps is not None else None
@@ -630,14 +666,16 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
                     history.best_epoch, history.best_valid = epoch, rec["valid"]
                 else:
                     bad += 1
-                prog.log(f"epoch {epoch}: loss {rec['loss']:.4f}, valid ndcg@10 {score:.4f} "
-                         f"hr@10 {metrics['hr@10']:.4f} ({secs:.1f}s, "
-                         f"{rec['events_per_s']:,.0f} events/s)")
+                prog.log(epoch_line(epoch, n_epochs, rec, metrics, history.best_epoch == epoch,
+                                    time.perf_counter() - t_start, max_s))
             else:
                 history.best_epoch = epoch
-                prog.log(f"epoch {epoch}: loss {rec['loss']:.4f} ({secs:.1f}s, "
-                         f"{rec['events_per_s']:,.0f} events/s)")
+                prog.log(epoch_line(epoch, n_epochs, rec, None, False,
+                                    time.perf_counter() - t_start, max_s))
             history.epochs.append(rec)
+            if cases is not None and on_epoch is not None and on_epoch(epoch, metrics):
+                history.stopped = "pruned"
+                break
             if timed_out:
                 history.stopped = "time_limit"
                 break

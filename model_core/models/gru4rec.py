@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from model_core.hparams import declared
 from model_core.models.base import (
     NEG_INF,
     NegativeSampler,
@@ -203,3 +204,4 @@ class GRU4RecModule(SequenceModule):
 class GRU4Rec(StatefulMixin, NeuralRecommender):
     name = "gru4rec"
     module_cls = GRU4RecModule
+    hparams = declared("gru4rec")  # model_core.hparams.MODEL_HPARAMS

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from model_core.hparams import declared
 from model_core.models.data import SeqData
 from model_core.models.markov import ItemTableRecommender, csr_from_pairs
 
@@ -20,6 +21,7 @@ from model_core.models.markov import ItemTableRecommender, csr_from_pairs
 class ItemKNNRecommender(ItemTableRecommender):
     name = "itemknn"
     table_name = "neighbour table"
+    hparams = declared("itemknn")  # model_core.hparams.MODEL_HPARAMS
 
     def __init__(self, vocab, config=None, **kw) -> None:
         config = {"window": 20, "neighbours": 100, "recent": 10, **(config or {})}

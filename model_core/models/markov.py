@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from model_core.hparams import declared
 from model_core.models.base import CountingRecommender
 from model_core.models.data import SeqData
 
@@ -46,6 +47,7 @@ class ItemTableRecommender(CountingRecommender):
 class MarkovRecommender(ItemTableRecommender):
     name = "markov"
     table_name = "transition table"
+    hparams = declared("markov")  # none: transition counts, popularity as tie-break
     conditional_actions = True
 
     def _fit(self, data: SeqData) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from model_core.hparams import declared
 from model_core.models.base import CountingRecommender
 
 
 class PopularRecommender(CountingRecommender):
     name = "popular"
+    hparams = declared("popular")  # none
 
     def _dense_scores(self, histories: list[np.ndarray]) -> np.ndarray:
         return np.broadcast_to(self.item_counts, (len(histories), len(self.item_counts))).copy()

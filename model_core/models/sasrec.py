@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_core.hparams import declared
 from model_core.models.base import NegativeSampler, NeuralRecommender, SequenceModule
 
 BLOCKS = ("prenorm", "sasrec")
@@ -188,3 +189,4 @@ class SASRecModule(SequenceModule):
 class SASRec(NeuralRecommender):
     name = "sasrec"
     module_cls = SASRecModule
+    hparams = declared("sasrec")  # model_core.hparams.MODEL_HPARAMS

@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from model_core.hparams import declared
 from model_core.models.base import CountingRecommender
 from model_core.models.data import SeqData
 
@@ -322,6 +323,7 @@ class SKNNRecommender(SessionKNNBase):
     see :mod:`model_core.models.sknn`. Config: ``k`` (100), ``sample_size`` (500)."""
 
     name = "sknn"
+    hparams = declared("sknn")  # model_core.hparams.MODEL_HPARAMS
     defaults = {"k": 100, "sample_size": 500}
 
     def _similarity(self, dot, n_cur, sq_cur, n_nb, t_gap_ms):
@@ -335,6 +337,7 @@ class VSKNNRecommender(SessionKNNBase):
     ``weighting`` ("linear"), ``idf_weighting`` (0 = off)."""
 
     name = "vsknn"
+    hparams = declared("vsknn")  # model_core.hparams.MODEL_HPARAMS
     defaults = {"k": 100, "sample_size": 1000, "weighting": "linear", "idf_weighting": 0.0}
 
     def __init__(self, vocab, config=None, **kw) -> None:
@@ -371,6 +374,7 @@ class STANRecommender(SessionKNNBase):
     ``lambda_spw`` (1.02), ``lambda_snh`` (5 days), ``lambda_inh`` (2.05)."""
 
     name = "stan"
+    hparams = declared("stan")  # model_core.hparams.MODEL_HPARAMS
     defaults = {"k": 100, "sample_size": 5000, "lambda_spw": 1.02, "lambda_snh": 5.0,
                 "lambda_inh": 2.05}
 
@@ -392,6 +396,7 @@ class VSTANRecommender(STANRecommender):
     ``lambda_idf`` (5; 0 = off)."""
 
     name = "vstan"
+    hparams = declared("vstan")  # model_core.hparams.MODEL_HPARAMS
     defaults = {**STANRecommender.defaults, "lambda_ipw": 1.02, "lambda_idf": 5.0}
 
     def _contributions(self, sim, item, nb_pos, nb_star, cur_star, length):

@@ -346,3 +346,118 @@ def figure(v) -> str:
             return f"{v:.2f}"
         return f"{v:.3g}" if a >= 1e-4 or a == 0 else f"{v:.2e}"
     return str(v)
+
+
+# --------------------------------------------------------------------------- hyper-parameters
+def _hparam_type(h):
+    """The argparse ``type`` of a declared hyper-parameter (numbers range-checked at parse
+    time, in one line)."""
+    if h.kind in (int, float):
+        return _number(h.kind, h.low, h.low_open, h.high, False, what=h.describe_range())
+    return str
+
+
+def add_hparam_options(p: argparse.ArgumentParser, title: str = "model hyper-parameters") -> None:
+    """One flag per hyper-parameter name declared by any model (:mod:`model_core.hparams`):
+    ``--dropout``, ``--k``, ``--lambda-spw``, ... A flag left out is absent from the parsed
+    arguments (``argparse.SUPPRESS``), so :func:`given_hparams` knows what a user set and the
+    data-shape defaults (:mod:`model_core.defaults`) fill the rest. Boolean ones come as
+    ``--name`` / ``--no-name``."""
+    from model_core.hparams import all_hparams
+
+    g = p.add_argument_group(f"{title} (unset: chosen from the data, printed at the start)")
+    for name, decls in all_hparams().items():
+        h = decls[0][1]
+        models = [m for m, _ in decls]
+        defaults = {repr(d.default) for _, d in decls if d.default not in (None, [])}
+        where = ", ".join(models)
+        if len(defaults) > 1:
+            dflt = "; default " + ", ".join(f"{m} {d.default}" for m, d in decls)
+        elif defaults and h.kind is not bool:
+            dflt = f"; default {decls[0][1].default}"
+        else:
+            dflt = ""
+        help_text = f"{h.help} [{where}{dflt}]".replace("%", "%%")
+        kw: dict = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if h.kind is bool:
+            g.add_argument(h.cli_flag, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            if h.choices and h.kind is not list:
+                kw["choices"] = h.choices
+            kw["metavar"] = "A,B" if h.kind is list else None
+            if kw["metavar"] is None:
+                del kw["metavar"]
+            g.add_argument(h.cli_flag, type=_hparam_type(h), **kw)
+    # the older spelling of --no-sparse-emb
+    g.add_argument("--dense-emb", dest="sparse_emb", action="store_false",
+                   default=argparse.SUPPRESS,
+                   help="= --no-sparse-emb: dense item-embedding gradients on any catalogue")
+
+
+def given_hparams(args: argparse.Namespace, model: str, config: dict | None = None,
+                  others: tuple[str, ...] = ()) -> dict:
+    """The hyper-parameters a user gave for ``model``: the flags of
+    :func:`add_hparam_options` over the ``config`` dict (e.g. ``evaluate --config JSON``),
+    checked against the model's declarations (a bad value: one-line ModelCoreError). A flag
+    that neither ``model`` nor any of ``others`` (the other models of the same command)
+    declares gets one warning line on stderr and is left out."""
+    from model_core.exceptions import ModelCoreError
+    from model_core.hparams import all_hparams
+
+    decls = all_hparams()
+    mine = all_hparams([model])
+    anyone = all_hparams([model, *others])
+    out: dict = dict(config or {})  # keys other than hyper-parameters: run options
+    for name in decls:
+        if not hasattr(args, name):
+            continue
+        if name not in anyone:
+            print(f"warning: {decls[name][0][1].cli_flag} does not apply to "
+                  f"{' or '.join([model, *others])} (ignored)", file=sys.stderr)
+        if name in mine:
+            out[name] = getattr(args, name)
+    for name, value in list(out.items()):
+        if name in mine:
+            try:
+                out[name] = mine[name][0][1].check(value)
+            except ValueError as e:
+                raise ModelCoreError(str(e)) from None
+    return out
+
+
+def time_budget_s(args: argparse.Namespace) -> float | None:
+    """``--max-seconds`` or ``--max-minutes`` (the smaller when both are given) in seconds."""
+    found = [v for v in (getattr(args, "max_seconds", None),
+                         (args.max_minutes * 60.0) if getattr(args, "max_minutes", None)
+                         else None) if v]
+    return min(found) if found else None
+
+
+def loo_valid_users(protocol: str, events) -> int | None:
+    """The ``--valid-users`` a loo split gets when none is given
+    (:func:`model_core.defaults.default_valid_users`), said on stderr when it is not None."""
+    from model_core.defaults import default_valid_users
+
+    if protocol != "loo":
+        return None
+    n_users = len({e.user_id for e in events})
+    vu = default_valid_users(protocol, n_users)
+    if vu is not None:
+        print(f"defaults: loo over {n_users:,} users → {vu:,} of them validate, the others "
+              f"also train on their second-last item (--valid-users sets another)",
+              file=sys.stderr)
+    return vu
+
+
+def hparams_record(choice, history: list[dict], model_config: dict | None = None) -> dict:
+    """What a checkpoint's ``meta.json`` records of the hyper-parameters: every declared
+    value that ran (the training config of the last run, where the trainer resolved an
+    automatic one, e.g. ``loss`` "auto"), where each came from (flag, recipe or default),
+    the recipe and the reasons printed. ``model_config``: the trained model's config, where
+    the automatic values were resolved (``loss`` "auto" -> "ce", ``hidden`` None -> dim)."""
+    if choice is None:
+        return {}
+    ran = {**((history[-1].get("config") or {}) if history else {}), **(model_config or {})}
+    values = {k: ran.get(k, v) for k, v in choice.values.items()}
+    return {"values": values, "sources": dict(choice.sources), "recipe": choice.recipe,
+            "reasons": list(choice.reasons)}

@@ -19,13 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from stream_app.commands._common import (
+    add_hparam_options,
     add_reader_options,
     check_checkpoint_split,
     default_protocol,
+    given_hparams,
+    loo_valid_users,
     non_negative_int,
     open_fraction,
+    positive_float,
     positive_int,
     read_events,
+    time_budget_s,
 )
 
 PROTOCOLS = ("loo", "temporal", "session", "prequential")
@@ -66,11 +71,13 @@ def add_data_options(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--config", default=None,
-                   help="training config for a model NAME, as JSON (epochs, dim, lr, ...)")
-    p.add_argument("--epochs", type=positive_int, default=None,
-                   help="training epochs for a model NAME")
+                   help="training config for a model NAME, as JSON (epochs, dim, lr, ...); "
+                        "the hyper-parameter flags below win over it")
+    p.add_argument("--max-minutes", type=positive_float, default=None,
+                   help="training time limit for a model NAME (fit and refit together)")
     p.add_argument("--save", default=None, help="save a model trained here to this directory")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    add_hparam_options(p, "hyper-parameters of a model NAME trained here")
 
 
 def register(sub) -> None:
@@ -144,6 +151,8 @@ def prepare(args) -> Prepared:
         from model_core.exceptions import ModelCoreError
 
         raise ModelCoreError("--valid-users applies to --protocol loo")
+    if vu is None:
+        vu = loo_valid_users(args.protocol, events)
     split = make_split(events, args.protocol, test_events=test_events, quantile=args.quantile,
                        # the split keeps every test case; the evaluator counts the ones the
                        # model cannot rank (as misses, or skipped with --unknown-targets skip)
@@ -170,15 +179,28 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
                              f"name ({', '.join(MODELS)})")
     from model_core.fit import FitConfig, fit, fit_events
 
-    config: dict[str, Any] = json.loads(args.config) if args.config else {}
-    if args.epochs is not None:
-        config["epochs"] = args.epochs
+    try:
+        config: dict[str, Any] = json.loads(args.config) if args.config else {}
+    except json.JSONDecodeError as e:
+        raise ModelCoreError(f"--config is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ModelCoreError("--config must be a JSON object, e.g. '{\"epochs\": 5}'")
+    specs = [getattr(args, k) for k in ("model", "model_a", "model_b") if hasattr(args, k)]
+    config = given_hparams(args, spec, config,
+                           others=tuple(s for s in specs if s in MODELS and s != spec))
     config.setdefault("device", args.device)
-    fc = FitConfig(spec, config, seed=args.seed)
-    log = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
+    budget = time_budget_s(args)
+    if budget is not None:
+        config["max_seconds"] = budget
+    fc = FitConfig(spec, config, seed=args.seed, auto=True, progress=not quiet)
+
+    def log(msg: str) -> None:  # what the defaults chose is said even with --json
+        if not quiet or msg.startswith("defaults:"):
+            print(msg, file=sys.stderr)
+
     if prep.split is None:
         log(f"training {spec} on {len(prep.train_events)} events")
-        model = fit_events(prep.train_events, fc).model
+        model = fit_events(prep.train_events, fc, log=log).model
     else:
         model = fit(prep.split, fc, log=log).model
     if args.save:
