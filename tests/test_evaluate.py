@@ -358,6 +358,10 @@ def test_cli_evaluate_json_shape(synth_file, capsys):
     assert d["metrics"]["aplt@10"] == 0.0 and d["metrics"]["gini@10"] > 0.9
     assert set(d["extra"]["segments"]) >= {"k", "history", "action", "popularity"}
     assert d["extra"]["repeat"]["k"] == 10
+    prov = d["provenance"]
+    assert set(prov) == {"commit", "data_sha256", "split", "seed", "config"}
+    assert list(prov["data_sha256"]) == [str(synth_file)] and prov["split"]["protocol"] == "loo"
+    assert prov["config"]["model"] == "popular" and prov["config"]["sampled"] == "uniform:50"
     assert d["sampled"]["mode"] == "uniform" and d["sampled"]["n"] == 50
     assert d["sampled"]["metrics"]["hr@10"] >= d["metrics"]["hr@10"]
 

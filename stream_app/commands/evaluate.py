@@ -295,6 +295,17 @@ def print_result(res, label: str, info: dict) -> None:
             t.add_row(*row)
     console.print(t)
     console.print(f"catalogue coverage (top-{res.ks[-1]}): {res.coverage:.4f}")
+    k = res.ks[-1]
+    beyond = [(name, res.metrics.get(f"{key}@{k}"), spec) for name, key, spec in (
+        ("novelty", "novelty", ".2f"), ("ARP", "arp", ".1f"), ("long tail", "aplt", ".3f"),
+        ("Gini", "gini", ".3f"))]
+    console.print(f"beyond accuracy @{k}: " + ", ".join(  # within 80 columns
+        f"{name} {v:{spec}}" for name, v, spec in beyond if v is not None and v == v))
+    rep = res.extra.get("repeat")
+    if rep:
+        console.print(f"HR@{rep['k']}: repeat targets {_fmt(rep['hr_repeat'])}, new "
+                      f"{_fmt(rep['hr_new'])} ({_fmt(rep['repeat_case_share'])} of cases "
+                      "are repeats)")
     if res.action is not None:
         a = res.action
         console.print(f"next action: accuracy {_fmt(a['accuracy'])}, macro-F1 {_fmt(a['macro_f1'])}")
@@ -323,5 +334,15 @@ def run(args) -> int:
         out["model"] = args.model
         out["model_version"] = getattr(model, "version", None)
         out["split"] = prep.info
+        out["provenance"] = _provenance(args, prep)
         print_json_line(out)
     return 0
+
+
+def _provenance(args, prep: Prepared) -> dict:
+    """Commit, data hashes, split, seed and the command's full configuration."""
+    from model_core.provenance import provenance
+
+    config = {k: v for k, v in sorted(vars(args).items()) if k != "func" and not callable(v)}
+    return provenance([args.data, args.test], {"protocol": prep.protocol, **prep.info},
+                      getattr(args, "seed", None), config)
