@@ -477,7 +477,10 @@ def _beyond(result: EvaluationResult, model: Recommender, tops: list[np.ndarray]
 def paired_comparison(a: EvaluationResult, b: EvaluationResult, n_boot: int = 1000,
                       seed: int = 0) -> dict[str, dict[str, float]]:
     """Paired bootstrap of ``a - b`` per metric over the cases both results evaluated,
-    clustered by ``a.clusters`` when it has them (both evaluated the same cases)."""
+    clustered by ``a.clusters`` when it has them (both evaluated the same cases), with the
+    paired effect size (:func:`model_core.significance.paired_effect_size`)."""
+    from model_core.significance import paired_effect_size
+
     common, ia, ib = np.intersect1d(a.case_index, b.case_index, return_indices=True)
     out: dict[str, dict[str, float]] = {}
     if len(common) == 0:
@@ -491,6 +494,7 @@ def paired_comparison(a: EvaluationResult, b: EvaluationResult, n_boot: int = 10
         d["a"] = float(a.per_case[name][ia].mean())
         d["b"] = float(b.per_case[name][ib].mean())
         d["n"] = int(len(common))
+        d["effect_size"] = paired_effect_size(a.per_case[name][ia], b.per_case[name][ib])
         out[name] = d
     return out
 

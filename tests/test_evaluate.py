@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -461,6 +462,23 @@ def test_cli_compare_json(synth_file, capsys):
     p = d["paired"]["hr@10"]
     assert p["mean_diff"] == pytest.approx(p["a"] - p["b"])
     assert p["mean_diff"] < 0 and p["ci_high"] < 0  # markov is clearly better here
+    assert p["effect_size"] < 0
+
+
+def test_cli_compare_several_models_adjusts_p_values(synth_file, capsys):
+    from stream_app.cli import main
+
+    rc = main(["compare", "popular", "markov", "itemknn", "--data", str(synth_file),
+               "--protocol", "temporal", "--json", "--bootstrap", "50", "--ks", "10"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    d = json.loads(out.strip().splitlines()[-1])
+    assert d["models"] == ["popular", "markov", "itemknn"] and d["p_adjustment"] == "holm"
+    ps = [c["paired"][m] for c in d["comparisons"] for m in c["paired"]]
+    assert len(d["comparisons"]) == 2 and len(ps) == 2 * 4  # hr, ndcg, mrr @10, action_acc
+    assert all(x["p_holm"] >= x["p_value"] for x in ps)
+    # no resample crossed zero: printed as the bound, never as 0.000
+    assert not re.search(r"│\s+0\.000\s+│", out) and "< 0.04" in out
 
 
 def test_cli_errors_are_clear(synth_file, capsys):
