@@ -8,9 +8,15 @@
 - :mod:`model_core.learn.measure`: frozen vs online on the same prequential replay.
 """
 
-from model_core.learn.learner import INCREMENTAL, OnlineLearner, Update
+from model_core.learn.learner import (
+    INCREMENTAL,
+    LEARNABLE,
+    OnlineLearner,
+    Update,
+    check_learnable,
+)
 from model_core.learn.measure import compare_learning, replay_stream
 from model_core.learn.schedule import LearnSchedule
 
-__all__ = ["INCREMENTAL", "LearnSchedule", "OnlineLearner", "Update", "compare_learning",
-           "replay_stream"]
+__all__ = ["INCREMENTAL", "LEARNABLE", "LearnSchedule", "OnlineLearner", "Update",
+           "check_learnable", "compare_learning", "replay_stream"]

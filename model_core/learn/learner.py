@@ -47,6 +47,7 @@ import torch
 from model_core.learn.items import ItemTable, grow_counting, grow_neural
 from model_core.learn.replay import ReplayBuffer, Snippet
 from model_core.learn.schedule import LearnSchedule
+from model_core.models import NEURAL_MODELS
 from model_core.models.base import NegativeSampler, NeuralRecommender
 from model_core.models.data import Padded, gap_buckets
 from model_core.models.markov import MarkovRecommender, csr_from_pairs
@@ -54,6 +55,17 @@ from schemas.actions import action_index
 
 #: Models whose update is exact incremental counting; neural models learn by gradient steps.
 INCREMENTAL = ("popular", "markov")
+#: Every model the learner updates.
+LEARNABLE = (*INCREMENTAL, *NEURAL_MODELS)
+
+
+def check_learnable(name: str) -> None:
+    """Raise a clear error for a model the learner cannot update (before any training)."""
+    if name not in LEARNABLE:
+        from model_core.exceptions import ModelCoreError
+
+        raise ModelCoreError(f"the online learner updates {', '.join(LEARNABLE)}; {name!r} has "
+                             "no incremental update yet")
 
 
 @dataclass
@@ -99,13 +111,11 @@ class OnlineLearner:
         self.model = model
         self.schedule = schedule or LearnSchedule()
         self.neural = isinstance(model, NeuralRecommender)
-        if not self.neural and model.name not in INCREMENTAL:
-            from model_core.exceptions import ModelCoreError
-
-            raise ModelCoreError(f"the online learner updates {', '.join(INCREMENTAL)}, gru4rec "
-                                 f"and sasrec; {model.name!r} has no incremental update yet")
+        check_learnable(model.name)
         self.max_len = int(max_len or getattr(model, "max_len", 50) or 50)
-        self.base_version = str(model.version)
+        # a model trained here and never saved has no version of its own yet
+        self.base_version = (str(model.version) if model.version not in ("", "untrained")
+                             else f"{model.name}-unsaved")
         self.items = ItemTable(model.vocab, self.schedule.max_items)
         self.replay = ReplayBuffer(self.schedule.replay, self.schedule.seed)
         self.users: dict[str, _UserSeq] = {}
@@ -338,4 +348,4 @@ def _triplets(m) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows, m.indices.astype(np.int64), m.data.astype(np.float64)
 
 
-__all__ = ["INCREMENTAL", "OnlineLearner", "Update"]
+__all__ = ["INCREMENTAL", "LEARNABLE", "OnlineLearner", "Update", "check_learnable"]

@@ -158,10 +158,10 @@ def compare_learning(model, events: Sequence, warm_events: Sequence = (),
     schedule = schedule or LearnSchedule()
     ks = tuple(sorted({int(k) for k in ks}))
     kmax = ks[-1]
+    learner = OnlineLearner(model, schedule, max_len=max_len)  # refuses a model it cannot update
     frozen_model = copy.deepcopy(model)
     frozen = replay_stream(frozen_model, events, warm_events, None, kmax, max_len, batch_size,
                            exclude_history)
-    learner = OnlineLearner(model, schedule, max_len=max_len)
     online = replay_stream(model, events, warm_events, learner, kmax, max_len, batch_size,
                            exclude_history)
     f_sum, f_case = _summary(frozen, ks, n_boot, seed)
@@ -179,7 +179,7 @@ def compare_learning(model, events: Sequence, warm_events: Sequence = (),
         paired_e[name] = paired_bootstrap(o_case[name], f_case[name], n_boot, seed=seed,
                                           clusters=users)
     learned = learner.events_learned
-    return {
+    return _json_ready({
         "schedule": schedule.to_dict(),
         "model": getattr(model, "name", type(model).__name__),
         "model_version_start": learner.base_version,
@@ -196,7 +196,20 @@ def compare_learning(model, events: Sequence, warm_events: Sequence = (),
             "vocab_size": len(model.vocab) - 1,
             "replay_held": len(learner.replay),
         },
-    }
+    })
+
+
+def _json_ready(v):
+    """NaN -> None and numpy scalars -> Python, recursively (strict JSON)."""
+    if isinstance(v, dict):
+        return {k: _json_ready(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_ready(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
 
 
 __all__ = ["StreamRun", "compare_learning", "replay_stream", "warm_states"]
