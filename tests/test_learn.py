@@ -51,6 +51,29 @@ def test_markov_incremental_update_equals_a_refit(drift_log):
         np.testing.assert_array_equal(getattr(model, name), getattr(refit, name), err_msg=name)
 
 
+@pytest.mark.parametrize("name", ["sknn", "vstan"])
+def test_session_knn_index_takes_streamed_sessions_as_a_refit_would(name, drift_log):
+    train = drift_log[:800]
+    # a session log: every streamed key is a new session (as YooChoose's test sessions)
+    stream = [Event(event_id=e.event_id, user_id="s" + e.session_id, item_id=e.item_id,
+                    action=e.action, timestamp_ms=e.timestamp_ms) for e in drift_log[800:]]
+    model = fit_events(train, FitConfig(name)).model
+    learner = OnlineLearner(model, LearnSchedule(every=101))
+    learner.warm(train)
+    learner.learn(stream)
+    learner.update()
+    seqs, vocab, _ = sequences_from_events(train + stream, vocab=model.vocab)
+    refit = create_model(name, vocab)
+    refit.fit(seqs)
+    long = max(len(s) for s in seqs.items[len(set(e.user_id for e in train)):])
+    assert long <= learner.max_len + 1  # no streamed session was cut to the window
+    for arr in ("item_counts", "sess_indptr", "sess_items", "sess_pos", "sess_time", "idf"):
+        np.testing.assert_array_equal(getattr(model, arr), getattr(refit, arr), err_msg=arr)
+    hist = SequenceBatch([np.asarray(s[:3], np.int32) for s in seqs.items[-5:]])
+    np.testing.assert_array_equal(model.predict_topk(hist, 20).items,
+                                  refit.predict_topk(hist, 20).items)
+
+
 def test_popular_counts_new_items_and_versions_advance():
     train = [_ev(i, f"u{i % 3}", f"i{i % 4}") for i in range(12)]
     model = fit_events(train, FitConfig("popular")).model

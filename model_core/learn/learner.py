@@ -21,8 +21,13 @@ One update (:meth:`OnlineLearner.update`), on the events since the previous one:
 
    - **counting models** add the micro-batch's counts: item counts and action counts
      (every model), item -> next-item transitions (Markov); the result equals counting the
-     whole log from scratch (``tests/test_learn.py`` checks Markov against a refit).
-     item-kNN and the session-kNN family are not updated yet (:data:`INCREMENTAL`);
+     whole log from scratch (``tests/test_learn.py`` checks Markov against a refit). The
+     session-kNN family (SKNN, V-SKNN, STAN, VSTAN) gets each touched user's (session's)
+     events since the stream began as one more session of its index (its last ``max_len + 1``
+     events), with the idf recomputed; a key that also has a training session keeps that
+     one too, so for a continuing user this is not what a refit would give (for session
+     logs such as YooChoose, whose streamed sessions are new, it is). item-kNN is not
+     updated yet (its neighbour table keeps no co-occurrence counts to add to);
    - **neural models** (GRU4Rec, SASRec) take ``steps`` gradient steps of their own loss
      (:meth:`~model_core.models.base.SequenceModule.loss`) on each touched user's window
      with targets only at the new events, mixed with windows replayed from a reservoir of
@@ -51,10 +56,11 @@ from model_core.models import NEURAL_MODELS
 from model_core.models.base import NegativeSampler, NeuralRecommender
 from model_core.models.data import Padded, gap_buckets
 from model_core.models.markov import MarkovRecommender, csr_from_pairs
+from model_core.models.sknn import SessionKNNBase
 from schemas.actions import action_index
 
-#: Models whose update is exact incremental counting; neural models learn by gradient steps.
-INCREMENTAL = ("popular", "markov")
+#: Models whose update is incremental counting; neural models learn by gradient steps.
+INCREMENTAL = ("popular", "markov", "sknn", "vsknn", "stan", "vstan")
 #: Every model the learner updates.
 LEARNABLE = (*INCREMENTAL, *NEURAL_MODELS)
 
@@ -126,6 +132,11 @@ class OnlineLearner:
         self.seconds = 0.0  # wall time inside update()
         self.cpu_seconds = 0.0
         self._opts: list | None = None
+        self._sessions: dict[str, _UserSeq] | None = None  # session-kNN: streamed sessions
+        if isinstance(model, SessionKNNBase):
+            self._sessions = {}
+            self._sess_base = (model.sess_indptr.copy(), model.sess_items.copy(),
+                               model.sess_pos.copy(), model.sess_time.copy())
         self._rng = np.random.default_rng([self.schedule.seed, 11])
 
     @property
@@ -199,6 +210,11 @@ class OnlineLearner:
                 act_next.append(act)
             seq.add(item, act, ev.timestamp_ms, keep)
             touched[ev.user_id] = touched.get(ev.user_id, 0) + 1
+            if self._sessions is not None:
+                sess = self._sessions.get(ev.user_id)
+                if sess is None:
+                    sess = self._sessions[ev.user_id] = _UserSeq()
+                sess.add(item, act, ev.timestamp_ms, keep)
         loss = None
         if self.neural:
             loss = self._gradient_steps(touched)
@@ -226,6 +242,18 @@ class OnlineLearner:
                 seq.ts = [seq.ts[i] for i in kept]
         for s in slots:
             self.replay.drop_item(s)
+        if self._sessions is not None:
+            for sess in self._sessions.values():
+                if drop.intersection(sess.items):
+                    kept = [i for i, x in enumerate(sess.items) if x not in drop]
+                    sess.items = [sess.items[i] for i in kept]
+                    sess.actions = [sess.actions[i] for i in kept]
+                    sess.ts = [sess.ts[i] for i in kept]
+            indptr, items, pos, times = self._sess_base
+            keep = ~np.isin(items, np.asarray(slots))
+            rows = np.repeat(np.arange(len(times)), np.diff(indptr))[keep]
+            indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=len(times)))].astype(np.int64)
+            self._sess_base = (indptr, items[keep], pos[keep], times)
         if self.neural:
             return
         m = self.model
@@ -245,12 +273,39 @@ class OnlineLearner:
         m.item_counts[0] = 0
         np.add.at(m.action_counts[0], acts, 1)
         np.add.at(m.action_counts, (a_prev + 1, a_next), 1)
+        if self._sessions is not None:
+            self._rebuild_sessions()
         if isinstance(m, MarkovRecommender):
             ok = (src > 0) & (dst > 0)
             s0, d0, w0 = _triplets(m)
             n = len(m.item_counts)
             m.indptr, m.indices, m.data = csr_from_pairs(
                 np.r_[s0, src[ok]], np.r_[d0, dst[ok]], np.r_[w0, np.ones(int(ok.sum()))], n)
+
+    def _rebuild_sessions(self) -> None:
+        """The session-kNN index: the training sessions, then one per streamed key (distinct
+        items at their last position, the time of the key's last event)."""
+        m = self.model
+        indptr, items, pos, times = self._sess_base
+        add_items, add_pos, add_len, add_time = [items], [pos], [], []
+        for sess in self._sessions.values():
+            last: dict[int, int] = {}
+            for p, it in enumerate(sess.items, 1):
+                if it > 0:
+                    last[it] = p
+            if not last:
+                continue
+            its = np.fromiter(last.keys(), np.int32, len(last))
+            order = np.argsort(its)  # by item, as the model's own fit lays a session out
+            add_items.append(its[order])
+            add_pos.append(np.fromiter(last.values(), np.int32, len(last))[order])
+            add_len.append(len(last))
+            add_time.append(sess.ts[-1])
+        m.sess_items = np.concatenate(add_items).astype(np.int32)
+        m.sess_pos = np.concatenate(add_pos).astype(np.int32)
+        m.sess_indptr = np.r_[indptr, indptr[-1] + np.cumsum(add_len, dtype=np.int64)]
+        m.sess_time = np.r_[times, np.asarray(add_time, np.int64)]
+        m._build_index()
 
     # ------------------------------------------------------------------ neural models
     def _optimisers(self) -> list:
