@@ -35,9 +35,11 @@ def drift_log():
 
 
 # --------------------------------------------------------------------------- counting
-def test_markov_incremental_update_equals_a_refit(drift_log):
+@pytest.mark.parametrize("name", ["markov", "itemknn"])
+def test_incremental_counting_update_equals_a_refit(name, drift_log):
     train, stream = drift_log[:800], drift_log[800:]
-    model = fit_events(train, FitConfig("markov")).model
+    model = fit_events(train, FitConfig(name, {"window": 5, "neighbours": 7}
+                                        if name == "itemknn" else {})).model
     n_trained = model.vocab.n_items
     learner = OnlineLearner(model, LearnSchedule(every=97))
     learner.warm(train)
@@ -45,10 +47,10 @@ def test_markov_incremental_update_equals_a_refit(drift_log):
     learner.update()  # the events after the last scheduled update
     assert model.vocab.n_items > n_trained  # items born after training joined
     seqs, vocab, _ = sequences_from_events(drift_log, vocab=model.vocab)
-    refit = create_model("markov", vocab)
+    refit = create_model(name, vocab, **model.config)
     refit.fit(seqs)
-    for name in ("item_counts", "action_counts", "indptr", "indices", "data"):
-        np.testing.assert_array_equal(getattr(model, name), getattr(refit, name), err_msg=name)
+    for arr in ("item_counts", "action_counts", "indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(model, arr), getattr(refit, arr), err_msg=arr)
 
 
 @pytest.mark.parametrize("name", ["sknn", "vstan"])
@@ -195,7 +197,8 @@ def test_schedule_parse_and_errors():
     for bad in ("steps=2", "every=0", "every=x", "every=5,colour=red", "every=5,init=zeros"):
         with pytest.raises(ModelCoreError):
             LearnSchedule.parse(bad)
-    model = fit_events([_ev(0, "u", "a"), _ev(1, "u", "b")], FitConfig("itemknn")).model
+    model = fit_events([_ev(0, "u", "a"), _ev(1, "u", "b")], FitConfig("markov")).model
+    model.name = "some-new-model"
     with pytest.raises(ModelCoreError, match="no incremental update"):
         OnlineLearner(model)
 

@@ -26,8 +26,10 @@ One update (:meth:`OnlineLearner.update`), on the events since the previous one:
      events since the stream began as one more session of its index (its last ``max_len + 1``
      events), with the idf recomputed; a key that also has a training session keeps that
      one too, so for a continuing user this is not what a refit would give (for session
-     logs such as YooChoose, whose streamed sessions are new, it is). item-kNN is not
-     updated yet (its neighbour table keeps no co-occurrence counts to add to);
+     logs such as YooChoose, whose streamed sessions are new, it is). item-kNN: the
+     learner keeps the co-occurrence counts (from :meth:`OnlineLearner.warm` on), adds the
+     new events' pairs within ``window`` and recomputes the cosine neighbour table, equal
+     to a refit;
    - **neural models** (GRU4Rec, SASRec) take ``steps`` gradient steps of their own loss
      (:meth:`~model_core.models.base.SequenceModule.loss`) on each touched user's window
      with targets only at the new events, mixed with windows replayed from a reservoir of
@@ -55,12 +57,13 @@ from model_core.learn.schedule import LearnSchedule
 from model_core.models import NEURAL_MODELS
 from model_core.models.base import NegativeSampler, NeuralRecommender
 from model_core.models.data import Padded, gap_buckets
+from model_core.models.itemknn import ItemKNNRecommender
 from model_core.models.markov import MarkovRecommender, csr_from_pairs
 from model_core.models.sknn import SessionKNNBase
 from schemas.actions import action_index
 
 #: Models whose update is incremental counting; neural models learn by gradient steps.
-INCREMENTAL = ("popular", "markov", "sknn", "vsknn", "stan", "vstan")
+INCREMENTAL = ("popular", "markov", "itemknn", "sknn", "vsknn", "stan", "vstan")
 #: Every model the learner updates.
 LEARNABLE = (*INCREMENTAL, *NEURAL_MODELS)
 
@@ -132,6 +135,10 @@ class OnlineLearner:
         self.seconds = 0.0  # wall time inside update()
         self.cpu_seconds = 0.0
         self._opts: list | None = None
+        self._co: tuple | None = None  # item-kNN: co-occurrence (row, col, count) triplets
+        if isinstance(model, ItemKNNRecommender):
+            self._co = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+            self.max_len = max(self.max_len, int(model.config["window"]))
         self._sessions: dict[str, _UserSeq] | None = None  # session-kNN: streamed sessions
         if isinstance(model, SessionKNNBase):
             self._sessions = {}
@@ -149,6 +156,7 @@ class OnlineLearner:
         sequences, the items' last-seen clock and the replay buffer; nothing is learned."""
         index = self.model.vocab.index
         keep = self.max_len + 1
+        co: tuple[list, list] = ([], [])
         for ev in sorted(events, key=lambda e: e.timestamp_ms):
             item = index(ev.item_id)
             if item:
@@ -157,7 +165,12 @@ class OnlineLearner:
             seq = self.users.get(ev.user_id)
             if seq is None:
                 seq = self.users[ev.user_id] = _UserSeq()
+            if self._co is not None:
+                self._pairs_with(seq, item, *co)
             seq.add(item, action_index(ev.action), ev.timestamp_ms, keep)
+        if self._co is not None:
+            self._add_cooccurrence(np.asarray(co[0], np.int64), np.asarray(co[1], np.int64),
+                                   len(self.model.vocab))
         for seq in self.users.values():
             if len(seq.items) >= 2:
                 self.replay.offer(seq.snippet(keep))
@@ -197,12 +210,15 @@ class OnlineLearner:
         touched: dict[str, int] = {}  # user -> events of this update (insertion = first seen)
         pairs_src, pairs_dst = [], []
         act_prev, act_next = [], []
+        co: tuple[list, list] = ([], [])
         items = np.fromiter((index(ev.item_id) for ev in events), np.int64, len(events))
         acts = np.fromiter((action_index(ev.action) for ev in events), np.int64, len(events))
         for ev, item, act in zip(events, items.tolist(), acts.tolist(), strict=True):
             seq = self.users.get(ev.user_id)
             if seq is None:
                 seq = self.users[ev.user_id] = _UserSeq()
+            if self._co is not None:
+                self._pairs_with(seq, item, *co)
             if seq.items:
                 pairs_src.append(seq.items[-1])
                 pairs_dst.append(item)
@@ -221,6 +237,10 @@ class OnlineLearner:
         else:
             self._count(items, acts, np.asarray(pairs_src, np.int64), np.asarray(pairs_dst, np.int64),
                         np.asarray(act_prev, np.int64), np.asarray(act_next, np.int64))
+            if self._co is not None:
+                self._add_cooccurrence(np.asarray(co[0], np.int64), np.asarray(co[1], np.int64),
+                                       adm.grown_to)
+                self._neighbours()
         self.n_updates += 1
         self.events_learned += len(events)
         model.version = f"{self.base_version}+u{self.n_updates}"
@@ -242,6 +262,10 @@ class OnlineLearner:
                 seq.ts = [seq.ts[i] for i in kept]
         for s in slots:
             self.replay.drop_item(s)
+        if self._co is not None:
+            r, c, w = self._co
+            keep = ~(np.isin(r, np.asarray(slots)) | np.isin(c, np.asarray(slots)))
+            self._co = (r[keep], c[keep], w[keep])
         if self._sessions is not None:
             for sess in self._sessions.values():
                 if drop.intersection(sess.items):
@@ -281,6 +305,37 @@ class OnlineLearner:
             n = len(m.item_counts)
             m.indptr, m.indices, m.data = csr_from_pairs(
                 np.r_[s0, src[ok]], np.r_[d0, dst[ok]], np.r_[w0, np.ones(int(ok.sum()))], n)
+
+    def _pairs_with(self, seq: _UserSeq, item: int, src: list, dst: list) -> None:
+        """item-kNN: the pairs a new event makes with the user's ``window`` previous ones
+        (both directions, an item never with itself), as the model's fit counts them."""
+        window = int(self.model.config["window"])
+        for other in seq.items[-window:]:
+            if other != item and other > 0 and item > 0:
+                src += [other, item]
+                dst += [item, other]
+
+    def _add_cooccurrence(self, src: np.ndarray, dst: np.ndarray, n: int) -> None:
+        r, c, w = self._co
+        indptr, cols, data = csr_from_pairs(np.r_[r, src], np.r_[c, dst],
+                                            np.r_[w, np.ones(len(src))], n)
+        self._co = (np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr)),
+                    cols.astype(np.int64), data.astype(np.float64))
+
+    def _neighbours(self) -> None:
+        """item-kNN's table from the co-occurrence counts: cosine over occurrences, the
+        ``neighbours`` most similar per item (the model's own definition)."""
+        m = self.model
+        n = len(m.item_counts)
+        rows, cols, co = self._co
+        cnt = np.maximum(m.item_counts.astype(np.float64), 1.0)
+        sim = co.astype(np.float32) / np.sqrt(cnt[rows] * cnt[cols])
+        order = np.lexsort((-sim, rows))
+        rows, cols, sim = rows[order], cols[order], sim[order]
+        starts = np.r_[0, np.cumsum(np.bincount(rows, minlength=n))][:-1]
+        keep = (np.arange(len(rows)) - starts[rows]) < int(m.config["neighbours"])
+        m.indices, m.data = cols[keep].astype(np.int32), sim[keep].astype(np.float32)
+        m.indptr = np.r_[0, np.cumsum(np.bincount(rows[keep], minlength=n))].astype(np.int64)
 
     def _rebuild_sessions(self) -> None:
         """The session-kNN index: the training sessions, then one per streamed key (distinct
