@@ -32,6 +32,18 @@ class ItemVocab:
             self._index[item_id] = idx
         return idx
 
+    def reassign(self, index: int, item_id: str) -> None:
+        """Give slot ``index`` (1..n_items) to the new ``item_id``; its previous item becomes
+        unknown. The online learner's eviction (:mod:`model_core.learn.items`) bounds the
+        item table this way without renumbering the other items."""
+        if not 0 < index < len(self._ids):
+            raise IndexError(f"vocabulary slot {index} out of range 1..{self.n_items}")
+        if item_id in self._index:
+            raise ValueError(f"item {item_id!r} already has slot {self._index[item_id]}")
+        del self._index[self._ids[index]]
+        self._ids[index] = item_id
+        self._index[item_id] = index
+
     def index(self, item_id: str) -> int:
         """Dense index of ``item_id``; :data:`UNKNOWN` (0) when absent."""
         return self._index.get(item_id, UNKNOWN)

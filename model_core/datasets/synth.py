@@ -15,6 +15,12 @@ Ingredients (all drawn from one seeded ``numpy`` generator, so a seed gives the 
   geometric lengths and a user's next session starts later.
 - **Drift**: from ``change_at`` (a fraction of ``n_events`` or an event index) on, the
   transition table is replaced by a fresh one (popularity and the funnel stay).
+- **New items** (``new_items``, default 0): that many more items, chosen among the most
+  popular quarter of the catalogue, are born during the log, each at an event drawn
+  uniformly from ``born_from`` (a fraction of ``n_events``) to the end. Before its birth an
+  item is never drawn (a draw that lands on it is drawn again; a transition to it jumps
+  instead); after it, it is an item like any other, so a model trained before cannot know it.
+  With ``new_items=0`` the log is the one the options before gave (same draws).
 
 Event ids are ``"synth<seed>:<i>"`` — unique and in time order.
 """
@@ -60,11 +66,14 @@ def generate(n_events: int, n_users: int | None = None, n_items: int | None = No
              seed: int = 0, start_ms: int = DEFAULT_START_MS,
              change_at: float | int | None = None, *, zipf_a: float = 0.9,
              n_successors: int = 3, p_follow: float = 0.65, mean_session_len: float = 8.0,
-             concurrent_users: int = 16, mean_gap_ms: float = 3_000.0) -> list[Event]:
+             concurrent_users: int = 16, mean_gap_ms: float = 3_000.0,
+             new_items: int = 0, born_from: float = 0.5) -> list[Event]:
     """``n_events`` events in time order (see the module docstring for the structure).
 
     Defaults: ``n_users = max(5, n_events // 20)``, ``n_items = max(20, n_events // 20)``.
     ``change_at``: a float in (0, 1) is a fraction of ``n_events``; an int is an event index.
+    ``new_items``: items born during the log (beyond ``n_items``), from ``born_from`` (a
+    fraction of ``n_events``, in [0, 1)) on.
     """
     if n_events < 0:
         raise ValueError("n_events must be >= 0")
@@ -76,6 +85,10 @@ def generate(n_events: int, n_users: int | None = None, n_items: int | None = No
         change_idx = int(change_at * n_events)
     else:
         change_idx = change_at
+    if new_items < 0 or not 0.0 <= born_from < 1.0:
+        raise ValueError(f"new_items must be >= 0 and born_from in [0, 1), got {new_items}, "
+                         f"{born_from}")
+    n_items += new_items
     rng = np.random.default_rng(seed)
 
     # catalogue: popularity, categories, prices
@@ -101,6 +114,19 @@ def generate(n_events: int, n_users: int | None = None, n_items: int | None = No
         tables.append(_transition_table(np.random.default_rng([seed, 1]), n_items, cat, by_cat,
                                         n_successors))
 
+    # births: every item is born at event 0, but new_items popular ones later (own generator)
+    birth = np.zeros(n_items, dtype=np.int64)
+    if new_items:
+        rng_new = np.random.default_rng([seed, 2])
+        pool = perm[: max(new_items, n_items // 4)]
+        born_late = rng_new.choice(pool, new_items, replace=False)
+        birth[born_late] = rng_new.integers(int(born_from * n_events), max(1, n_events),
+                                            new_items)
+    now = [0]  # the index of the event being drawn
+
+    def born(item: int) -> bool:
+        return not new_items or birth[item] <= now[0]
+
     # users: favourite categories, session state
     fav_cats = [rng.choice(n_cats, size=min(3, n_cats), replace=False) for _ in range(n_users)]
     last_item = np.full(n_users, -1, dtype=np.int64)
@@ -115,8 +141,13 @@ def generate(n_events: int, n_users: int | None = None, n_items: int | None = No
         if rng.random() < 0.5:
             c = fav_cats[u][rng.integers(len(fav_cats[u]))]
             if len(by_cat[c]):
-                return int(by_cat[c][draw(cat_cdf[c])])
-        return draw(pop_cdf)
+                item = int(by_cat[c][draw(cat_cdf[c])])
+                if born(item):
+                    return item
+        item = draw(pop_cdf)
+        while not born(item):  # most of the catalogue is born: this ends quickly
+            item = draw(pop_cdf)
+        return item
 
     def start_session(u: int) -> None:
         session_no[u] += 1
@@ -133,6 +164,7 @@ def generate(n_events: int, n_users: int | None = None, n_items: int | None = No
             u = int(idle.pop(int(rng.integers(len(idle)))))  # a random idle user returns
             start_session(u)
             active.append(u)
+        now[0] = n
         u = active[rng.integers(len(active))]
         table = tables[1] if change_idx is not None and n >= change_idx else tables[0]
         a = draw(funnel_cdf[last_action[u]])
@@ -143,6 +175,8 @@ def generate(n_events: int, n_users: int | None = None, n_items: int | None = No
             item = prev
         elif rng.random() < p_follow:
             item = int(table[prev, draw(succ_cdf)])
+            if not born(item):
+                item = jump(u)
         else:
             item = jump(u)
         t += 1.0 + rng.exponential(mean_gap_ms)

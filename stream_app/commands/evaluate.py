@@ -3,11 +3,16 @@
     seqstream evaluate --data UserBehavior.csv --format taobao --model gru4rec --protocol temporal
     seqstream evaluate --data train.txt --format yoochoose --test test.txt --protocol session \
         --model runs/gru4rec --ks 5,10,20 --json
+    seqstream evaluate --data log.jsonl --model gru4rec --protocol prequential --learn every=1000
 
 ``--model`` is a checkpoint directory, or a model name (popular, markov, itemknn, sknn,
 vsknn, stan, vstan, gru4rec, sasrec) that is first trained as ``seqstream train`` does (:func:`model_core.fit.fit`).
 With ``--json`` the last line of the output is one JSON object: ``metrics``, ``ci``,
 ``protocol``, ``model``, ``n_test_cases`` and more.
+
+``--learn SCHEDULE`` (prequential only) replays the stream twice, frozen and learning online
+after every N events (:func:`model_core.learn.compare_learning`); its JSON holds ``frozen``,
+``online``, ``paired_windows``, ``per_window`` and ``learner``.
 """
 
 from __future__ import annotations
@@ -84,6 +89,9 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="offline evaluation (loo, temporal, session, prequential)")
     add_data_options(p)
     p.add_argument("--model", required=True, help="checkpoint directory or model name")
+    p.add_argument("--learn", default=None, metavar="SCHEDULE",
+                   help="prequential: also learn online, e.g. every=1000[,steps=1,lr=0.001,"
+                        "replay=4096,max_items=0]; reports frozen and online side by side")
     p.set_defaults(func=run)
 
 
@@ -322,7 +330,47 @@ def print_json_line(obj: dict) -> None:
     print(json.dumps(obj, separators=(",", ":")), flush=True)
 
 
+def run_learning(args) -> int:
+    """``--learn``: frozen vs online learning over the prequential stream."""
+    from model_core.exceptions import ModelCoreError
+    from model_core.learn import LearnSchedule, check_learnable, compare_learning
+    from model_core.models import MODELS
+
+    schedule = LearnSchedule.parse(args.learn)
+    if args.model in MODELS:  # before training: a model the learner cannot update
+        check_learnable(args.model)
+    prep = prepare(args)
+    if prep.protocol != "prequential":
+        raise ModelCoreError("--learn needs --protocol prequential")
+    model = obtain_model(args.model, prep, args, args.json)
+    rep = compare_learning(model, prep.test_events, prep.train_events, schedule,
+                           ks=parse_ks(args.ks), n_boot=args.bootstrap, seed=args.seed,
+                           max_len=int(getattr(model, "max_len", 50) or 50),
+                           exclude_history=args.exclude_history)
+    k = rep["ks"][-1]
+    print(f"{args.model}: prequential over {rep['n_events']} events ({rep['n_scored']} scored), "
+          f"learning {args.learn}")
+    for run_name in ("frozen", "online"):
+        r = rep[run_name]
+        print(f"  {run_name:6}  HR@{k} {_fmt(r[f'hr@{k}'])}  NDCG@{k} {_fmt(r[f'ndcg@{k}'])}  "
+              f"MRR@{k} {_fmt(r[f'mrr@{k}'])}  predictions naming a new item "
+              f"{r['new_item_share']:.3f}  new-item hits {r['new_item_hits']}")
+    pw = rep["paired_windows"][f"hr@{k}"]
+    print(f"  online - frozen HR@{k}: {pw['mean_diff']:+.4f} [{_fmt(pw['ci_low'])}, "
+          f"{_fmt(pw['ci_high'])}], p={pw['p_value']:.3f} over {pw['windows']} windows "
+          f"({pw['windows_online_better']} better)")
+    lr = rep["learner"]
+    print(f"  learner: {lr['updates']} updates, {lr['events_per_s']} events/s, "
+          f"{lr['items_added']} new items; version {rep['model_version_end']}")
+    if args.json:
+        print_json_line({"protocol": "prequential", "learn": args.learn, "split": prep.info,
+                         **rep})
+    return 0
+
+
 def run(args) -> int:
+    if getattr(args, "learn", None):
+        return run_learning(args)
     prep = prepare(args)
     model = obtain_model(args.model, prep, args, args.json)
     pick = pick_cases(prep, args)

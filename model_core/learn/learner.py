@@ -1,0 +1,461 @@
+"""The online learner: the model keeps learning from the newest events of the stream.
+
+    learner = OnlineLearner(model, LearnSchedule(every=1000))
+    learner.warm(train_events)               # the sequences the model was trained on
+    for batch in stream:                     # any micro-batches, in stream order
+        for update in learner.learn(batch):  # an update after every 1,000 events
+            publish(model, update.version)
+
+Pure and Kafka-free: a stream process drives it with the micro-batches it consumes, and
+``seqstream evaluate --protocol prequential --learn every=N`` drives it over a log
+(:mod:`model_core.learn.measure`), so both run this code on the same schedule.
+
+One update (:meth:`OnlineLearner.update`), on the events since the previous one:
+
+1. **New items** get a slot (:class:`~model_core.learn.items.ItemTable`: the vocabulary and
+   the model's item arrays grow, or at the bound the least recently seen item's slot is
+   reused).
+2. The learner's own per-user sequences (the last ``max_len + 1`` events, like the worker's)
+   take the events.
+3. The model learns them:
+
+   - **counting models** add the micro-batch's counts: item counts and action counts
+     (every model), item -> next-item transitions (Markov); the result equals counting the
+     whole log from scratch (``tests/test_learn.py`` checks Markov against a refit). The
+     session-kNN family (SKNN, V-SKNN, STAN, VSTAN) gets each touched user's (session's)
+     events since the stream began as one more session of its index (its last ``max_len + 1``
+     events), with the idf recomputed; a key that also has a training session keeps that
+     one too, so for a continuing user this is not what a refit would give (for session
+     logs such as YooChoose, whose streamed sessions are new, it is). item-kNN: the
+     learner keeps the co-occurrence counts (from :meth:`OnlineLearner.warm` on), adds the
+     new events' pairs within ``window`` and recomputes the cosine neighbour table, equal
+     to a refit;
+   - **neural models** (GRU4Rec, SASRec) take ``steps`` gradient steps of their own loss
+     (:meth:`~model_core.models.base.SequenceModule.loss`) on each touched user's window
+     with targets only at the new events, mixed with windows replayed from a reservoir of
+     older sequences (:class:`~model_core.learn.replay.ReplayBuffer`) against forgetting.
+     Adam (dense) and SparseAdam (a sparse id embedding) keep their state across updates.
+
+4. The model gets a new version, ``<version at start>+u<update number>``.
+
+Updates are deterministic: the same model, schedule and events give the same weights
+(dropout and draws are seeded per update).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model_core.learn.items import ItemTable, grow_counting, grow_neural
+from model_core.learn.replay import ReplayBuffer, Snippet
+from model_core.learn.schedule import LearnSchedule
+from model_core.models import NEURAL_MODELS
+from model_core.models.base import NegativeSampler, NeuralRecommender
+from model_core.models.data import Padded, gap_buckets
+from model_core.models.itemknn import ItemKNNRecommender
+from model_core.models.markov import MarkovRecommender, csr_from_pairs
+from model_core.models.sknn import SessionKNNBase
+from schemas.actions import action_index
+
+#: Models whose update is incremental counting; neural models learn by gradient steps.
+INCREMENTAL = ("popular", "markov", "itemknn", "sknn", "vsknn", "stan", "vstan")
+#: Every model the learner updates.
+LEARNABLE = (*INCREMENTAL, *NEURAL_MODELS)
+
+
+def check_learnable(name: str) -> None:
+    """Raise a clear error for a model the learner cannot update (before any training)."""
+    if name not in LEARNABLE:
+        from model_core.exceptions import ModelCoreError
+
+        raise ModelCoreError(f"the online learner updates {', '.join(LEARNABLE)}; {name!r} has "
+                             "no incremental update yet")
+
+
+@dataclass
+class Update:
+    """One update of the model: its new version and what went into it."""
+
+    version: str
+    number: int  # 1, 2, ...
+    events: int  # events learned in this update
+    new_items: list[str] = field(default_factory=list)  # ids given a slot in this update
+    evicted: list[int] = field(default_factory=list)  # slots reused (their items forgotten)
+    loss: float | None = None  # mean training loss of the gradient steps (neural)
+    seconds: float = 0.0
+
+
+class _UserSeq:
+    """The learner's view of one user: the last events, as plain lists."""
+
+    __slots__ = ("items", "actions", "ts")
+
+    def __init__(self) -> None:
+        self.items: list[int] = []
+        self.actions: list[int] = []
+        self.ts: list[int] = []
+
+    def add(self, item: int, action: int, ts: int, keep: int) -> None:
+        self.items.append(item)
+        self.actions.append(action)
+        self.ts.append(ts)
+        if len(self.items) > keep:
+            del self.items[0], self.actions[0], self.ts[0]
+
+    def snippet(self, n: int) -> Snippet:
+        return Snippet(np.asarray(self.items[-n:], np.int64), np.asarray(self.actions[-n:], np.int64),
+                       np.asarray(self.ts[-n:], np.int64))
+
+
+class OnlineLearner:
+    """Updates ``model`` in place from micro-batches of events (see the module docstring)."""
+
+    def __init__(self, model, schedule: LearnSchedule | None = None,
+                 max_len: int | None = None) -> None:
+        self.model = model
+        self.schedule = schedule or LearnSchedule()
+        self.neural = isinstance(model, NeuralRecommender)
+        check_learnable(model.name)
+        self.max_len = int(max_len or getattr(model, "max_len", 50) or 50)
+        # a model trained here and never saved has no version of its own yet
+        self.base_version = (str(model.version) if model.version not in ("", "untrained")
+                             else f"{model.name}-unsaved")
+        self.items = ItemTable(model.vocab, self.schedule.max_items)
+        self.replay = ReplayBuffer(self.schedule.replay, self.schedule.seed)
+        self.users: dict[str, _UserSeq] = {}
+        self.pending: list = []
+        self.clock = 0  # events seen (warm and stream): the item table's clock
+        self.n_updates = 0
+        self.events_learned = 0
+        self.seconds = 0.0  # wall time inside update()
+        self.cpu_seconds = 0.0
+        self._opts: list | None = None
+        self._co: tuple | None = None  # item-kNN: co-occurrence (row, col, count) triplets
+        if isinstance(model, ItemKNNRecommender):
+            self._co = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+            self.max_len = max(self.max_len, int(model.config["window"]))
+        self._sessions: dict[str, _UserSeq] | None = None  # session-kNN: streamed sessions
+        if isinstance(model, SessionKNNBase):
+            self._sessions = {}
+            self._sess_base = (model.sess_indptr.copy(), model.sess_items.copy(),
+                               model.sess_pos.copy(), model.sess_time.copy())
+        self._rng = np.random.default_rng([self.schedule.seed, 11])
+
+    @property
+    def version(self) -> str:
+        return str(self.model.version)
+
+    # ------------------------------------------------------------------ input
+    def warm(self, events: Iterable) -> None:
+        """Take the events the model was trained on (in time order) as history: the users'
+        sequences, the items' last-seen clock and the replay buffer; nothing is learned."""
+        index = self.model.vocab.index
+        keep = self.max_len + 1
+        co: tuple[list, list] = ([], [])
+        for ev in sorted(events, key=lambda e: e.timestamp_ms):
+            item = index(ev.item_id)
+            if item:
+                self.items.last_seen[item] = self.clock
+            self.clock += 1
+            seq = self.users.get(ev.user_id)
+            if seq is None:
+                seq = self.users[ev.user_id] = _UserSeq()
+            if self._co is not None:
+                self._pairs_with(seq, item, *co)
+            seq.add(item, action_index(ev.action), ev.timestamp_ms, keep)
+        if self._co is not None:
+            self._add_cooccurrence(np.asarray(co[0], np.int64), np.asarray(co[1], np.int64),
+                                   len(self.model.vocab))
+        for seq in self.users.values():
+            if len(seq.items) >= 2:
+                self.replay.offer(seq.snippet(keep))
+
+    def learn(self, events: Iterable) -> list[Update]:
+        """Take events in stream order; an update after every ``schedule.every`` of them."""
+        out = []
+        for ev in events:
+            self.pending.append(ev)
+            if len(self.pending) >= self.schedule.every:
+                out.append(self.update())
+        return out
+
+    def until_update(self) -> int:
+        """Events still to come before the next update."""
+        return self.schedule.every - len(self.pending)
+
+    # ------------------------------------------------------------------ one update
+    def update(self) -> Update:
+        """Learn the pending events now (also called by :meth:`learn` on schedule)."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        events, self.pending = self.pending, []
+        model = self.model
+        clocks = range(self.clock, self.clock + len(events))
+        self.clock += len(events)
+        adm = self.items.admit([ev.item_id for ev in events], clocks)
+        new_ids = model.vocab.item_ids(adm.added)
+        if adm.evicted:
+            self._forget(adm.evicted)
+        if self.neural:
+            grow_neural(model.module, adm.grown_to, adm.added, adm.evicted, self.schedule.init,
+                        self._rng, self._opts or ())
+        else:
+            grow_counting(model, adm.grown_to)
+        index = model.vocab.index
+        keep = self.max_len + 1
+        touched: dict[str, int] = {}  # user -> events of this update (insertion = first seen)
+        pairs_src, pairs_dst = [], []
+        act_prev, act_next = [], []
+        co: tuple[list, list] = ([], [])
+        items = np.fromiter((index(ev.item_id) for ev in events), np.int64, len(events))
+        acts = np.fromiter((action_index(ev.action) for ev in events), np.int64, len(events))
+        for ev, item, act in zip(events, items.tolist(), acts.tolist(), strict=True):
+            seq = self.users.get(ev.user_id)
+            if seq is None:
+                seq = self.users[ev.user_id] = _UserSeq()
+            if self._co is not None:
+                self._pairs_with(seq, item, *co)
+            if seq.items:
+                pairs_src.append(seq.items[-1])
+                pairs_dst.append(item)
+                act_prev.append(seq.actions[-1])
+                act_next.append(act)
+            seq.add(item, act, ev.timestamp_ms, keep)
+            touched[ev.user_id] = touched.get(ev.user_id, 0) + 1
+            if self._sessions is not None:
+                sess = self._sessions.get(ev.user_id)
+                if sess is None:
+                    sess = self._sessions[ev.user_id] = _UserSeq()
+                sess.add(item, act, ev.timestamp_ms, keep)
+        loss = None
+        if self.neural:
+            loss = self._gradient_steps(touched)
+        else:
+            self._count(items, acts, np.asarray(pairs_src, np.int64), np.asarray(pairs_dst, np.int64),
+                        np.asarray(act_prev, np.int64), np.asarray(act_next, np.int64))
+            if self._co is not None:
+                self._add_cooccurrence(np.asarray(co[0], np.int64), np.asarray(co[1], np.int64),
+                                       adm.grown_to)
+                self._neighbours()
+        self.n_updates += 1
+        self.events_learned += len(events)
+        model.version = f"{self.base_version}+u{self.n_updates}"
+        secs = time.perf_counter() - t0
+        self.seconds += secs
+        self.cpu_seconds += time.process_time() - c0
+        return Update(model.version, self.n_updates, len(events), new_ids, list(adm.evicted),
+                      loss, secs)
+
+    def _forget(self, slots: list[int]) -> None:
+        """Reused slots: the learner's sequences and replay buffer drop the old item; a
+        counting model's counts and transitions of it are cleared."""
+        drop = set(slots)
+        for seq in self.users.values():
+            if drop.intersection(seq.items):
+                kept = [i for i, x in enumerate(seq.items) if x not in drop]
+                seq.items = [seq.items[i] for i in kept]
+                seq.actions = [seq.actions[i] for i in kept]
+                seq.ts = [seq.ts[i] for i in kept]
+        for s in slots:
+            self.replay.drop_item(s)
+        if self._co is not None:
+            r, c, w = self._co
+            keep = ~(np.isin(r, np.asarray(slots)) | np.isin(c, np.asarray(slots)))
+            self._co = (r[keep], c[keep], w[keep])
+        if self._sessions is not None:
+            for sess in self._sessions.values():
+                if drop.intersection(sess.items):
+                    kept = [i for i, x in enumerate(sess.items) if x not in drop]
+                    sess.items = [sess.items[i] for i in kept]
+                    sess.actions = [sess.actions[i] for i in kept]
+                    sess.ts = [sess.ts[i] for i in kept]
+            indptr, items, pos, times = self._sess_base
+            keep = ~np.isin(items, np.asarray(slots))
+            rows = np.repeat(np.arange(len(times)), np.diff(indptr))[keep]
+            indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=len(times)))].astype(np.int64)
+            self._sess_base = (indptr, items[keep], pos[keep], times)
+        if self.neural:
+            return
+        m = self.model
+        idx = np.asarray(slots, np.int64)
+        m.item_counts[idx] = 0
+        if isinstance(m, MarkovRecommender):
+            src, dst, w = _triplets(m)
+            keep = ~(np.isin(src, idx) | np.isin(dst, idx))
+            m.indptr, m.indices, m.data = csr_from_pairs(src[keep], dst[keep], w[keep],
+                                                         len(m.indptr) - 1)
+
+    # ------------------------------------------------------------------ counting models
+    def _count(self, items, acts, src, dst, a_prev, a_next) -> None:
+        m = self.model
+        known = items > 0
+        m.item_counts += np.bincount(items[known], minlength=len(m.item_counts)).astype(np.float32)
+        m.item_counts[0] = 0
+        np.add.at(m.action_counts[0], acts, 1)
+        np.add.at(m.action_counts, (a_prev + 1, a_next), 1)
+        if self._sessions is not None:
+            self._rebuild_sessions()
+        if isinstance(m, MarkovRecommender):
+            ok = (src > 0) & (dst > 0)
+            s0, d0, w0 = _triplets(m)
+            n = len(m.item_counts)
+            m.indptr, m.indices, m.data = csr_from_pairs(
+                np.r_[s0, src[ok]], np.r_[d0, dst[ok]], np.r_[w0, np.ones(int(ok.sum()))], n)
+
+    def _pairs_with(self, seq: _UserSeq, item: int, src: list, dst: list) -> None:
+        """item-kNN: the pairs a new event makes with the user's ``window`` previous ones
+        (both directions, an item never with itself), as the model's fit counts them."""
+        window = int(self.model.config["window"])
+        for other in seq.items[-window:]:
+            if other != item and other > 0 and item > 0:
+                src += [other, item]
+                dst += [item, other]
+
+    def _add_cooccurrence(self, src: np.ndarray, dst: np.ndarray, n: int) -> None:
+        r, c, w = self._co
+        indptr, cols, data = csr_from_pairs(np.r_[r, src], np.r_[c, dst],
+                                            np.r_[w, np.ones(len(src))], n)
+        self._co = (np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr)),
+                    cols.astype(np.int64), data.astype(np.float64))
+
+    def _neighbours(self) -> None:
+        """item-kNN's table from the co-occurrence counts: cosine over occurrences, the
+        ``neighbours`` most similar per item (the model's own definition)."""
+        m = self.model
+        n = len(m.item_counts)
+        rows, cols, co = self._co
+        cnt = np.maximum(m.item_counts.astype(np.float64), 1.0)
+        sim = co.astype(np.float32) / np.sqrt(cnt[rows] * cnt[cols])
+        order = np.lexsort((-sim, rows))
+        rows, cols, sim = rows[order], cols[order], sim[order]
+        starts = np.r_[0, np.cumsum(np.bincount(rows, minlength=n))][:-1]
+        keep = (np.arange(len(rows)) - starts[rows]) < int(m.config["neighbours"])
+        m.indices, m.data = cols[keep].astype(np.int32), sim[keep].astype(np.float32)
+        m.indptr = np.r_[0, np.cumsum(np.bincount(rows[keep], minlength=n))].astype(np.int64)
+
+    def _rebuild_sessions(self) -> None:
+        """The session-kNN index: the training sessions, then one per streamed key (distinct
+        items at their last position, the time of the key's last event)."""
+        m = self.model
+        indptr, items, pos, times = self._sess_base
+        add_items, add_pos, add_len, add_time = [items], [pos], [], []
+        for sess in self._sessions.values():
+            last: dict[int, int] = {}
+            for p, it in enumerate(sess.items, 1):
+                if it > 0:
+                    last[it] = p
+            if not last:
+                continue
+            its = np.fromiter(last.keys(), np.int32, len(last))
+            order = np.argsort(its)  # by item, as the model's own fit lays a session out
+            add_items.append(its[order])
+            add_pos.append(np.fromiter(last.values(), np.int32, len(last))[order])
+            add_len.append(len(last))
+            add_time.append(sess.ts[-1])
+        m.sess_items = np.concatenate(add_items).astype(np.int32)
+        m.sess_pos = np.concatenate(add_pos).astype(np.int32)
+        m.sess_indptr = np.r_[indptr, indptr[-1] + np.cumsum(add_len, dtype=np.int64)]
+        m.sess_time = np.r_[times, np.asarray(add_time, np.int64)]
+        m._build_index()
+
+    # ------------------------------------------------------------------ neural models
+    def _optimisers(self) -> list:
+        if self._opts is None:
+            module = self.model.module
+            sparse_w = module.item_emb.sparse_weight
+            dense = [p for p in module.parameters() if p is not sparse_w]
+            self._opts = [torch.optim.Adam(dense, lr=self.schedule.lr)]
+            if sparse_w is not None:
+                self._opts.append(torch.optim.SparseAdam([sparse_w], lr=self.schedule.lr))
+        return self._opts
+
+    def _gradient_steps(self, touched: dict[str, int]) -> float | None:
+        sch = self.schedule
+        keep = self.max_len + 1
+        fresh: list[tuple[Snippet, int]] = []  # (window, how many of its last targets are new)
+        for user, n_new in touched.items():
+            seq = self.users[user]
+            if len(seq.items) >= 2:
+                fresh.append((seq.snippet(keep), n_new))
+        if not fresh:
+            return None
+        model = self.model
+        module = model.module
+        opts = self._optimisers()
+        train_actions = bool(model.trained_actions and module.action_head is not None)
+        counts = np.bincount(np.concatenate([s.items for s, _ in fresh]), minlength=len(model.vocab))
+        sampler = NegativeSampler(model.vocab.n_items, counts, float(module.sample_alpha),
+                                  model.device, sch.seed + self.n_updates)
+        losses = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sch.seed * 1_000_003 + self.n_updates)
+            module.train()
+            try:
+                for step in range(sch.steps):
+                    lo = (step * sch.batch_size) % len(fresh)
+                    part = fresh[lo: lo + sch.batch_size]
+                    old = self.replay.sample(int(round(sch.replay_ratio * len(part))))
+                    rows = part + [(s, len(s.items) - 1) for s in old]
+                    batch, targets, tacts = self._pad(rows, train_actions)
+                    loss, _ = module.loss(batch, targets, tacts, sampler)
+                    for opt in opts:
+                        opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if sch.grad_clip:
+                        dense = [p for p in module.parameters() if p is not module.item_emb.sparse_weight]
+                        torch.nn.utils.clip_grad_norm_(dense, sch.grad_clip)
+                    for opt in opts:
+                        opt.step()
+                    losses.append(float(loss.detach()))
+            finally:
+                module.eval()
+        for snip, _ in fresh:
+            self.replay.offer(snip)
+        return float(np.mean(losses))
+
+    def _pad(self, rows: Sequence[tuple[Snippet, int]], train_actions: bool):
+        """Right-padded inputs (each window but its last event) and next-item targets, only
+        at the last ``n_new`` positions of each row (the others are 0: no loss there)."""
+        module = self.model.module
+        use_a, use_g = module.inputs.uses_actions, module.inputs.uses_gaps
+        rows = [(s, n) for s, n in rows if len(s.items) >= 2]
+        width = max(len(s.items) - 1 for s, _ in rows)
+        n = len(rows)
+        items = np.zeros((n, width), np.int64)
+        targets = np.zeros((n, width), np.int64)
+        lengths = np.empty(n, np.int64)
+        acts = np.zeros((n, width), np.int64) if use_a else None
+        tacts = np.zeros((n, width), np.int64) if train_actions else None
+        gaps = np.zeros((n, width), np.int64) if use_g else None
+        for r, (s, n_new) in enumerate(rows):
+            m = len(s.items) - 1
+            items[r, :m] = s.items[:-1]
+            t = s.items[1:].copy()
+            t[: max(0, m - n_new)] = 0
+            targets[r, :m] = t
+            lengths[r] = m
+            if use_a:
+                acts[r, :m] = s.actions[:-1] + 1
+            if tacts is not None:
+                tacts[r, :m] = np.where(t > 0, s.actions[1:] + 1, 0)
+            if use_g:
+                gaps[r, :m] = gap_buckets(s.timestamps_ms)[:-1]
+        dev = self.model.device
+
+        def t(x):
+            return None if x is None else torch.from_numpy(x).to(dev)
+
+        return Padded(t(items), t(lengths), t(acts), t(gaps)), t(targets), t(tacts)
+
+
+def _triplets(m) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, value) of every entry of a model's CSR item table."""
+    rows = np.repeat(np.arange(len(m.indptr) - 1, dtype=np.int64), np.diff(m.indptr))
+    return rows, m.indices.astype(np.int64), m.data.astype(np.float64)
+
+
+__all__ = ["INCREMENTAL", "LEARNABLE", "OnlineLearner", "Update", "check_learnable"]

@@ -1,0 +1,91 @@
+"""The learner's schedule: when it updates and how much, as one frozen record.
+
+    LearnSchedule.parse("every=1000,steps=2,replay=4096")
+
+The schedule is counted in events, never in seconds, so a stream and an offline replay of the
+same log update the model at the same events and can give the same figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from model_core.exceptions import ModelCoreError
+
+#: How a new item's vector starts (neural models).
+INITS = ("mean", "random")
+
+
+@dataclass(frozen=True)
+class LearnSchedule:
+    """When and how the online learner updates the model.
+
+    ``every``: update after every N events of the stream (the events since the last update
+    are the update's micro-batch). Neural models (GRU4Rec, SASRec) then take ``steps``
+    gradient steps (Adam, ``lr``), each on up to ``batch_size`` sequences ending in the newest
+    events plus ``replay_ratio`` times as many sequences drawn from a replay buffer of
+    ``replay`` older sequences (reservoir sampling; 0 = no replay). Counting models add the
+    micro-batch's counts and need none of these.
+
+    ``max_items``: bound on the item table (0 = none). At the bound a new item takes the slot
+    of the item not seen for the longest (see :mod:`model_core.learn.items`). ``init``: a new
+    item's vector in a neural model, ``mean`` (the mean of the existing item vectors, plus
+    noise of 1% of their spread so new items do not tie) or ``random`` (normal, the existing
+    vectors' spread). ``seed`` seeds the replay draws, the noise and dropout.
+    """
+
+    every: int = 1000
+    steps: int = 1
+    batch_size: int = 256
+    lr: float = 1e-3
+    replay: int = 4096
+    replay_ratio: float = 1.0
+    max_items: int = 0
+    init: str = "mean"
+    grad_clip: float = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("every", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ModelCoreError(f"learn schedule: {name} must be at least 1, "
+                                     f"got {getattr(self, name)}")
+        for name in ("replay", "max_items"):
+            if getattr(self, name) < 0:
+                raise ModelCoreError(f"learn schedule: {name} must be 0 or more, "
+                                     f"got {getattr(self, name)}")
+        if self.lr <= 0 or self.replay_ratio < 0:
+            raise ModelCoreError("learn schedule: lr must be > 0 and replay_ratio >= 0")
+        if self.init not in INITS:
+            raise ModelCoreError(f"learn schedule: init must be one of {', '.join(INITS)}, "
+                                 f"got {self.init!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> LearnSchedule:
+        """``"every=1000,steps=2"`` -> a schedule (unnamed fields keep their defaults)."""
+        types = {f.name: f.type for f in fields(cls)}
+        kw: dict = {}
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            key, eq, value = part.partition("=")
+            key = key.strip().replace("-", "_")
+            if not eq or key not in types:
+                raise ModelCoreError(
+                    f"--learn: {part!r} is not KEY=VALUE with KEY one of {', '.join(types)} "
+                    "(e.g. every=1000,steps=2)")
+            conv = {"int": int, "float": float, "str": str}[str(types[key])]
+            try:
+                kw[key] = conv(value.strip())
+            except ValueError:
+                raise ModelCoreError(f"--learn: {key} must be {types[key]}, "
+                                     f"got {value!r}") from None
+        if "every" not in kw:
+            raise ModelCoreError("--learn needs every=N (update after every N events)")
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+__all__ = ["INITS", "LearnSchedule"]

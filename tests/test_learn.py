@@ -1,0 +1,260 @@
+"""The online learner (model_core.learn): incremental counting equals a refit, new items
+join and are recommended, the item table and the replay buffer stay bounded, updates are
+deterministic and do not depend on how the stream is batched, and ``seqstream evaluate
+--protocol prequential --learn`` reports frozen and online side by side."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model_core.datasets.synth import generate
+from model_core.evaluate import evaluate_prequential
+from model_core.exceptions import ModelCoreError
+from model_core.fit import FitConfig, fit_events
+from model_core.learn import LearnSchedule, OnlineLearner, compare_learning
+from model_core.learn.replay import ReplayBuffer, Snippet
+from model_core.models import create_model
+from model_core.predictor import SequenceBatch
+from model_core.train import sequences_from_events
+from schemas import Event
+
+
+def _ev(i: int, user: str, item: str, t: int | None = None, action: str = "click") -> Event:
+    return Event(event_id=f"e{i}", user_id=user, item_id=item, action=action,
+                 timestamp_ms=1_700_000_000_000 + (i if t is None else t) * 1000)
+
+
+@pytest.fixture(scope="module")
+def drift_log():
+    return generate(1600, seed=4, change_at=0.5, new_items=20)
+
+
+# --------------------------------------------------------------------------- counting
+@pytest.mark.parametrize("name", ["markov", "itemknn"])
+def test_incremental_counting_update_equals_a_refit(name, drift_log):
+    train, stream = drift_log[:800], drift_log[800:]
+    model = fit_events(train, FitConfig(name, {"window": 5, "neighbours": 7}
+                                        if name == "itemknn" else {})).model
+    n_trained = model.vocab.n_items
+    learner = OnlineLearner(model, LearnSchedule(every=97))
+    learner.warm(train)
+    learner.learn(stream)
+    learner.update()  # the events after the last scheduled update
+    assert model.vocab.n_items > n_trained  # items born after training joined
+    seqs, vocab, _ = sequences_from_events(drift_log, vocab=model.vocab)
+    refit = create_model(name, vocab, **model.config)
+    refit.fit(seqs)
+    for arr in ("item_counts", "action_counts", "indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(model, arr), getattr(refit, arr), err_msg=arr)
+
+
+@pytest.mark.parametrize("name", ["sknn", "vstan"])
+def test_session_knn_index_takes_streamed_sessions_as_a_refit_would(name, drift_log):
+    train = drift_log[:800]
+    # a session log: every streamed key is a new session (as YooChoose's test sessions)
+    stream = [Event(event_id=e.event_id, user_id="s" + e.session_id, item_id=e.item_id,
+                    action=e.action, timestamp_ms=e.timestamp_ms) for e in drift_log[800:]]
+    model = fit_events(train, FitConfig(name)).model
+    learner = OnlineLearner(model, LearnSchedule(every=101))
+    learner.warm(train)
+    learner.learn(stream)
+    learner.update()
+    seqs, vocab, _ = sequences_from_events(train + stream, vocab=model.vocab)
+    refit = create_model(name, vocab)
+    refit.fit(seqs)
+    long = max(len(s) for s in seqs.items[len(set(e.user_id for e in train)):])
+    assert long <= learner.max_len + 1  # no streamed session was cut to the window
+    for arr in ("item_counts", "sess_indptr", "sess_items", "sess_pos", "sess_time", "idf"):
+        np.testing.assert_array_equal(getattr(model, arr), getattr(refit, arr), err_msg=arr)
+    hist = SequenceBatch([np.asarray(s[:3], np.int32) for s in seqs.items[-5:]])
+    np.testing.assert_array_equal(model.predict_topk(hist, 20).items,
+                                  refit.predict_topk(hist, 20).items)
+
+
+def test_popular_counts_new_items_and_versions_advance():
+    train = [_ev(i, f"u{i % 3}", f"i{i % 4}") for i in range(12)]
+    model = fit_events(train, FitConfig("popular")).model
+    learner = OnlineLearner(model, LearnSchedule(every=5))
+    learner.warm(train)
+    updates = learner.learn([_ev(100 + i, "u9", "fresh") for i in range(10)])
+    assert [u.number for u in updates] == [1, 2]
+    assert updates[0].new_items == ["fresh"] and updates[1].new_items == []
+    assert updates[0].version != updates[1].version == model.version
+    top = model.predict_topk(SequenceBatch([np.array([1], np.int32)]), 1).items[0, 0]
+    assert model.vocab.item_id(int(top)) == "fresh"  # 10 events: the most popular now
+
+
+def test_a_new_item_is_recommended_after_an_update_markov():
+    train = [_ev(i, f"u{i}", it) for i, it in enumerate(["a", "b", "a", "c", "b", "c"])]
+    model = fit_events(train, FitConfig("markov")).model
+    learner = OnlineLearner(model, LearnSchedule(every=4))
+    learner.warm(train)
+    stream = []
+    for r in range(2):
+        stream += [_ev(10 + 2 * r, f"s{r}", "a"), _ev(11 + 2 * r, f"s{r}", "new")]
+    assert "new" not in model.vocab
+    [update] = learner.learn(stream)
+    assert update.new_items == ["new"]
+    new = model.vocab.index("new")
+    top = model.predict_topk(SequenceBatch([np.array([model.vocab.index("a")], np.int32)]), 1)
+    assert top.items[0, 0] == new
+
+
+# --------------------------------------------------------------------------- neural
+def _neural(name: str, train, **cfg):
+    config = {"epochs": 1, "dim": 16, "device": "cpu", "batch_size": 16, **cfg}
+    if name == "sasrec":
+        config.update(layers=1, heads=1, max_len=20)
+    return fit_events(train, FitConfig(name, config)).model
+
+
+@pytest.mark.parametrize("name, cfg", [("gru4rec", {"bias": True}), ("sasrec", {})])
+def test_a_new_item_is_recommended_after_neural_updates(name, cfg):
+    items = [f"i{k}" for k in range(12)]
+    train = [_ev(i, f"u{i // 6}", items[(i * 5) % 12]) for i in range(120)]
+    model = _neural(name, train, **cfg)
+    learner = OnlineLearner(model, LearnSchedule(every=20, steps=20, lr=0.02, seed=1))
+    learner.warm(train)
+    stream = []
+    for r in range(30):  # "i3" is now always followed by the newly launched "new"
+        stream += [_ev(1000 + 2 * r, f"s{r}", "i3"), _ev(1001 + 2 * r, f"s{r}", "new")]
+    updates = learner.learn(stream)
+    assert updates and updates[0].new_items == ["new"]
+    new = model.vocab.index("new")
+    emb = model.module.item_emb
+    assert emb.id_emb.weight.shape[0] == len(model.vocab) == emb.n_items + 1
+    if name == "gru4rec":
+        assert model.module.out_bias.shape[0] == len(model.vocab)
+    top = model.predict_topk(SequenceBatch([np.array([model.vocab.index("i3")], np.int32)]), 3)
+    assert new in top.items[0].tolist()
+    assert learner.items.is_new(np.array([new, 1])).tolist() == [True, False]
+
+
+def test_neural_updates_are_deterministic_and_keep_optimiser_state():
+    train = [_ev(i, f"u{i // 5}", f"i{(i * 3) % 9}") for i in range(80)]
+    stream = [_ev(200 + i, f"v{i // 4}", f"i{i % 11}") for i in range(60)]  # i9, i10 are new
+    weights = []
+    for _ in range(2):
+        model = _neural("gru4rec", train)
+        learner = OnlineLearner(model, LearnSchedule(every=15, steps=2, seed=3))
+        learner.warm(train)
+        learner.learn(stream)
+        weights.append({k: v.clone() for k, v in model.module.state_dict().items()})
+        w = model.module.item_emb.id_emb.weight
+        adam = learner._opts[0]
+        assert adam.state[w]["exp_avg"].shape == w.shape  # grown with the table
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=0, atol=0, msg=k)
+
+
+# --------------------------------------------------------------------------- bounds
+def test_replay_buffer_is_bounded_and_samples_without_repeats():
+    buf = ReplayBuffer(capacity=50, seed=0)
+    for i in range(1000):
+        buf.offer(Snippet(np.array([i, i + 1]), np.zeros(2, np.int64), np.zeros(2, np.int64)))
+    assert len(buf) == 50 and buf.offered == 1000
+    firsts = [int(s.items[0]) for s in buf.items]
+    assert max(firsts) > 100  # later offers replaced early ones
+    drawn = [int(s.items[0]) for s in buf.sample(20)]
+    assert len(set(drawn)) == 20
+
+
+def test_learners_replay_buffer_stays_within_its_capacity():
+    train = [_ev(i, f"u{i // 4}", f"i{i % 7}") for i in range(60)]
+    model = _neural("gru4rec", train)
+    learner = OnlineLearner(model, LearnSchedule(every=10, replay=8))
+    learner.warm(train)
+    learner.learn([_ev(100 + i, f"w{i // 3}", f"i{i % 7}") for i in range(90)])
+    assert len(learner.replay) == 8 and learner.replay.offered > 8
+
+
+def test_item_table_bound_reuses_the_least_recently_seen_slot():
+    train = [_ev(i, "u0", it) for i, it in enumerate(["a", "b", "c", "a", "c"])]  # b: oldest
+    model = fit_events(train, FitConfig("markov")).model
+    learner = OnlineLearner(model, LearnSchedule(every=2, max_items=3))
+    learner.warm(train)
+    slot_b = model.vocab.index("b")
+    [update] = learner.learn([_ev(10, "u0", "a"), _ev(11, "u0", "d")])
+    assert update.evicted == [slot_b] and update.new_items == ["d"]
+    assert model.vocab.n_items == 3 and "b" not in model.vocab
+    assert model.vocab.index("d") == slot_b
+    assert model.item_counts[slot_b] == 1  # b's counts cleared, d's one event counted
+    src = np.repeat(np.arange(len(model.indptr) - 1), np.diff(model.indptr))
+    dst = model.indices
+    # b's transitions (a->b, b->c) are gone; a->d was learned
+    assert {(int(s), int(d)) for s, d in zip(src, dst, strict=True)} == {
+        (model.vocab.index(x), model.vocab.index(y)) for x, y in [("a", "c"), ("c", "a"), ("a", "d")]}
+
+
+def test_schedule_parse_and_errors():
+    s = LearnSchedule.parse("every=500, steps=2,lr=0.01,max-items=100")
+    assert (s.every, s.steps, s.lr, s.max_items) == (500, 2, 0.01, 100)
+    for bad in ("steps=2", "every=0", "every=x", "every=5,colour=red", "every=5,init=zeros"):
+        with pytest.raises(ModelCoreError):
+            LearnSchedule.parse(bad)
+    model = fit_events([_ev(0, "u", "a"), _ev(1, "u", "b")], FitConfig("markov")).model
+    model.name = "some-new-model"
+    with pytest.raises(ModelCoreError, match="no incremental update"):
+        OnlineLearner(model)
+
+
+# --------------------------------------------------------------------------- measurement
+def test_frozen_replay_equals_evaluate_prequential(drift_log):
+    train, stream = drift_log[:800], drift_log[800:]
+    model = fit_events(train, FitConfig("markov")).model
+    ref = evaluate_prequential(model, stream, warm_events=train, ks=(20,), n_boot=10)
+    rep = compare_learning(model, stream, train, LearnSchedule(every=100), n_boot=10)
+    assert rep["n_scored"] == ref.n_cases
+    for m in ("hr@20", "ndcg@20", "mrr@20"):
+        assert rep["frozen"][m] == pytest.approx(ref.metrics[m], abs=1e-12)
+
+
+def test_online_figures_do_not_depend_on_batching(drift_log):
+    train, stream = drift_log[:800], drift_log[800:]
+    reps = [compare_learning(fit_events(train, FitConfig("markov")).model, stream, train,
+                             LearnSchedule(every=64), n_boot=10, batch_size=b)
+            for b in (1000, 23)]
+    assert reps[0]["online"] == {**reps[1]["online"], "replay_seconds":
+                                 reps[0]["online"]["replay_seconds"]}
+    on, fr = reps[0]["online"], reps[0]["frozen"]
+    assert on["new_item_share"] > 0 == fr["new_item_share"]
+    assert on["new_item_hits"] > 0 == fr["new_item_hits"]
+    assert on["hr@20"] > fr["hr@20"]  # the drift and the new items: learning helps here
+
+
+def test_synth_default_log_is_unchanged_and_new_items_are_born_late():
+    h = hashlib.sha256()
+    for e in generate(3000, seed=3, change_at=0.5):
+        h.update(e.to_json())
+    for e in generate(2000, seed=0):
+        h.update(e.to_json())
+    # the logs of the generator before new_items existed (main at 5e02854): the same draws
+    assert h.hexdigest() == "56b1956143fe11d5d8106f40ec4d85cb2999a1ca8833875a247e61381b5343cf"
+    events = generate(2000, seed=1, new_items=30, born_from=0.6)
+    early = {e.item_id for e in events[:1200]}
+    late = {e.item_id for e in events[1200:]} - early
+    assert len(late) >= 10  # items first seen after the birth point
+    assert len(generate(2000, seed=1)) == 2000
+
+
+def test_evaluate_learn_cli_reports_frozen_and_online(tmp_path, capsys):
+    from model_core.datasets.synth import write_jsonl
+    from stream_app.cli import main
+
+    log = tmp_path / "drift.jsonl"
+    write_jsonl(generate(900, seed=2, change_at=0.5, new_items=10), log)
+    rc = main(["evaluate", "--data", str(log), "--model", "markov", "--protocol",
+               "prequential", "--learn", "every=50", "--bootstrap", "20", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for run in ("frozen", "online"):
+        assert {"hr@20", "ndcg@20", "mrr@20", "new_item_share", "new_item_hits"} <= set(out[run])
+    assert out["learner"]["updates"] >= 1 and out["schedule"]["every"] == 50
+    assert out["paired_windows"]["hr@20"]["windows"] >= 2
+    assert main(["evaluate", "--data", str(log), "--model", "markov", "--protocol", "temporal",
+                 "--learn", "every=50"]) == 2
