@@ -131,6 +131,27 @@ def test_latest_window_per_key_is_the_latest_emitted(engine_and_events):
     assert len(latest_windows([SimpleNamespace(key=key, value=v) for v in (full, again)])) == 1
 
 
+def test_the_audit_names_windows_whose_latest_emission_counts_fewer(engine_and_events):
+    """The chaos audit's ``windows_shrunk``: a later emission with fewer events than an
+    earlier one of the same key (a stale publication that won) is named with its counts."""
+    import orjson
+
+    from stream_app.ops.chaos import shrunk_windows
+
+    engine, events = engine_and_events
+    agg = _agg()
+    agg.add_batch(events[:50], engine.process(events[:50], {}), [1.0] * 50, 1000)
+    w = orjson.loads(agg.flush(5_000)[0].to_json())
+
+    def msg(key, n, at):
+        return SimpleNamespace(key=key, value=orjson.dumps({**w, "events": n,
+                                                            "emitted_at_ms": at}))
+    grew = [msg(b"tumbling/0/p0", 20, 1_000), msg(b"tumbling/0/p0", 50, 2_000)]
+    shrank = [msg(b"tumbling/0/p1", 50, 1_000), msg(b"tumbling/0/p1", 46, 3_000),
+              msg(b"tumbling/0/p1", 50, 2_000)]  # topic order is not emission order
+    assert shrunk_windows(grew + shrank) == [("tumbling/0/p1", [50, 50, 46])]
+
+
 def test_redelivery_past_the_hash_window_is_a_duplicate(engine_and_events):
     """A user with more than max_len events in the redelivered range: the offset rule."""
     engine, events = engine_and_events

@@ -74,6 +74,9 @@ class ChaosReport:
     audited_events: int = 0
     lost_with_broker: int = 0
     worker_exits: list = field(default_factory=list)
+    # windows whose latest emission counts fewer events than an earlier one of the same key
+    # (a stale publication won: the metrics topic is short although every event was counted)
+    windows_shrunk: int = 0
 
     @property
     def broker_loss_handled(self) -> bool:
@@ -163,6 +166,25 @@ class _Tail:
     def stop(self) -> None:
         self._stop.set()
         self._t.join(timeout=10)
+
+
+def shrunk_windows(messages) -> list[tuple[str, list[int]]]:
+    """Keys of the metrics topic whose latest window (:func:`latest_windows`' rule: latest
+    emitted) counts fewer events than an earlier emission of the same key: (key, events of
+    each emission in emission order)."""
+    from schemas import MetricsWindow
+
+    by_key: dict[bytes, list[tuple[int, int, int]]] = {}
+    for i, m in enumerate(messages):
+        if m.key is not None:
+            w = MetricsWindow.from_json(m.value)
+            by_key.setdefault(m.key, []).append((w.emitted_at_ms, i, w.events))
+    out = []
+    for key, emitted in by_key.items():
+        emitted.sort()
+        if emitted[-1][2] < max(n for _, _, n in emitted):
+            out.append((key.decode(errors="replace"), [n for _, _, n in emitted]))
+    return sorted(out)
 
 
 def _event_id_of(value: bytes) -> str:
@@ -557,7 +579,12 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
                     "state_tail_ts": g.timestamps_ms[-3:].tolist(),
                     "reference_tail_ts": r.timestamps_ms[-3:].tolist()}
 
-        windows = latest_windows(read_topic(settings, "metrics", idle_s=3.0))
+        metrics = read_topic(settings, "metrics", idle_s=3.0)
+        windows = latest_windows(metrics)
+        shrunk = shrunk_windows(metrics)
+        report.windows_shrunk = len(shrunk)
+        if shrunk:
+            report.examples["windows_shrunk"] = shrunk[:5]
         tumbling = [w for w in windows if w.window_kind == "tumbling"]
         report.metrics_events = sum(w.events for w in tumbling)
         report.metrics_scored = sum(w.scored for w in tumbling)
