@@ -163,9 +163,9 @@ class _Tail:
             if self._stop.is_set():
                 return
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
-        self._t.join(timeout=10)
+        self._t.join(timeout=timeout_s)
 
 
 def shrunk_windows(messages) -> list[tuple[str, list[int]]]:
@@ -504,7 +504,7 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
                     broker, exits, dt = _restart_broker(broker, fleet, settings, done, log)
                     report.worker_exits.extend(exits)
                     before += len(preds.ids)
-                    preds.stop()
+                    preds.stop(0.1)  # its broker is gone: not waited for
                     preds = _Tail(settings, "predictions", keep=_event_id_of).start()
                     audit_from = pauses[done]
                     released[done].set()
