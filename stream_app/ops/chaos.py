@@ -24,8 +24,8 @@ kills and samples its RSS.
 
 from __future__ import annotations
 
-import contextlib
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -40,7 +40,7 @@ import orjson
 
 from model_core.sequence_state import UserState
 from stream_app.settings import Settings, load_settings
-from stream_app.worker.process import FAILED_BATCH_MARK
+from stream_app.worker.process import FAILED_BATCH_MARK, READY_MARK
 
 
 @dataclass
@@ -251,6 +251,23 @@ BROKER_LOST_EXIT_S = 8.0
 BROKER_BACK_S = 2.0
 
 
+def _log_size(w) -> int:
+    return w.log_path.stat().st_size if w.log_path.exists() else 0
+
+
+def ready_partitions(w, since: int = 0) -> set[int] | None:
+    """The partitions the last ready line of ``w``'s log (from byte ``since`` on) names,
+    or None when there is none."""
+    with open(w.log_path, "rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    at = text.rfind(READY_MARK)
+    if at < 0:
+        return None
+    m = re.search(r"partitions=\[([\d, ]*)\]", text[at:at + 400])
+    return {int(x) for x in m.group(1).split(",") if x.strip()} if m else None
+
+
 class _Fleet:
     """The workers of one chaos run: each a child process with its own log and data dir."""
 
@@ -277,16 +294,32 @@ class _Fleet:
         """Scale down one worker at a time, each after the others have taken over its
         partitions (a worker's clean stop publishes the open windows of the partitions it
         holds; stopping all at once left partitions in transit, whose last windows stayed
-        in the table for the next owner and never reached the metrics topic in the run)."""
+        in the table for the next owner and never reached the metrics topic in the run).
+
+        "Taken over" is: ready lines written since the stop began that name, together,
+        every partition. Any ready line will not do: a rebalance that began before the stop
+        (a paused worker rejoining) ends with a ready line naming only part of them, and
+        the last worker stopped then never held the others (pause seed 3: the last window
+        of two partitions was never published, 5 events short)."""
         alive = self.alive()
+        everything = set(range(self.settings.partitions))
         for i, w in enumerate(alive):
             rest = [r for r in alive[i + 1:] if r.alive()]
-            for r in rest:
-                r.mark_log()
+            since = {r.name: _log_size(r) for r in rest}
             w.stop(timeout_s)
-            for r in rest:
-                with contextlib.suppress(Exception):  # no rebalance came: it had them all
-                    r.wait_ready(max(15.0, 3 * self.settings.session_timeout_s))
+            if not rest:
+                continue
+            deadline = time.monotonic() + max(30.0, 5 * self.settings.session_timeout_s)
+            held: set[int] = set()
+            while time.monotonic() < deadline:
+                held = set().union(*(ready_partitions(r, since[r.name]) or set()
+                                     for r in rest if r.alive()))
+                if held >= everything:
+                    break
+                time.sleep(0.2)
+            else:  # the worker stopped held nothing (no rebalance), or the group is stuck
+                self.log(f"  after {w.name} stopped, the others hold partitions "
+                         f"{sorted(held)} of {sorted(everything)}")
 
     def kill_all(self) -> None:
         for w in self.procs:
