@@ -146,8 +146,9 @@ class MembershipFence:
         ``rebalancing_ok``, as Faust suspends the flow when it stops): no stall unconfirmed,
         membership not known lost, no rebalance under way, and the tables recovered since
         the last rebalance began (writes outside a batch read state from the table: the
-        idle timer once published a window of a partition still being recovered, from a
-        partial table, with fewer events than the owner had already published).
+        idle timer could publish — or the retention sweep expire — from a partition's
+        value as it was some changelog records ago, e.g. a window with fewer events than
+        its owner had already published, which would then be the latest emitted).
 
         A clean stop does not start a rebalance (leaving the group revokes nothing
         locally), so the shutdown flush after a completed rebalance is allowed."""
