@@ -68,3 +68,15 @@ def test_broker_loss_makes_the_worker_unready_then_exit(tmp_path):
     finally:
         broker.stop()
         worker.kill()
+
+
+def test_log_keeper_notices_an_end_offset_that_went_back():
+    """A broker restarted with memory storage answers again, empty: the end offsets of the
+    events topic go back, which a broker that keeps its log never does."""
+    from stream_app.kafka.end_offsets import LogKeeper
+
+    keeper = LogKeeper()
+    assert keeper.check({"p0": 100, "p1": 80, "p2": None}) == []
+    assert keeper.check({"p0": 150, "p1": 80}) == []  # grown or the same: kept
+    assert keeper.check({"p0": 3, "p1": 90}) == [("p0", 150, 3)]
+    assert keeper.check({"p0": 120}) == [("p0", 150, 120)]  # still below the highest seen

@@ -131,6 +131,27 @@ def test_latest_window_per_key_is_the_latest_emitted(engine_and_events):
     assert len(latest_windows([SimpleNamespace(key=key, value=v) for v in (full, again)])) == 1
 
 
+def test_the_audit_names_windows_whose_latest_emission_counts_fewer(engine_and_events):
+    """The chaos audit's ``windows_shrunk``: a later emission with fewer events than an
+    earlier one of the same key (a stale publication that won) is named with its counts."""
+    import orjson
+
+    from stream_app.ops.chaos import shrunk_windows
+
+    engine, events = engine_and_events
+    agg = _agg()
+    agg.add_batch(events[:50], engine.process(events[:50], {}), [1.0] * 50, 1000)
+    w = orjson.loads(agg.flush(5_000)[0].to_json())
+
+    def msg(key, n, at):
+        return SimpleNamespace(key=key, value=orjson.dumps({**w, "events": n,
+                                                            "emitted_at_ms": at}))
+    grew = [msg(b"tumbling/0/p0", 20, 1_000), msg(b"tumbling/0/p0", 50, 2_000)]
+    shrank = [msg(b"tumbling/0/p1", 50, 1_000), msg(b"tumbling/0/p1", 46, 3_000),
+              msg(b"tumbling/0/p1", 50, 2_000)]  # topic order is not emission order
+    assert shrunk_windows(grew + shrank) == [("tumbling/0/p1", [50, 50, 46])]
+
+
 def test_redelivery_past_the_hash_window_is_a_duplicate(engine_and_events):
     """A user with more than max_len events in the redelivered range: the offset rule."""
     engine, events = engine_and_events
@@ -217,3 +238,66 @@ def test_malloc_arena_cap_applies_on_glibc():
     assert limit_malloc_arenas(0) is False
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert limit_malloc_arenas(2) is True
+
+
+class _FakeWorker:
+    """What :class:`stream_app.ops.chaos._Fleet` uses of a worker process: a log with ready
+    lines, ``alive``, ``stop``; ``on_stop`` runs when it is stopped."""
+
+    def __init__(self, name, log_path, on_stop=None):
+        self.name, self.log_path, self.on_stop = name, log_path, on_stop
+        self.running, self.held_at_stop, self._mark = True, None, 0
+        log_path.write_text("")
+
+    def ready(self, parts):
+        from stream_app.worker.process import READY_MARK
+
+        with open(self.log_path, "a") as f:
+            f.write(f"{READY_MARK} partitions={sorted(parts)} model=m\n")
+
+    def alive(self):
+        return self.running
+
+    def stop(self, timeout_s=20.0):
+        from stream_app.ops.chaos import ready_partitions
+
+        self.held_at_stop = ready_partitions(self)
+        self.running = False
+        if self.on_stop:
+            self.on_stop()
+
+    def mark_log(self):  # the interface before the fix
+        self._mark = self.log_path.stat().st_size
+
+    def wait_ready(self, timeout_s=60.0):
+        import time
+
+        from stream_app.ops.chaos import ready_partitions
+
+        deadline = time.monotonic() + timeout_s
+        while ready_partitions(self, self._mark) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_scale_down_waits_until_the_rest_hold_every_partition(tmp_path):
+    """The last worker is stopped only once it holds every partition: a ready line from a
+    rebalance that began before the stop (a paused worker rejoining) names only some (pause
+    seed 3: the last windows of partitions 0 and 1 were never published, 5 events short)."""
+    import threading
+
+    from stream_app.ops.chaos import _Fleet
+
+    settings = SimpleNamespace(partitions=4, session_timeout_s=0.5)
+    last = _FakeWorker("worker-1", tmp_path / "w1.log")
+    last.ready({0, 1, 2, 3})  # before the paused worker rejoined
+
+    def first_leaves():
+        last.ready({2, 3})  # the rejoin's rebalance completes as the first one stops
+        threading.Timer(0.6, last.ready, args=({0, 1, 2, 3},)).start()  # then its partitions
+
+    first = _FakeWorker("worker-0", tmp_path / "w0.log", on_stop=first_leaves)
+    fleet = _Fleet(settings, tmp_path, log=lambda *a: None)
+    fleet.procs = [first, last]
+    fleet.stop_all(5)
+    assert last.held_at_stop == {0, 1, 2, 3}

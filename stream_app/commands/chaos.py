@@ -16,10 +16,13 @@ def register(sub) -> None:
                                      "and state (embedded broker)")
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--scenario", default="kill",
-                   choices=("kill", "pause", "rebalance", "crash-in-batch"),
+                   choices=("kill", "pause", "rebalance", "crash-in-batch", "broker-restart"),
                    help="kill: SIGKILL and restart a worker; pause: SIGSTOP a worker past the "
                         "session timeout, then SIGCONT; rebalance: workers join and leave "
-                        "under load; crash-in-batch: the model raises on some batches")
+                        "under load; crash-in-batch: the model raises on some batches; "
+                        "broker-restart: the broker stops, every worker must exit 69 naming "
+                        "it, and it comes back empty (memory storage) with the workers: the "
+                        "events after the last restart are audited")
     p.add_argument("--workers", type=int, default=None,
                    help="workers running at the start (default 1; 2 for pause and rebalance)")
     p.add_argument("--kills", "--faults", dest="kills", type=int, default=3,

