@@ -102,6 +102,8 @@ class EvaluationResult:
             out["sampled"] = {"mode": self.sampled["mode"], "n": self.sampled["n"],
                               "metrics": _clean(self.sampled["metrics"]),
                               "ci": {k: _clean(list(v)) for k, v in self.sampled["ci"].items()}}
+            if "corrected" in self.sampled:
+                out["sampled"]["corrected"] = _clean(self.sampled["corrected"])
         if self.action is not None:
             out["action"] = _clean(self.action)
         if self.action_baseline is not None:
@@ -413,6 +415,9 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
                                       for k, v in sp.items()},
                           "ci": _cis(sp, n_boot, seed, clusters), "per_case": sp,
                           "ranks": s_ranks}
+        if sampled[0] == "uniform" and n and model.vocab.n_items > int(sampled[1]):
+            result.sampled["corrected"] = _corrected(s_ranks, ks, model.vocab.n_items,
+                                                     int(sampled[1]))
     if n_ranked:
         y_true = view.target_actions
         if probs_all:
@@ -430,6 +435,23 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
                                      ACTIONS)
         result.action_baseline = {"class": ACTIONS[majority_action], **base}
     return result
+
+
+def _corrected(s_ranks: np.ndarray, ks: Sequence[int], n_items: int,
+               n_neg: int) -> dict[str, float]:
+    """HR@K and NDCG@K estimated from uniformly sampled ranks for the full catalogue
+    (:class:`model_core.significance.SampledMetricCorrection`); misses stay misses."""
+    from model_core.significance import SampledMetricCorrection
+
+    corr = SampledMetricCorrection(n_items, n_neg)
+    ranked = np.ceil(s_ranks[(s_ranks >= 1) & (s_ranks <= n_neg + 1)]).astype(np.int64)
+    share = len(ranked) / len(s_ranks)
+    out = {}
+    for k in ks:
+        out[f"hr@{k}"] = share * corr.corrected(ranked, lambda r, k=k: float(r <= k))
+        out[f"ndcg@{k}"] = share * corr.corrected(
+            ranked, lambda r, k=k: 1.0 / math.log2(r + 1) if r <= k else 0.0)
+    return out
 
 
 def _beyond(result: EvaluationResult, model: Recommender, tops: list[np.ndarray],

@@ -365,6 +365,10 @@ def test_cli_evaluate_json_shape(synth_file, capsys):
     assert prov["config"]["model"] == "popular" and prov["config"]["sampled"] == "uniform:50"
     assert d["sampled"]["mode"] == "uniform" and d["sampled"]["n"] == 50
     assert d["sampled"]["metrics"]["hr@10"] >= d["metrics"]["hr@10"]
+    # the corrected estimate lies nearer the full-ranking figure than the sampled one
+    fixed = d["sampled"]["corrected"]["hr@10"]
+    assert abs(fixed - d["metrics"]["hr@10"]) < abs(d["sampled"]["metrics"]["hr@10"]
+                                                    - d["metrics"]["hr@10"])
 
 
 @pytest.fixture(scope="module")

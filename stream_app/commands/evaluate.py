@@ -301,6 +301,9 @@ def print_result(res, label: str, info: dict) -> None:
             row = [f"{m.upper()} sampled {res.sampled['mode']}:{res.sampled['n']}"]
             row += [_fmt(res.sampled["metrics"][f"{m}@{k}"]) for k in res.ks]
             t.add_row(*row)
+        for m in ("hr", "ndcg") if "corrected" in res.sampled else ():
+            t.add_row(f"{m.upper()} sampled, corrected",
+                      *[_fmt(res.sampled["corrected"][f"{m}@{k}"]) for k in res.ks])
     console.print(t)
     console.print(f"catalogue coverage (top-{res.ks[-1]}): {res.coverage:.4f}")
     k = res.ks[-1]
