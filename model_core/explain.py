@@ -56,7 +56,7 @@ import numpy as np
 from model_core.predictor import SequenceBatch
 
 __all__ = ["IG_STEPS", "METHODS", "Contribution", "Explanation", "Neighbour", "default_method", "drop_event",
-           "explain", "model_window", "single_row"]
+           "describe", "explain", "model_window", "single_row"]
 
 #: Explanation methods; ``default_method`` picks one per model family.
 METHODS = ("popular", "transition", "similarity", "neighbours", "grad_input",
@@ -436,3 +436,26 @@ def explain(model, batch: SequenceBatch, items: Sequence[int], top_n: int = 3, *
     method = method or default_method(model)
     _check_method(model, method)
     return _BY_METHOD[method](model, batch, row, [int(j) for j in items], int(top_n))
+
+
+def describe(model, batch: SequenceBatch, items: Sequence[int], row: int = 0,
+             top_n: int = 3) -> list[dict]:
+    """:func:`explain` as JSON-ready records for the stream and the serving endpoints: per
+    item its id, the method, and the contributing past events as ``{"item", "action",
+    "events_ago", "weight"}`` (0 events ago = the newest event of the row), plus ``note``
+    when there are none."""
+    from schemas.actions import ACTIONS
+
+    vocab = model.vocab
+    n = len(batch.items[row])
+    items = [int(j) for j in items if j > 0]
+    if not n or not items:
+        return []
+    return [{
+        "item": vocab.item_id(ex.item), "method": ex.method,
+        "because": [{"item": vocab.item_id(c.item),
+                     "action": ACTIONS[c.action] if c.action is not None else None,
+                     "events_ago": n - 1 - c.position, "weight": round(c.weight, 6)}
+                    for c in ex.contributions],
+        **({"note": ex.note} if ex.note else {}),
+    } for ex in explain(model, batch, items, top_n=top_n, row=row)]

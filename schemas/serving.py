@@ -103,6 +103,9 @@ class Recommendations:
     cold_start: bool
     exclude_seen: bool  # items of the user's sequence were left out
     served_by: str = ""  # the worker that answered (its advertised URL)
+    #: with ``explain=true``: per item of the first 3, the past events that contributed most
+    #: (``{"item", "method", "because": [{"item", "action", "events_ago", "weight"}]}``)
+    explanations: list[dict] | None = None
 
 
 @dataclass(slots=True)

@@ -192,10 +192,10 @@ def test_rank_request_names_the_bad_field(doc, field):
 
 
 def test_recommendation_query():
-    assert parse_recommendation_query({}, 50, 20) == (20, False, False)
-    assert parse_recommendation_query({}, 10, 20) == (10, False, False)
-    assert parse_recommendation_query({"k": "3", "exclude_seen": "TRUE", "actions": "1"},
-                                      50, 20) == (3, True, True)
+    assert parse_recommendation_query({}, 50, 20) == (20, False, False, False)
+    assert parse_recommendation_query({}, 10, 20) == (10, False, False, False)
+    assert parse_recommendation_query({"k": "3", "exclude_seen": "TRUE", "actions": "1",
+                                       "explain": "true"}, 50, 20) == (3, True, True, True)
     for q, field in (({"k": "51"}, "k"), ({"k": "-1"}, "k"), ({"k": "1.5"}, "k"),
                      ({"actions": "y"}, "actions"), ({"top": "1"}, "top")):
         with pytest.raises(RequestError) as e:

@@ -174,3 +174,21 @@ def test_pseudonymous_states_are_found_by_the_raw_id(trained):
     assert not r.cold_start and r.user_id == raw
     mine = [p for p in preds if p["user_id"] == agent.processor.pseudonyms(raw)]
     assert r.items == mine[-1]["items"]
+
+
+def test_explain_true_explains_the_first_items(trained):
+    events, model = trained
+    settings = Settings()
+    agent = _agent(model, settings)
+    _process(agent, events[:200])
+    service = ServingService(agent, settings)
+    user = events[0].user_id
+    plain = asyncio.run(service.recommend(user, 5))
+    why = asyncio.run(service.recommend(user, 5, explain=True))
+    assert plain.explanations is None and why.items == plain.items
+    assert [x["item"] for x in why.explanations] == why.items[:3]
+    assert all(x["method"] == "transition" for x in why.explanations)
+    assert all(b["events_ago"] >= 0 for x in why.explanations for b in x["because"])
+    from stream_app.serve.views import parse_recommendation_query
+
+    assert parse_recommendation_query({"explain": "true"}, 100, 20)[3] is True

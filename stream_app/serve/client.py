@@ -74,8 +74,10 @@ def _decode(answer: _Answer, cls: type):
 
 
 def _recommendations(user_id: str, k: int | None, exclude_seen: bool,
-                     actions: bool) -> _Call:
+                     actions: bool, explain: bool = False) -> _Call:
     query = {"exclude_seen": str(exclude_seen).lower(), "actions": str(actions).lower()}
+    if explain:
+        query["explain"] = "true"
     if k is not None:
         query["k"] = str(k)
     path = (f"/v1/users/{urllib.parse.quote(user_id, safe='')}/recommendations?"
@@ -132,8 +134,8 @@ class Client:
         raise RuntimeError("a client call asked for a second request")
 
     def recommendations(self, user_id: str, k: int | None = None, exclude_seen: bool = False,
-                        actions: bool = False) -> Recommendations:
-        return self._run(_recommendations(user_id, k, exclude_seen, actions))
+                        actions: bool = False, explain: bool = False) -> Recommendations:
+        return self._run(_recommendations(user_id, k, exclude_seen, actions, explain))
 
     def rank(self, user_id: str, items: Sequence[str], scores: Sequence[float] | None = None,
              alpha: float | None = None) -> Ranking:
@@ -175,9 +177,9 @@ class AsyncClient:
         raise RuntimeError("a client call asked for a second request")
 
     async def recommendations(self, user_id: str, k: int | None = None,
-                              exclude_seen: bool = False,
-                              actions: bool = False) -> Recommendations:
-        return await self._run(_recommendations(user_id, k, exclude_seen, actions))
+                              exclude_seen: bool = False, actions: bool = False,
+                              explain: bool = False) -> Recommendations:
+        return await self._run(_recommendations(user_id, k, exclude_seen, actions, explain))
 
     async def rank(self, user_id: str, items: Sequence[str],
                    scores: Sequence[float] | None = None,

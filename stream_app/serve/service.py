@@ -61,9 +61,23 @@ class _Pending:
     k: int = 0
     exclude_seen: bool = False
     actions: bool = False
+    explain: bool = False
     # rank
     rank: RankRequest | None = None
     seq: UserSequence | None = field(default=None)
+
+
+def _explanations(model, seq: UserSequence, items) -> list[dict]:
+    """The first items' explanations for one live sequence; [] when the model has none."""
+    from model_core.explain import describe
+    from model_core.predictor import SequenceBatch
+
+    batch = SequenceBatch([seq.items], [seq.actions], [seq.timestamps_ms])
+    try:
+        return describe(model, batch, items)
+    except Exception as e:  # noqa: BLE001 - an explanation never costs the answer
+        log.warning("explanation failed for model %s: %r", getattr(model, "version", "?"), e)
+        return []
 
 
 def _round(values) -> list[float]:
@@ -113,9 +127,10 @@ class ServingService:
 
     # ------------------------------------------------------------------ requests
     async def recommend(self, user_id: str, k: int, exclude_seen: bool = False,
-                        actions: bool = False) -> Recommendations:
+                        actions: bool = False, explain: bool = False) -> Recommendations:
         return await self._submit(_Pending(user_id, self._future(), k=k,
-                                           exclude_seen=exclude_seen, actions=actions))
+                                           exclude_seen=exclude_seen, actions=actions,
+                                           explain=explain))
 
     async def rank(self, request: RankRequest) -> Ranking:
         return await self._submit(_Pending(request.user_id, self._future(), rank=request))
@@ -200,12 +215,17 @@ class ServingService:
                     out_recs[excl] = (group, recommend(model, [p.seq for p in group], k_max,
                                                        excl))
             out_ranks = candidate_scores(model, [p.seq for p in ranks], cands)
-            return out_recs, out_ranks
+            why = {}
+            for group, topk in out_recs.values():
+                for row, p in enumerate(group):
+                    if p.explain:
+                        why[id(p)] = _explanations(model, p.seq, topk.items[row][:min(p.k, 3)])
+            return out_recs, out_ranks, why
 
         self.batches += 1
         self.model_calls += 1
         loop = asyncio.get_running_loop()
-        out_recs, out_ranks = await loop.run_in_executor(self.executor, job)
+        out_recs, out_ranks, why = await loop.run_in_executor(self.executor, job)
         for group, topk in out_recs.values():
             for row, p in enumerate(group):
                 if p.future.done():
@@ -216,7 +236,8 @@ class ServingService:
                          if p.actions and topk.action_probs is not None else {})
                 p.future.set_result(Recommendations(
                     p.user_id, vocab.item_ids(items[:n].tolist()), _round(scores[:n]), probs,
-                    version, len(p.seq), False, p.exclude_seen, self.served_by))
+                    version, len(p.seq), False, p.exclude_seen, self.served_by,
+                    why.get(id(p)) if p.explain else None))
         for p, model_scores in zip(ranks, out_ranks, strict=True):
             if not p.future.done():
                 p.future.set_result(self._ranking(p, model_scores, version, len(p.seq), False))

@@ -30,7 +30,7 @@ from stream_app.serve.service import ServingService
 log = logging.getLogger("seqstream.serve")
 
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-_REC_PARAMS = {"k", "exclude_seen", "actions"}
+_REC_PARAMS = {"k", "exclude_seen", "actions", "explain"}
 
 
 class RequestError(Exception):
@@ -55,11 +55,11 @@ def _flag(query, name: str) -> bool:
 
 
 def parse_recommendation_query(query, max_k: int, default_k: int) -> tuple[int, bool, bool]:
-    """(k, exclude_seen, actions) from the query string; :class:`RequestError` if bad."""
+    """(k, exclude_seen, actions, explain) from the query string; :class:`RequestError` if bad."""
     unknown = sorted(set(query) - _REC_PARAMS)
     if unknown:
         raise RequestError(400, f"unknown query parameter(s): {', '.join(unknown)} (known: "
-                                "k, exclude_seen, actions)", unknown[0])
+                                "k, exclude_seen, actions, explain)", unknown[0])
     raw_k = query.get("k")
     k = min(default_k, max_k)
     if raw_k is not None:
@@ -69,7 +69,7 @@ def parse_recommendation_query(query, max_k: int, default_k: int) -> tuple[int, 
             raise RequestError(400, f"k: expected an integer, not {raw_k[:40]!r}", "k") from None
         if not 1 <= k <= max_k:
             raise RequestError(400, f"k: expected 1..{max_k}, not {k}", "k")
-    return k, _flag(query, "exclude_seen"), _flag(query, "actions")
+    return k, _flag(query, "exclude_seen"), _flag(query, "actions"), _flag(query, "explain")
 
 
 @dataclass
@@ -169,11 +169,12 @@ def install(sapp) -> Serving:
             async def handle():
                 serving.admit(request)
                 uid = _user_id(user_id)
-                k, exclude_seen, actions = parse_recommendation_query(
+                k, exclude_seen, actions, why = parse_recommendation_query(
                     request.query, settings.serve_max_k, settings.top_k)
                 serving.ready()
                 status, out = await serving.answer(
-                    request, uid, lambda: service.recommend(uid, k, exclude_seen, actions), None)
+                    request, uid, lambda: service.recommend(uid, k, exclude_seen, actions, why),
+                    None)
                 return _json_response(self.web, status, out)
             return await guarded(self.web, handle)
 

@@ -188,28 +188,17 @@ class BatchProcessor:
         (:func:`model_core.explain.explain`, the model family's default method): per item,
         the past events that contributed most, newest counted as 0 events ago. Runs the model:
         call it on the model thread."""
-        from model_core.explain import explain
+        from model_core.explain import describe
 
-        vocab = self.model.vocab
         out: dict[int, list[dict]] = {}
         for r in rows:
-            items = [int(j) for j in topk.items[r][:n_items] if j > 0]
-            n = len(step.batch.items[r])
-            if not n or not items:
-                continue
             try:
-                found = explain(self.model, step.batch, items, top_n=3, row=r)
+                found = describe(self.model, step.batch, topk.items[r][:n_items], row=r)
             except Exception as e:  # noqa: BLE001 - an explanation never costs a prediction
                 _log_explain_failure(self.model_version, e)
                 continue
-            out[r] = [{
-                "item": vocab.item_id(ex.item), "method": ex.method,
-                "because": [{"item": vocab.item_id(c.item),
-                             "action": ACTIONS[c.action] if c.action is not None else None,
-                             "events_ago": n - 1 - c.position, "weight": round(c.weight, 6)}
-                            for c in ex.contributions],
-                **({"note": ex.note} if ex.note else {}),
-            } for ex in found]
+            if found:
+                out[r] = found
         return out
 
     # ------------------------------------------------------------------ stage 3
