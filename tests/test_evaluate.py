@@ -467,6 +467,7 @@ def test_cli_compare_json(synth_file, capsys):
     assert p["mean_diff"] == pytest.approx(p["a"] - p["b"])
     assert p["mean_diff"] < 0 and p["ci_high"] < 0  # markov is clearly better here
     assert p["effect_size"] < 0
+    assert d["provenance"]["config"]["model_a"] == "popular"
 
 
 def test_cli_compare_several_models_adjusts_p_values(synth_file, capsys):

@@ -25,6 +25,7 @@ from stream_app.commands.evaluate import (
     pick_cases,
     prepare,
     print_json_line,
+    provenance_of,
     run_evaluation,
 )
 
@@ -88,7 +89,7 @@ def run(args) -> int:
             print_json_line({
                 "protocol": prep.protocol, "model_a": specs[0], "model_b": specs[1],
                 "n_test_cases": n_common, "a": a.to_dict(), "b": results[1].to_dict(),
-                "paired": cmps[0],
+                "paired": cmps[0], "provenance": provenance_of(args, prep),
             })
         else:
             print_json_line({
@@ -96,6 +97,6 @@ def run(args) -> int:
                 "results": [r.to_dict() for r in results],
                 "comparisons": [{"model": s, "paired": c} for s, c in zip(specs[1:], cmps,
                                                                           strict=True)],
-                "p_adjustment": "holm",
+                "p_adjustment": "holm", "provenance": provenance_of(args, prep),
             })
     return 0

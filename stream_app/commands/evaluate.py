@@ -385,12 +385,12 @@ def run(args) -> int:
         out["model"] = args.model
         out["model_version"] = getattr(model, "version", None)
         out["split"] = prep.info
-        out["provenance"] = _provenance(args, prep)
+        out["provenance"] = provenance_of(args, prep)
         print_json_line(out)
     return 0
 
 
-def _provenance(args, prep: Prepared) -> dict:
+def provenance_of(args, prep: Prepared) -> dict:
     """Commit, data hashes, split, seed and the command's full configuration."""
     from model_core.provenance import provenance
 
