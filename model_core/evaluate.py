@@ -544,30 +544,15 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     of the figures instead (``n_skipped_unknown``).
     """
     from model_core.metrics import RankingAccumulator
-    from model_core.prequential import PrequentialEngine, PrequentialSummary
-    from model_core.sequence_state import UserState, event_hash
-    from schemas.actions import action_index
+    from model_core.prequential import PrequentialEngine, PrequentialSummary, warm_states
+    from model_core.sequence_state import UserState
 
     ks = tuple(sorted(set(int(k) for k in ks)))
     _check_unknown_targets(unknown_targets)
     engine = PrequentialEngine(model, max_len=max_len, k=ks[-1], exclude_history=exclude_history)
     states: dict[str, UserState] = {}
+    warm_states(engine, states, warm_events, batch_size)
     index = model.vocab.index
-    warm = sorted(warm_events, key=lambda e: e.timestamp_ms)
-    last_of = {ev.user_id: i for i, ev in enumerate(warm)}
-    for i, ev in enumerate(warm):
-        if last_of[ev.user_id] == i:
-            continue  # the user's last warm event goes through the engine (below)
-        st = states.get(ev.user_id)
-        if st is None:
-            st = states[ev.user_id] = UserState()
-        st.append(index(ev.item_id), action_index(ev.action), ev.timestamp_ms,
-                  event_hash(ev.event_id), max_len)
-    # one engine pass over each user's last warm event: appended, then a prediction is made
-    # from it, which the user's first evaluated event is scored against (nothing is scored here)
-    lasts = [warm[i] for i in sorted(last_of.values())]
-    for s in range(0, len(lasts), batch_size):
-        engine.process(lasts[s:s + batch_size], states)
     summary = PrequentialSummary(ranking=RankingAccumulator(ks))
     events = list(events)
     recommended = Coverage(model.vocab.n_items)

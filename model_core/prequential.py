@@ -347,5 +347,27 @@ def run_prequential(model: Recommender, events: Iterable[Event], max_len: int = 
     return summary
 
 
+def warm_states(engine: PrequentialEngine, states: MutableMapping[str, UserState],
+                warm_events: Sequence[Event], batch_size: int = 1000) -> None:
+    """Seed the users' sequences with ``warm_events`` as a running stream would hold them:
+    appended without scoring, each user's last one through the engine so the user's first
+    streamed event has a prediction to be scored against (nothing is scored here)."""
+    index = engine.model.vocab.index
+    max_len = engine.max_len
+    warm = sorted(warm_events, key=lambda e: e.timestamp_ms)
+    last_of = {ev.user_id: i for i, ev in enumerate(warm)}
+    for i, ev in enumerate(warm):
+        if last_of[ev.user_id] == i:
+            continue
+        st = states.get(ev.user_id)
+        if st is None:
+            st = states[ev.user_id] = UserState()
+        st.append(index(ev.item_id), action_index(ev.action), ev.timestamp_ms,
+                  event_hash(ev.event_id), max_len)
+    lasts = [warm[i] for i in sorted(last_of.values())]
+    for s in range(0, len(lasts), batch_size):
+        engine.process(lasts[s:s + batch_size], states)
+
+
 __all__ = ["BatchResult", "PrequentialEngine", "PrequentialSummary", "Score", "run_prequential",
-           "confusion_matrix"]
+           "confusion_matrix", "warm_states"]

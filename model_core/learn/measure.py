@@ -34,9 +34,8 @@ import numpy as np
 from model_core.learn.learner import OnlineLearner
 from model_core.learn.schedule import LearnSchedule
 from model_core.metrics import MISS, bootstrap_ci, case_matrix, metric_names, paired_bootstrap
-from model_core.prequential import PrequentialEngine
-from model_core.sequence_state import UserState, event_hash
-from schemas.actions import action_index
+from model_core.prequential import PrequentialEngine, warm_states
+from model_core.sequence_state import UserState
 
 
 @dataclass
@@ -52,28 +51,6 @@ class StreamRun:
     n_naming_new: int = 0  # predictions (top-K lists) with at least one new item
     versions: list[str] = field(default_factory=list)  # the model version after each update
     seconds: float = 0.0  # wall time of the whole replay
-
-
-def warm_states(engine: PrequentialEngine, states: dict, warm_events: Sequence,
-                batch_size: int = 1000) -> None:
-    """Seed the users' sequences with ``warm_events`` as a running stream would hold them:
-    appended without scoring, the user's last one through the engine so the first streamed
-    event has a prediction to be scored against (as :func:`model_core.evaluate.evaluate_prequential`)."""
-    index = engine.model.vocab.index
-    max_len = engine.max_len
-    warm = sorted(warm_events, key=lambda e: e.timestamp_ms)
-    last_of = {ev.user_id: i for i, ev in enumerate(warm)}
-    for i, ev in enumerate(warm):
-        if last_of[ev.user_id] == i:
-            continue
-        st = states.get(ev.user_id)
-        if st is None:
-            st = states[ev.user_id] = UserState()
-        st.append(index(ev.item_id), action_index(ev.action), ev.timestamp_ms,
-                  event_hash(ev.event_id), max_len)
-    lasts = [warm[i] for i in sorted(last_of.values())]
-    for s in range(0, len(lasts), batch_size):
-        engine.process(lasts[s:s + batch_size], states)
 
 
 def _drop_slots(states: dict, slots: list[int]) -> None:
@@ -212,4 +189,4 @@ def _json_ready(v):
     return v
 
 
-__all__ = ["StreamRun", "compare_learning", "replay_stream", "warm_states"]
+__all__ = ["StreamRun", "compare_learning", "replay_stream"]
