@@ -43,9 +43,10 @@ def shared_data():
     return SHARED_DATA
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def markov_checkpoint():
-    """``save(events, path) -> model``: a Markov model fitted on ``events``, saved at ``path``."""
+    """``save(events, path) -> model``: a Markov model fitted on ``events``, saved at ``path``
+    (a stateless function: session scope lets module-scoped fixtures use it)."""
     from model_core.checkpoint import save_model
     from model_core.models import create_model
     from model_core.sequences import build_vocab, group_by_user

@@ -30,10 +30,10 @@ TOKEN = "s3cret-token-for-tests"
 
 
 @pytest.fixture(scope="module")
-def cluster(broker, tmp_path_factory, markov_checkpoint_module):
+def cluster(broker, tmp_path_factory, markov_checkpoint):
     tmp = tmp_path_factory.mktemp("serving")
     events = generate(600, seed=6)
-    markov_checkpoint_module(events, tmp / "model")
+    markov_checkpoint(events, tmp / "model")
     tag = f"srv{uuid.uuid4().hex[:6]}"
     base = load_settings(broker_url=broker.url, topic_prefix=f"{tag}.", app_id=tag,
                          model_path=str(tmp / "model"), partitions=4, idle_close_s=1.0,
@@ -55,22 +55,6 @@ def cluster(broker, tmp_path_factory, markov_checkpoint_module):
     finally:
         for w in workers:
             w.stop(20)
-
-
-@pytest.fixture(scope="module")
-def markov_checkpoint_module():
-    from model_core.checkpoint import save_model
-    from model_core.models import create_model
-    from model_core.sequences import build_vocab, group_by_user
-
-    def save(events, path):
-        vocab = build_vocab(events)
-        model = create_model("markov", vocab)
-        model.fit(group_by_user(events, vocab))
-        save_model(model, path)
-        return model
-
-    return save
 
 
 def _ready(url: str) -> bool:
