@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -168,6 +169,27 @@ def test_inspect_text_output_names_mapping_counts_and_flags(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "user_id      <- visitorid" in out and "times are epoch numbers in ms" in out
     assert "--format csv --columns" in out and "seqstream train --data" in out
+
+
+def test_inspect_text_fits_80_columns_and_knows_analytics_action_names(tmp_path, capsys,
+                                                                        monkeypatch):
+    """A layout the tests did not write before: semicolons, ISO times, GA4-style names."""
+    monkeypatch.setenv("COLUMNS", "80")
+    rows = ["ts;customer;sku;event_type;price"]
+    for i, (u, it, t, a) in enumerate(_rows(n_users=6)):
+        name = {"view": "page_view", "cart": "add_to_cart", "purchase": "Order Completed",
+                "remove_from_cart": "remove_from_cart"}[a]
+        rows.append(f"{_utc(t, '%Y-%m-%dT%H:%M:%SZ')};customer-{u};SKU-{it:05d};{name};"
+                    f"{i % 97 + 0.5}")
+    p = tmp_path / "shop export.csv"
+    p.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["inspect", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "view " in out.split("actions:")[1] and "dropped by the action mapping" in out
+    long = [ln for ln in out.splitlines()[1:] if len(ln) > 80]  # [0] names the long path
+    # only a line holding one word that cannot be cut (the columns JSON, the path) may pass
+    assert long and all(len(shlex.split(ln.removesuffix(" \\"))) <= 2 for ln in long), long
+    assert "--opt delimiter=semicolon" in out
 
 
 def test_inspect_of_a_log_with_no_valid_line_exits_1(tmp_path, capsys):

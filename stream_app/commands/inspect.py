@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
+import textwrap
 
 from stream_app.commands._common import (
     _json_option,
@@ -73,11 +75,48 @@ def run(args) -> int:
     return 0 if summary.events else 1
 
 
+def _width() -> int:
+    """The terminal's columns (80 when not a terminal): prose and commands wrap to it."""
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
+
+
+def _wrapped(text: str, first: str, rest: str) -> str:
+    return textwrap.fill(text, _width(), initial_indent=first, subsequent_indent=rest,
+                         break_long_words=False, break_on_hyphens=False) + "\n"
+
+
+def _command(words: list[str], indent: str = "") -> str:
+    """``words`` as one shell command, continued with `` \\`` where a line would pass the
+    terminal's width (a word longer than a line keeps its own line): still copy-pastable."""
+    width, lines, line = _width(), [], indent
+    for word in map(shlex.quote, words):
+        if line.strip() and len(line) + 1 + len(word) + 2 > width:
+            lines.append(line + " \\")
+            line = indent + "    " + word
+        else:
+            line = f"{line} {word}" if line.strip() else line + word
+    return "\n".join([*lines, line]) + "\n"
+
+
+def _event_line(e: dict) -> str:
+    """One event as a short line: user, item, action, time, then the other fields set."""
+    from datetime import datetime, timezone
+
+    when = datetime.fromtimestamp(e["timestamp_ms"] / 1000, timezone.utc)
+    head = (f"  {e['user_id']:<10.20} {e['item_id']:<10.20} {e['action']:<8} "
+            f"{when.strftime('%Y-%m-%d %H:%M:%S')}")
+    rest = " ".join(f"{k}={v}" for k, v in e.items()
+                    if k not in ("event_id", "user_id", "item_id", "action", "timestamp_ms")
+                    and v is not None)
+    line = f"{head} {rest}".rstrip()
+    return (line if len(line) <= _width() else line[:_width() - 1] + "…") + "\n"
+
+
 def _print(path: str, reading, s, flags: list[str]) -> None:
     w = sys.stdout.write
     w(f"{path}: format {reading.fmt}\n")
     for note in reading.notes:
-        w(f"  - {note}\n")
+        w(_wrapped(note, "  - ", "    "))
     cols = reading.opts.get("columns")
     if cols:
         w("mapping:\n")
@@ -87,20 +126,20 @@ def _print(path: str, reading, s, flags: list[str]) -> None:
     w(f"rows: {rows:,} read, {s.events:,} events, {s.rejected:,} rejected"
       + (f", {s.dropped:,} dropped by the action mapping" if s.dropped else "") + "\n")
     for r in s.first_reasons:
-        w(f"  rejected {r}\n")
+        w(_wrapped(f"rejected {r}", "  ", "    "))
     for warning in s.warnings:
-        w(f"  warning: {warning}\n")
+        w(_wrapped(f"warning: {warning}", "  ", "    "))
     if s.events:
         t = s.to_dict()["time_range"]
-        w(f"users {s.users:,}, items {s.items:,}, sessions {s.sessions:,}; "
+        w(f"users {s.users:,}, items {s.items:,}, sessions {s.sessions:,}\n"
           f"time {t[0]} .. {t[1]}\n")
         w("actions: " + ", ".join(f"{a} {n:,}" for a, n in s.actions.items()) + "\n")
-        w("first events:\n")
+        w("first events (--json shows them whole):\n")
         for e in s.first_events:
-            w(f"  {json.dumps(e, separators=(',', ':'))}\n")
+            w(_event_line(e))
     else:
         w("no line reads as an event with these options\n")
     w("flags for train / evaluate / compare / replay:\n")
-    w(f"  {shlex.join(flags)}\n")
-    w(f"e.g. seqstream train --data {shlex.quote(path)} {shlex.join(flags)} --model markov "
-      "--out ckpt/\n")
+    w(_command(flags, indent="  "))
+    w("e.g.\n" + _command(["seqstream", "train", "--data", path, *flags, "--model", "markov",
+                           "--out", "ckpt/"]))
