@@ -92,3 +92,7 @@ def test_two_workers_one_killed(stream_settings, tmp_path):
     bad = [u for u in ref if not (np.array_equal(got[u].items, ref[u].items)
                                   and np.array_equal(got[u].hashes, ref[u].hashes))]
     assert not bad, bad[:5]
+    # the log a user reads: our lines, not Faust's service life cycle or a terminal escape
+    text = a.log_text()
+    assert "seqstream worker stopped" in text
+    assert "\x1b" not in text and "[^-FaustApp]" not in text

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("seqstream.end_offsets")
 
 
 async def corrected_end_offsets(reported: Mapping[Any, int | None],

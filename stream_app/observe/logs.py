@@ -16,8 +16,11 @@ import time
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FORMATS = ("text", "json")
-# libraries that log a line per retry or per message at INFO: kept at WARNING unless DEBUG
-_CHATTY = ("aiokafka", "kafka", "faust", "mode")
+# libraries that log a line per retry or per message at INFO: kept at WARNING unless DEBUG.
+# ``stream_app.kafka``: Faust's services log their life cycle ("[^-FaustApp]: Starting...")
+# under the module of the subclass, and our Faust subclasses live there (our own lines use
+# ``seqstream.*`` names).
+_CHATTY = ("aiokafka", "kafka", "faust", "mode", "stream_app.kafka")
 
 
 class JsonFormatter(logging.Formatter):

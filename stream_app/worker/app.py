@@ -206,6 +206,8 @@ def run_worker(settings: Settings, model: Recommender | None = None) -> None:
                  sapp.serving.routing.self_url)
     worker = faust.Worker(sapp.app, loglevel=settings.log_level, quiet=True,
                           override_logging=False)
+    if not worker.stdout.isatty():  # its spinner ends with a cursor escape even then
+        worker.spinner = None
     code = None
     try:
         worker.execute_from_commandline()
