@@ -147,17 +147,54 @@ def test_recommend_is_the_streams_predict_topk(models, which):
         assert not set(items.tolist()) & set(r.items.tolist())
 
 
-@pytest.mark.parametrize("which", [0, 1])
-def test_candidate_scores_gather_the_full_scores(models, which):
-    model = models[which]
+@pytest.fixture(scope="module")
+def all_models(models):
+    """One of each model kind the candidate path knows (trained where counts matter), and
+    one it does not (session-kNN: the full-catalogue fallback)."""
+    import torch
+
+    from model_core.datasets.synth import generate
+    from model_core.models import create_model
+    from model_core.sequences import group_by_user
+
+    markov, gru = models
+    vocab = markov.vocab
+    data = group_by_user(generate(300, seed=3), vocab)
+    out = {"markov": markov, "gru4rec": gru}
+    for name in ("popular", "itemknn", "sknn"):
+        out[name] = create_model(name, vocab).fit(data)
+    out["sasrec"] = create_model("sasrec", vocab, dim=16)
+    biased = create_model("gru4rec", vocab, dim=16, bias=True)
+    with torch.no_grad():  # a bias that is not zero, so that leaving it out shows
+        biased.module.out_bias.uniform_(-1.0, 1.0)
+    out["gru4rec+bias"] = biased
+    return out
+
+
+@pytest.mark.parametrize("name", ["markov", "gru4rec", "gru4rec+bias", "sasrec", "popular",
+                                  "itemknn", "sknn"])
+def test_candidate_scores_equal_the_full_scores_at_the_candidates(all_models, name,
+                                                                   monkeypatch):
+    from model_core.serving import candidate_scorer
+
+    model = all_models[name]
     rows = _rows(model.vocab.n_items)
     full = model.score(SequenceBatch([r.items for r in rows], [r.actions for r in rows],
                                      [r.timestamps_ms for r in rows]))
-    cands = [np.array([1, 0, 3]), np.array([2]), np.array([0, 0])]
+    n = model.vocab.n_items
+    many = np.random.default_rng(1).integers(1, n + 1, 40)
+    # repeats, an unknown item (0) and one past the vocabulary (n + 1) among them
+    cands = [np.array([1, 0, 3, 3, n + 1]), many, np.array([0, 0])]
+    if name != "sknn":  # the candidates only: the full-catalogue call is never made
+        assert candidate_scorer(model) is not None
+        monkeypatch.setattr(model, "score", lambda batch: pytest.fail("full scores"))
+    else:
+        assert candidate_scorer(model) is None
     got = candidate_scores(model, rows, cands)
-    np.testing.assert_allclose(got[0][[0, 2]], full[0, [1, 3]], rtol=1e-6)
-    assert np.isnan(got[0][1]) and np.isnan(got[2]).all()
-    np.testing.assert_allclose(got[1], full[1, [2]], rtol=1e-6)
+    tol = dict(rtol=1e-5, atol=1e-5) if "gru" in name or name == "sasrec" else dict(rtol=0)
+    np.testing.assert_allclose(got[0][[0, 2, 3]], full[0, [1, 3, 3]], **tol)
+    assert np.isnan(got[0][[1, 4]]).all() and np.isnan(got[2]).all()
+    np.testing.assert_allclose(got[1], full[1, many], **tol)
     assert candidate_scores(model, [], []) == []
 
 
