@@ -178,8 +178,13 @@ class Settings(BaseSettings):
         1.0, ge=0, description="how long the first request of a batch waits for company")
     serve_model_thread: Literal["shared", "own"] = Field(
         "shared", description="shared: request batches run on the stream's model thread, "
-        "between its event batches (a request may wait for one event batch's model call); "
-        "own: on a second thread, beside them (the two calls share the cores)")
+        "ahead of the stream's waiting sub-batches (a request waits for at most one "
+        "sub-batch, SERVE_STREAM_PART_ROWS); own: on a second thread, beside them (the two "
+        "calls share the cores)")
+    serve_stream_part_rows: int = Field(
+        64, ge=0, description="the stream's model call runs in sub-batches of at most this "
+        "many events, and a waiting request batch runs between two of them (0: one call per "
+        "event batch)")
     serve_timeout_s: float = Field(
         5.0, gt=0, description="a request not answered in this time gets a 503 (routing "
         "included)")

@@ -365,3 +365,18 @@ def test_serving_bench_summary_takes_the_worst_per_thread_mode():
     assert s["models"]["sasrec/shared"]["phases"]["rank"]["stream_events_ratio"] == 0.8
     table = format_table(s)
     assert "sasrec/shared" in table and "{'503': 1}" in table
+
+
+def test_server_timing_and_the_latency_profile():
+    import time
+
+    from stream_app.ops.bench_serving import latency_profile, parse_server_timing
+    from stream_app.serve.views import server_timing
+
+    header = server_timing({"queue": 1.5, "model": 2.25}, time.perf_counter() - 0.004)
+    got = parse_server_timing(header)
+    assert got["queue"] == 1.5 and got["model"] == 2.25 and 4.0 <= got["app"] < 1000
+    assert parse_server_timing(None) == {} and parse_server_timing("x;desc=y") == {}
+    prof = latency_profile([0.010, 0.020], [{"queue": 1.0, "model": 2.0, "app": 4.0}, {}])
+    assert prof["app"]["p99"] == 4.0 and prof["outside"]["p99"] == 6.0
+    assert latency_profile([0.01], [{}]) == {}

@@ -192,3 +192,51 @@ def test_explain_true_explains_the_first_items(trained):
     from stream_app.serve.views import parse_recommendation_query
 
     assert parse_recommendation_query({"explain": "true"}, 100, 20)[3] is True
+
+
+# --------------------------------------------------------------------------- the model thread
+def test_the_model_thread_runs_a_request_batch_before_the_streams_waiting_parts():
+    import threading
+
+    from stream_app.worker.model_thread import ModelThread
+
+    thread = ModelThread("test-model")
+    ran: list[str] = []
+    gate, running = threading.Event(), threading.Event()
+    first = thread.submit(lambda: (running.set(), gate.wait(5), ran.append("part 1")))
+    assert running.wait(5)  # part 1 is on the thread; the rest queue behind it
+    rest = [thread.submit(ran.append, f"part {i}") for i in (2, 3)]
+    urgent = thread.submit_urgent(ran.append, "request batch")
+    failing = thread.submit_urgent(lambda: 1 / 0)
+    gate.set()
+    for f in (first, *rest, urgent):
+        f.result(5)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(5)
+    # the part on the thread finishes; then the request batch, then the stream goes on
+    assert ran == ["part 1", "request batch", "part 2", "part 3"]
+    thread.shutdown()
+    with pytest.raises(RuntimeError):
+        thread.submit(ran.append, "late")
+
+
+@pytest.mark.parametrize("name", ["markov", "gru4rec"])
+def test_the_streams_model_call_in_parts_equals_one_call(trained, name):
+    from stream_app.worker.processor import join_topk
+
+    events, markov = trained
+    model = markov if name == "markov" else create_model("gru4rec", markov.vocab, dim=16)
+    proc = BatchProcessor(model, k=10)
+    now = int(time.time() * 1000)
+    recs = [RawRecord(e.user_id.encode(), e.to_json(), "events", 0, i, now)
+            for i, e in enumerate(events[:150])]
+    parsed, positions, dead = proc.parse(recs)
+    step = proc.prepare(recs, parsed, positions, dead, {}).step
+    whole = step.predict()
+    assert len(proc.predict_parts(step, 0)) == 1 == len(proc.predict_parts(step, 150))
+    parts = proc.predict_parts(step, 64)
+    assert len(parts) == 3
+    joined = join_topk([p() for p in parts])
+    np.testing.assert_array_equal(joined.items, whole.items)
+    np.testing.assert_allclose(joined.scores, whole.scores, rtol=1e-5, atol=1e-6)
+    assert (joined.action_probs is None) is (whole.action_probs is None)

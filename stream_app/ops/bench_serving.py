@@ -173,14 +173,43 @@ class PacedProducer(threading.Thread):
         self.join(10)
 
 
+def parse_server_timing(header: str | None) -> dict[str, float]:
+    """``{"queue": 1.5, "app": 3.0}`` from ``queue;dur=1.5, app;dur=3.0`` (ms)."""
+    out: dict[str, float] = {}
+    for part in (header or "").split(","):
+        name, _, rest = part.strip().partition(";dur=")
+        try:
+            out[name] = float(rest)
+        except ValueError:
+            continue
+    return out
+
+
+def latency_profile(lat_s: list[float], timings: list[dict[str, float]]) -> dict:
+    """Where the time of the answered requests went, p50 and p99 of each part in ms:
+    ``queue`` (waiting for a request batch and the model thread), ``model`` (the batch's
+    model call), ``app`` (the handler, both of those included) and ``outside`` (the latency
+    the client measured minus ``app``: HTTP, the client, and the worker's event loop busy
+    before the handler ran), from each answer's ``Server-Timing`` header."""
+    rows = [(t, lat) for t, lat in zip(timings, lat_s, strict=True) if "app" in t]
+    if not rows:
+        return {}
+    parts = {name: [t.get(name, 0.0) / 1000.0 for t, _ in rows]
+             for name in ("queue", "model", "app")}
+    parts["outside"] = [max(0.0, lat - t["app"] / 1000.0) for t, lat in rows]
+    return {name: percentiles_ms(v) for name, v in parts.items()}
+
+
 async def open_loop(make_request, rate: float, duration_s: float) -> dict:
-    """``make_request(session, i)`` (an awaitable of the status) at ``rate`` per second for
-    ``duration_s``: answered per second, latency percentiles from each scheduled time,
-    errors."""
+    """``make_request(session, i)`` (an awaitable of the status, or of (status, the
+    ``Server-Timing`` header)) at ``rate`` per second for ``duration_s``: answered per second,
+    latency percentiles from each scheduled time, errors, and where the time went
+    (:func:`latency_profile`)."""
     import aiohttp
 
     n = int(rate * duration_s)
     lat: list[float] = []
+    timings: list[dict[str, float]] = []
     errors: dict[str, int] = {}
     conn = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=conn,
@@ -196,15 +225,18 @@ async def open_loop(make_request, rate: float, duration_s: float) -> dict:
             except Exception as e:  # noqa: BLE001 - counted, the run goes on
                 errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
                 return
+            status, header = status if isinstance(status, tuple) else (status, None)
             if status != 200:
                 errors[str(status)] = errors.get(str(status), 0) + 1
                 return
             lat.append(loop.time() - due)
+            timings.append(parse_server_timing(header))
 
         await asyncio.gather(*(one(i) for i in range(n)))
         wall = loop.time() - t0
     return {"requests": n, "answered": len(lat), "requests_per_s": round(len(lat) / wall, 1),
-            "latency_ms": percentiles_ms(lat), "errors": errors}
+            "latency_ms": percentiles_ms(lat), "errors": errors,
+            "profile_ms": latency_profile(lat, timings)}
 
 
 async def closed_loop(url: str, concurrency: int, duration_s: float) -> dict:
@@ -356,13 +388,13 @@ class ServingBench:
                 async with s.get(f"{base_url}/v1/users/{users[(i * 7919) % len(users)]}"
                                  f"/recommendations?k={cfg.k}") as r:
                     await r.read()
-                    return r.status
+                    return r.status, r.headers.get("Server-Timing")
 
             async def rank(s, i):
                 async with s.post(f"{base_url}/v1/rank", data=bodies[i % len(bodies)],
                                   headers={"Content-Type": "application/json"}) as r:
                     await r.read()
-                    return r.status
+                    return r.status, r.headers.get("Server-Timing")
 
             n_phase = int(pace * cfg.phase_s * 1.2) + 100
             seed = cfg.seed + 10
@@ -463,6 +495,11 @@ def format_table(summary: dict) -> str:
             lines.append(f"{name:<16} {phase:<16} {p['stream_events_per_s']:>9} "
                          f"{p.get('stream_events_ratio', ''):>6} {p.get('requests_per_s', ''):>7} "
                          f"{_f(lat.get('p50'))} {_f(lat.get('p99'))}  {p.get('errors') or ''}")
+            prof = p.get("profile_ms")
+            if prof:  # where the time went (Server-Timing): p99 of each part
+                lines.append(f"{'':<16}   p99 ms: " + ", ".join(
+                    f"{part} {prof[part]['p99']}" for part in ("queue", "model", "app",
+                                                               "outside")))
     for thread, w in summary["by_thread"].items():
         lines.append(f"worst with serve_model_thread={thread}: rank p99 {w['rank_p99_ms']} ms, "
                      f"recommendations p99 {w['recommend_p99_ms']} ms, {w['requests_per_s']} "

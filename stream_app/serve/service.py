@@ -6,18 +6,20 @@
           read each user's state from the table store (on the event loop: every event
           the worker has published is in it, read-your-writes)
                  ├─ unknown user ──► cold start: PopularItems (no model call)
-                 └─ known user ───► one job on the worker's model thread (agent.executor):
-                                    one predict_topk for the recommendations, one score
-                                    call for the rank requests
+                 └─ known user ───► one urgent job on the worker's model thread
+                                    (agent.executor, stream_app.worker.model_thread): one
+                                    predict_topk for the recommendations, one call scoring
+                                    the rank requests' candidates only
                                        │
                                        ▼  records built on the loop, futures answered
 
 Where the model runs (``serve_model_thread``):
 
-- ``shared``: on the worker's single model thread (``agent.executor``). A request batch runs
-  between two event batches (FIFO), never beside one: the stream's model calls are delayed by
-  at most one request batch (``serve_batch_size`` bounds it) and the two never contend for
-  the cores, but a request may wait for a whole event batch's model call.
+- ``shared``: on the worker's single model thread (``agent.executor``), ahead of the
+  stream's waiting work. The stream's model call is queued as sub-batches of
+  ``serve_stream_part_rows`` events, so a request batch waits for at most the one sub-batch
+  on the thread, never for a whole event batch; the stream's calls are delayed by the request
+  batches (``serve_batch_size`` bounds each) and the two never contend for the cores.
 - ``own``: on a thread of its own, beside the stream's model calls (torch and numpy release
   the GIL): a request waits for no event batch; the two calls share the cores. A worker
   that adds items to its model at run time (the items feed) always uses ``shared``, the
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -65,6 +68,9 @@ class _Pending:
     # rank
     rank: RankRequest | None = None
     seq: UserSequence | None = field(default=None)
+    #: filled with the request's ms waiting ("queue") and on the model thread ("model")
+    timing: dict | None = None
+    submitted: float = field(default_factory=time.perf_counter)
 
 
 def _explanations(model, seq: UserSequence, items) -> list[dict]:
@@ -78,6 +84,12 @@ def _explanations(model, seq: UserSequence, items) -> list[dict]:
     except Exception as e:  # noqa: BLE001 - an explanation never costs the answer
         log.warning("explanation failed for model %s: %r", getattr(model, "version", "?"), e)
         return []
+
+
+def _timed(p: _Pending, started: float, model_s: float) -> None:
+    if p.timing is not None:
+        p.timing["queue"] = (started - p.submitted) * 1000.0
+        p.timing["model"] = model_s * 1000.0
 
 
 def _round(values) -> list[float]:
@@ -127,13 +139,17 @@ class ServingService:
 
     # ------------------------------------------------------------------ requests
     async def recommend(self, user_id: str, k: int, exclude_seen: bool = False,
-                        actions: bool = False, explain: bool = False) -> Recommendations:
+                        actions: bool = False, explain: bool = False,
+                        timing: dict | None = None) -> Recommendations:
+        """``timing``: filled with the ms the request waited ("queue": for its batch and the
+        model thread) and its batch's model call took ("model")."""
         return await self._submit(_Pending(user_id, self._future(), k=k,
                                            exclude_seen=exclude_seen, actions=actions,
-                                           explain=explain))
+                                           explain=explain, timing=timing))
 
-    async def rank(self, request: RankRequest) -> Ranking:
-        return await self._submit(_Pending(request.user_id, self._future(), rank=request))
+    async def rank(self, request: RankRequest, timing: dict | None = None) -> Ranking:
+        return await self._submit(_Pending(request.user_id, self._future(), rank=request,
+                                           timing=timing))
 
     @staticmethod
     def _future() -> asyncio.Future:
@@ -197,6 +213,7 @@ class ServingService:
                 continue
             p.seq = self.read_sequence(p.user_id)
             if p.seq is None or not len(p.seq):
+                _timed(p, time.perf_counter(), 0.0)
                 p.future.set_result(self._cold(p, version, vocab))
             else:
                 live.append(p)
@@ -208,6 +225,7 @@ class ServingService:
         k_max = max((p.k for p in recs), default=0)
 
         def job():
+            started = time.perf_counter()
             out_recs = {}
             for excl in (False, True):
                 group = [p for p in recs if p.exclude_seen is excl]
@@ -220,12 +238,15 @@ class ServingService:
                 for row, p in enumerate(group):
                     if p.explain:
                         why[id(p)] = _explanations(model, p.seq, topk.items[row][:min(p.k, 3)])
-            return out_recs, out_ranks, why
+            return out_recs, out_ranks, why, started, time.perf_counter() - started
 
         self.batches += 1
         self.model_calls += 1
-        loop = asyncio.get_running_loop()
-        out_recs, out_ranks, why = await loop.run_in_executor(self.executor, job)
+        # urgent: before the stream's waiting sub-batches (own thread: plain FIFO)
+        submit = getattr(self.executor, "submit_urgent", self.executor.submit)
+        out_recs, out_ranks, why, started, model_s = await asyncio.wrap_future(submit(job))
+        for p in live:
+            _timed(p, started, model_s)
         for group, topk in out_recs.values():
             for row, p in enumerate(group):
                 if p.future.done():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -134,6 +135,23 @@ def _json_response(web, status: int, payload) -> object:
     return web.bytes(body, content_type="application/json", status=status)
 
 
+def server_timing(timing: dict, started: float) -> str:
+    """The ``Server-Timing`` header of an answer from this worker: ms the request waited for
+    its batch and the model thread (``queue``), its batch's model call (``model``), and the
+    handler from its start to the answer (``app``); what a caller measures beyond ``app`` is
+    HTTP and the event loop's delay before the handler ran."""
+    parts = [f"{name};dur={timing[name]:.2f}" for name in ("queue", "model") if name in timing]
+    parts.append(f"app;dur={(time.perf_counter() - started) * 1000.0:.2f}")
+    return ", ".join(parts)
+
+
+def _timed_response(web, status: int, payload, timing: dict, started: float):
+    resp = _json_response(web, status, payload)
+    if timing:  # answered here (a forwarded request carries no timing of the owner's)
+        resp.headers["Server-Timing"] = server_timing(timing, started)
+    return resp
+
+
 def _error_response(web, e: RequestError):
     resp = _json_response(web, e.status, ErrorBody(e.error, e.status, e.field))
     if e.retry_after_s is not None:
@@ -167,20 +185,22 @@ def install(sapp) -> Serving:
     class Recommendations(fweb.View):
         async def get(self, request, user_id: str):
             async def handle():
+                started, timing = time.perf_counter(), {}
                 serving.admit(request)
                 uid = _user_id(user_id)
                 k, exclude_seen, actions, why = parse_recommendation_query(
                     request.query, settings.serve_max_k, settings.top_k)
                 serving.ready()
                 status, out = await serving.answer(
-                    request, uid, lambda: service.recommend(uid, k, exclude_seen, actions, why),
-                    None)
-                return _json_response(self.web, status, out)
+                    request, uid,
+                    lambda: service.recommend(uid, k, exclude_seen, actions, why, timing), None)
+                return _timed_response(self.web, status, out, timing, started)
             return await guarded(self.web, handle)
 
     class Rank(fweb.View):
         async def post(self, request):
             async def handle():
+                started, timing = time.perf_counter(), {}
                 serving.admit(request)
                 body = await serving.read_body(request)
                 try:
@@ -193,8 +213,8 @@ def install(sapp) -> Serving:
                     raise RequestError(400, e.reason, e.field) from None
                 serving.ready()
                 status, out = await serving.answer(request, req.user_id,
-                                                   lambda: service.rank(req), body)
-                return _json_response(self.web, status, out)
+                                                   lambda: service.rank(req, timing), body)
+                return _timed_response(self.web, status, out, timing, started)
             return await guarded(self.web, handle)
 
     class OpenAPI(fweb.View):

@@ -30,7 +30,6 @@ import logging
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from model_core.predictor import Recommender
@@ -65,9 +64,10 @@ from stream_app.worker.batching import take_batches
 from stream_app.worker.faults import InjectedFault, from_environment
 from stream_app.worker.items_feed import follow_items, make_item_encoder
 from stream_app.worker.model_swap import ModelSwapper, control_key
+from stream_app.worker.model_thread import ModelThread
 from stream_app.worker.privacy import read_erase_request
 from stream_app.worker.process import FAILED_BATCH_MARK, READY_MARK
-from stream_app.worker.processor import BatchOutput, BatchProcessor, RawRecord
+from stream_app.worker.processor import BatchOutput, BatchProcessor, RawRecord, join_topk
 from stream_app.worker.retention import RetentionIndex
 
 log = logging.getLogger("seqstream.worker")
@@ -178,7 +178,9 @@ class WorkerAgent:
         self.n_items = model.vocab.n_items
         # crash-safe windows: per input partition, persisted in ``table``
         self.windows = PartitionWindows(self._new_windows, table.get, settings.max_record_bytes)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqstream-model")
+        # every model call on one thread; request batches (stream_app.serve) go before the
+        # stream's waiting sub-batches (model_thread.py)
+        self.executor = ModelThread("seqstream-model")
         self._publisher: BatchPublisher | None = None
         # new items at run time (text/fused models with the text extra): items topic -> encoder
         self.item_encoder = make_item_encoder(settings, model)
@@ -437,9 +439,13 @@ class WorkerAgent:
         loop = asyncio.get_running_loop()
         reason = None
         for attempt in range(1, tries + 1):
-            call = step.predict if self._raise_every is None else self._flaky(step.predict)
+            # sub-batches, all queued at once: a request batch runs between two of them
+            parts = self.processor.predict_parts(step, self.settings.serve_stream_part_rows)
+            if self._raise_every is not None:
+                parts[0] = self._flaky(parts[0])
             try:
-                return await loop.run_in_executor(self.executor, call), None
+                return join_topk(await asyncio.gather(
+                    *(loop.run_in_executor(self.executor, p) for p in parts))), None
             except Exception as e:  # noqa: BLE001 - any model failure is this batch's
                 self.stats.failed_batches += 1
                 self.prom.count_failed_batch()
@@ -529,13 +535,16 @@ class WorkerAgent:
         pub = self.publisher
         # closed windows are acknowledged before the window records that drop them
         await self.publish_windows(closed)
-        outputs = (await pub.enqueue(self.topic_predictions, out.predictions)
-                   + await pub.enqueue(self.topic_dead, out.dead_letters))
         last_of_part = {r.partition: e for r, e in zip(records, batch, strict=True)}
         touched = out.result.touched if out.result else {}
+        # the states are in the table before any prediction leaves: whoever reads a
+        # prediction and then asks the serving endpoints gets an answer that holds its event
+        # (read-your-writes by construction)
         changelog = await enqueue_states(
             stream, self.table, pub, touched, last_of_user,
             first=[(window_key(p), rec, last_of_part[p]) for p, rec in window_records])
+        outputs = (await pub.enqueue(self.topic_predictions, out.predictions)
+                   + await pub.enqueue(self.topic_dead, out.dead_letters))
         if out.events:
             newest = max(e.timestamp_ms for e in out.events)
             self.max_event_ms = max(newest, self.max_event_ms or newest)

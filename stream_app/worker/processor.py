@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import orjson
 
-from model_core.predictor import Recommender, TopK
+from model_core.predictor import Recommender, SequenceBatch, TopK
 from model_core.prequential import BatchResult, PrequentialEngine, PrequentialStep
 from model_core.sequence_state import UserState, event_hash
 from schemas.actions import ACTIONS
@@ -174,6 +174,25 @@ class BatchProcessor:
             step = self.engine.prepare(events, states, [records[p].offset for p in positions])
         return PreparedBatch(records, events, positions, dead, step)
 
+    @staticmethod
+    def predict_parts(step: PrequentialStep, rows: int) -> list[Callable[[], TopK]]:
+        """The batch's model call as calls of at most ``rows`` rows each, in row order (one
+        call, ``step.predict``, when ``rows`` is 0 or the batch is no larger); their
+        :func:`join_topk` is ``step.predict()``: each row is scored on its own."""
+        batch, n = step.batch, len(step.batch)
+        if rows <= 0 or n <= rows:
+            return [step.predict]
+        e = step.engine
+
+        def part(start: int, end: int) -> Callable[[], TopK]:
+            sub = SequenceBatch(
+                batch.items[start:end],
+                batch.actions[start:end] if batch.actions is not None else None,
+                batch.timestamps_ms[start:end] if batch.timestamps_ms is not None else None)
+            return lambda: e.model.predict_topk(sub, e.k, exclude_history=e.exclude_history)
+
+        return [part(s, min(n, s + rows)) for s in range(0, n, rows)]
+
     def explained_rows(self, events: Sequence[Event]) -> list[int]:
         """The events (positions in ``events``) whose predictions carry explanations."""
         share = self.explain_share
@@ -271,3 +290,13 @@ class BatchProcessor:
                 self.windows.add_batch(out.events, out.result, out.latencies_ms, out.emitted_at_ms)
             self.windows.add_dead_letters(len(out.dead_letters), out.emitted_at_ms)
         return out
+
+
+def join_topk(parts: Sequence[TopK]) -> TopK:
+    """The top-K of consecutive row ranges (:meth:`BatchProcessor.predict_parts`) as one."""
+    if len(parts) == 1:
+        return parts[0]
+    probs = [p.action_probs for p in parts]
+    return TopK(np.concatenate([p.items for p in parts]),
+                np.concatenate([p.scores for p in parts]),
+                None if any(p is None for p in probs) else np.concatenate(probs))
