@@ -34,6 +34,9 @@ class RankRequest:
     #: weight of the model's order against the caller's, 0..1 (default 1 without scores,
     #: 0.5 with them)
     alpha: float | None = None
+    #: true: the answer says, for its first 3 items the model knows, which past events of
+    #: the user's sequence made the model score them (``Ranking.explanations``)
+    explain: bool = False
 
     @classmethod
     def from_dict(cls, d: object, max_items: int = DEFAULT_MAX_CANDIDATES) -> RankRequest:
@@ -41,7 +44,7 @@ class RankRequest:
         otherwise."""
         if not isinstance(d, dict):
             raise SchemaError("the body must be a JSON object", None)
-        unknown = sorted(set(d) - {"user_id", "items", "scores", "alpha"})
+        unknown = sorted(set(d) - {"user_id", "items", "scores", "alpha", "explain"})
         if unknown:
             raise SchemaError(f"unknown field(s): {', '.join(unknown)}", unknown[0])
         user_id = check_user_id(d.get("user_id"))
@@ -70,7 +73,10 @@ class RankRequest:
                     or not 0.0 <= alpha <= 1.0:
                 raise SchemaError("alpha: expected a number from 0 to 1", "alpha")
             alpha = float(alpha)
-        return cls(user_id, list(items), scores, alpha)
+        explain = d.get("explain", False)
+        if not isinstance(explain, bool):
+            raise SchemaError("explain: expected true or false", "explain")
+        return cls(user_id, list(items), scores, alpha, explain)
 
     def to_json(self) -> bytes:
         return _codec.to_json(self)
@@ -123,6 +129,10 @@ class Ranking:
     cold_start: bool  # no live sequence: the model part is the items' popularity
     alpha: float  # the weight of the model's order that was used
     served_by: str = ""  # the worker that answered (its advertised URL)
+    #: with ``explain: true``: per item of the first 3 the model knows (in the answer's
+    #: order), the past events that contributed most, as in ``Recommendations``; null
+    #: otherwise and on a cold start
+    explanations: list[dict] | None = None
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from model_core.datasets.synth import generate
 from model_core.models import create_model
 from model_core.sequences import build_vocab, group_by_user
 from schemas.event import Event
+from schemas.exceptions import SchemaError
 from schemas.serving import RankRequest
 from stream_app.serve.service import ServingService
 from stream_app.settings import Settings
@@ -192,6 +193,16 @@ def test_explain_true_explains_the_first_items(trained):
     from stream_app.serve.views import parse_recommendation_query
 
     assert parse_recommendation_query({"explain": "true"}, 100, 20)[3] is True
+    # rank: the first 3 items of the answer the model knows (the unknown one stays first)
+    cands = ["no-such-item"] + plain.items
+    doc = {"user_id": user, "items": cands, "scores": list(range(len(cands), 0, -1)),
+           "alpha": 0.5}
+    ranked = asyncio.run(service.rank(RankRequest.from_dict({**doc, "explain": True})))
+    assert asyncio.run(service.rank(RankRequest.from_dict(doc))).explanations is None
+    assert ranked.items[0] == "no-such-item" and ranked.model_scores[0] is None
+    assert [x["item"] for x in ranked.explanations] == ranked.items[1:4]
+    with pytest.raises(SchemaError):
+        RankRequest.from_dict({**doc, "explain": "yes"})
 
 
 # --------------------------------------------------------------------------- the model thread

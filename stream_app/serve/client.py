@@ -86,8 +86,10 @@ def _recommendations(user_id: str, k: int | None, exclude_seen: bool,
 
 
 def _rank(user_id: str, items: Sequence[str], scores: Sequence[float] | None,
-          alpha: float | None) -> _Call:
+          alpha: float | None, explain: bool = False) -> _Call:
     doc: dict[str, Any] = {"user_id": user_id, "items": list(items)}
+    if explain:
+        doc["explain"] = True
     if scores is not None:
         doc["scores"] = [float(s) for s in scores]
     if alpha is not None:
@@ -138,8 +140,8 @@ class Client:
         return self._run(_recommendations(user_id, k, exclude_seen, actions, explain))
 
     def rank(self, user_id: str, items: Sequence[str], scores: Sequence[float] | None = None,
-             alpha: float | None = None) -> Ranking:
-        return self._run(_rank(user_id, items, scores, alpha))
+             alpha: float | None = None, explain: bool = False) -> Ranking:
+        return self._run(_rank(user_id, items, scores, alpha, explain))
 
     def close(self) -> None:
         self._conn.close()
@@ -183,8 +185,8 @@ class AsyncClient:
 
     async def rank(self, user_id: str, items: Sequence[str],
                    scores: Sequence[float] | None = None,
-                   alpha: float | None = None) -> Ranking:
-        return await self._run(_rank(user_id, items, scores, alpha))
+                   alpha: float | None = None, explain: bool = False) -> Ranking:
+        return await self._run(_rank(user_id, items, scores, alpha, explain))
 
     async def close(self) -> None:
         if self._session is not None:

@@ -238,6 +238,11 @@ class ServingService:
                 for row, p in enumerate(group):
                     if p.explain:
                         why[id(p)] = _explanations(model, p.seq, topk.items[row][:min(p.k, 3)])
+            for p, c, model_scores in zip(ranks, cands, out_ranks, strict=True):
+                if p.rank.explain:  # the answer's first 3 items the model knows
+                    order = self._blend(p.rank, model_scores)[0]
+                    known = order[~np.isnan(model_scores[order])]
+                    why[id(p)] = _explanations(model, p.seq, np.asarray(c)[known[:3]])
             return out_recs, out_ranks, why, started, time.perf_counter() - started
 
         self.batches += 1
@@ -261,19 +266,26 @@ class ServingService:
                     why.get(id(p)) if p.explain else None))
         for p, model_scores in zip(ranks, out_ranks, strict=True):
             if not p.future.done():
-                p.future.set_result(self._ranking(p, model_scores, version, len(p.seq), False))
+                p.future.set_result(self._ranking(p, model_scores, version, len(p.seq), False,
+                                                  why.get(id(p)) if p.rank.explain else None))
 
-    def _ranking(self, p: _Pending, model_scores: np.ndarray, version: str, seq_len: int,
-                 cold: bool) -> Ranking:
-        req = p.rank
+    @staticmethod
+    def _blend(req: RankRequest, model_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                    float]:
+        """(order, blended, alpha) of one rank request (:func:`model_core.serving.blend`)."""
         alpha = req.alpha if req.alpha is not None else default_alpha(req.scores is not None)
         caller = np.asarray(req.scores, dtype=np.float64) if req.scores is not None else None
-        order, blended = blend(model_scores, caller, alpha)
+        return (*blend(model_scores, caller, alpha), alpha)
+
+    def _ranking(self, p: _Pending, model_scores: np.ndarray, version: str, seq_len: int,
+                 cold: bool, why: list[dict] | None = None) -> Ranking:
+        req = p.rank
+        order, blended, alpha = self._blend(req, model_scores)
         ms = model_scores[order]
         return Ranking(p.user_id, [req.items[i] for i in order.tolist()],
                        _round(blended[order]),
                        [None if np.isnan(v) else round(float(v), 6) for v in ms.tolist()],
-                       version, seq_len, cold, alpha, self.served_by)
+                       version, seq_len, cold, alpha, self.served_by, why)
 
     def _cold(self, p: _Pending, version: str, vocab):
         """The answer for a user with no live sequence here: popular items."""
