@@ -3,9 +3,11 @@
     events ──► take_batches ──► admit (fence: events of an old generation go back)
                  ├─ parse ──bad──► dead-letters
                  ├─ read_states (the ``user-state`` table, key = user_id)
-                 ├─ score (test-then-learn; one batched model call on the model thread,
-                 │         retried, then dead letters with the reason)
-                 └─ publish ──► predictions, dead-letters, metrics (closed windows), changelog
+                 ├─ score (test-then-learn; the batched model call on the model thread in
+                 │         sub-batches, serving's requests between them; retried, then dead
+                 │         letters with the reason)
+                 └─ publish ──► metrics (closed windows), table + changelog, then
+                      │            predictions and dead-letters (states first: read-your-writes)
                       └─ acknowledge the input once the broker has all of it (next batch)
 
 One :class:`WorkerAgent` per worker process; :func:`stream_app.worker.app.create_app` builds
