@@ -187,15 +187,16 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
 
 def latency_profile(lat_s: list[float], timings: list[dict[str, float]]) -> dict:
     """Where the time of the answered requests went, p50 and p99 of each part in ms:
-    ``queue`` (waiting for a request batch and the model thread), ``model`` (the batch's
-    model call), ``app`` (the handler, both of those included) and ``outside`` (the latency
-    the client measured minus ``app``: HTTP, the client, and the worker's event loop busy
-    before the handler ran), from each answer's ``Server-Timing`` header."""
+    ``queue`` (waiting for a request batch and the model thread; ``thread``: the part of it
+    after the batch was handed to the model thread, the rest is the event loop's), ``model``
+    (the batch's model call), ``app`` (the handler, all of those included) and ``outside``
+    (the latency the client measured minus ``app``: HTTP, the client, and the worker's event
+    loop busy before the handler ran), from each answer's ``Server-Timing`` header."""
     rows = [(t, lat) for t, lat in zip(timings, lat_s, strict=True) if "app" in t]
     if not rows:
         return {}
     parts = {name: [t.get(name, 0.0) / 1000.0 for t, _ in rows]
-             for name in ("queue", "model", "app")}
+             for name in ("queue", "thread", "model", "app")}
     parts["outside"] = [max(0.0, lat - t["app"] / 1000.0) for t, lat in rows]
     return {name: percentiles_ms(v) for name, v in parts.items()}
 
@@ -497,12 +498,13 @@ def format_table(summary: dict) -> str:
                          f"{_f(lat.get('p50'))} {_f(lat.get('p99'))}  {p.get('errors') or ''}")
             prof = p.get("profile_ms")
             if prof:  # where the time went (Server-Timing): p99 of each part
-                lines.append(f"{'':<16}   p99 ms: " + ", ".join(
-                    f"{part} {prof[part]['p99']}" for part in ("queue", "model", "app",
-                                                               "outside")))
+                p99 = {part: prof[part]["p99"] for part in prof}
+                lines.append(f"    p99 ms: queue {p99['queue']} (thread {p99['thread']}) "
+                             f"model {p99['model']} app {p99['app']} "
+                             f"outside {p99['outside']}")
     for thread, w in summary["by_thread"].items():
-        lines.append(f"worst with serve_model_thread={thread}: rank p99 {w['rank_p99_ms']} ms, "
-                     f"recommendations p99 {w['recommend_p99_ms']} ms, {w['requests_per_s']} "
+        lines.append(f"worst with serve_model_thread={thread}: rank p99 {w['rank_p99_ms']} ms,")
+        lines.append(f"  recommendations p99 {w['recommend_p99_ms']} ms, {w['requests_per_s']} "
                      f"requests/s, stream events ratio {w['stream_events_ratio']}")
     lines.append("targets: rank p99 <= 25 ms at 200 requests/s, ratio >= 0.8")
     return "\n".join(lines)

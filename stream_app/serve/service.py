@@ -68,7 +68,8 @@ class _Pending:
     # rank
     rank: RankRequest | None = None
     seq: UserSequence | None = field(default=None)
-    #: filled with the request's ms waiting ("queue") and on the model thread ("model")
+    #: filled with the request's ms waiting ("queue"; "thread": the part of it spent waiting
+    #: for the model thread) and its batch's model call ("model")
     timing: dict | None = None
     submitted: float = field(default_factory=time.perf_counter)
 
@@ -86,9 +87,11 @@ def _explanations(model, seq: UserSequence, items) -> list[dict]:
         return []
 
 
-def _timed(p: _Pending, started: float, model_s: float) -> None:
+def _timed(p: _Pending, started: float, model_s: float, handed: float | None = None) -> None:
     if p.timing is not None:
         p.timing["queue"] = (started - p.submitted) * 1000.0
+        if handed is not None:
+            p.timing["thread"] = (started - handed) * 1000.0
         p.timing["model"] = model_s * 1000.0
 
 
@@ -249,9 +252,10 @@ class ServingService:
         self.model_calls += 1
         # urgent: before the stream's waiting sub-batches (own thread: plain FIFO)
         submit = getattr(self.executor, "submit_urgent", self.executor.submit)
+        handed = time.perf_counter()
         out_recs, out_ranks, why, started, model_s = await asyncio.wrap_future(submit(job))
         for p in live:
-            _timed(p, started, model_s)
+            _timed(p, started, model_s, handed)
         for group, topk in out_recs.values():
             for row, p in enumerate(group):
                 if p.future.done():

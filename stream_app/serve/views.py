@@ -137,10 +137,12 @@ def _json_response(web, status: int, payload) -> object:
 
 def server_timing(timing: dict, started: float) -> str:
     """The ``Server-Timing`` header of an answer from this worker: ms the request waited for
-    its batch and the model thread (``queue``), its batch's model call (``model``), and the
-    handler from its start to the answer (``app``); what a caller measures beyond ``app`` is
-    HTTP and the event loop's delay before the handler ran."""
-    parts = [f"{name};dur={timing[name]:.2f}" for name in ("queue", "model") if name in timing]
+    its batch and the model thread (``queue``; ``thread``: the part of it after its batch was
+    handed to the model thread), its batch's model call (``model``), and the handler from its
+    start to the answer (``app``); what a caller measures beyond ``app`` is HTTP and the
+    event loop's delay before the handler ran."""
+    parts = [f"{name};dur={timing[name]:.2f}" for name in ("queue", "thread", "model")
+             if name in timing]
     parts.append(f"app;dur={(time.perf_counter() - started) * 1000.0:.2f}")
     return ", ".join(parts)
 

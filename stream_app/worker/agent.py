@@ -302,7 +302,11 @@ class WorkerAgent:
                        for e in batch]
             events, positions, dead = self.processor.parse(records)
             states, last_of_user = self.read_states(stream, batch, records, events, positions)
+            # the loop's own share of a batch comes in pieces: serving's requests (and
+            # delivery) run between them, not after the whole batch's Python
+            await asyncio.sleep(0)
             out, model_s = await self.score(records, events, positions, dead, states)
+            await asyncio.sleep(0)
             if acking is not None:
                 await acking  # outputs and changelog stay in batch order
             if not await self.fence.may_write(generation):  # a zombie after a stall: no writes
@@ -545,6 +549,7 @@ class WorkerAgent:
         changelog = await enqueue_states(
             stream, self.table, pub, touched, last_of_user,
             first=[(window_key(p), rec, last_of_part[p]) for p, rec in window_records])
+        await asyncio.sleep(0)  # a piece of the loop's share (process)
         outputs = (await pub.enqueue(self.topic_predictions, out.predictions)
                    + await pub.enqueue(self.topic_dead, out.dead_letters))
         if out.events:
