@@ -35,8 +35,8 @@ class ModelThread(Executor):
         self._closed = False
         self.urgent_runs = 0
         self.stream_runs = 0
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
+        self._runner = threading.Thread(target=self._work, name=name, daemon=True)
+        self._runner.start()
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self._put(STREAM, fn, args, kwargs)
@@ -82,8 +82,8 @@ class ModelThread(Executor):
                     item[2].cancel()
                 self._queue.clear()
             self._wake.notify_all()
-        if wait and self._thread is not threading.current_thread():
-            self._thread.join()
+        if wait and self._runner is not threading.current_thread():
+            self._runner.join()
 
 
 __all__ = ["STREAM", "URGENT", "ModelThread"]
