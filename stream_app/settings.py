@@ -109,6 +109,40 @@ class Settings(BaseSettings):
         300.0, gt=0, description="control records older than this are refused")
     model_poll_s: float = Field(2.0, gt=0, description="hot swap: how often to check for a new model")
 
+    # --- online learning (seqstream learner; stream_app.learner)
+    learn_schedule: str = Field(
+        "every=1000", description="the learner's schedule (model_core.learn.LearnSchedule): "
+        "every=N events an update, steps, lr, replay, max_items, init, seed, ...")
+    learn_interval_s: float = Field(
+        0.0, ge=0, description="also update after this many seconds with fewer than N new "
+        "events (0 = only every N events; a time trigger makes versions depend on timing)")
+    learn_keep: int = Field(5, ge=1, description="learner versions kept in the watched directory")
+    learn_warm_path: str | None = Field(
+        None, description="log the model was trained on: the learner's start-up history "
+        "(user sequences, replay buffer); unset: it starts with none")
+    learn_warm_format: str | None = Field(None, description="format of learn_warm_path (default: guessed)")
+    learn_gate_window: int = Field(
+        0, ge=0, description="validation gate: a version is published only after it and "
+        "the served version were scored on up to this many of the next events, which it has "
+        "not learned (0 = gate off: published at once)")
+    learn_gate_margin: float = Field(
+        0.01, ge=0, le=1, description="the gate refuses a version whose HR@top_k on the "
+        "window is below the served version's by more than this")
+    learn_max_lag: int = Field(
+        100_000, ge=0, description="events the learner may be behind the end of the events "
+        "topic before learn_lag_policy acts and a lag alert is sent (0 = no bound)")
+    learn_lag_policy: Literal["subsample", "skip", "alert"] = Field(
+        "subsample", description="behind the bound: subsample (learn a share max_lag/lag of "
+        "the events, chosen by event id), skip (jump to the end of the topic), alert (only "
+        "alert); skipped events are counted")
+    learn_lockstep: int = Field(
+        0, ge=0, description="worker: hold each event past a boundary of N events until "
+        "the learner's version for it is loaded (online == offline for one worker, one "
+        "learner, a one-partition events topic and learn_schedule every=N; 0 = off)")
+    learn_lockstep_wait_s: float = Field(
+        120.0, gt=0, description="lockstep: longest wait for a version before the worker "
+        "goes on with the model it has (logged)")
+
     # --- online evaluation
     metric_ks: tuple[int, ...] = (10, 20)
     window_s: int = Field(60, ge=1, description="tumbling window length, event time")

@@ -36,8 +36,7 @@ def test_state_is_remapped_to_the_new_vocabulary():
     st = UserState(items=np.array([1, 2, 3], dtype=np.int32),
                    last_pred_items=np.array([3, 1], dtype=np.int32), last_pred_action=0,
                    vocab_tag=vocab_tag(old))
-    sw._vocabs[vocab_tag(new)] = new
-    sw.tag = vocab_tag(new)
+    sw.switch_vocab(new)
     out = sw.adapt(st)
     assert [new.item_id(i) if i else None for i in out.items] == ["a", None, "c"]
     assert out.last_pred_items.tolist() == [new.index("c"), new.index("a")]

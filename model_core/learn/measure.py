@@ -66,16 +66,21 @@ def _drop_slots(states: dict, slots: list[int]) -> None:
 
 def replay_stream(model, events: Sequence, warm_events: Sequence = (),
                   learner: OnlineLearner | None = None, k: int = 20, max_len: int = 50,
-                  batch_size: int = 1000, exclude_history: bool = False) -> StreamRun:
+                  batch_size: int = 1000, exclude_history: bool = False,
+                  learner_warm: Sequence | None = None) -> StreamRun:
     """Test-then-learn over ``events`` (in the order given) with the stream's engine, the
-    model learning through ``learner`` when given (see the module docstring)."""
+    model learning through ``learner`` when given (see the module docstring).
+
+    ``learner_warm``: the learner's history when it differs from the users' states'
+    ``warm_events`` (a stream whose workers start with empty states while ``seqstream
+    learner --warm`` reads the training log: ``warm_events=()``, ``learner_warm=train``)."""
     t0 = time.perf_counter()
     trained = frozenset(model.vocab.item_ids(range(1, len(model.vocab))))
     engine = PrequentialEngine(model, max_len=max_len, k=k, exclude_history=exclude_history)
     states: dict[str, UserState] = {}
     warm_states(engine, states, warm_events, batch_size)
     if learner is not None:
-        learner.warm(warm_events)
+        learner.warm(warm_events if learner_warm is None else learner_warm)
     run = StreamRun()
     events = list(events)
     i = 0

@@ -292,7 +292,19 @@ class WorkerAgent:
                 await self.expire(generation)
 
     async def process(self, stream, batch: list, generation) -> None:
-        """Events of one batch (no erase request among them) through every stage."""
+        """Events of one batch (no erase request among them) through every stage; in
+        lockstep with a learner, in runs each scored by its own version (model_swap)."""
+        lockstep = self.swapper.lockstep
+        if lockstep is None:
+            return await self.process_run(stream, batch, generation)
+        if any(e.message.partition for e in batch):
+            fatal("SEQSTREAM_LEARN_LOCKSTEP needs a one-partition events topic")
+        for lo, hi, k in lockstep.pieces([e.message.offset for e in batch]):
+            await self.swapper.wait_for_update(k, self.settings.learn_lockstep_wait_s)
+            await self.process_run(stream, batch[lo:hi], generation)
+
+    async def process_run(self, stream, batch: list, generation) -> None:
+        """One run of a batch's events through every stage."""
         acking = self.pending_ack
         self.swapper.apply_pending()  # hot swap: only between batches
         self.in_batch = True

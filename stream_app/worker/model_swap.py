@@ -30,13 +30,25 @@ or scored twice by the swap (offsets and state are untouched).
 **Vocabulary.** User state holds item *indices*, tagged with the vocabulary they refer to
 (``UserState.vocab_tag``, 28 bits of the vocabulary fingerprint; 0 = untagged, read as the
 vocabulary the worker started with). When the new model's vocabulary differs, a state read
-with an old tag is **remapped** through the item ids of that old vocabulary (kept in memory
-for every model this worker has loaded): items the new vocabulary lacks become index 0
-(unknown), the stored last prediction is remapped the same way. A state whose tag is unknown
-to this worker (its old model was loaded only by a worker that has since died) cannot be
+with an old tag is **remapped** through item ids: at each swap the worker computes, once,
+the index map from the previous vocabulary to the new one (by item id: an item the new
+vocabulary lacks, or whose slot the learner gave to another item — ``Update.evicted`` —
+becomes index 0, unknown) and composes it into the map it keeps from every earlier
+vocabulary to the current one. The stored last prediction is remapped the same way. The maps
+are int32 arrays, kept within :data:`MAP_BUDGET_BYTES` (the oldest go first: a learner
+publishing a version every minute makes many). A state whose tag has no map here (its old
+model was loaded only by a worker that has since died, or its map was dropped) cannot be
 remapped: its items are set to 0 (the sequence restarts for the model, event-id hashes are
 kept so redeliveries are still recognised) and its last prediction is dropped, so its next
 event is not scored. Both cases are counted (``remapped`` / ``reset``).
+
+**Lockstep** (``SEQSTREAM_LEARN_LOCKSTEP=N``, for the demo and tests): with one worker, one
+learner (``seqstream learner``, ``learn_schedule`` every=N) and a one-partition events
+topic, the worker scores events of offsets ``[kN, (k+1)N)`` with the learner's version
+``<start version>+uk`` — the version the offline replay
+(:func:`model_core.learn.measure.replay_stream`) uses for those events — and holds an event
+past a boundary until that version is loaded (:class:`Lockstep`); it loads those versions by
+name and ignores ``LATEST``. So the stream's figures can equal the offline ones.
 """
 
 from __future__ import annotations
@@ -57,6 +69,8 @@ log = logging.getLogger("seqstream.model_swap")
 
 SWAP_MARK = "seqstream model swapped"
 LATEST = "LATEST"
+#: Memory for the index maps from earlier vocabularies to the current one (per worker).
+MAP_BUDGET_BYTES = 64 * 2**20
 
 
 def vocab_tag(vocab) -> int:
@@ -79,10 +93,25 @@ def publish_checkpoint(checkpoint_dir: str | Path, watch_dir: str | Path,
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(src, tmp)
         os.replace(tmp, dst)
-    pointer = dst_root / f".{LATEST}.tmp"
-    pointer.write_text(name + "\n")
-    os.replace(pointer, dst_root / LATEST)
+    point_latest(dst_root, name)
     return dst
+
+
+def point_latest(watch_dir: str | Path, name: str) -> None:
+    """Make ``watch_dir/LATEST`` name ``name`` (atomically: a reader sees the old or the new
+    line, never half of one)."""
+    pointer = Path(watch_dir) / f".{LATEST}.tmp"
+    pointer.write_text(name + "\n")
+    os.replace(pointer, Path(watch_dir) / LATEST)
+
+
+def read_latest(watch_dir: str | Path) -> str | None:
+    """The name ``watch_dir/LATEST`` holds, or None (no file, empty)."""
+    try:
+        name = (Path(watch_dir) / LATEST).read_text().strip()
+    except OSError:
+        return None
+    return name or None
 
 
 def control_key(settings) -> bytes | None:
@@ -187,9 +216,11 @@ class ModelSwapper:
         model = processor.model
         self.tag = vocab_tag(model.vocab)
         self.initial_tag = self.tag
-        self._vocabs = {self.tag: model.vocab}
-        self._maps: dict[tuple[int, int], np.ndarray] = {}
+        self._vocab = model.vocab
+        # tag of an earlier vocabulary -> int32 map of its indices to the current one's
+        self._to_current: dict[int, np.ndarray] = {}
         self._pending = None
+        self.lockstep = Lockstep.from_settings(settings, getattr(model, "version", ""))
         self._lock = threading.Lock()
         self._loaded_name: str | None = (str(Path(settings.model_path).resolve())
                                          if settings.model_path else None)
@@ -210,16 +241,22 @@ class ModelSwapper:
         """
         # a change of LATEST, or a control message, names a model (the newest one wins)
         path = None
-        watched = self._watched_path()
+        watched = self._watched_path() if self.lockstep is None else None
         if watched is not None and watched != self._last_watched:
             self._last_watched = path = watched
         for p in self._control_paths():
             path = p
         if path is None:
             return
+        self.load(path)
+
+    def load(self, path: str | Path) -> bool:
+        """Load and verify the checkpoint at ``path`` (unless it is the one loaded last) and
+        leave it to be applied between batches; False when it was refused (alert queued).
+        Blocking: run it in a thread."""
         key = str(Path(path).resolve())
         if key == self._loaded_name:
-            return
+            return True
         self._loaded_name = key
         try:
             from model_core.checkpoint import load_model
@@ -230,9 +267,14 @@ class ModelSwapper:
         except Exception as e:  # a bad checkpoint must not stop the worker
             self.stats.failed_loads += 1
             self._fail(f"model swap to {path} refused, the current model stays: {e}")
-            return
+            return False
+        # the index map from the vocabulary in use now, computed here, off the event loop
         with self._lock:
-            self._pending = model
+            tag, vocab = self.tag, self._vocab
+        step = (tag, vocab_map(vocab, model.vocab))
+        with self._lock:
+            self._pending = (model, step)
+        return True
 
     def _fail(self, reason: str) -> None:
         log.error("%s", reason)
@@ -248,11 +290,7 @@ class ModelSwapper:
         d = self.settings.model_watch_dir
         if not d:
             return None
-        pointer = Path(d) / LATEST
-        try:
-            name = pointer.read_text().strip()
-        except OSError:
-            return None
+        name = read_latest(d)
         return Path(d) / name if name else None
 
     def _control_paths(self) -> list[str]:
@@ -312,14 +350,14 @@ class ModelSwapper:
     def apply_pending(self) -> bool:
         """Switch to a loaded model (call between batches, on the agent's task)."""
         with self._lock:
-            model, self._pending = self._pending, None
-        if model is None:
+            pending, self._pending = self._pending, None
+        if pending is None:
             return False
+        model, (from_tag, step) = pending
         s = self.settings
         self.processor.set_model(model, max_len=s.max_seq_len, k=s.top_k,
                                  exclude_history=s.exclude_history)
-        self.tag = vocab_tag(model.vocab)
-        self._vocabs[self.tag] = model.vocab
+        self.switch_vocab(model.vocab, step if from_tag == self.tag else None)
         self.stats.swaps += 1
         if self.on_swap is not None:
             self.on_swap(model)
@@ -327,39 +365,120 @@ class ModelSwapper:
         log.info("model swapped to %s", model.version)
         return True
 
+    async def wait_for_update(self, k: int, timeout_s: float) -> None:
+        """Lockstep: return once the learner's version k (or a later one of its lineage)
+        is applied, loading it by name as soon as its directory is there; after
+        ``timeout_s`` go on with the current model (logged)."""
+        import asyncio
+        import time
+
+        lock = self.lockstep
+        deadline = time.monotonic() + timeout_s
+        loop = asyncio.get_running_loop()
+        while True:
+            have = lock.update_of(str(self.processor.model.version))
+            if have is not None and have >= k:
+                return
+            path = lock.path(k)
+            if (path / "meta.json").exists():
+                await loop.run_in_executor(None, self.load, path)
+                if self.apply_pending():
+                    continue
+            if time.monotonic() > deadline:
+                log.error("lockstep: version %s not there after %.0f s; going on with %s",
+                          path.name, timeout_s, self.processor.model.version)
+                return
+            await asyncio.sleep(0.02)
+
     def adapt(self, st: UserState) -> UserState:
         """A state read from the table, with its item indices in the current vocabulary."""
         tag = st.vocab_tag or self.initial_tag
         if tag == self.tag:
             st.vocab_tag = self.tag
             return st
-        old = self._vocabs.get(tag)
-        if old is None:
+        m = self._to_current.get(tag)
+        if m is None:
             st.items = np.zeros_like(st.items)
             st.last_pred_items = np.zeros(0, dtype=np.int32)
             st.last_pred_action = -1
             self.stats.reset += 1
         else:
-            m = self._map(tag, old)
             st.items = m[st.items]
             st.last_pred_items = m[st.last_pred_items]
             self.stats.remapped += 1
         st.vocab_tag = self.tag
         return st
 
-    def _map(self, tag: int, old) -> np.ndarray:
-        m = self._maps.get((tag, self.tag))
-        if m is None:
-            new = self._vocabs[self.tag]
-            m = np.zeros(len(old), dtype=np.int32)
-            for i in range(1, len(old)):
-                m[i] = new.index(old.item_id(i))
-            self._maps[(tag, self.tag)] = m
-        return m
+    def switch_vocab(self, new, step: np.ndarray | None = None) -> None:
+        """The current vocabulary becomes ``new``: every kept map is composed with the map
+        from the old current one (``step``, computed here when not given), the oldest maps
+        dropped beyond :data:`MAP_BUDGET_BYTES`."""
+        new_tag = vocab_tag(new)
+        if new_tag != self.tag:
+            if step is None:
+                step = vocab_map(self._vocab, new)
+            maps = {t: step[m] for t, m in self._to_current.items()}
+            maps[self.tag] = step
+            maps.pop(new_tag, None)  # back to a vocabulary seen before: no map needed
+            total = 0
+            kept: dict[int, np.ndarray] = {}
+            for t in reversed(list(maps)):  # newest first
+                total += maps[t].nbytes
+                if total > MAP_BUDGET_BYTES and kept:
+                    break
+                kept[t] = maps[t]
+            self._to_current = dict(reversed(list(kept.items())))
+        self.tag, self._vocab = new_tag, new
 
     def tag_states(self, states) -> None:
         for st in states:
             st.vocab_tag = self.tag
+
+
+def vocab_map(old, new) -> np.ndarray:
+    """int32 map of ``old``'s indices to ``new``'s, by item id (0 where ``new`` lacks it)."""
+    m = np.zeros(len(old), dtype=np.int32)
+    if len(old) > 1:
+        m[1:] = new.indices(old.item_ids(range(1, len(old))))
+    return m
+
+
+class Lockstep:
+    """Which learner version scores which event, in lockstep mode (see the module
+    docstring): version ``<start>+uk`` for offsets ``[k*every, (k+1)*every)``."""
+
+    def __init__(self, every: int, start_version: str, watch_dir: str | Path) -> None:
+        self.every = int(every)
+        self.start_version = start_version
+        self.watch_dir = Path(watch_dir)
+
+    @classmethod
+    def from_settings(cls, settings, start_version: str) -> Lockstep | None:
+        every = int(getattr(settings, "learn_lockstep", 0) or 0)
+        watch = getattr(settings, "model_watch_dir", None)
+        return cls(every, str(start_version), watch) if every and watch else None
+
+    def update_of(self, version: str) -> int | None:
+        """k of ``<start>+uk`` (0 for the start version); None for another lineage."""
+        if version == self.start_version:
+            return 0
+        head, _, n = version.rpartition("+u")
+        return int(n) if head == self.start_version and n.isdigit() else None
+
+    def path(self, k: int) -> Path:
+        return self.watch_dir / f"{self.start_version}+u{k}"
+
+    def pieces(self, offsets: list[int]) -> list[tuple[int, int, int]]:
+        """``(start, end, k)``: runs of ``offsets`` (one partition, ascending) that version
+        k scores."""
+        out: list[tuple[int, int, int]] = []
+        for i, off in enumerate(offsets):
+            k = off // self.every
+            if out and out[-1][2] == k:
+                out[-1] = (out[-1][0], i + 1, k)
+            else:
+                out.append((i, i + 1, k))
+        return out
 
 
 def _control_consumer(settings):
@@ -380,5 +499,6 @@ def _control_consumer(settings):
     return c
 
 
-__all__ = ["ModelSwapper", "SWAP_MARK", "check_control", "control_key", "inside_root",
-           "publish_checkpoint", "send_load_model", "sign_control", "vocab_tag"]
+__all__ = ["LATEST", "Lockstep", "MAP_BUDGET_BYTES", "ModelSwapper", "SWAP_MARK",
+           "check_control", "control_key", "inside_root", "point_latest", "publish_checkpoint",
+           "read_latest", "send_load_model", "sign_control", "vocab_map", "vocab_tag"]

@@ -1,0 +1,244 @@
+"""The stream learner without Kafka: events in, versions out (``seqstream learner``'s core).
+
+    driver = StreamLearner(model, LearnSchedule(every=1000), VersionStore(watch_dir))
+    driver.warm(train_events)
+    published = driver.offer(records, lag)      # records: (event, partition, offset)
+
+The driver cuts the stream into micro-batches of exactly ``schedule.every`` events (also a
+shorter one after ``interval_s`` seconds without a full one, when set) and hands each to the
+same :class:`~model_core.learn.OnlineLearner` the offline replay uses
+(``seqstream evaluate --protocol prequential --learn``), so without a time trigger, a gate or
+skipped events the stream updates the model after the same events as the replay. Each update
+becomes a version ``<start version>+uN`` in the workers' watched directory
+(:class:`~stream_app.learner.versions.VersionStore`) — at once, or, with the validation gate
+(:mod:`stream_app.learner.gate`), after it has been scored on the next micro-batch.
+
+Starting from a learner version ``X+uN`` (a restart), numbering goes on at ``X+u(N+1)``
+unless that name is taken (the learner was rolled back): then versions are ``X+uN+u1``, ...
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+from model_core.learn import LearnSchedule, OnlineLearner
+from schemas.alert import Alert
+from stream_app.learner import gate
+from stream_app.learner.pace import LagPolicy, keep_event
+from stream_app.learner.versions import VersionStore
+
+log = logging.getLogger("seqstream.learner")
+
+
+@dataclass
+class LearnerStats:
+    events_in: int = 0  # valid events taken
+    events_learned: int = 0
+    skipped: int = 0  # not learned: subsampled out or jumped over (behind the stream)
+    updates: int = 0
+    published: int = 0
+    refused: int = 0  # versions the gate did not publish
+    rollbacks: int = 0  # rollbacks followed
+    learn_seconds: float = 0.0  # wall time inside updates
+    lag: int = 0  # events behind the end of the topic, last measured
+    lag_alerts: int = 0
+    last_version: str = ""
+
+
+class StreamLearner:
+    """See the module docstring. ``on_alert`` receives each :class:`Alert`."""
+
+    def __init__(self, model, schedule: LearnSchedule, store: VersionStore, *,
+                 top_k: int = 20, exclude_history: bool = False, interval_s: float = 0.0,
+                 gate_window: int = 0, gate_margin: float = 0.01,
+                 pace: LagPolicy | None = None,
+                 on_alert: Callable[[Alert], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.schedule = schedule
+        self.store = store
+        self.top_k = top_k
+        self.exclude_history = exclude_history
+        self.interval_s = interval_s
+        self.gate_window = gate_window
+        self.gate_margin = gate_margin
+        self.pace = pace or LagPolicy()
+        self.on_alert = on_alert or (lambda _a: None)
+        self.clock = clock
+        self.stats = LearnerStats()
+        self.buf: list = []  # (event, partition, offset) not yet learned
+        self.through: dict[int, int] = {}  # partition -> next offset, learned
+        self.published_through: dict[int, int] = {}  # ... in the newest published version
+        self._start(model)
+
+    def _start(self, model) -> None:
+        self.learner = OnlineLearner(model, self.schedule)
+        head, _, n = str(model.version).rpartition("+u")
+        if head and n.isdigit() and not self.store.path(f"{head}+u{int(n) + 1}").exists():
+            self.learner.base_version, self.learner.n_updates = head, int(n)
+        self.served = copy.deepcopy(model) if self.gate_window else None
+        self.candidate: dict | None = None  # an update waiting for the gate: its meta
+        self.last_published = str(model.version)
+        self._last_step = self.clock()
+
+    @property
+    def model(self):
+        return self.learner.model
+
+    def warm(self, events: Iterable) -> None:
+        """The training log as history (see :meth:`OnlineLearner.warm`)."""
+        self.learner.warm(events)
+
+    # ------------------------------------------------------------------ input
+    def offer(self, records: Iterable, lag: int = 0) -> list[str]:
+        """Take ``(event, partition, offset)`` records in stream order; returns the versions
+        published meanwhile."""
+        self.observe_lag(lag)
+        share = self.pace.share(lag)
+        for rec in records:
+            self.stats.events_in += 1
+            ev, part, off = rec
+            if keep_event(ev.event_id, share):
+                self.buf.append(rec)
+            else:
+                self.stats.skipped += 1
+                self.through[part] = max(self.through.get(part, 0), off + 1)
+        out = []
+        every = self.schedule.every
+        while len(self.buf) >= every:
+            batch, self.buf = self.buf[:every], self.buf[every:]
+            out += self._step(batch)
+        return out + self.tick()
+
+    def tick(self) -> list[str]:
+        """A time-triggered update of the events held, when ``interval_s`` has passed."""
+        if self.interval_s and self.buf and self.clock() - self._last_step >= self.interval_s:
+            batch, self.buf = self.buf, []
+            return self._step(batch)
+        return []
+
+    def skipped_to_end(self, n: int, ends: dict[int, int]) -> None:
+        """The service jumped ``n`` events to the ends of the partitions (policy ``skip``);
+        the events held are dropped with them."""
+        self.stats.skipped += n + len(self.buf)
+        self.buf = []
+        for part, off in ends.items():
+            self.through[part] = max(self.through.get(part, 0), off)
+
+    def observe_lag(self, lag: int) -> None:
+        self.stats.lag = lag
+        if self.pace.observe(lag):
+            self.stats.lag_alerts += 1
+            now = int(time.time() * 1000)
+            self.on_alert(Alert(
+                metric="learner_lag", kind="threshold", detector="threshold",
+                old_level=float(self.pace.max_lag), new_level=float(lag), window_start_ms=now,
+                window_end_ms=now, severity="warning", direction="up",
+                model_version=self.learner.version, emitted_at_ms=now,
+                message=(f"the learner is {lag:,} events behind the stream (bound "
+                         f"{self.pace.max_lag:,}); policy {self.pace.policy}: "
+                         + {"subsample": "it learns a share of the events",
+                            "skip": "it jumps to the end of the topic",
+                            "alert": "it learns every event"}[self.pace.policy]
+                         + ". Give it a faster schedule (fewer steps, larger every=) or a "
+                         "counting model.")))
+
+    # ------------------------------------------------------------------ one micro-batch
+    def _step(self, batch: list) -> list[str]:
+        self._last_step = self.clock()
+        events = [r[0] for r in batch]
+        out = []
+        if self.candidate is not None:  # the gate: score it on events it has not learned
+            out += self._decide(events)
+        updates = self.learner.learn(events)
+        if not updates and self.learner.pending:
+            updates = [self.learner.update()]
+        for _, part, off in batch:
+            self.through[part] = max(self.through.get(part, 0), off + 1)
+        for upd in updates:
+            self.stats.updates += 1
+            self.stats.events_learned += upd.events
+            self.stats.learn_seconds += upd.seconds
+        if not updates:
+            return out
+        upd = updates[-1]
+        meta = {"learner": {
+            "update": self.learner.n_updates, "events": self.learner.events_learned,
+            "new_items": [i for u in updates for i in u.new_items],
+            "evicted": [s for u in updates for s in u.evicted],
+            "loss": upd.loss, "through": {str(p): o for p, o in sorted(self.through.items())},
+            "schedule": self.schedule.to_dict()}}
+        if self.gate_window:
+            self.candidate = meta
+        else:
+            out.append(self._publish(meta))
+        return out
+
+    def _decide(self, window: list) -> list[str]:
+        meta, self.candidate = self.candidate, None
+        res = gate.check(self.model, self.served, self.learner.users, window, self.top_k,
+                         self.gate_margin, self.gate_window, self.learner.max_len,
+                         self.exclude_history)
+        meta["learner"]["gate"] = {"candidate_hr": res.candidate_hr, "served_hr": res.served_hr,
+                                   "n": res.n, "margin": res.margin}
+        if res.passed:
+            return [self._publish(meta)]
+        self.stats.refused += 1
+        now = int(time.time() * 1000)
+        msg = (f"learner version {self.learner.version} not published: HR@{self.top_k} "
+               f"{res.candidate_hr:.4f} on the {res.n} newest events against "
+               f"{res.served_hr:.4f} for the served {self.last_published} (margin "
+               f"{res.margin}); the served version stays, learning goes on. Roll back "
+               "with seqstream learner rollback if the served one is worse too.")
+        log.warning("%s", msg)
+        self.on_alert(Alert(
+            metric="learner_gate", kind="threshold", detector="threshold",
+            old_level=res.served_hr, new_level=res.candidate_hr,
+            window_start_ms=min(e.timestamp_ms for e in window),
+            window_end_ms=max(e.timestamp_ms for e in window) + 1, message=msg,
+            severity="warning", direction="down", n_observations=res.n,
+            model_version=self.learner.version, emitted_at_ms=now))
+        return []
+
+    def _publish(self, meta: dict) -> str:
+        self.store.publish(self.model, meta=meta)
+        version = self.learner.version
+        self.last_published = version
+        self.published_through = {int(p): o for p, o in meta["learner"]["through"].items()}
+        self.stats.published += 1
+        self.stats.last_version = version
+        if self.served is not None:
+            self.served = copy.deepcopy(self.model)
+        log.info("published %s (%d events learned)", version, self.learner.events_learned)
+        return version
+
+    # ------------------------------------------------------------------ rollback
+    def follow_rollback(self, load: Callable[[str], object]) -> str | None:
+        """When ``LATEST`` names a kept version this learner did not publish last (someone
+        ran ``seqstream learner rollback``), learning goes on from that version (``load``:
+        its directory -> model); the held events and sequences start afresh."""
+        latest = self.store.latest()
+        if latest is None or latest == self.last_published:
+            return None
+        path = self.store.path(latest)
+        if not (path / "meta.json").exists():
+            return None
+        self._start(load(str(path)))
+        self.stats.rollbacks += 1
+        log.warning("LATEST names %s: learning goes on from it (rolled back)", latest)
+        return latest
+
+    def summary(self) -> dict:
+        s = asdict(self.stats)
+        s["learn_seconds"] = round(s["learn_seconds"], 3)
+        s["learned_per_s"] = (round(self.stats.events_learned / self.stats.learn_seconds, 1)
+                              if self.stats.learn_seconds > 0 else None)
+        s["version"] = self.learner.version
+        s["items"] = self.model.vocab.n_items
+        return s
+
+
+__all__ = ["LearnerStats", "StreamLearner"]

@@ -1,0 +1,231 @@
+"""``seqstream learner``'s Kafka loop: the events topic in, versions out, offsets committed.
+
+The learner is a consumer group of its own (``<app_id>-learner``) on the events topic, so it
+reads every event beside the workers and never takes their partitions. It starts from the
+version ``LATEST`` names in the watched directory (a restart goes on where it stopped), else
+from ``model_path``; with ``learn_warm_path`` it first reads the training log as history.
+Records are parsed as the worker parses them; a record that is not a valid event is left to
+the worker (which dead-letters it) and only counted here; an erase request drops the user's
+sequence from the learner.
+
+Offsets are committed up to the events held by the newest *published* version, once it is
+in the watched directory: after a crash the learner restarts from that version and learns
+the rest again (at-least-once, like the worker). About once a second the loop measures its
+lag (end offsets minus positions) and the stream's rate (growth of the end offsets) for
+:mod:`stream_app.learner.pace`; every ``stats_every_s`` it logs one line of counts, and on a
+clean stop (SIGTERM, SIGINT) one JSON line of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+import orjson
+
+from model_core.learn import LearnSchedule
+from schemas.event import parse_event
+from schemas.exceptions import SchemaError, SeqstreamError
+from stream_app.kafka.security import kafka_python_kwargs
+from stream_app.learner.driver import StreamLearner
+from stream_app.learner.pace import LagPolicy
+from stream_app.learner.versions import VersionStore
+from stream_app.settings import Settings
+
+log = logging.getLogger("seqstream.learner")
+
+READY_MARK = "seqstream learner ready"
+STATS_MARK = "seqstream learner stats"
+
+
+def learner_group(settings: Settings) -> str:
+    return f"{settings.app_id}-learner"
+
+
+def start_model(settings: Settings, store: VersionStore):
+    """The model to learn from: ``LATEST``'s version, else ``model_path``."""
+    from model_core.checkpoint import load_model
+
+    latest = store.latest()
+    path = store.path(latest) if latest and (store.path(latest) / "meta.json").exists() \
+        else settings.model_path
+    if not path:
+        raise SeqstreamError("the learner needs a model: set SEQSTREAM_MODEL_PATH (the "
+                             "trained checkpoint) or publish one into SEQSTREAM_MODEL_WATCH_DIR")
+    return load_model(path, device=settings.device)
+
+
+def build_driver(settings: Settings, on_alert=None) -> StreamLearner:
+    """The driver with the settings' schedule, store, gate and lag policy (and warmed)."""
+    from model_core.exceptions import ModelCoreError
+
+    if not settings.model_watch_dir:
+        raise SeqstreamError("the learner publishes into the workers' watched directory: set "
+                             "SEQSTREAM_MODEL_WATCH_DIR (the same as the workers')")
+    try:
+        schedule = LearnSchedule.parse(settings.learn_schedule)
+    except ModelCoreError as e:
+        raise SeqstreamError(f"SEQSTREAM_LEARN_SCHEDULE: {e}") from None
+    store = VersionStore(settings.model_watch_dir, settings.learn_keep)
+    model = start_model(settings, store)
+    try:
+        driver = StreamLearner(
+            model, schedule, store, top_k=settings.top_k,
+            exclude_history=settings.exclude_history, interval_s=settings.learn_interval_s,
+            gate_window=settings.learn_gate_window, gate_margin=settings.learn_gate_margin,
+            pace=LagPolicy(settings.learn_max_lag, settings.learn_lag_policy),
+            on_alert=on_alert)
+    except ModelCoreError as e:
+        raise SeqstreamError(str(e)) from None
+    if settings.learn_warm_path:
+        from model_core.datasets import guess_format
+        from stream_app.kafka.replay import load_sorted
+
+        fmt = settings.learn_warm_format or guess_format(settings.learn_warm_path)
+        events, _rejected = load_sorted(settings.learn_warm_path, fmt)
+        driver.warm(events)
+    return driver
+
+
+class _Lag:
+    """Lag and stream rate from end offsets, measured at most once a second."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.lag = 0
+        self.end_total: int | None = None
+        self.t0 = time.monotonic()
+        self.stream_rate = 0.0  # events/s arriving, since the first measurement
+
+    def measure(self, consumer, force: bool = False) -> int:
+        now = time.monotonic()
+        if not force and now - self.t < 1.0:
+            return self.lag
+        parts = consumer.assignment()
+        if not parts:
+            return self.lag
+        ends = consumer.end_offsets(list(parts))
+        self.lag = sum(max(0, ends[tp] - consumer.position(tp)) for tp in parts)
+        total = sum(ends.values())
+        if self.end_total is None:
+            self.end_total, self.t0 = total, now
+        elif now > self.t0:
+            self.stream_rate = (total - self.end_total) / (now - self.t0)
+        self.t = now
+        return self.lag
+
+
+def run_learner(settings: Settings, stop: threading.Event | None = None,
+                stats_every_s: float = 10.0) -> dict:
+    """Run until ``stop`` is set or SIGTERM/SIGINT; returns the final counts."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from schemas.erasure import is_erase_request
+    from stream_app.kafka.replay import make_producer
+    from stream_app.kafka.topics import ensure_topics
+    from stream_app.worker.model_swap import control_key
+    from stream_app.worker.privacy import read_erase_request
+
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    ensure_topics(settings, ("events", "alerts"))
+    producer = make_producer(settings)
+    alerts_topic = settings.topic("alerts")
+
+    def on_alert(alert) -> None:
+        producer.send(alerts_topic, key=alert.metric.encode(), value=alert.to_json())
+        log.warning("alert: %s", alert.message)
+
+    driver = build_driver(settings, on_alert)
+    erase_key = control_key(settings)
+    topic = settings.topic("events")
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=settings.bootstrap_servers, group_id=learner_group(settings),
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=5000,
+        session_timeout_ms=int(settings.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
+        **kafka_python_kwargs(settings))
+    lag = _Lag()
+    invalid = erased = 0
+    ready = False
+    committed: dict[int, int] = {}
+    t_stats = time.monotonic()
+    t_start = time.monotonic()
+    try:
+        while not stop.is_set():
+            polled = consumer.poll(timeout_ms=200)
+            if not ready and consumer.assignment():
+                ready = True
+                print(f"{READY_MARK} partitions={sorted(tp.partition for tp in consumer.assignment())}"
+                      f" model={driver.learner.version}", flush=True)
+            records = []
+            for tp, recs in sorted(polled.items(), key=lambda kv: kv[0].partition):
+                for r in recs:
+                    if is_erase_request(r.headers):
+                        try:
+                            req = read_erase_request(r.value, r.key, erase_key)
+                        except SchemaError:
+                            continue
+                        driver.learner.users.pop(req.user_id, None)
+                        erased += 1
+                        continue
+                    try:
+                        ev = parse_event(r.value)
+                    except SchemaError:
+                        invalid += 1
+                        continue
+                    records.append((ev, tp.partition, r.offset))
+            behind = lag.measure(consumer)
+            if driver.pace.must_skip(behind):
+                driver.observe_lag(behind)
+                parts = list(consumer.assignment())
+                ends = consumer.end_offsets(parts)
+                consumer.seek_to_end(*parts)
+                driver.skipped_to_end(behind, {tp.partition: ends[tp] for tp in parts})
+                records = []
+            published = driver.offer(records, behind) if records else driver.tick()
+            if published or driver.follow_rollback(_load):
+                for v in published:
+                    print(f"seqstream learner published {v}", flush=True)
+                through = driver.published_through
+                if through and through != committed:
+                    consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1)
+                                     for p, o in through.items()})
+                    committed = dict(through)
+            if time.monotonic() - t_stats >= stats_every_s:
+                t_stats = time.monotonic()
+                _log_stats(driver, lag, invalid, erased, t_start)
+    finally:
+        summary = {**driver.summary(), "invalid": invalid, "erased": erased,
+                   "stream_events_per_s": round(lag.stream_rate, 1),
+                   "wall_seconds": round(time.monotonic() - t_start, 1)}
+        print(f"{STATS_MARK} {orjson.dumps(summary).decode()}", flush=True)
+        consumer.close()
+        producer.flush()
+        producer.close()
+    return summary
+
+
+def _load(path: str):
+    from model_core.checkpoint import load_model
+
+    return load_model(path)
+
+
+def _log_stats(driver: StreamLearner, lag: _Lag, invalid: int, erased: int,
+               t_start: float) -> None:
+    s = driver.stats
+    rate = s.events_learned / s.learn_seconds if s.learn_seconds > 0 else 0.0
+    log.info("learner: %d in, %d learned (%.0f/s of update time; stream %.0f/s), %d skipped, "
+             "lag %d, %d published, %d refused, %d invalid, %d erased, version %s",
+             s.events_in, s.events_learned, rate, lag.stream_rate, s.skipped, s.lag,
+             s.published, s.refused, invalid, erased, driver.learner.version)
+
+
+__all__ = ["READY_MARK", "STATS_MARK", "build_driver", "learner_group", "run_learner",
+           "start_model"]

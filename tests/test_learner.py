@@ -1,0 +1,166 @@
+"""The learner process's Kafka-free parts: versions on the learner's schedule equal the offline
+replay's, the last M kept and rolled back, the validation gate, the behind-the-stream policy,
+and the worker's side (vocabulary maps through evicted slots, lockstep runs)."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from model_core.checkpoint import load_model
+from model_core.datasets.synth import generate
+from model_core.learn import LearnSchedule, OnlineLearner
+from model_core.models import create_model
+from model_core.sequences import build_vocab, group_by_user
+from model_core.vocab import ItemVocab
+from schemas.exceptions import SeqstreamError
+from stream_app.learner.driver import StreamLearner
+from stream_app.learner.pace import LagPolicy, keep_event
+from stream_app.learner.versions import VersionStore
+from stream_app.worker.model_swap import Lockstep, ModelSwapper, vocab_map, vocab_tag
+
+
+def _markov(events):
+    vocab = build_vocab(events)
+    model = create_model("markov", vocab).fit(group_by_user(events, vocab))
+    model.version = "markov-test"
+    return model
+
+
+@pytest.fixture(scope="module")
+def log():
+    return generate(3000, seed=5, change_at=0.6, new_items=40, born_from=0.4)
+
+
+def _records(events, start=0):
+    return [(ev, 0, start + i) for i, ev in enumerate(events)]
+
+
+def test_versions_follow_the_schedule_and_equal_the_offline_learner(tmp_path, log):
+    train, stream = log[:1500], log[1500:2700]
+    store = VersionStore(tmp_path / "watch", keep=3)
+    driver = StreamLearner(_markov(train), LearnSchedule(every=500), store)
+    driver.warm(train)
+    published = driver.offer(_records(stream[:700])) + driver.offer(_records(stream[700:], 700))
+    assert published == ["markov-test+u1", "markov-test+u2"]
+    assert store.latest() == "markov-test+u2" and len(driver.buf) == 200
+    meta = store.meta("markov-test+u2")["learner"]
+    assert meta["update"] == 2 and meta["events"] == 1000 and meta["through"] == {"0": 1000}
+    assert driver.published_through == {0: 1000}
+    # the same learner code offline, in one call: the published weights are its weights
+    offline = OnlineLearner(_markov(train), LearnSchedule(every=500))
+    offline.warm(train)
+    offline.learn(stream[:1000])
+    got = load_model(store.path("markov-test+u2"))
+    assert got.version == offline.version == "markov-test+u2"
+    assert list(got.vocab.item_ids(range(1, len(got.vocab)))) == \
+        list(offline.model.vocab.item_ids(range(1, len(offline.model.vocab))))
+    for name, arr in offline.model.state_arrays().items():
+        assert np.array_equal(np.asarray(got.state_arrays()[name]), np.asarray(arr)), name
+    born = set(meta["new_items"]) | set(store.meta("markov-test+u1")["learner"]["new_items"])
+    assert born and born <= {ev.item_id for ev in stream[:1000]} - set(_markov(train).vocab._ids)
+
+
+def test_keep_the_last_m_and_roll_back(tmp_path, log):
+    store = VersionStore(tmp_path / "watch", keep=2)
+    driver = StreamLearner(_markov(log[:1000]), LearnSchedule(every=200), store)
+    driver.offer(_records(log[1000:1800]))
+    assert store.versions() == ["markov-test+u3", "markov-test+u4"]
+    assert store.rollback() == "markov-test+u3" and store.latest() == "markov-test+u3"
+    with pytest.raises(SeqstreamError, match="oldest version kept"):
+        store.rollback()
+    with pytest.raises(SeqstreamError, match="no version 'nope'"):
+        store.rollback("nope")
+    # the running learner goes on from the rolled-back version, under new names
+    assert driver.follow_rollback(load_model) == "markov-test+u3"
+    assert driver.stats.rollbacks == 1
+    assert driver.offer(_records(log[1800:2000], 800)) == ["markov-test+u3+u1"]
+    assert store.versions() == ["markov-test+u4", "markov-test+u3+u1"]  # keep=2
+    # a restart from a learner version goes on numbering where the name is free
+    fresh = StreamLearner(load_model(store.path("markov-test+u3+u1")), LearnSchedule(every=200),
+                          store)
+    assert fresh.offer(_records(log[2000:2200], 1000)) == ["markov-test+u3+u2"]
+
+
+def test_the_gate_refuses_a_worse_version_with_an_alert(tmp_path, log):
+    alerts = []
+    store = VersionStore(tmp_path / "watch")
+    driver = StreamLearner(_markov(log[:1500]), LearnSchedule(every=300), store, top_k=20,
+                           gate_window=300, gate_margin=0.01, on_alert=alerts.append)
+    driver.warm(log[:1500])
+    assert driver.offer(_records(log[1500:1800])) == []  # u1 waits for events it has not seen
+    assert driver.candidate is not None
+    assert driver.offer(_records(log[1800:2100], 300)) == ["markov-test+u1"]
+    gate = store.meta("markov-test+u1")["learner"]["gate"]
+    assert gate["n"] > 100 and gate["candidate_hr"] >= gate["served_hr"] - 0.01
+    # u2 is spoiled after learning: every transition forgotten, scores by popularity only
+    m = driver.model
+    m.indptr = np.zeros_like(m.indptr)
+    m.indices, m.data = m.indices[:0], m.data[:0]
+    assert driver.offer(_records(log[2100:2400], 600)) == []
+    assert driver.stats.refused == 1 and store.latest() == "markov-test+u1"
+    (alert,) = alerts
+    assert alert.metric == "learner_gate" and alert.new_level < alert.old_level - 0.01
+    assert "not published" in alert.message and alert.model_version == "markov-test+u2"
+
+
+def test_behind_the_stream_subsample_skip_and_alert_once(tmp_path, log):
+    alerts = []
+    driver = StreamLearner(_markov(log[:1000]), LearnSchedule(every=100),
+                           VersionStore(tmp_path / "w"), pace=LagPolicy(1000, "subsample"),
+                           on_alert=alerts.append)
+    driver.offer(_records(log[1000:1400]), lag=500)
+    assert driver.stats.skipped == 0 and not alerts
+    driver.offer(_records(log[1400:1800], 400), lag=4000)  # a share of 1/4 is learned
+    assert 0.6 < driver.stats.skipped / 400 < 0.9
+    assert [a.metric for a in alerts] == ["learner_lag"] and alerts[0].new_level == 4000
+    driver.offer(_records(log[1800:1900], 800), lag=5000)  # the same episode: no new alert
+    driver.offer(_records(log[1900:2000], 900), lag=10)
+    driver.offer(_records(log[2000:2100], 1000), lag=3000)  # a new episode
+    assert len(alerts) == 2 and driver.pace.episodes == 2
+    assert driver.stats.events_in == driver.stats.skipped + driver.stats.events_learned \
+        + len(driver.buf)
+    # skip: the service jumps to the end; the held events go with the jumped ones
+    skip = LagPolicy(1000, "skip")
+    assert skip.must_skip(1001) and not skip.must_skip(1000) and skip.share(5000) == 1.0
+    before = driver.stats.skipped
+    held = len(driver.buf)
+    driver.skipped_to_end(5000, {0: 99_999})
+    assert driver.stats.skipped == before + 5000 + held and driver.through[0] == 99_999
+    assert keep_event("e1", 1.0) and keep_event("e1", 0.3) == keep_event("e1", 0.3)
+
+
+def test_worker_maps_follow_new_and_evicted_slots():
+    v0 = ItemVocab(["a", "b", "c"])
+    v1 = copy.deepcopy(v0)
+    v1.add("d")  # a new item
+    v2 = copy.deepcopy(v1)
+    v2.reassign(2, "e")  # "b" evicted, its slot reused
+    assert vocab_map(v1, v2).tolist() == [0, 1, 0, 3, 4]
+    sw = ModelSwapper(SimpleNamespace(model_path=None), SimpleNamespace(
+        model=SimpleNamespace(vocab=v0, version="m")))
+    sw.switch_vocab(v1)
+    sw.switch_vocab(v2)
+    from model_core.sequence_state import UserState
+
+    st = UserState(items=np.array([1, 2, 3], np.int32), vocab_tag=vocab_tag(v0),
+                   last_pred_items=np.array([2, 1], np.int32), last_pred_action=0)
+    out = sw.adapt(st)  # composed v0 -> v1 -> v2: "b" is unknown now, not "e"
+    assert out.items.tolist() == [1, 0, 3] and out.last_pred_items.tolist() == [0, 1]
+    st1 = UserState(items=np.array([4, 2], np.int32), vocab_tag=vocab_tag(v1))
+    assert sw.adapt(st1).items.tolist() == [4, 0]
+
+
+def test_lockstep_runs_and_versions():
+    lock = Lockstep(100, "m-1", "/w")
+    assert lock.pieces([98, 99, 100, 101, 250]) == [(0, 2, 0), (2, 4, 1), (4, 5, 2)]
+    assert lock.update_of("m-1") == 0 and lock.update_of("m-1+u7") == 7
+    assert lock.update_of("other+u3") is None and lock.update_of("m-1+u3+u1") is None
+    assert str(lock.path(3)).endswith("m-1+u3")
+    s = SimpleNamespace(learn_lockstep=0, model_watch_dir="/w")
+    assert Lockstep.from_settings(s, "m") is None
+    s = SimpleNamespace(learn_lockstep=5, model_watch_dir="/w")
+    assert Lockstep.from_settings(s, "m").every == 5
