@@ -33,6 +33,7 @@ from stream_app.learner.driver import StreamLearner
 from stream_app.learner.pace import LagPolicy
 from stream_app.learner.versions import VersionStore
 from stream_app.settings import Settings
+from stream_app.worker.process import WorkerProcess
 
 log = logging.getLogger("seqstream.learner")
 
@@ -227,5 +228,34 @@ def _log_stats(driver: StreamLearner, lag: _Lag, invalid: int, erased: int,
              s.published, s.refused, invalid, erased, driver.learner.version)
 
 
-__all__ = ["READY_MARK", "STATS_MARK", "build_driver", "learner_group", "run_learner",
-           "start_model"]
+
+
+class LearnerProcess(WorkerProcess):
+    """``seqstream learner`` as a child process (demo, tests): settings through the
+    environment, ready once its consumer group gave it partitions."""
+
+    ready_mark = READY_MARK
+
+    def __init__(self, settings: Settings, log_path, extra_args: list[str] = ()) -> None:
+        import sys
+
+        super().__init__(settings, log_path, name="learner",
+                         command=[sys.executable, "-m", "stream_app.cli", "learner",
+                                  *extra_args])
+
+    def published(self) -> list[str]:
+        """Versions the learner said it published, in order."""
+        mark = "seqstream learner published "
+        return [line[len(mark):].strip() for line in self.log_text().splitlines()
+                if line.startswith(mark)]
+
+    def final_stats(self) -> dict | None:
+        """The counts of its clean stop (after :meth:`stop`), or None."""
+        for line in reversed(self.log_text().splitlines()):
+            if line.startswith(STATS_MARK):
+                return orjson.loads(line[len(STATS_MARK):])
+        return None
+
+
+__all__ = ["LearnerProcess", "READY_MARK", "STATS_MARK", "build_driver", "learner_group",
+           "run_learner", "start_model"]

@@ -41,6 +41,9 @@ def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict
 
 
 class WorkerProcess:
+    #: the line :meth:`wait_ready` waits for (a learner's differs: stream_app.learner)
+    ready_mark = READY_MARK
+
     def __init__(self, settings: Settings, log_path: str | Path, extra_args: list[str] = (),
                  name: str = "worker", command: list[str] | None = None,
                  extra_env: dict[str, str] | None = None) -> None:
@@ -83,7 +86,7 @@ class WorkerProcess:
                                      + self.log_text()[-3000:])
             with open(self.log_path, "rb") as f:
                 f.seek(self._ready_offset)
-                if READY_MARK.encode() in f.read():
+                if self.ready_mark.encode() in f.read():
                     return
             time.sleep(0.2)
         raise SeqstreamError(f"{self.name} not ready within {timeout_s:.0f} s:\n"
