@@ -164,3 +164,35 @@ def test_lockstep_runs_and_versions():
     assert Lockstep.from_settings(s, "m") is None
     s = SimpleNamespace(learn_lockstep=5, model_watch_dir="/w")
     assert Lockstep.from_settings(s, "m").every == 5
+
+
+def test_k8s_learner_beside_the_workers():
+    from pathlib import Path
+
+    import yaml
+
+    from stream_app.settings import Settings
+
+    k8s = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+    docs = {d["kind"]: d for d in yaml.safe_load_all((k8s / "learner.yaml").read_text())}
+    dep = docs["Deployment"]
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["learner"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    fields = {f"SEQSTREAM_{n.upper()}" for n in Settings.model_fields}
+    assert set(env) <= fields and "SEQSTREAM_LEARN_SCHEDULE" in env
+    LearnSchedule.parse(env["SEQSTREAM_LEARN_SCHEDULE"])
+    watch = yaml.safe_load((k8s / "configmap.yaml").read_text())["data"][
+        "SEQSTREAM_MODEL_WATCH_DIR"]
+    sts = yaml.safe_load((k8s / "statefulset.yaml").read_text())
+
+    def claim_at(spec: dict, container: dict) -> str:
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == watch]
+        (vol,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        return vol["persistentVolumeClaim"]["claimName"]
+
+    wspec = sts["spec"]["template"]["spec"]
+    assert claim_at(dep["spec"]["template"]["spec"], c) == claim_at(wspec, wspec["containers"][0]) \
+        == docs["PersistentVolumeClaim"]["metadata"]["name"]
+    assert docs["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]

@@ -134,9 +134,11 @@ def _windows(values: np.ndarray, n_windows: int) -> np.ndarray:
 def compare_learning(model, events: Sequence, warm_events: Sequence = (),
                      schedule: LearnSchedule | None = None, ks: Sequence[int] = (20,),
                      n_windows: int = 20, n_boot: int = 1000, seed: int = 0, max_len: int = 50,
-                     batch_size: int = 1000, exclude_history: bool = False) -> dict:
+                     batch_size: int = 1000, exclude_history: bool = False,
+                     learner_warm: Sequence | None = None) -> dict:
     """Frozen vs online on the same replay (see the module docstring). ``model`` is the one
-    that learns (changed in place); the frozen run uses a deep copy taken first."""
+    that learns (changed in place); the frozen run uses a deep copy taken first.
+    ``learner_warm``: see :func:`replay_stream`."""
     schedule = schedule or LearnSchedule()
     ks = tuple(sorted({int(k) for k in ks}))
     kmax = ks[-1]
@@ -145,7 +147,7 @@ def compare_learning(model, events: Sequence, warm_events: Sequence = (),
     frozen = replay_stream(frozen_model, events, warm_events, None, kmax, max_len, batch_size,
                            exclude_history)
     online = replay_stream(model, events, warm_events, learner, kmax, max_len, batch_size,
-                           exclude_history)
+                           exclude_history, learner_warm)
     f_sum, f_case = _summary(frozen, ks, n_boot, seed)
     o_sum, o_case = _summary(online, ks, n_boot, seed)
     users = np.asarray(online.users)

@@ -12,8 +12,9 @@ def register(sub) -> None:
     p.add_argument("--events", type=int, default=20000, help="size of the log (default 20000)")
     p.add_argument("--data", default=None, help="a log file instead of a synthetic one")
     p.add_argument("--format", dest="fmt", default=None)
-    p.add_argument("--model", default="gru4rec",
-                   help="gru4rec | sasrec | markov | popular | itemknn (default gru4rec)")
+    p.add_argument("--model", default=None,
+                   help="gru4rec | sasrec | markov | popular | itemknn (default gru4rec; "
+                        "with --learn, markov)")
     p.add_argument("--train-fraction", type=float, default=0.5)
     p.add_argument("--speed", type=float, default=None, help="replay at N x real time")
     p.add_argument("--window-s", type=int, default=600)
@@ -21,6 +22,16 @@ def register(sub) -> None:
     p.add_argument("--out", dest="out_dir", default=None, help="output folder (default: temp)")
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON last")
+    g = p.add_argument_group("online learning")
+    g.add_argument("--learn", nargs="?", const="every=500", default=None, metavar="SCHEDULE",
+                   help="run a learner beside the worker, in lockstep (default schedule "
+                        "every=500); compares online, offline and frozen at @20")
+    g.add_argument("--change-at", type=float, default=0.6,
+                   help="--learn's log: transitions change at this fraction (default 0.6)")
+    g.add_argument("--new-items", type=int, default=200,
+                   help="--learn's log: items born during the log (default 200)")
+    g.add_argument("--born-from", type=float, default=0.5,
+                   help="--learn's log: items are born from this fraction (default 0.5)")
     p.set_defaults(func=run)
 
 
@@ -28,10 +39,23 @@ def run(args) -> int:
     from stream_app.ops.demo import DemoOptions, run_demo
 
     quiet = args.json and not sys.stdout.isatty()
-    opts = DemoOptions(events=args.events, data=args.data, fmt=args.fmt, model=args.model,
+    if args.learn is not None:
+        from model_core.exceptions import ModelCoreError
+        from model_core.learn import LearnSchedule, check_learnable
+        from schemas.exceptions import SeqstreamError
+
+        try:
+            LearnSchedule.parse(args.learn)
+            check_learnable(args.model or "markov")
+        except ModelCoreError as e:
+            raise SeqstreamError(str(e)) from None
+    model = args.model or ("markov" if args.learn else "gru4rec")
+    opts = DemoOptions(events=args.events, data=args.data, fmt=args.fmt, model=model,
                        train_fraction=args.train_fraction, speed=args.speed, seed=args.seed,
                        window_s=args.window_s, out_dir=args.out_dir, live=not quiet,
-                       report=not args.no_report)
+                       report=not args.no_report, learn=args.learn,
+                       change_at=args.change_at, new_items=args.new_items,
+                       born_from=args.born_from)
     say = (lambda *_a, **_k: None) if quiet else print
     summary = run_demo(opts, say=say)
     if not quiet:
@@ -56,11 +80,19 @@ def _print_summary(s: dict) -> None:
               "events_per_s", "latency_p99_ms", "wall_seconds"):
         t.add_row(k, figure(s.get(k)))
     Console().print(t)
-    m = Table(title="HR@10 / NDCG@10 / MRR@10 on the replayed events")
-    for c in ("", "hr@10", "ndcg@10", "mrr@10"):
+    k = 20 if "frozen" in s else 10
+    cols = (f"hr@{k}", f"ndcg@{k}", f"mrr@{k}")
+    m = Table(title=f"HR@{k} / NDCG@{k} / MRR@{k} on the replayed events")
+    for c in ("", *cols):
         m.add_column(c, justify="right")
-    for name in ("online", "prequential_offline", "baseline_popular"):
+    if k == 20:
+        m.add_column("new-item hits", justify="right")
+    for name in ("online", "prequential_offline", "frozen" if k == 20 else "baseline_popular"):
         row = s[name]
-        m.add_row(name, *(f"{row[k]:.4f}" if row.get(k) is not None else "-"
-                          for k in ("hr@10", "ndcg@10", "mrr@10")))
+        m.add_row(name, *(f"{row[c]:.4f}" if row.get(c) is not None else "-" for c in cols),
+                  *((figure(row.get("new_item_hits")),) if k == 20 else ()))
     Console().print(m)
+    if k == 20:
+        same = "yes" if s["online_equals_offline"] else "NO"
+        print(f"online == offline: {same} (max |diff| {figure(s['online_offline_max_abs_diff'])},"
+              f" {s['versions_published']} versions published)")

@@ -53,7 +53,8 @@ class StreamLearner:
     """See the module docstring. ``on_alert`` receives each :class:`Alert`."""
 
     def __init__(self, model, schedule: LearnSchedule, store: VersionStore, *,
-                 top_k: int = 20, exclude_history: bool = False, interval_s: float = 0.0,
+                 top_k: int = 20, exclude_history: bool = False, max_len: int | None = None,
+                 interval_s: float = 0.0,
                  gate_window: int = 0, gate_margin: float = 0.01,
                  pace: LagPolicy | None = None,
                  on_alert: Callable[[Alert], None] | None = None,
@@ -62,6 +63,7 @@ class StreamLearner:
         self.store = store
         self.top_k = top_k
         self.exclude_history = exclude_history
+        self.max_len = max_len  # the learner's sequences (default: the model's max_len)
         self.interval_s = interval_s
         self.gate_window = gate_window
         self.gate_margin = gate_margin
@@ -75,7 +77,7 @@ class StreamLearner:
         self._start(model)
 
     def _start(self, model) -> None:
-        self.learner = OnlineLearner(model, self.schedule)
+        self.learner = OnlineLearner(model, self.schedule, max_len=self.max_len)
         head, _, n = str(model.version).rpartition("+u")
         if head and n.isdigit() and not self.store.path(f"{head}+u{int(n) + 1}").exists():
             self.learner.base_version, self.learner.n_updates = head, int(n)

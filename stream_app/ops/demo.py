@@ -4,6 +4,18 @@ Start the embedded broker; take a log (``--data``) or generate one; train a mode
 part of the timeline; start a worker; replay the rest through Kafka while showing live
 progress; shut everything down cleanly; compare the stream's online figures with the offline
 prequential computation over the same replayed events; end with a summary (and ``--json``).
+
+With ``--learn SCHEDULE`` (``demo --learn every=500``) a learner (``seqstream learner``) runs
+beside the worker: the synthetic log's transitions change at ``change_at`` and
+``new_items`` items are born from ``born_from`` (after the training part); the learner
+publishes a version every N events and the worker swaps to each. The demo runs them in
+**lockstep** (``SEQSTREAM_LEARN_LOCKSTEP=N``, a one-partition events topic; see
+:mod:`stream_app.worker.model_swap`) so each event is scored by the version the offline
+replay uses for it, and compares three figures over the replayed events (HR/NDCG/MRR@20 and
+``new_item_hits``, hits on items born after training): ``online`` (the worker's windows),
+``prequential_offline`` (the same learner code over the same events,
+:func:`model_core.learn.measure.compare_learning`) and ``frozen`` (that replay without
+learning). ``online_equals_offline`` says whether the first two agree (to 1e-9).
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ from schemas.metrics import MetricsWindow
 from stream_app.kafka.broker import EmbeddedBroker
 from stream_app.kafka.replay import load_sorted, replay_events
 from stream_app.kafka.topics import ensure_topics, iter_topic, read_topic
+from stream_app.learner.service import LearnerProcess
 from stream_app.settings import Settings, load_settings
 from stream_app.windows.aggregation import aggregate_windows
 from stream_app.windows.persistence import latest_windows
@@ -49,6 +62,10 @@ class DemoOptions:
     out_dir: str | None = None
     live: bool = True
     report: bool = True
+    learn: str | None = None  # a learner schedule ("every=500"): the learner runs beside
+    change_at: float = 0.6  # --learn's synthetic log: transitions change here (fraction)
+    new_items: int = 200  # ... items born during the log
+    born_from: float = 0.5  # ... from this fraction on
 
 
 @dataclass
@@ -78,9 +95,16 @@ def _load_events(opts: DemoOptions) -> tuple[list[Event], int, str]:
         return events, len(rejected), f"{opts.data} ({fmt})"
     from model_core.datasets.synth import generate
 
-    events = generate(opts.events, seed=opts.seed)
+    if opts.learn:
+        events = generate(opts.events, seed=opts.seed, change_at=opts.change_at,
+                          new_items=opts.new_items, born_from=opts.born_from)
+        what = (f"synthetic ({opts.events} events, seed {opts.seed}, change at "
+                f"{opts.change_at:g}, {opts.new_items} items born from {opts.born_from:g})")
+    else:
+        events = generate(opts.events, seed=opts.seed)
+        what = f"synthetic ({opts.events} events, seed {opts.seed})"
     events.sort(key=lambda e: e.timestamp_ms)
-    return events, 0, f"synthetic ({opts.events} events, seed {opts.seed})"
+    return events, 0, what
 
 
 def _train(name: str, train: list[Event], out: Path, say) -> tuple[object, object, float]:
@@ -151,16 +175,24 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
     say(f"data: {source}; training on the first {len(train):,} events, "
         f"replaying the last {len(replay):,}")
     model, popular, train_s = _train(opts.model, train, out / "checkpoint", say)
+    schedule = learn_overrides = None
+    if opts.learn:
+        schedule, learn_overrides = _learn_settings(opts, train, replay, out)
 
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
         settings = load_settings(broker_url=broker.url, model_path=str(out / "checkpoint"),
                                  window_s=opts.window_s, data_dir=str(out / "worker-data"),
-                                 web_port=0, idle_close_s=2.0, app_id="seqstream-demo")
+                                 web_port=0, idle_close_s=2.0, app_id="seqstream-demo",
+                                 **(learn_overrides or {}))
         ensure_topics(settings)
-        say(f"broker {broker.url}; starting a worker")
+        say(f"broker {broker.url}; starting a worker"
+            + (f" and a learner ({opts.learn}, in lockstep)" if opts.learn else ""))
         worker = WorkerProcess(settings, out / "worker.log").start()
+        learner = LearnerProcess(settings, out / "learner.log").start() if opts.learn else None
         try:
             worker.wait_ready(120)
+            if learner is not None:
+                learner.wait_ready(120)
             live = LiveCounts()
             _follow(settings, live)
             progress = _ReplayProgress()
@@ -187,9 +219,12 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
             stream_s = time.monotonic() - t0
             th.join(5)
             worker.stop()  # clean shutdown: open windows are flushed to the metrics topic
+            if learner is not None:
+                learner.stop()
         finally:
-            if worker.alive():
-                worker.kill()
+            for proc in (worker, learner):
+                if proc is not None and proc.alive():
+                    proc.kill()
         live.stop.set()
         preds = read_topic(settings, "predictions", idle_s=2)
         # a window can be republished (crash, clean stop): keep the latest record per key
@@ -232,9 +267,84 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
         "out_dir": str(out),
         "wall_seconds": round(time.monotonic() - t_start, 1),
     }
+    if opts.learn:
+        summary.update(_learning_summary(model, train, replay, schedule, settings, online,
+                                         preds, tumbling, learner))
     if opts.report:
         summary["report"] = _write_report(windows, alerts, out / "report", say)
     return summary
+
+
+def _learn_settings(opts: DemoOptions, train: list[Event], replay: list[Event],
+                    out: Path) -> tuple[object, dict]:
+    """The schedule and the settings of a learning demo: one partition, lockstep, every
+    version kept (the worker loads each by name), the learner warmed on the training log."""
+    from model_core.datasets.synth import write_jsonl
+    from model_core.learn import LearnSchedule
+
+    schedule = LearnSchedule.parse(opts.learn)
+    write_jsonl(train, out / "train.jsonl")
+    return schedule, {
+        "partitions": 1, "model_watch_dir": str(out / "versions"), "model_poll_s": 0.2,
+        "learn_schedule": opts.learn, "learn_lockstep": schedule.every,
+        "learn_keep": len(replay) // schedule.every + 2, "learn_max_lag": 0,
+        "learn_warm_path": str(out / "train.jsonl")}
+
+
+def _learning_summary(model, train: list[Event], replay: list[Event], schedule, settings,
+                      online: dict, preds: list, tumbling: list, learner) -> dict:
+    """``online`` / ``prequential_offline`` / ``frozen`` at @20 and the new-item hits."""
+    import copy
+
+    from model_core.learn import compare_learning
+
+    trained = frozenset(model.vocab.item_ids(range(1, len(model.vocab))))
+    keys = ("hr@20", "ndcg@20", "mrr@20")
+    rep = compare_learning(copy.deepcopy(model), replay, (), schedule, ks=(20,), n_boot=200,
+                           max_len=settings.max_seq_len, learner_warm=train,
+                           exclude_history=settings.exclude_history)
+    on = {k: online.get(k) for k in keys}
+    on["new_item_hits"] = new_item_hits(preds, replay, trained, 20)
+    off = {k: rep["online"][k] for k in keys + ("new_item_hits",)}
+    frozen = {k: rep["frozen"][k] for k in keys + ("new_item_hits",)}
+    scored_online = sum(w.scored for w in tumbling)
+    diff = max((abs(on[k] - off[k]) for k in keys if on[k] is not None and off[k] is not None),
+               default=None)
+    stats = learner.final_stats() if learner is not None else None
+    return {
+        "learn_schedule": schedule.to_dict(),
+        "online": on, "prequential_offline": off, "frozen": frozen,
+        "new_item_hits": {"online": on["new_item_hits"], "prequential_offline":
+                          off["new_item_hits"], "frozen": frozen["new_item_hits"]},
+        "online_equals_offline": bool(diff is not None and diff <= 1e-9
+                                      and scored_online == rep["n_scored"]
+                                      and on["new_item_hits"] == off["new_item_hits"]),
+        "online_offline_max_abs_diff": diff,
+        "scored_online": scored_online, "scored_offline": rep["n_scored"],
+        "versions_published": len(learner.published()) if learner is not None else 0,
+        "versions_offline": rep["online"]["versions"],
+        "prediction_versions": len({orjson.loads(m.value)["model_version"] for m in preds}),
+        "paired_windows_hr@20": rep["paired_windows"]["hr@20"],
+        "learner": stats,
+        "learner_offline": rep["learner"],
+    }
+
+
+def new_item_hits(preds: list, events: list[Event], trained: frozenset, k: int) -> int:
+    """Events of ``events`` whose item was born after training (not in ``trained``) and is
+    in the top ``k`` of the prediction made after its user's previous event — read from the
+    predictions topic (per user in offset order: a user's predictions share a partition)."""
+    item_of = {e.event_id: e.item_id for e in events}
+    last: dict[str, list[str]] = {}
+    hits = 0
+    for m in sorted(preds, key=lambda m: (m.partition, m.offset)):
+        p = orjson.loads(m.value)
+        item = item_of.get(p["event_id"])
+        prev = last.get(p["user_id"])
+        if item is not None and item not in trained and prev is not None and item in prev[:k]:
+            hits += 1
+        last[p["user_id"]] = p["items"]
+    return hits
 
 
 def _read_alerts(settings: Settings) -> list:
