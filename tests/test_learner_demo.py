@@ -1,0 +1,26 @@
+"""``seqstream demo --learn``: one worker and one learner in lockstep give the offline
+replay's figures exactly, and the learner's new items are recommended and hit."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_app.ops.demo import DemoOptions, run_demo
+
+
+@pytest.mark.broker
+def test_demo_learn_online_equals_offline(tmp_path):
+    s = run_demo(DemoOptions(events=1600, learn="every=200", model="markov", seed=3,
+                             out_dir=str(tmp_path), live=False, report=False),
+                 say=lambda *_a: None)
+    assert s["predictions_out"] == s["events_in"] == 800
+    assert s["versions_published"] == s["versions_offline"] == 4
+    assert s["prediction_versions"] == 4  # the start version and u1..u3 scored events
+    assert s["online_equals_offline"] and s["online_offline_max_abs_diff"] <= 1e-12
+    assert s["scored_online"] == s["scored_offline"] > 600
+    for key in ("hr@20", "ndcg@20", "mrr@20"):
+        assert s["online"][key] == pytest.approx(s["prequential_offline"][key], abs=1e-12)
+    # items born after training are learned and hit; the frozen model cannot name them
+    assert s["online"]["new_item_hits"] == s["prequential_offline"]["new_item_hits"] > 0
+    assert s["frozen"]["new_item_hits"] == 0
+    assert s["online"]["hr@20"] > s["frozen"]["hr@20"]
