@@ -135,6 +135,10 @@ class Settings(BaseSettings):
         "subsample", description="behind the bound: subsample (learn a share max_lag/lag of "
         "the events, chosen by event id), skip (jump to the end of the topic), alert (only "
         "alert); skipped events are counted")
+    learn_threads: int = Field(
+        1, ge=0, description="torch threads of the learner (0 = torch's default, one per "
+        "core): beside a worker on the same cores, a second thread that keeps being "
+        "descheduled made each update 20-90 times slower on the 2-core test machine")
     learn_lockstep: int = Field(
         0, ge=0, description="worker: hold each event past a boundary of N events until "
         "the learner's version for it is loaded (online == offline for one worker, one "

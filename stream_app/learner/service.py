@@ -131,6 +131,10 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
     from stream_app.worker.model_swap import control_key
     from stream_app.worker.privacy import read_erase_request
 
+    if settings.learn_threads:
+        import torch
+
+        torch.set_num_threads(settings.learn_threads)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
