@@ -137,8 +137,8 @@ class Settings(BaseSettings):
         "alert); skipped events are counted")
     learn_threads: int = Field(
         1, ge=0, description="torch threads of the learner (0 = torch's default, one per "
-        "core): beside a worker on the same cores, a second thread that keeps being "
-        "descheduled made each update 20-90 times slower on the 2-core test machine")
+        "core): beside a worker on the same busy cores, a second thread that keeps being "
+        "descheduled made a GRU4Rec update of 300 events take 1.8 s instead of 0.02 s")
     learn_lockstep: int = Field(
         0, ge=0, description="worker: hold each event past a boundary of N events until "
         "the learner's version for it is loaded (online == offline for one worker, one "
