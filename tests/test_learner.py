@@ -196,3 +196,14 @@ def test_k8s_learner_beside_the_workers():
     assert claim_at(dep["spec"]["template"]["spec"], c) == claim_at(wspec, wspec["containers"][0]) \
         == docs["PersistentVolumeClaim"]["metadata"]["name"]
     assert docs["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_a_time_trigger_updates_with_fewer_events(tmp_path, log):
+    now = [0.0]
+    driver = StreamLearner(_markov(log[:1000]), LearnSchedule(every=1000),
+                           VersionStore(tmp_path / "w"), interval_s=30, clock=lambda: now[0])
+    assert driver.offer(_records(log[1000:1100])) == [] and len(driver.buf) == 100
+    now[0] = 31.0
+    assert driver.tick() == ["markov-test+u1"] and not driver.buf
+    assert driver.store.meta("markov-test+u1")["learner"]["events"] == 100
+    assert driver.tick() == []  # nothing held: no empty version
