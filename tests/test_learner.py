@@ -207,3 +207,22 @@ def test_a_time_trigger_updates_with_fewer_events(tmp_path, log):
     assert driver.tick() == ["markov-test+u1"] and not driver.buf
     assert driver.store.meta("markov-test+u1")["learner"]["events"] == 100
     assert driver.tick() == []  # nothing held: no empty version
+
+
+def test_learner_versions_and_rollback_commands(tmp_path, log, capsys, clean_env):
+    import orjson
+
+    from stream_app.cli import main
+
+    watch = tmp_path / "w"
+    StreamLearner(_markov(log[:1000]), LearnSchedule(every=100), VersionStore(watch)).offer(
+        _records(log[1000:1300]))
+    assert main(["learner", "versions", "--watch-dir", str(watch), "--json"]) == 0
+    out = orjson.loads(capsys.readouterr().out)
+    assert out["latest"] == "markov-test+u3" and [v["update"] for v in out["versions"]] == [1, 2, 3]
+    assert main(["learner", "rollback", "--watch-dir", str(watch), "--to", "markov-test+u1"]) == 0
+    assert VersionStore(watch).latest() == "markov-test+u1"
+    assert main(["learner", "rollback", "--watch-dir", str(watch), "--to", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"seqstream learner: error: no version 'x' in {watch}; kept: "
+                   "markov-test+u1, markov-test+u2, markov-test+u3"]

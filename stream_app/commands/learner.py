@@ -24,7 +24,8 @@ from stream_app.commands._common import (
 
 
 def register(sub) -> None:
-    p = sub.add_parser("learner", help="learn from the event stream and publish model versions")
+    p = sub.add_parser("learner", help="learn from the event stream and publish model versions",
+                       allow_abbrev=False)  # rollback --to is not --topic-prefix
     add_stream_options(p)
     add_log_options(p)
     p.add_argument("--watch-dir", dest="model_watch_dir",
