@@ -13,7 +13,9 @@ in the watched directory: after a crash the learner restarts from that version a
 the rest again (at-least-once, like the worker). About once a second the loop measures its
 lag (end offsets minus positions) and the stream's rate (growth of the end offsets) for
 :mod:`stream_app.learner.pace`; every ``stats_every_s`` it logs one line of counts, and on a
-clean stop (SIGTERM, SIGINT) one JSON line of them.
+clean stop (SIGTERM, SIGINT) one JSON line of them, with ``events_per_busy_s``: events taken
+per second of the loop's work on them (parse, learn, publish, commit; the polls' waits not
+counted), the rate the learner could keep up with.
 """
 
 from __future__ import annotations
@@ -158,6 +160,7 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
         **kafka_python_kwargs(settings))
     lag = _Lag()
     invalid = erased = 0
+    busy_s = 0.0
     ready = False
     committed: dict[int, int] = {}
     t_stats = time.monotonic()
@@ -165,6 +168,7 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
     try:
         while not stop.is_set():
             polled = consumer.poll(timeout_ms=200)
+            t_busy0 = time.perf_counter()
             if not ready and consumer.assignment():
                 ready = True
                 print(f"{READY_MARK} partitions={sorted(tp.partition for tp in consumer.assignment())}"
@@ -203,11 +207,16 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                     consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1)
                                      for p, o in through.items()})
                     committed = dict(through)
+            if records:  # parse, learn, publish, commit: the learner's cost per event
+                busy_s += time.perf_counter() - t_busy0
             if time.monotonic() - t_stats >= stats_every_s:
                 t_stats = time.monotonic()
                 _log_stats(driver, lag, invalid, erased, t_start)
     finally:
+        taken = driver.stats.events_in
         summary = {**driver.summary(), "invalid": invalid, "erased": erased,
+                   "busy_seconds": round(busy_s, 3),
+                   "events_per_busy_s": round(taken / busy_s, 1) if busy_s > 0 else None,
                    "stream_events_per_s": round(lag.stream_rate, 1),
                    "wall_seconds": round(time.monotonic() - t_start, 1)}
         print(f"{STATS_MARK} {orjson.dumps(summary).decode()}", flush=True)
