@@ -64,10 +64,11 @@ def _store(args):
 
 
 def run(args) -> int:
-    from stream_app.learner.service import run_learner
+    from stream_app.learner.service import check_settings, run_learner
     from stream_app.observe.logs import configure_logging
 
     settings = _settings(args)
+    check_settings(settings)
     configure_logging(settings.log_level, settings.log_format)
     check_kafka(settings)
     run_learner(settings)

@@ -221,7 +221,8 @@ class StreamLearner:
     def follow_rollback(self, load: Callable[[str], object]) -> str | None:
         """When ``LATEST`` names a kept version this learner did not publish last (someone
         ran ``seqstream learner rollback``), learning goes on from that version (``load``:
-        its directory -> model); the held events and sequences start afresh."""
+        its directory -> model); the learner's user sequences and replay buffer start
+        afresh, the events held are learned by it."""
         latest = self.store.latest()
         if latest is None or latest == self.last_published:
             return None

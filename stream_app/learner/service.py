@@ -60,17 +60,24 @@ def start_model(settings: Settings, store: VersionStore):
     return load_model(path, device=settings.device)
 
 
-def build_driver(settings: Settings, on_alert=None) -> StreamLearner:
-    """The driver with the settings' schedule, store, gate and lag policy (and warmed)."""
+def check_settings(settings: Settings) -> LearnSchedule:
+    """The learner's schedule; one clear error for settings it cannot run with."""
     from model_core.exceptions import ModelCoreError
 
     if not settings.model_watch_dir:
         raise SeqstreamError("the learner publishes into the workers' watched directory: set "
-                             "SEQSTREAM_MODEL_WATCH_DIR (the same as the workers')")
+                             "SEQSTREAM_MODEL_WATCH_DIR or --watch-dir (the workers' one)")
     try:
-        schedule = LearnSchedule.parse(settings.learn_schedule)
+        return LearnSchedule.parse(settings.learn_schedule)
     except ModelCoreError as e:
         raise SeqstreamError(f"SEQSTREAM_LEARN_SCHEDULE: {e}") from None
+
+
+def build_driver(settings: Settings, on_alert=None) -> StreamLearner:
+    """The driver with the settings' schedule, store, gate and lag policy (and warmed)."""
+    from model_core.exceptions import ModelCoreError
+
+    schedule = check_settings(settings)
     store = VersionStore(settings.model_watch_dir, settings.learn_keep)
     model = start_model(settings, store)
     try:
@@ -271,5 +278,5 @@ class LearnerProcess(WorkerProcess):
         return None
 
 
-__all__ = ["LearnerProcess", "READY_MARK", "STATS_MARK", "build_driver", "learner_group",
-           "run_learner", "start_model"]
+__all__ = ["LearnerProcess", "READY_MARK", "STATS_MARK", "build_driver", "check_settings",
+           "learner_group", "run_learner", "start_model"]
