@@ -20,7 +20,13 @@ from schemas.exceptions import SeqstreamError
 from stream_app.learner.driver import StreamLearner
 from stream_app.learner.pace import LagPolicy, keep_event
 from stream_app.learner.versions import VersionStore
-from stream_app.worker.model_swap import Lockstep, ModelSwapper, vocab_map, vocab_tag
+from stream_app.worker.model_swap import (
+    Lockstep,
+    ModelSwapper,
+    learner_evicted,
+    vocab_map,
+    vocab_tag,
+)
 
 
 def _markov(events):
@@ -152,6 +158,12 @@ def test_worker_maps_follow_new_and_evicted_slots():
     assert out.items.tolist() == [1, 0, 3] and out.last_pred_items.tolist() == [0, 1]
     st1 = UserState(items=np.array([4, 2], np.int32), vocab_tag=vocab_tag(v1))
     assert sw.adapt(st1).items.tolist() == [4, 0]
+    # "b" evicted and back within one update, at another slot: forgotten, as offline
+    v3 = copy.deepcopy(v2)
+    v3.reassign(1, "b")
+    assert vocab_map(v1, v3).tolist()[2] == 1 and vocab_map(v1, v3, [2]).tolist()[2] == 0
+    learned = SimpleNamespace(meta={"learner": {"parent": "m+u1", "evicted": [2]}})
+    assert learner_evicted(learned, "m+u1") == [2] and learner_evicted(learned, "m") == []
 
 
 def test_lockstep_runs_and_versions():

@@ -1,8 +1,10 @@
 """``seqstream demo --learn``: one worker and one learner in lockstep give the offline
-replay's figures exactly, and the learner's new items are recommended and hit."""
+replay's figures exactly — new items joining, old ones evicted from a bounded item table —
+and the learner's new items are recommended and hit."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from stream_app.ops.demo import DemoOptions, run_demo
@@ -10,8 +12,10 @@ from stream_app.ops.demo import DemoOptions, run_demo
 
 @pytest.mark.broker
 def test_demo_learn_online_equals_offline(tmp_path):
-    s = run_demo(DemoOptions(events=1600, learn="every=200", model="markov", seed=3,
-                             out_dir=str(tmp_path), live=False, report=False),
+    # a bounded item table: new items take the slots of items not seen for long, so the
+    # worker's states must map the reused slots to 0 as the offline replay does
+    s = run_demo(DemoOptions(events=1600, learn="every=200,max_items=100", model="markov",
+                             seed=3, out_dir=str(tmp_path), live=False, report=False),
                  say=lambda *_a: None)
     assert s["predictions_out"] == s["events_in"] == 800
     assert s["versions_published"] == s["versions_offline"] == 4
@@ -24,3 +28,7 @@ def test_demo_learn_online_equals_offline(tmp_path):
     assert s["online"]["new_item_hits"] == s["prequential_offline"]["new_item_hits"] > 0
     assert s["frozen"]["new_item_hits"] == 0
     assert s["online"]["hr@20"] > s["frozen"]["hr@20"]
+    assert s["learner_offline"]["vocab_size"] == 100
+    evicted = [slot for meta in (tmp_path / "versions").glob("*/meta.json")
+               for slot in orjson.loads(meta.read_bytes())["learner"]["evicted"]]
+    assert len(evicted) > 20

@@ -152,6 +152,7 @@ class StreamLearner:
     def _step(self, batch: list) -> list[str]:
         self._last_step = self.clock()
         events = [r[0] for r in batch]
+        parent = self.learner.version
         out = []
         if self.candidate is not None:  # the gate: score it on events it has not learned
             out += self._decide(events)
@@ -169,6 +170,7 @@ class StreamLearner:
         upd = updates[-1]
         meta = {"learner": {
             "update": self.learner.n_updates, "events": self.learner.events_learned,
+            "parent": parent,
             "new_items": [i for u in updates for i in u.new_items],
             "evicted": [s for u in updates for s in u.evicted],
             "loss": upd.loss, "through": {str(p): o for p, o in sorted(self.through.items())},

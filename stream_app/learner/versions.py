@@ -9,7 +9,8 @@ them, and a running learner, seeing ``LATEST`` name a version it did not publish
 learning from that version (:meth:`StreamLearner.follow_rollback`).
 
 A version directory's ``meta.json`` holds what the learner adds: ``learner.update`` (its
-number), ``learner.events`` (events learned since the start version), ``learner.new_items``,
+number), ``learner.parent`` (the version it was learned from), ``learner.events`` (events
+learned since the start version), ``learner.new_items``,
 ``learner.evicted`` (slots given to other items: the workers' remap sends them to 0),
 ``learner.through`` (per partition, the next offset not learned) and ``learner.gate``.
 """

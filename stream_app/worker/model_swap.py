@@ -32,8 +32,8 @@ or scored twice by the swap (offsets and state are untouched).
 vocabulary the worker started with). When the new model's vocabulary differs, a state read
 with an old tag is **remapped** through item ids: at each swap the worker computes, once,
 the index map from the previous vocabulary to the new one (by item id: an item the new
-vocabulary lacks, or whose slot the learner gave to another item — ``Update.evicted`` —
-becomes index 0, unknown) and composes it into the map it keeps from every earlier
+vocabulary lacks becomes index 0, unknown; so does a slot the learner gave to another item,
+``Update.evicted`` in the learner version's ``meta.json``, :func:`learner_evicted`) and composes it into the map it keeps from every earlier
 vocabulary to the current one. The stored last prediction is remapped the same way. The maps
 are int32 arrays, kept within :data:`MAP_BUDGET_BYTES` (the oldest go first: a learner
 publishing a version every minute makes many). A state whose tag has no map here (its old
@@ -271,7 +271,8 @@ class ModelSwapper:
         # the index map from the vocabulary in use now, computed here, off the event loop
         with self._lock:
             tag, vocab = self.tag, self._vocab
-        step = (tag, vocab_map(vocab, model.vocab))
+            version = str(getattr(self.processor.model, "version", ""))
+        step = (tag, vocab_map(vocab, model.vocab, learner_evicted(model, version)))
         with self._lock:
             self._pending = (model, step)
         return True
@@ -435,12 +436,27 @@ class ModelSwapper:
             st.vocab_tag = self.tag
 
 
-def vocab_map(old, new) -> np.ndarray:
-    """int32 map of ``old``'s indices to ``new``'s, by item id (0 where ``new`` lacks it)."""
+def vocab_map(old, new, evicted=()) -> np.ndarray:
+    """int32 map of ``old``'s indices to ``new``'s, by item id (0 where ``new`` lacks it),
+    and 0 for the ``evicted`` slots of ``old``."""
     m = np.zeros(len(old), dtype=np.int32)
     if len(old) > 1:
         m[1:] = new.indices(old.item_ids(range(1, len(old))))
+    drop = [s for s in evicted if 0 < s < len(old)]
+    if drop:
+        m[drop] = 0
     return m
+
+
+def learner_evicted(model, current_version: str) -> list[int]:
+    """The slots whose items a learner version forgot (``Update.evicted``, in its
+    ``meta.json``), when it was learned from ``current_version``: they map to 0, as in the
+    offline replay, also for an item that came back within the same update under another
+    slot (the learner forgot its past too). Otherwise none: the map goes by item id."""
+    meta = (getattr(model, "meta", None) or {}).get("learner") or {}
+    if meta.get("parent") != current_version:
+        return []
+    return [int(s) for s in meta.get("evicted") or ()]
 
 
 class Lockstep:
@@ -501,4 +517,5 @@ def _control_consumer(settings):
 
 __all__ = ["LATEST", "Lockstep", "MAP_BUDGET_BYTES", "ModelSwapper", "SWAP_MARK",
            "check_control", "control_key", "inside_root", "point_latest", "publish_checkpoint",
-           "read_latest", "send_load_model", "sign_control", "vocab_map", "vocab_tag"]
+           "learner_evicted", "read_latest", "send_load_model", "sign_control", "vocab_map",
+           "vocab_tag"]
