@@ -145,11 +145,10 @@ WHY = {
 def _recipe(model: str, shape: DataShape, explicit: Mapping[str, Any],
             run: Mapping[str, Any]) -> str | None:
     small = shape.n_events <= SMALL_LOG
-    # session-parallel batches train items only: not with side features or an action head;
-    # nor with item text vectors (whose metadata-only items extend the vocabulary after the
-    # model's item bias is made)
-    items_only = not (explicit.get("features") or explicit.get("action_head")
-                      or run.get("item_mode", "id") != "id")
+    # session-parallel batches train items only: not with side features or an action head
+    # (item text vectors are item inputs: metadata-only items added after training get an
+    # item-bias slot, model_core.text.fusion.grow_items)
+    items_only = not (explicit.get("features") or explicit.get("action_head"))
     if model == "gru4rec" and items_only:
         if shape.sequences_by == "session":
             return "rsc15"

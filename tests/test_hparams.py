@@ -159,6 +159,36 @@ def test_a_flag_the_model_does_not_take_is_named_not_silently_dropped(synth_log,
     assert "--heads does not apply to markov" in capsys.readouterr().err
 
 
+def test_training_flags_given_with_a_checkpoint_are_said_to_be_ignored(synth_log, tmp_path,
+                                                                     capsys):
+    from stream_app.cli import main
+
+    data = ["--data", str(synth_log), "--format", "jsonl", "--protocol", "loo"]
+    ck = str(tmp_path / "m")
+    assert main(["train", *data, "--model", "markov", "--out", ck, "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", *data, "--model", ck, "--bootstrap", "0"]) == 0
+    assert "ignored" not in capsys.readouterr().err
+    assert main(["evaluate", *data, "--model", ck, "--dim", "32", "--no-bias",
+                 "--max-minutes", "1", "--bootstrap", "0"]) == 0
+    warn = [x for x in capsys.readouterr().err.splitlines() if "ignored" in x]
+    assert warn == [f"warning: --dim, --bias, --max-minutes ignored: checkpoint {ck} runs as "
+                    "trained"]
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_train_and_tune_read_and_split_alike(synth_log, tmp_path, capsys, command):
+    from stream_app.cli import main
+
+    base = [command, "--data", str(synth_log), "--format", "jsonl", "--out", str(tmp_path / "o")]
+    assert main([*base, "--model", "nosuch"]) != 0
+    assert "unknown model 'nosuch'" in capsys.readouterr().err
+    assert main([*base, "--model", "markov", "--valid-users", "5"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"seqstream {command}: error: --valid-users applies to --protocol loo "
+                   "only"], err
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["--model", "stan", "--lambda-spw", "-1"], "--lambda-spw: -1 is not a number >= 0"),
     (["--model", "vsknn", "--weighting", "cubic"], "invalid choice: 'cubic'"),
@@ -189,8 +219,10 @@ def test_a_session_log_and_a_user_log_pick_different_recipes():
     assert choose("sasrec", USER_LOG).recipe == "small-log-sasrec"
     f = choose("gru4rec", USER_LOG, {"features": ["action"]})
     assert f.recipe == "small-log" and f.values["batch_order"] == "length"
+    # item text vectors are item inputs: the rsc15 recipe (with its item bias, which grows
+    # with metadata-only items: tests/test_text.py) runs with them too
     t = choose("gru4rec", USER_LOG, run={"item_mode": "fused"})
-    assert t.recipe == "small-log" and not t.values["bias"]
+    assert t.recipe == "rsc15-small" and t.values["bias"]
     assert "session log" in s.reasons[0] and "rsc15" in s.reasons[0]
     assert "user log" in u.reasons[0]
     big = choose("sasrec", BIG_USER_LOG, run={})

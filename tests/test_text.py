@@ -271,6 +271,39 @@ def test_fused_model_save_load_round_trip(model_name):
     np.testing.assert_allclose(loaded.score(batch), before, rtol=1e-5, atol=1e-5)
 
 
+def test_gru4rec_item_bias_grows_with_metadata_only_items():
+    """GRU4Rec's output item bias (the rsc15 recipe's ``bias``) gets a slot (0) per item the
+    metadata adds; before, scoring after the growth failed on the bias's old length."""
+    from model_core.checkpoint import load_model, save_model
+    from model_core.models import create_model
+    from model_core.predictor import SequenceBatch
+    from model_core.text.fusion import add_metadata_items, set_text_table, text_table
+    from model_core.vocab import ItemVocab
+
+    enc = FakeEncoder()
+    seqs, texts = _category_data(n_users=40)
+    vocab = ItemVocab(sorted(texts, key=int))
+    model = create_model("gru4rec", vocab, device="cpu", seed=0, dim=16, item_mode="fused",
+                         text_dim=enc.dim, max_len=10, loss="ce", bias=True)
+    set_text_table(model, text_table(vocab, texts, enc)[0])
+    model.module.set_item_counts(np.arange(len(vocab), dtype=np.float32))
+    _train_briefly(model, seqs, steps=5)
+    old_bias = model.module.out_bias.detach().clone()
+    add_metadata_items(model, {"n1": "cat1 new", "n2": "cat3 new"}, enc)
+    n = len(model.vocab)
+    bias = model.module.out_bias
+    assert isinstance(bias, torch.nn.Parameter) and bias.shape == (n,)
+    torch.testing.assert_close(bias[: len(old_bias)].detach(), old_bias)
+    assert (bias[len(old_bias):] == 0).all() and model.module.log_count.shape == (n,)
+    batch = SequenceBatch(items=[seqs[0], np.array([model.vocab.index("n1")], np.int32)])
+    sc = model.score(batch)
+    assert sc.shape == (2, n) and np.isfinite(sc[:, 1:]).all()
+    with tempfile.TemporaryDirectory() as d:
+        save_model(model, d)
+        np.testing.assert_allclose(load_model(d, device="cpu").score(batch), sc, rtol=1e-5,
+                                   atol=1e-5)
+
+
 # --------------------------------------------------------------------------- stream side
 def test_stream_item_encoder_batches_and_reports_bad_records():
     from model_core.predictor import SequenceBatch
@@ -327,7 +360,10 @@ def test_train_cli_fused_with_metadata_only_items(tmp_path, no_network):
     model = load_model(out, device="cpu")
     assert "only-in-metadata" in model.vocab
     assert model.module.item_emb.mode == "fused"
-    text = read_meta(out)["text"]
+    meta = read_meta(out)
+    assert meta["hparams"]["recipe"] == "rsc15-small" and meta["hparams"]["values"]["bias"]
+    assert model.module.out_bias.shape == (len(model.vocab),)
+    text = meta["text"]
     assert text["metadata_only_items_added"] >= 1 and text["encoder"] == "all-MiniLM-L6-v2"
     assert (out / "text_vectors.safetensors").is_file()
 

@@ -178,6 +178,15 @@ def grow_items(model, item_ids: Sequence[str], vectors: np.ndarray,
         cats = getattr(inputs, "item_categories", None) if inputs is not None else None
         if isinstance(cats, torch.Tensor):
             inputs.item_categories = torch.cat([cats, cats.new_zeros(n_new)])
+        # GRU4Rec's output item bias and logQ counts: one slot per new item, as the learner
+        # grows them (model_core.learn.items): bias 0, log count 0 (a count of one)
+        bias = getattr(module, "out_bias", None)
+        if isinstance(bias, torch.Tensor):
+            module.out_bias = nn.Parameter(torch.cat([bias.detach(),
+                                                  bias.new_zeros(n_new)]))
+        log_count = getattr(module, "log_count", None)
+        if isinstance(log_count, torch.Tensor):
+            module.log_count = torch.cat([log_count, log_count.new_zeros(n_new)])
         emb.n_items += n_new
         if hasattr(module, "n_items"):
             module.n_items = emb.n_items

@@ -425,6 +425,69 @@ def given_hparams(args: argparse.Namespace, model: str, config: dict | None = No
     return out
 
 
+def add_training_data_options(p: argparse.ArgumentParser, out_help: str) -> None:
+    """What ``train`` and ``tune`` read and how they split it: ``--data`` with the reader
+    options, ``--model``, ``--out``, ``--protocol``, ``--test``, ``--valid-users``,
+    ``--split-seed``, and the run options ``--seed``, ``--device``, ``--threads``."""
+    p.add_argument("--data", required=True, help="behaviour log file")
+    add_reader_options(p)
+    p.add_argument("--model", required=True, help="popular | markov | itemknn | sknn | vsknn "
+                                                  "| stan | vstan | gru4rec | sasrec")
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--protocol", default="temporal", choices=("loo", "temporal", "session"),
+                   help="split (default temporal, as evaluate); recorded in the checkpoint")
+    p.add_argument("--test", default=None, help="session protocol: test sessions file")
+    p.add_argument("--valid-users", type=positive_int, default=None, metavar="N",
+                   help="loo: only N random users hold out their second-last item for "
+                        "validation; every other user also trains on it (never on the test item)")
+    p.add_argument("--split-seed", type=int, default=0, help="loo --valid-users: which users")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+
+
+def read_training_split(args: argparse.Namespace, keep_unknown_targets: bool = False):
+    """Read ``--data`` (and ``--test``) and split them as the options of
+    :func:`add_training_data_options` say. Returns ``(log, split, data_record)``, the last
+    being what a checkpoint's ``meta.json`` records under ``data``. Bad options and data fail
+    in one line (DataFormatError)."""
+    from model_core.exceptions import DataFormatError
+    from model_core.models import MODELS
+    from model_core.splits import make_split
+    from model_core.train import data_hash
+
+    if args.model not in MODELS:
+        raise DataFormatError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
+    if args.valid_users is not None and args.protocol != "loo":
+        raise DataFormatError("--valid-users applies to --protocol loo only")
+    fmt, reader_opts = reader_options(args, args.data)
+    log = read_checked(args, args.data)
+    test_events = read_events(args, args.test) if args.test else None
+    vu = args.valid_users if args.valid_users is not None else \
+        loo_valid_users(args.protocol, log.events)
+    split = make_split(log.events, args.protocol, test_events=test_events, valid_users=vu,
+                       keep_unknown_targets=keep_unknown_targets, seed=args.split_seed)
+    record = {"path": str(args.data), "format": fmt, "sha256_16": data_hash([args.data]),
+              "events": len(log.events), "rejected_lines": log.rejected,
+              "dropped_lines": log.dropped, "reader_options": reader_opts,
+              "test_file": args.test}
+    return log, split, record
+
+
+def ignored_with_checkpoint(args: argparse.Namespace, spec: str) -> str | None:
+    """The one warning line for options that train a model, given while ``spec`` names a
+    checkpoint directory (which runs with the values it was trained with, recorded in its
+    ``meta.json``); None when none was given."""
+    from model_core.hparams import all_hparams
+
+    given = [h[0][1].cli_flag for name, h in all_hparams().items() if hasattr(args, name)]
+    given += [f for f, k in (("--config", "config"), ("--max-seconds", "max_seconds"),
+                             ("--max-minutes", "max_minutes")) if getattr(args, k, None)]
+    if not given:
+        return None
+    return f"warning: {', '.join(given)} ignored: checkpoint {spec} runs as trained"
+
+
 def time_budget_s(args: argparse.Namespace) -> float | None:
     """``--max-seconds`` or ``--max-minutes`` (the smaller when both are given) in seconds."""
     found = [v for v in (getattr(args, "max_seconds", None),

@@ -29,6 +29,7 @@ from stream_app.commands._common import (
     check_checkpoint_split,
     default_protocol,
     given_hparams,
+    ignored_with_checkpoint,
     loo_valid_users,
     non_negative_int,
     open_fraction,
@@ -179,6 +180,9 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
     if Path(spec).is_dir():
         from model_core.checkpoint import load_model
 
+        warning = ignored_with_checkpoint(args, spec)
+        if warning:
+            print(warning, file=sys.stderr)
         model = load_model(spec, device=args.device)
         check_checkpoint_split(model, prep.protocol, prep.info, args)
         return model

@@ -22,32 +22,19 @@ import time
 
 from stream_app.commands._common import (
     add_hparam_options,
-    add_reader_options,
+    add_training_data_options,
     given_hparams,
     hparams_record,
-    loo_valid_users,
     positive_float,
     positive_int,
-    read_checked,
-    read_events,
-    reader_options,
+    read_training_split,
     time_budget_s,
 )
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model and save a checkpoint directory")
-    p.add_argument("--data", required=True, help="behaviour log file")
-    add_reader_options(p)
-    p.add_argument("--model", required=True, help="popular | markov | itemknn | sknn | vsknn | stan | vstan | gru4rec | sasrec")
-    p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--protocol", default="temporal", choices=("loo", "temporal", "session"),
-                   help="split (default temporal, as evaluate); recorded in the checkpoint")
-    p.add_argument("--test", default=None, help="session protocol: test sessions file")
-    p.add_argument("--valid-users", type=positive_int, default=None, metavar="N",
-                   help="loo: only N random users hold out their second-last item for "
-                        "validation; every other user also trains on it (never on the test item)")
-    p.add_argument("--split-seed", type=int, default=0, help="loo --valid-users: which users")
+    add_training_data_options(p, "checkpoint directory to write")
     p.add_argument("--valid-history", default=None, choices=("exclude", "include"),
                    help="validation ranking: exclude the case's history items, or keep them "
                         "(as seqstream evaluate without --exclude-history); default: include "
@@ -61,9 +48,6 @@ def register(sub) -> None:
     p.add_argument("--no-refit", action="store_true")
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="continue from this checkpoint's weights (same model, data and config)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     t = p.add_argument_group("item text (gru4rec/sasrec; needs seqstream[text])")
     t.add_argument("--items", default=None, help="item metadata: CSV/TSV, JSONL or RecBole .item")
@@ -95,23 +79,9 @@ def run(args) -> int:
     from model_core.checkpoint import save_model
     from model_core.exceptions import DataFormatError
     from model_core.fit import FitConfig, fit
-    from model_core.models import MODELS
-    from model_core.splits import make_split
-    from model_core.train import data_hash
 
-    if args.model not in MODELS:
-        raise DataFormatError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
-    fmt, reader_opts = reader_options(args, args.data)
     t0 = time.perf_counter()
-    log = read_checked(args, args.data)
-    events = log.events
-    test_events = read_events(args, args.test) if args.test else None
-    if args.valid_users is not None and args.protocol != "loo":
-        raise DataFormatError("--valid-users applies to --protocol loo only")
-    valid_users = args.valid_users if args.valid_users is not None else \
-        loo_valid_users(args.protocol, events)
-    split = make_split(events, args.protocol, test_events=test_events,
-                       valid_users=valid_users, seed=args.split_seed)
+    _, split, data_record = read_training_split(args)
     cfg = _config(args)
     text = None
     if args.text_mode != "id":
@@ -128,10 +98,7 @@ def run(args) -> int:
                                progress=not args.quiet, text=text, auto=True))
     model, valid_metrics, history = res.model, res.valid_metrics, res.history
     meta = {
-        "data": {"path": str(args.data), "format": fmt, "sha256_16": data_hash([args.data]),
-                 "events": len(events), "rejected_lines": log.rejected,
-                 "dropped_lines": log.dropped, "reader_options": reader_opts,
-                 "test_file": args.test},
+        "data": data_record,
         "split": {"protocol": args.protocol, "info": split.info, "refit": res.refit,
                   "sequences_by": res.sequences_by, "refit_skipped": res.refit_skipped},
         "valid_metrics": valid_metrics,

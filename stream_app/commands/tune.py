@@ -20,30 +20,19 @@ from pathlib import Path
 
 from stream_app.commands._common import (
     add_hparam_options,
-    add_reader_options,
+    add_training_data_options,
     given_hparams,
     hparams_record,
-    loo_valid_users,
     positive_float,
     positive_int,
-    read_checked,
-    read_events,
-    reader_options,
+    read_training_split,
 )
 
 
 def register(sub) -> None:
     p = sub.add_parser("tune", help="search hyper-parameters on the validation part (Optuna)")
-    p.add_argument("--data", required=True, help="behaviour log file")
-    add_reader_options(p)
-    p.add_argument("--model", required=True, help="model name (seqstream train --help)")
-    p.add_argument("--out", required=True,
-                   help="output directory: study.sqlite3 (the study) and best/ (checkpoint)")
-    p.add_argument("--protocol", default="temporal", choices=("loo", "temporal", "session"))
-    p.add_argument("--test", default=None, help="session protocol: test sessions file")
-    p.add_argument("--valid-users", type=positive_int, default=None, metavar="N",
-                   help="loo: only N random users hold out a validation item")
-    p.add_argument("--split-seed", type=int, default=0)
+    add_training_data_options(
+        p, "output directory: study.sqlite3 (the study) and best/ (checkpoint)")
     p.add_argument("--minutes", type=positive_float, default=20.0,
                    help="time budget of the whole command (trials start during the first "
                         "75%%; then the chosen configuration is trained; default 20)")
@@ -54,9 +43,6 @@ def register(sub) -> None:
                         "again continues the study")
     p.add_argument("--exclude-history", action="store_true",
                    help="test evaluation: never rank a case's history items (as evaluate)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     add_hparam_options(p, "fixed hyper-parameters (given ones are not searched)")
     p.set_defaults(func=run)
 
@@ -64,25 +50,10 @@ def register(sub) -> None:
 def run(args) -> int:
     from model_core.checkpoint import save_model
     from model_core.evaluate import evaluate
-    from model_core.exceptions import DataFormatError
-    from model_core.models import MODELS
-    from model_core.splits import make_split
-    from model_core.train import data_hash
     from model_core.tune import TuneConfig, trial_lines, tune
 
-    if args.model not in MODELS:
-        raise DataFormatError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
-    if args.valid_users is not None and args.protocol != "loo":
-        raise DataFormatError("--valid-users applies to --protocol loo only")
-    fmt, reader_opts = reader_options(args, args.data)
     t0 = time.perf_counter()
-    log = read_checked(args, args.data)
-    events = log.events
-    test_events = read_events(args, args.test) if args.test else None
-    vu = args.valid_users if args.valid_users is not None else \
-        loo_valid_users(args.protocol, events)
-    split = make_split(events, args.protocol, test_events=test_events, valid_users=vu,
-                       keep_unknown_targets=True, seed=args.split_seed)
+    _, split, data_record = read_training_split(args, keep_unknown_targets=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     storage = args.storage or str(out / "study.sqlite3")
@@ -100,10 +71,7 @@ def run(args) -> int:
     print(f"chosen: validation ndcg@10 {res.best_valid:.4f}{dflt}")
     model = res.model
     meta = {
-        "data": {"path": str(args.data), "format": fmt, "sha256_16": data_hash([args.data]),
-                 "events": len(events), "rejected_lines": log.rejected,
-                 "dropped_lines": log.dropped, "reader_options": reader_opts,
-                 "test_file": args.test},
+        "data": data_record,
         "split": {"protocol": args.protocol, "info": split.info, "refit": res.fit.refit,
                   "sequences_by": res.fit.sequences_by, "refit_skipped": res.fit.refit_skipped},
         "valid_metrics": res.fit.valid_metrics,
