@@ -47,8 +47,9 @@ from typing import Any
 
 from model_core.hparams import hparams_of
 
-__all__ = ["LARGE_CATALOGUE", "LOO_VALID_USERS", "SMALL_LOG", "Choice", "DataShape",
-           "choose", "default_valid_users"]
+__all__ = ["LARGE_CATALOGUE", "LOO_VALID_USERS", "REPEAT_SHARE", "SMALL_LOG", "Choice",
+           "DataShape", "choose", "default_valid_users", "repeat_share",
+           "valid_exclude_history"]
 
 #: A user log with more items than this gets the sampled-softmax (large-catalogue) recipe.
 LARGE_CATALOGUE = 20_000
@@ -209,6 +210,40 @@ def choose(model: str, shape: DataShape, explicit: Mapping[str, Any] | None = No
                 choice.reasons.append(f"validation on {v:,} random cases per epoch "
                                       f"(--valid-max-cases sets another)")
     return choice
+
+
+#: Validation ranks history items too when at least this share of its targets repeat an
+#: item of their own history (what ``evaluate`` counts without ``--exclude-history``).
+REPEAT_SHARE = 0.01
+
+
+def repeat_share(cases, max_cases: int = 5000) -> float:
+    """The share of ``cases`` (:class:`model_core.splits.TestCases`) whose target is an item
+    of the case's own history (over the first ``max_cases``; 0.0 without cases)."""
+    n = min(len(cases), max_cases)
+    if n == 0:
+        return 0.0
+    hits = sum(int(cases.target_item[i]) in set(
+        cases.base.items[cases.rows[i]][: cases.pos[i]].tolist()) for i in range(n))
+    return hits / n
+
+
+def valid_exclude_history(protocol: str, share: float) -> tuple[bool, str | None]:
+    """Whether validation ranks a case's history items, from the protocol and the repeat
+    share of the validation targets (:func:`repeat_share`): validation should measure what
+    ``evaluate`` will. ``evaluate`` keeps history items unless told ``--exclude-history``;
+    so does validation when repeats are targets (``session`` always, as before; a user log
+    whose validation targets repeat an earlier item in :data:`REPEAT_SHARE` or more of the
+    cases), since excluding them makes those cases certain misses and chooses the epoch for
+    another task. A log without repeats (Beauty: none) excludes them, as the published
+    protocols and ``--exclude-history`` do; there the two differ only in which already-seen
+    items compete. Returns ``(exclude, the line to print or None)``."""
+    if protocol == "session":
+        return False, None
+    if share >= REPEAT_SHARE:
+        return False, (f"{share:.0%} of targets repeat → validation ranks seen items, "
+                       f"as evaluate")
+    return True, None
 
 
 def default_valid_users(protocol: str, n_users: int) -> int | None:

@@ -50,9 +50,10 @@ class FitConfig:
     """What to train and how.
 
     ``train``: :func:`model_core.train.train_model`'s config (training options and the
-    model's hyper-parameters). ``valid_exclude_history`` defaults by protocol: ``session``
-    ranks its validation cases with the session's earlier clicks in (repeat clicks are
-    targets there, as in its test), every other protocol excludes them.
+    model's hyper-parameters). ``valid_exclude_history`` unset: validation keeps history
+    items where repeats are targets (``session``, and a log whose validation targets repeat
+    an earlier item: as ``evaluate`` without ``--exclude-history``), else excludes them
+    (:func:`model_core.defaults.valid_exclude_history`).
     ``text``: a :class:`model_core.text.training.TextSetup` for text item vectors, or None.
     """
 
@@ -131,7 +132,14 @@ def fit(split: Split, config: FitConfig, log: Callable[[str], None] = _stderr) -
     grouped = sequences_from_events(split.fit_events, by=by)
     config, choice = with_defaults(config, grouped, by, log)
     train_cfg = dict(config.train)
-    train_cfg.setdefault("valid_exclude_history", split.protocol != "session")
+    if "valid_exclude_history" not in train_cfg:
+        from model_core.defaults import repeat_share, valid_exclude_history
+
+        share = repeat_share(split.valid) if split.valid is not None else 0.0
+        exclude, why = valid_exclude_history(split.protocol, share)
+        train_cfg["valid_exclude_history"] = exclude
+        if why and config.auto:
+            log(f"defaults: {why}")
     config = FitConfig(config.model, train_cfg, config.refit, config.seed, config.progress,
                        config.text, on_epoch=config.on_epoch)  # auto done: the refit uses
     # the same values

@@ -284,6 +284,34 @@ def test_train_prints_and_records_what_the_defaults_chose(synth_log, tmp_path, c
                  "--quiet", "--threads", "1", "--device", "cpu"]) == 0
     assert read_meta(out)["hparams"]["recipe"] == "rsc15-small"
     assert read_meta(out)["hparams"]["values"]["epochs"] == 1  # given
+    # the synthetic log repeats items (carts of the item just viewed): validation ranks seen
+    # items as evaluate does by default
+    assert "of targets repeat → validation ranks seen items" in capsys.readouterr().err
+    assert read_meta(out)["training"][0]["config"]["valid_exclude_history"] is False
+
+
+def test_validation_ranks_history_items_where_targets_repeat():
+    from model_core.datasets.synth import generate
+    from model_core.defaults import REPEAT_SHARE, repeat_share, valid_exclude_history
+    from model_core.splits import make_split
+
+    def log(rows):  # one user per row of item ids
+        from schemas import Event
+
+        return [Event(event_id=f"{u}:{i}", user_id=f"u{u}", item_id=f"i{x}", action="view",
+                      timestamp_ms=1000 * (10 * u + i)) for u, r in enumerate(rows)
+                for i, x in enumerate(r)]
+
+    # loo validation targets: the second-last items 3 (seen before), 7 (not), 1 (seen)
+    split = make_split(log([[3, 1, 3, 9], [5, 6, 7, 4], [1, 7, 1, 1]]), "loo")
+    assert repeat_share(split.valid) == pytest.approx(2 / 3)
+    assert repeat_share(make_split(log([[1, 2, 3, 4], [5, 6, 7, 8]]), "loo").valid) == 0.0
+    assert valid_exclude_history("loo", 0.0) == (True, None)  # Beauty: no repeats
+    exclude, why = valid_exclude_history("temporal", REPEAT_SHARE)
+    assert not exclude and why.startswith("1% of targets repeat") and len(why) <= 70
+    assert valid_exclude_history("session", 0.0) == (False, None)
+    share = repeat_share(make_split(generate(2000, seed=3), "loo").valid)
+    assert 0.1 < share < 0.4  # carts/favourites/purchases of the item just viewed
 
 
 # --------------------------------------------------------------------------- progress

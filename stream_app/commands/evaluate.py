@@ -201,6 +201,8 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
     config = given_hparams(args, spec, config,
                            others=tuple(s for s in specs if s in MODELS and s != spec))
     config.setdefault("device", args.device)
+    # validation ranks as this test will (model_core.defaults.valid_exclude_history)
+    config.setdefault("valid_exclude_history", bool(getattr(args, "exclude_history", False)))
     budget = time_budget_s(args)
     if budget is not None:
         config["max_seconds"] = budget

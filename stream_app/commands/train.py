@@ -37,8 +37,9 @@ def register(sub) -> None:
     add_training_data_options(p, "checkpoint directory to write")
     p.add_argument("--valid-history", default=None, choices=("exclude", "include"),
                    help="validation ranking: exclude the case's history items, or keep them "
-                        "(as seqstream evaluate without --exclude-history); default: include "
-                        "for the session protocol, exclude otherwise")
+                        "(as seqstream evaluate without --exclude-history); default: "
+                        "include where validation targets repeat earlier items (session "
+                        "protocol, logs with repeats), exclude otherwise")
     p.add_argument("--valid-max-cases", type=positive_int, default=None,
                    help="validate on a fixed random subset of this many cases")
     p.add_argument("--max-seconds", type=positive_float, default=None,

@@ -58,7 +58,9 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     storage = args.storage or str(out / "study.sqlite3")
     fixed = given_hparams(args, args.model)
-    run_opts = {"device": args.device, "threads": args.threads}
+    # validation ranks as the test evaluation will
+    run_opts = {"device": args.device, "threads": args.threads,
+                "valid_exclude_history": args.exclude_history}
     res = tune(split, TuneConfig(args.model, args.minutes, args.trials, fixed, run_opts,
                                  storage, seed=args.seed),
                log=lambda m: print(m, file=sys.stderr, flush=True))
