@@ -36,7 +36,9 @@ A value given explicitly (``explicit``) always wins; a declared default applies 
 recipe sets a value. The optimiser settings (:data:`OPTIMISER_GROUP`) of a recipe go
 together: when a user gives any of them, the others take their declared defaults. Counting models take their declared defaults (the published ones).
 Training stops on the validation metric (early stopping in :mod:`model_core.train`), never
-on the test part, which this module never sees.
+on the test part, which this module never sees. The validation ranking keeps a case's
+history items where the log's targets repeat earlier items, as ``evaluate`` does by default
+(:func:`valid_exclude_history`).
 """
 
 from __future__ import annotations
