@@ -9,6 +9,7 @@ import pytest
 
 from model_core.checkpoint import load_model, read_meta
 from model_core.defaults import (
+    FEW_STEPS_LOG,
     LARGE_CATALOGUE,
     OPTIMISER_GROUP,
     DataShape,
@@ -216,6 +217,10 @@ def test_a_session_log_and_a_user_log_pick_different_recipes():
     assert s.recipe == "rsc15" and u.recipe == "rsc15-small"
     assert s.values["batch_order"] == "parallel" and s.values["optimizer"] == "adagrad"
     assert u.values["epochs"] == 30 and s.values["epochs"] == 14
+    # a user log of more than FEW_STEPS_LOG events: enough steps per epoch for rsc15's 14
+    mid = choose("gru4rec", DataShape("user", n_items=4_954, n_sequences=4_475,
+                                      n_events=FEW_STEPS_LOG + 1))
+    assert mid.recipe == "rsc15" and mid.values["epochs"] == 14
     assert choose("sasrec", USER_LOG).recipe == "small-log-sasrec"
     f = choose("gru4rec", USER_LOG, {"features": ["action"]})
     assert f.recipe == "small-log" and f.values["batch_order"] == "length"
