@@ -33,10 +33,12 @@ class LearnSchedule:
     ``init``: a new item's vector in a neural model (its input and, tied, its output row):
 
     - ``context`` (default): the model's own output vectors at the events just before the
-      new item's first occurrences in the update (the queries it should answer), their mean
-      direction scaled to the mean norm of the known items' rows; GRU4Rec's output bias
-      starts at the known items' mean bias. An item never seen after another event of its
-      user falls back to ``prev``, then ``mean``;
+      new item's occurrences in the update (the queries it should answer), their mean
+      direction, at the norm that makes the item score there as a true next item scores at
+      the 97th percentile of the update's known next items
+      (:data:`~model_core.learn.learner.PLACE_QUANTILE`); GRU4Rec's output bias starts at
+      the known items' mean. An item never seen after another event of its user keeps the
+      ``mean`` start;
     - ``prev``: the mean of the rows of the items that preceded its occurrences;
     - ``mean``: the mean of the existing item vectors, plus noise of 1 % of their spread so
       new items do not tie; ``random``: normal, the existing vectors' spread.
@@ -57,7 +59,7 @@ class LearnSchedule:
     init: str = "context"
     grad_clip: float = 5.0
     seed: int = 0
-    new_lr: float = 1.0
+    new_lr: float = 10.0
     young: int = 50
 
     def __post_init__(self) -> None:
