@@ -5,6 +5,7 @@ deterministic and do not depend on how the stream is batched, and ``seqstream ev
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 
@@ -17,6 +18,7 @@ from model_core.evaluate import evaluate_prequential
 from model_core.exceptions import ModelCoreError
 from model_core.fit import FitConfig, fit_events
 from model_core.learn import LearnSchedule, OnlineLearner, compare_learning
+from model_core.learn.measure import parse_period
 from model_core.learn.replay import ReplayBuffer, Snippet
 from model_core.models import create_model
 from model_core.predictor import SequenceBatch
@@ -135,6 +137,58 @@ def test_a_new_item_is_recommended_after_neural_updates(name, cfg):
     assert learner.items.is_new(np.array([new, 1])).tolist() == [True, False]
 
 
+@pytest.mark.parametrize("name", ["gru4rec", "sasrec"])
+def test_a_new_items_row_starts_from_its_contexts(name):
+    """init=context places the new row where the model's queries before it point, so it is
+    recommended after one update whose gradient step is negligible; the mean start is not."""
+    items = [f"i{k}" for k in range(12)]
+    train = [_ev(i, f"u{i // 6}", items[(i * 5) % 12]) for i in range(120)]
+    base = _neural(name, train, epochs=3, **({"bias": True} if name == "gru4rec" else {}))
+    stream = []
+    for r in range(10):
+        stream += [_ev(1000 + 2 * r, f"s{r}", "i3"), _ev(1001 + 2 * r, f"s{r}", "new")]
+    placed = {}
+    for init in ("context", "mean"):
+        model = copy.deepcopy(base)
+        learner = OnlineLearner(model, LearnSchedule(every=20, steps=1, lr=1e-6, init=init))
+        learner.warm(train)
+        [update] = learner.learn(stream)
+        assert update.new_items == ["new"]
+        top = model.predict_topk(SequenceBatch([np.array([model.vocab.index("i3")], np.int32)]), 3)
+        placed[init] = model.vocab.index("new") in top.items[0].tolist()
+    assert placed == {"context": True, "mean": False}
+
+
+def test_young_rows_move_new_lr_times_as_far():
+    train = [_ev(i, f"u{i // 5}", f"i{(i * 3) % 9}") for i in range(80)]
+    stream = [_ev(200 + i, f"v{i // 4}", f"i{i % 11}") for i in range(40)]  # 8 items are new
+    base = _neural("gru4rec", train, bias=True)
+    rows = {}
+    for boost in (1.0, 5.0):
+        model = copy.deepcopy(base)
+        learner = OnlineLearner(model, LearnSchedule(every=40, steps=1, new_lr=boost))
+        learner.warm(train)
+        start = {}
+        orig = learner._optimisers
+
+        def spy(orig=orig, start=start, model=model):  # called after the rows are placed
+            start["w"] = model.module.item_emb.id_emb.weight.detach().clone()
+            return orig()
+
+        learner._optimisers = spy
+        learner.learn(stream)
+        rows[boost] = (start["w"], model.module.item_emb.id_emb.weight.detach().clone(),
+                       np.flatnonzero(learner.items.born))
+    (w0, w1, young), (v0, v1, _) = rows[1.0], rows[5.0]
+    assert len(young) == 8
+    torch.testing.assert_close(w0, v0)  # the same start
+    old = torch.ones(len(w0), dtype=torch.bool)
+    old[torch.as_tensor(young, dtype=torch.long)] = False
+    torch.testing.assert_close(v1[old], w1[old])  # known rows: the same step
+    yi = torch.as_tensor(young, dtype=torch.long)
+    torch.testing.assert_close(v1[yi] - v0[yi], 5 * (w1[yi] - w0[yi]), rtol=1e-4, atol=1e-6)
+
+
 def test_neural_updates_are_deterministic_and_keep_optimiser_state():
     train = [_ev(i, f"u{i // 5}", f"i{(i * 3) % 9}") for i in range(80)]
     stream = [_ev(200 + i, f"v{i // 4}", f"i{i % 11}") for i in range(60)]  # i9, i10 are new
@@ -219,12 +273,49 @@ def test_online_figures_do_not_depend_on_batching(drift_log):
     reps = [compare_learning(fit_events(train, FitConfig("markov")).model, stream, train,
                              LearnSchedule(every=64), n_boot=10, batch_size=b)
             for b in (1000, 23)]
-    assert reps[0]["online"] == {**reps[1]["online"], "replay_seconds":
-                                 reps[0]["online"]["replay_seconds"]}
+    timing = ("replay_seconds", "cpu_seconds")
+    assert ({k: v for k, v in reps[0]["online"].items() if k not in timing}
+            == {k: v for k, v in reps[1]["online"].items() if k not in timing})
     on, fr = reps[0]["online"], reps[0]["frozen"]
     assert on["new_item_share"] > 0 == fr["new_item_share"]
     assert on["new_item_hits"] > 0 == fr["new_item_hits"]
     assert on["hr@20"] > fr["hr@20"]  # the drift and the new items: learning helps here
+
+
+def test_periodic_retraining_baseline_retrains_on_everything_seen(drift_log):
+    """The ADER-style run: a retrain at each period of event time, on the training events and
+    the stream so far; after it the retrained model ranks items born after training."""
+    train, stream = drift_log[:800], drift_log[800:]
+    model = fit_events(train, FitConfig("markov")).model
+    seen = []
+
+    def retrain(events):
+        seen.append(len(events))
+        return fit_events(events, FitConfig("markov")).model
+
+    span = stream[-1].timestamp_ms - stream[0].timestamp_ms
+    rep = compare_learning(model, stream, train, LearnSchedule(every=100), n_boot=10,
+                           retrain=retrain, retrain_every_ms=span // 3 + 1)
+    r = rep["retrain"]
+    assert r["retrains"] == len(seen) == 2 and seen[0] > len(train) and seen[1] > seen[0]
+    assert r["new_item_share"] > 0 == rep["frozen"]["new_item_share"]
+    assert set(rep["per_window"]) == {"frozen", "online", "retrain"}
+    assert rep["paired_windows_retrain"]["hr@20"]["windows"] == 20
+    assert r["train_cpu_seconds"] >= 0 and r["cpu_seconds"] >= r["train_cpu_seconds"]
+    # a retrain that gives back the trained model changes nothing: the states carry over
+    same = compare_learning(fit_events(train, FitConfig("markov")).model, stream, train,
+                            LearnSchedule(every=100), n_boot=10,
+                            retrain=lambda ev: fit_events(train, FitConfig("markov")).model,
+                            retrain_every_ms=span // 3 + 1)
+    for m in ("hr@20", "ndcg@20", "mrr@20"):
+        assert same["retrain"][m] == same["frozen"][m]
+
+
+def test_retrain_period_parses_or_says_what_is_wrong():
+    assert [parse_period(t) for t in ("1d", "6h", "30m", "90s", "0")] == [
+        86_400_000, 21_600_000, 1_800_000, 90_000, 0]
+    with pytest.raises(ModelCoreError, match="1d, 6h"):
+        parse_period("a week")
 
 
 def test_synth_default_log_is_unchanged_and_new_items_are_born_late():
@@ -248,11 +339,17 @@ def test_evaluate_learn_cli_reports_frozen_and_online(tmp_path, capsys):
 
     log = tmp_path / "drift.jsonl"
     write_jsonl(generate(900, seed=2, change_at=0.5, new_items=10), log)
+    png = tmp_path / "plot" / "windows.png"
     rc = main(["evaluate", "--data", str(log), "--model", "markov", "--protocol",
-               "prequential", "--learn", "every=50", "--bootstrap", "20", "--json"])
+               "prequential", "--learn", "every=50", "--bootstrap", "20", "--json",
+               "--retrain-every", "3m", "--plot", str(png)])
     assert rc == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for run in ("frozen", "online"):
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert max(len(line) for line in lines[:-1] if str(png) not in line) <= 80
+    out = json.loads(lines[-1])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out["retrain"]["retrains"] >= 1 and out["provenance"]["seed"] == 0
+    for run in ("frozen", "online", "retrain"):
         assert {"hr@20", "ndcg@20", "mrr@20", "new_item_share", "new_item_hits"} <= set(out[run])
     assert out["learner"]["updates"] >= 1 and out["schedule"]["every"] == 50
     assert out["paired_windows"]["hr@20"]["windows"] >= 2

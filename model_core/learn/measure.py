@@ -25,12 +25,14 @@ user); the learner's cost (events learned per second of update time).
 from __future__ import annotations
 
 import copy
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from model_core.exceptions import ModelCoreError
 from model_core.learn.learner import OnlineLearner
 from model_core.learn.schedule import LearnSchedule
 from model_core.metrics import MISS, bootstrap_ci, case_matrix, metric_names, paired_bootstrap
@@ -51,6 +53,8 @@ class StreamRun:
     n_naming_new: int = 0  # predictions (top-K lists) with at least one new item
     versions: list[str] = field(default_factory=list)  # the model version after each update
     seconds: float = 0.0  # wall time of the whole replay
+    cpu_seconds: float = 0.0  # CPU time of the whole replay (scoring, learning, retraining)
+    train_cpu_seconds: float = 0.0  # CPU time of the periodic retraining in it
 
 
 def _drop_slots(states: dict, slots: list[int]) -> None:
@@ -64,17 +68,44 @@ def _drop_slots(states: dict, slots: list[int]) -> None:
                                           st.last_pred_items).astype(np.int32)
 
 
+def _remap_states(states: dict, old_vocab, new_vocab) -> None:
+    """Item indices of ``old_vocab`` in every state -> the same items in ``new_vocab`` (an
+    item the new vocabulary lacks, or one unknown before, is 0)."""
+    ids = old_vocab.item_ids(range(len(old_vocab)))
+    table = new_vocab.indices(ids).astype(np.int32)
+    table[0] = 0
+    for st in states.values():
+        st.items = table[st.items]
+        if len(st.last_pred_items):
+            st.last_pred_items = table[st.last_pred_items]
+
+
+def _new_mask(vocab, trained: frozenset) -> np.ndarray:
+    """Per slot of ``vocab``: whether its item was born after training."""
+    ids = vocab.item_ids(range(len(vocab)))
+    return np.fromiter((i > 0 and x not in trained for i, x in enumerate(ids)), bool, len(ids))
+
+
 def replay_stream(model, events: Sequence, warm_events: Sequence = (),
                   learner: OnlineLearner | None = None, k: int = 20, max_len: int = 50,
                   batch_size: int = 1000, exclude_history: bool = False,
-                  learner_warm: Sequence | None = None) -> StreamRun:
+                  learner_warm: Sequence | None = None,
+                  retrain: Callable[[list], object] | None = None,
+                  retrain_every_ms: int = 0) -> StreamRun:
     """Test-then-learn over ``events`` (in the order given) with the stream's engine, the
     model learning through ``learner`` when given (see the module docstring).
 
     ``learner_warm``: the learner's history when it differs from the users' states'
     ``warm_events`` (a stream whose workers start with empty states while ``seqstream
-    learner --warm`` reads the training log: ``warm_events=()``, ``learner_warm=train``)."""
-    t0 = time.perf_counter()
+    learner --warm`` reads the training log: ``warm_events=()``, ``learner_warm=train``).
+
+    ``retrain`` (with ``retrain_every_ms`` > 0, no ``learner``): the periodic full
+    retraining baseline. At every ``retrain_every_ms`` of event time after the first
+    streamed event, before the first event at or past that time, ``retrain(warm_events +
+    the events streamed so far)`` returns a new model that replaces the current one; the
+    users' sequences and last predictions are carried over into its vocabulary. Its time is
+    :attr:`StreamRun.train_cpu_seconds`."""
+    t0, c_start = time.perf_counter(), time.process_time()
     trained = frozenset(model.vocab.item_ids(range(1, len(model.vocab))))
     engine = PrequentialEngine(model, max_len=max_len, k=k, exclude_history=exclude_history)
     states: dict[str, UserState] = {}
@@ -83,9 +114,27 @@ def replay_stream(model, events: Sequence, warm_events: Sequence = (),
         learner.warm(warm_events if learner_warm is None else learner_warm)
     run = StreamRun()
     events = list(events)
+    periodic = retrain is not None and retrain_every_ms > 0 and learner is None and events
+    times = np.fromiter((e.timestamp_ms for e in events), np.int64, len(events))
+    due = int(times[0]) + retrain_every_ms if periodic else 0
+    new_mask = _new_mask(model.vocab, trained) if periodic else None
     i = 0
     while i < len(events):
         size = batch_size if learner is None else min(batch_size, learner.until_update())
+        if periodic:
+            if times[i] >= due:
+                c0 = time.process_time()
+                old = engine.model.vocab
+                model = retrain([*warm_events, *events[:i]])
+                engine = PrequentialEngine(model, max_len=max_len, k=k,
+                                           exclude_history=exclude_history)
+                _remap_states(states, old, model.vocab)
+                new_mask = _new_mask(model.vocab, trained)
+                run.train_cpu_seconds += time.process_time() - c0
+                run.versions.append(f"retrain@{i}")
+                while due <= times[i]:
+                    due += retrain_every_ms
+            size = min(size, int(np.searchsorted(times, due, side="left")) - i)
         chunk = events[i:i + size]
         i += len(chunk)
         res = engine.process(chunk, states)
@@ -96,6 +145,8 @@ def replay_stream(model, events: Sequence, warm_events: Sequence = (),
             run.new_target.append(ev.item_id not in trained)
         run.n_events += len(chunk)
         run.n_predictions += len(res.topk.items)
+        if new_mask is not None:
+            run.n_naming_new += int(new_mask[res.topk.items].any(axis=1).sum())
         if learner is not None:
             run.n_naming_new += int(learner.items.is_new(res.topk.items).any(axis=1).sum())
             for upd in learner.learn(chunk):
@@ -103,6 +154,7 @@ def replay_stream(model, events: Sequence, warm_events: Sequence = (),
                 if upd.evicted:
                     _drop_slots(states, upd.evicted)
     run.seconds = time.perf_counter() - t0
+    run.cpu_seconds = time.process_time() - c_start
     return run
 
 
@@ -131,38 +183,76 @@ def _windows(values: np.ndarray, n_windows: int) -> np.ndarray:
     return np.asarray([p.mean() for p in parts], dtype=np.float64)
 
 
+def _paired_windows(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Paired bootstrap of window means ``a - b`` (windows as cases), and how many a wins."""
+    pw = paired_bootstrap(a, b, n_boot, seed=seed)
+    pw["windows_online_better"] = int((a > b).sum())  # "online" = the first of the pair
+    pw["windows"] = len(a)
+    return pw
+
+
 def compare_learning(model, events: Sequence, warm_events: Sequence = (),
                      schedule: LearnSchedule | None = None, ks: Sequence[int] = (20,),
                      n_windows: int = 20, n_boot: int = 1000, seed: int = 0, max_len: int = 50,
                      batch_size: int = 1000, exclude_history: bool = False,
-                     learner_warm: Sequence | None = None) -> dict:
+                     learner_warm: Sequence | None = None,
+                     retrain: Callable[[list], object] | None = None,
+                     retrain_every_ms: int = 0) -> dict:
     """Frozen vs online on the same replay (see the module docstring). ``model`` is the one
     that learns (changed in place); the frozen run uses a deep copy taken first.
-    ``learner_warm``: see :func:`replay_stream`."""
+    ``learner_warm``: see :func:`replay_stream`.
+
+    With ``retrain`` and ``retrain_every_ms`` (see :func:`replay_stream`) a third replay,
+    ``retrain``, retrains the model from scratch on everything seen so far at that period of
+    event time (the ADER-style baseline), and the report adds its figures, its per-window
+    series, ``paired_windows_retrain`` (retrain - frozen) and
+    ``paired_windows_online_vs_retrain`` (online - retrain). ``cpu_seconds`` of each run
+    counts the whole replay (scoring included); the learner's and the retraining's own
+    share are ``learner.cpu_seconds`` and ``retrain.train_cpu_seconds``."""
     schedule = schedule or LearnSchedule()
     ks = tuple(sorted({int(k) for k in ks}))
     kmax = ks[-1]
     learner = OnlineLearner(model, schedule, max_len=max_len)  # refuses a model it cannot update
     frozen_model = copy.deepcopy(model)
+    periodic = retrain is not None and retrain_every_ms > 0
+    base_model = copy.deepcopy(model) if periodic else None
     frozen = replay_stream(frozen_model, events, warm_events, None, kmax, max_len, batch_size,
                            exclude_history)
     online = replay_stream(model, events, warm_events, learner, kmax, max_len, batch_size,
                            exclude_history, learner_warm)
-    f_sum, f_case = _summary(frozen, ks, n_boot, seed)
-    o_sum, o_case = _summary(online, ks, n_boot, seed)
+    runs = {"frozen": frozen, "online": online}
+    if periodic:
+        runs["retrain"] = replay_stream(base_model, events, warm_events, None, kmax, max_len,
+                                        batch_size, exclude_history, retrain=retrain,
+                                        retrain_every_ms=retrain_every_ms)
+    sums, cases = {}, {}
+    for key, run in runs.items():
+        sums[key], cases[key] = _summary(run, ks, n_boot, seed)
+        sums[key]["cpu_seconds"] = round(run.cpu_seconds, 3)
+    f_sum, f_case, o_sum, o_case = sums["frozen"], cases["frozen"], sums["online"], cases["online"]
     users = np.asarray(online.users)
-    paired_w, paired_e, per_window = {}, {}, {"frozen": {}, "online": {}}
+    paired_w, paired_e = {}, {}
+    per_window: dict = {key: {} for key in runs}
+    paired_r: dict = {}
+    paired_or: dict = {}
     for name in metric_names(ks):
-        fw, ow = _windows(f_case[name], n_windows), _windows(o_case[name], n_windows)
-        per_window["frozen"][name] = [round(x, 5) for x in fw.tolist()]
-        per_window["online"][name] = [round(x, 5) for x in ow.tolist()]
-        pw = paired_bootstrap(ow, fw, n_boot, seed=seed)
-        pw["windows_online_better"] = int((ow > fw).sum())
-        pw["windows"] = len(ow)
-        paired_w[name] = pw
+        w = {key: _windows(cases[key][name], n_windows) for key in runs}
+        for key in runs:
+            per_window[key][name] = [round(x, 5) for x in w[key].tolist()]
+        paired_w[name] = _paired_windows(w["online"], w["frozen"], n_boot, seed)
         paired_e[name] = paired_bootstrap(o_case[name], f_case[name], n_boot, seed=seed,
                                           clusters=users)
+        if periodic:
+            paired_r[name] = _paired_windows(w["retrain"], w["frozen"], n_boot, seed)
+            paired_or[name] = _paired_windows(w["online"], w["retrain"], n_boot, seed)
     learned = learner.events_learned
+    extra: dict = {}
+    if periodic:
+        r = runs["retrain"]
+        sums["retrain"].update(every_ms=int(retrain_every_ms), retrains=len(r.versions),
+                               train_cpu_seconds=round(r.train_cpu_seconds, 3))
+        extra = {"retrain": sums["retrain"], "paired_windows_retrain": paired_r,
+                 "paired_windows_online_vs_retrain": paired_or}
     return _json_ready({
         "schedule": schedule.to_dict(),
         "model": getattr(model, "name", type(model).__name__),
@@ -180,7 +270,24 @@ def compare_learning(model, events: Sequence, warm_events: Sequence = (),
             "vocab_size": len(model.vocab) - 1,
             "replay_held": len(learner.replay),
         },
+        **extra,
     })
+
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_period(text: str) -> int:
+    """``"1d"``, ``"6h"``, ``"30m"``, ``"90s"``, ``"500ms"`` -> milliseconds (``"0"`` or
+    ``"none"``: 0, no periodic retraining)."""
+    t = text.strip().lower()
+    if t in ("0", "none", "off"):
+        return 0
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", t)
+    if m is None or float(m.group(1)) <= 0:
+        raise ModelCoreError(f"--retrain-every: {text!r} is not a period of event time such "
+                             "as 1d, 6h, 30m, 90s (or 0 for none)")
+    return int(round(float(m.group(1)) * _UNITS_MS[m.group(2)]))
 
 
 def _json_ready(v):
@@ -196,4 +303,4 @@ def _json_ready(v):
     return v
 
 
-__all__ = ["StreamRun", "compare_learning", "replay_stream"]
+__all__ = ["StreamRun", "compare_learning", "parse_period", "replay_stream"]

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, fields
 
 from model_core.exceptions import ModelCoreError
 
-#: How a new item's vector starts (neural models).
-INITS = ("mean", "random")
+#: How a new item's vector starts (neural models); see :class:`LearnSchedule`.
+INITS = ("context", "prev", "mean", "random")
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,25 @@ class LearnSchedule:
     micro-batch's counts and need none of these.
 
     ``max_items``: bound on the item table (0 = none). At the bound a new item takes the slot
-    of the item not seen for the longest (see :mod:`model_core.learn.items`). ``init``: a new
-    item's vector in a neural model, ``mean`` (the mean of the existing item vectors, plus
-    noise of 1% of their spread so new items do not tie) or ``random`` (normal, the existing
-    vectors' spread). ``seed`` seeds the replay draws, the noise and dropout.
+    of the item not seen for the longest (see :mod:`model_core.learn.items`).
+
+    ``init``: a new item's vector in a neural model (its input and, tied, its output row):
+
+    - ``context`` (default): the model's own output vectors at the events just before the
+      new item's occurrences in the update (the queries it should answer), their mean
+      direction, at the norm that makes the item score there as a true next item scores at
+      the 97th percentile of the update's known next items
+      (:data:`~model_core.learn.learner.PLACE_QUANTILE`); GRU4Rec's output bias starts at
+      the known items' mean. An item never seen after another event of its user keeps the
+      ``mean`` start;
+    - ``prev``: the mean of the rows of the items that preceded its occurrences;
+    - ``mean``: the mean of the existing item vectors, plus noise of 1 % of their spread so
+      new items do not tie; ``random``: normal, the existing vectors' spread.
+
+    ``new_lr``: an item born after training is *young* for its first ``young`` occurrences;
+    each gradient step moves a young item's row (and output bias) ``new_lr`` times as far as
+    the optimiser's own step (1 = no boost). ``seed`` seeds the replay draws, the noise and
+    dropout.
     """
 
     every: int = 1000
@@ -41,9 +56,11 @@ class LearnSchedule:
     replay: int = 4096
     replay_ratio: float = 1.0
     max_items: int = 0
-    init: str = "mean"
+    init: str = "context"
     grad_clip: float = 5.0
     seed: int = 0
+    new_lr: float = 10.0
+    young: int = 50
 
     def __post_init__(self) -> None:
         for name in ("every", "steps", "batch_size"):
@@ -54,8 +71,10 @@ class LearnSchedule:
             if getattr(self, name) < 0:
                 raise ModelCoreError(f"learn schedule: {name} must be 0 or more, "
                                      f"got {getattr(self, name)}")
-        if self.lr <= 0 or self.replay_ratio < 0:
-            raise ModelCoreError("learn schedule: lr must be > 0 and replay_ratio >= 0")
+        if self.young < 0:
+            raise ModelCoreError(f"learn schedule: young must be 0 or more, got {self.young}")
+        if self.lr <= 0 or self.replay_ratio < 0 or self.new_lr <= 0:
+            raise ModelCoreError("learn schedule: lr and new_lr must be > 0 and replay_ratio >= 0")
         if self.init not in INITS:
             raise ModelCoreError(f"learn schedule: init must be one of {', '.join(INITS)}, "
                                  f"got {self.init!r}")

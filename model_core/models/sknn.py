@@ -166,6 +166,18 @@ class SessionKNNBase(CountingRecommender):
         self.sess_time = times
         self._build_index()
 
+    def set_sessions(self, indptr: np.ndarray, items: np.ndarray, pos: np.ndarray,
+                     times: np.ndarray) -> None:
+        """Replace the session index with these sessions (the layout :meth:`_fit` makes: per
+        session its distinct items sorted, each at its last position, and the session's last
+        time) and rebuild the inverted index and idf from them and ``item_counts``. The
+        online learner's hook: it adds streamed sessions without a refit."""
+        self.sess_indptr = np.asarray(indptr, np.int64)
+        self.sess_items = np.asarray(items, np.int32)
+        self.sess_pos = np.asarray(pos, np.int32)
+        self.sess_time = np.asarray(times, np.int64)
+        self._build_index()
+
     def _build_index(self) -> None:
         """Inverted index item -> (session, the item's last position there), and idf."""
         V = len(self.vocab)

@@ -17,9 +17,10 @@ after every N events (:func:`model_core.learn.compare_learning`); its JSON holds
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,11 @@ def register(sub) -> None:
     p.add_argument("--learn", default=None, metavar="SCHEDULE",
                    help="prequential: also learn online, e.g. every=1000[,steps=1,lr=0.001,"
                         "replay=4096,max_items=0]; reports frozen and online side by side")
+    p.add_argument("--retrain-every", default="1d", metavar="PERIOD",
+                   help="--learn with a model NAME: also retrain it from scratch every PERIOD "
+                        "of event time (1d, 6h, 30m; 0 = not) as a third run")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="--learn: write the per-window figures as a PNG")
     p.set_defaults(func=run)
 
 
@@ -343,6 +349,7 @@ def run_learning(args) -> int:
     """``--learn``: frozen vs online learning over the prequential stream."""
     from model_core.exceptions import ModelCoreError
     from model_core.learn import LearnSchedule, check_learnable, compare_learning
+    from model_core.learn.measure import parse_period
     from model_core.models import MODELS
 
     schedule = LearnSchedule.parse(args.learn)
@@ -351,29 +358,50 @@ def run_learning(args) -> int:
     prep = prepare(args)
     if prep.protocol != "prequential":
         raise ModelCoreError("--learn needs --protocol prequential")
+    period = parse_period(args.retrain_every) if args.model in MODELS else 0
     model = obtain_model(args.model, prep, args, args.json)
+
+    def retrain(events):  # the model trained again as above, on everything seen so far
+        again = argparse.Namespace(**{**vars(args), "save": None})
+        return obtain_model(args.model, replace(prep, train_events=events), again, True)
+
     rep = compare_learning(model, prep.test_events, prep.train_events, schedule,
                            ks=parse_ks(args.ks), n_boot=args.bootstrap, seed=args.seed,
                            max_len=int(getattr(model, "max_len", 50) or 50),
-                           exclude_history=args.exclude_history)
+                           exclude_history=args.exclude_history, retrain=retrain,
+                           retrain_every_ms=period)
     k = rep["ks"][-1]
     print(f"{args.model}: prequential over {rep['n_events']} events ({rep['n_scored']} scored), "
           f"learning {args.learn}")
-    for run_name in ("frozen", "online"):
-        r = rep[run_name]
-        print(f"  {run_name:6}  HR@{k} {_fmt(r[f'hr@{k}'])}  NDCG@{k} {_fmt(r[f'ndcg@{k}'])}  "
-              f"MRR@{k} {_fmt(r[f'mrr@{k}'])}  predictions naming a new item "
-              f"{r['new_item_share']:.3f}  new-item hits {r['new_item_hits']}")
-    pw = rep["paired_windows"][f"hr@{k}"]
-    print(f"  online - frozen HR@{k}: {pw['mean_diff']:+.4f} [{_fmt(pw['ci_low'])}, "
-          f"{_fmt(pw['ci_high'])}], p={pw['p_value']:.3f} over {pw['windows']} windows "
-          f"({pw['windows_online_better']} better)")
+    heads = (f"HR@{k}", f"NDCG@{k}", f"MRR@{k}", "new-share", "new-hits", "CPU s")
+    print(f"  {'run':7}" + "".join(f" {h:>9}" for h in heads))
+    for run_name in ("frozen", "retrain", "online"):
+        r = rep.get(run_name)
+        if r is not None:
+            print(f"  {run_name:7} {_fmt(r[f'hr@{k}']):>9} {_fmt(r[f'ndcg@{k}']):>9} "
+                  f"{_fmt(r[f'mrr@{k}']):>9} {r['new_item_share']:9.3f} "
+                  f"{r['new_item_hits']:9d} {r['cpu_seconds']:9.1f}")
+    for key, label in (("paired_windows", "online - frozen"),
+                       ("paired_windows_retrain", "retrain - frozen"),
+                       ("paired_windows_online_vs_retrain", "online - retrain")):
+        pw = rep.get(key, {}).get(f"hr@{k}")
+        if pw is not None:
+            print(f"  {label} HR@{k}: {pw['mean_diff']:+.4f} [{_fmt(pw['ci_low'])}, "
+                  f"{_fmt(pw['ci_high'])}], p={pw['p_value']:.3f}, "
+                  f"{pw['windows_online_better']}/{pw['windows']} windows better")
     lr = rep["learner"]
     print(f"  learner: {lr['updates']} updates, {lr['events_per_s']} events/s, "
           f"{lr['items_added']} new items; version {rep['model_version_end']}")
+    if "retrain" in rep:
+        print(f"  retrain: {rep['retrain']['retrains']} retrains every {args.retrain_every}, "
+              f"{rep['retrain']['train_cpu_seconds']:.1f} CPU s training")
+    if args.plot:
+        from model_core.learn.plot import plot_windows
+
+        print(f"  plot: {plot_windows(rep, args.plot)}")
     if args.json:
         print_json_line({"protocol": "prequential", "learn": args.learn, "split": prep.info,
-                         **rep})
+                         **rep, "provenance": provenance_of(args, prep)})
     return 0
 
 
