@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from model_core.report.results import ModelResult, Setting
+from schemas.actions import ACTIONS
 
 DPI = 100
 MARKERS = "osD^vPX*<>hp"
@@ -99,10 +100,11 @@ def coverage_label(setting: Setting) -> str:
 
 
 def segment_order(kind: str, labels: Sequence[str]) -> list[str]:
-    """Buckets in reading order: popularity head → unseen, history by length, else by name."""
-    if kind == "popularity":
-        known = [b for b in POPULARITY_ORDER if b in labels]
-        return known + sorted(b for b in labels if b not in POPULARITY_ORDER)
+    """Buckets in reading order: popularity head → unseen, history by length, actions in the
+    funnel's order (view → purchase), else by name."""
+    order = {"popularity": POPULARITY_ORDER, "action": ACTIONS}.get(kind)
+    if order is not None:
+        return [b for b in order if b in labels] + sorted(b for b in labels if b not in order)
 
     def lead(b: str) -> tuple[int, str]:
         digits = "".join(c for c in b.split("-")[0] if c.isdigit())
