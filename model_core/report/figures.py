@@ -26,7 +26,7 @@ SEGMENT_TITLES = {"history": "history length (events before the target)",
 
 def png_bytes(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.15)
     return buf.getvalue()
 
 
@@ -36,11 +36,11 @@ def _rc():
     return matplotlib.rc_context({"text.parse_math": False, "font.size": 9})
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float, layout: str | None = None):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -114,12 +114,14 @@ def segment_order(kind: str, labels: Sequence[str]) -> list[str]:
 
 
 def segment_kinds(setting: Setting) -> list[str]:
-    kinds: list[str] = []
+    """The segmentations of the setting's results that split the cases (a log with one action
+    has one action bucket: its bar would only repeat HR@K)."""
+    buckets: dict[str, set[str]] = {}
     for m in setting.models:
         for kind, v in ((m.result.get("extra") or {}).get("segments") or {}).items():
-            if isinstance(v, dict) and kind not in kinds:
-                kinds.append(kind)
-    return kinds
+            if isinstance(v, dict):
+                buckets.setdefault(kind, set()).update(v)
+    return [kind for kind, b in buckets.items() if len(b) > 1]
 
 
 def _segment_bars(ax, setting: Setting, kind: str, metric: str = "hr") -> bool:
@@ -160,35 +162,37 @@ def _segment_bars(ax, setting: Setting, kind: str, metric: str = "hr") -> bool:
     return True
 
 
-def _legend(ax, setting: Setting) -> None:
+def _legend(fig, setting: Setting) -> None:
+    """The models' markers, right of the (sub)figure's panels (constrained layout)."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], ls="", ms=7, **_style(i)) for i in range(len(setting.models))]
-    ax.legend(handles, [m.label for m in setting.models], loc="upper left",
-              bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    fig.legend(handles, [m.label for m in setting.models], loc="outside right upper",
+               fontsize=8, frameon=False)
 
 
 def main_figure(settings: Sequence[Setting]):
-    """One row per setting: HR@K against coverage, against ARP@K, and HR@K per target
-    popularity bucket (history length when popularity is absent)."""
+    """One row per setting, titled with it: HR@K against coverage, against ARP@K, and HR@K
+    per target popularity bucket (history length when popularity is absent)."""
     with _rc():
-        fig = _figure(13.0, 3.4 * len(settings))
-        axes = fig.subplots(len(settings), 3, squeeze=False)
-        for row, s in zip(axes, settings, strict=True):
+        fig = _figure(13.0, 3.6 * len(settings), layout="constrained")
+        rows = fig.subfigures(len(settings), 1, squeeze=False)[:, 0]
+        for sub, s in zip(rows, settings, strict=True):
             k = s.k
+            sub.suptitle(s.title, x=0.01, ha="left", fontsize=10, fontweight="bold")
+            row = sub.subplots(1, 3)
             _scatter(row[0], s, coverage_of, coverage_label(s))
-            row[0].set_title(f"{s.title}: accuracy vs coverage", fontsize=9, loc="left")
+            row[0].set_title("accuracy vs coverage", fontsize=9)
             _scatter(row[1], s, lambda m, k=k: _value(m, f"arp@{k}"),
                      f"ARP@{k} (mean training count of recommended items)")
-            row[1].set_title("accuracy vs popularity", fontsize=9, loc="left")
+            row[1].set_title("accuracy vs popularity", fontsize=9)
             kinds = segment_kinds(s)
             kind = "popularity" if "popularity" in kinds else (kinds[0] if kinds else None)
             if kind is None or not _segment_bars(row[2], s, kind):
                 row[2].set_axis_off()
                 row[2].text(0.5, 0.5, "no per-segment figures", ha="center",
                             transform=row[2].transAxes, color="grey")
-            _legend(row[2], s)
-        fig.tight_layout()
+            _legend(sub, s)
     return fig
 
 
@@ -198,10 +202,9 @@ def segment_figure(setting: Setting, metric: str = "hr"):
     if not kinds:
         return None
     with _rc():
-        fig = _figure(4.3 * len(kinds) + 1.5, 3.4)
+        fig = _figure(4.3 * len(kinds) + 1.5, 3.4, layout="constrained")
         axes = fig.subplots(1, len(kinds), squeeze=False)[0]
         for ax, kind in zip(axes, kinds, strict=True):
             _segment_bars(ax, setting, kind, metric)
-        _legend(axes[-1], setting)
-        fig.tight_layout()
+        _legend(fig, setting)
     return fig
