@@ -70,7 +70,7 @@ def test_hostile_names_are_escaped_and_optional_fields_shown(results, tmp_path):
     ev = json.loads(results["markov"].read_text())
     ev["model"] = '<img src=x onerror="alert(1)">$\\frac{1}{0}$'
     ev["metrics"]["ild@10"] = 0.4321
-    ev["cost"] = {"train_s": 12.5, "peak_rss_mb": 321.0, "note": "<b>"}
+    ev["cost"] = {"trained_here": True, "train_s": 12.5, "peak_rss_mb": 321.0, "note": "<b>"}
     other = json.loads(results["popular"].read_text())
     other["provenance"]["data_sha256"] = {"<i>other.jsonl": "ab" * 32}
     (tmp_path / "a.json").write_text(json.dumps(ev))
@@ -82,7 +82,7 @@ def test_hostile_names_are_escaped_and_optional_fields_shown(results, tmp_path):
     assert "<img src=x" not in html and "<i>other" not in html and "<b>" not in html
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;$\\frac{1}{0}$" in html
     assert "&lt;i&gt;other.jsonl" in html
-    assert "ILD@10" in html and "0.432" in html and "cost: train_s" in html and "321" in html
+    assert "ILD@10" in html and "0.432" in html and "<th>train_s</th>" in html and "321" in html
     assert html.count("<h2 ") == 2  # two data sets: two sections, never one mixed table
 
 

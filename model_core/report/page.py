@@ -4,8 +4,8 @@
 
 Per setting (the same data files and protocol, :func:`~model_core.report.results.group_settings`):
 a table of models at the largest common cut-off K (HR/NDCG/MRR with 95 % intervals, catalogue
-coverage, novelty, ARP, long-tail share, Gini, ILD, the repeat/new split and a ``cost`` object
-when the results carry them), every metric at every K, the plots of
+coverage, novelty, ARP, long-tail share, Gini, ILD and the repeat/new split when the results
+carry them), the ``cost`` object's numbers, every metric at every K, the plots of
 :mod:`model_core.report.figures` (embedded as base64 PNG: the page needs no network and no
 other file), the paired tests with their adjusted p-values and, per result file, its
 provenance (commit, data hashes, split, seed, config). Every string from a file is
@@ -65,7 +65,7 @@ def e(v: Any) -> str:
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
-    return "–" if not isinstance(v, (int, float)) or isinstance(v, bool) else format(v, spec)
+    return format(v, spec) if _is_number(v) else "–"
 
 
 def _with_ci(m: ModelResult, name: str, spec: str = ".4f") -> str:
@@ -80,14 +80,36 @@ def _img(fig, alt: str) -> str:
     return f'<p><img alt="{e(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _cost_keys(models: Sequence[ModelResult]) -> list[str]:
+    """The numeric fields of the results' ``cost`` objects, in first-seen order."""
     keys: list[str] = []
     for m in models:
         cost = m.result.get("cost")
         if isinstance(cost, dict):
-            keys += [k for k, v in cost.items()
-                     if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keys]
+            keys += [k for k, v in cost.items() if _is_number(v) and k not in keys]
     return keys
+
+
+def cost_table(s: Setting) -> str:
+    """Models × the numbers of their ``cost`` (training, evaluation: seconds, CPU seconds,
+    peak memory, events/s); empty when no result has one."""
+    keys = _cost_keys(s.models)
+    if not keys:
+        return ""
+    head = "<tr><th class=l>model</th>" + "".join(f"<th>{e(k)}</th>" for k in keys)
+    rows = []
+    for m in s.models:
+        cost = m.result.get("cost") if isinstance(m.result.get("cost"), dict) else {}
+        trained = cost.get("trained_here")
+        rows.append(f"<tr><td class=l>{e(m.label)}"
+                    + ("<br><small>loaded, not trained here</small>" if trained is False else "")
+                    + "</td>" + "".join(f"<td>{_fmt(cost.get(k), '.4g')}</td>" for k in keys)
+                    + "</tr>")
+    return f"<h3>Cost</h3><table>{head}</tr>{''.join(rows)}</table>"
 
 
 def summary_table(s: Setting) -> str:
@@ -95,7 +117,6 @@ def summary_table(s: Setting) -> str:
     k = s.k
     beyond = [b for b in BEYOND if any(f"{b[0]}@{k}" in m.result["metrics"] for m in s.models)]
     repeat = any((m.result.get("extra") or {}).get("repeat") for m in s.models)
-    costs = _cost_keys(s.models)
     head = ["<th class=l>model</th><th>test cases</th>"]
     head += [f"<th>{n.upper()}@{k}<br><small>95% CI</small></th>" for n in ACCURACY]
     tops = "/".join(str(t) for t in sorted({max(m.result["ks"]) for m in s.models}))
@@ -105,7 +126,6 @@ def summary_table(s: Setting) -> str:
     if repeat:
         head.append("<th title='HR on targets the case history holds / does not hold'>"
                     "HR repeat / new</th>")
-    head += [f"<th class=l>cost: {e(c)}</th>" for c in costs]
     best = {n: max((m.result["metrics"].get(f"{n}@{k}") or 0.0) for m in s.models)
             for n in ACCURACY}
     rows = []
@@ -124,8 +144,6 @@ def summary_table(s: Setting) -> str:
             cells.append(f"<td>{_fmt(rep.get('hr_repeat'))} / {_fmt(rep.get('hr_new'))}"
                          f"<br><small>@{e(rep.get('k', '–'))}, "
                          f"{_fmt(rep.get('repeat_case_share'), '.3f')} repeats</small></td>")
-        cost = r.get("cost") if isinstance(r.get("cost"), dict) else {}
-        cells += [f"<td>{_fmt(cost.get(c), '.4g')}</td>" for c in costs]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{''.join(head)}</tr>{''.join(rows)}</table>"
 
@@ -231,7 +249,7 @@ def _protocol_note(s: Setting) -> str:
 def setting_section(s: Setting, index: int) -> str:
     k = s.k
     out = [f"<h2 id=s{index}>{e(s.title)}</h2>", _protocol_note(s),
-           f"<h3>Models at K = {k}</h3>", summary_table(s),
+           f"<h3>Models at K = {k}</h3>", summary_table(s), cost_table(s),
            "<h3>Accuracy against coverage and popularity; per target popularity</h3>",
            _img(main_figure([s]), f"{s.title}: accuracy against coverage and popularity")]
     seg = segment_figure(s)

@@ -201,9 +201,8 @@ def _check_result(r: Any, src: str, where: str) -> dict[str, Any]:
     for key in ("n_test_cases", "protocol"):
         if key not in r:
             raise ReportInputError(f"{src}: {where} has no \"{key}\"; {HELP}")
-    if isinstance(r.get("cost"), dict):
-        _numbers({k: v for k, v in r["cost"].items() if not isinstance(v, (str, dict))},
-                 src, f"{where}.cost")
+    if "cost" in r and r["cost"] is not None and not isinstance(r["cost"], dict):
+        raise ReportInputError(f"{src}: {where}.cost is not an object")
     extra = r.get("extra") or {}
     if not isinstance(extra, dict):
         raise ReportInputError(f"{src}: {where}.extra is not an object")
