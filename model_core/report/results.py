@@ -2,8 +2,8 @@
 print, checked, and grouped by the data they were measured on.
 
     files → load_result_file (one per file: its models, paired tests, provenance)
-          → group_settings   (one Setting per data set and protocol: only results measured on
-                              the same data and split are set side by side)
+          → group_settings   (one Setting per data set, protocol and history exclusion: only
+                              results measured alike are set side by side)
 
 Three shapes are read: an ``evaluate --json`` object (one model), a two-model
 ``compare --json`` object (``model_a``, ``model_b``, ``a``, ``b``, ``paired``) and a
@@ -67,7 +67,8 @@ class ResultFile:
 
 @dataclass
 class Setting:
-    """Results measured on the same data files and protocol: comparable with each other."""
+    """Results measured on the same data files, protocol and history exclusion: comparable
+    with each other."""
 
     title: str
     protocol: str
@@ -290,8 +291,8 @@ def _unique(labels: list[str]) -> list[str]:
 
 # --------------------------------------------------------------------------- grouping
 def group_settings(files: list[ResultFile]) -> list[Setting]:
-    """One :class:`Setting` per (data files' hashes, protocol), in first-seen order; a label
-    that two files give in one setting gets the file's name beside it."""
+    """One :class:`Setting` per (data files' hashes, protocol, history exclusion), in
+    first-seen order; a label that two files give in one setting gets the file's name."""
     settings: dict[tuple, Setting] = {}
     for f in files:
         for m in f.models:
@@ -321,9 +322,13 @@ def group_settings(files: list[ResultFile]) -> list[Setting]:
 
 
 def _setting_key(m: ModelResult) -> tuple[tuple, str]:
+    """Data hashes, protocol and history exclusion: results that differ in any of them
+    measure different things."""
     protocol = str(m.result["protocol"])
+    excluded = bool(m.result.get("exclude_history"))
+    how = protocol + (", history excluded" if excluded else "")
     hashes = (m.provenance or {}).get("data_sha256")
     if not isinstance(hashes, dict) or not hashes:
-        return ("unknown data", protocol), f"data not recorded — {protocol}"
+        return ("unknown data", protocol, excluded), f"data not recorded — {how}"
     names = ", ".join(Path(str(p)).name for p in hashes)
-    return (tuple(sorted(str(h) for h in hashes.values())), protocol), f"{names} — {protocol}"
+    return (tuple(sorted(str(h) for h in hashes.values())), protocol, excluded), f"{names} — {how}"
