@@ -105,3 +105,22 @@ def test_a_bad_file_is_one_line_naming_it(results, tmp_path, capsys, content, wh
     assert rc == 2 and not page.exists()
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert str(bad) in err and why in err
+
+
+def test_readme_comparison_commands_parse():
+    """The README's "Comparing models" commands name flags the commands have."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from stream_app.cli import build_parser
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## Comparing models.*?```bash\n(.*?)```", text, re.S).group(1)
+    lines = block.replace("\\\n", " ").splitlines()
+    commands = [shlex.split(ln, comments=True) for ln in lines if ln.startswith("seqstream ")]
+    assert [c[1] for c in commands] == ["compare", "compare", "report"]
+    parser = build_parser()
+    for argv in commands:
+        argv = argv[1:argv.index(">")] if ">" in argv else argv[1:]
+        parser.parse_args(argv)  # an unknown flag exits (SystemExit fails the test)
