@@ -56,6 +56,8 @@ def test_page_compares_every_model_and_metric(results, tmp_path, capsys):
     for head in ("HR@10", "NDCG@10", "MRR@10", "novelty@10", "ARP@10", "long tail@10",
                  "Gini@10", "coverage", "HR repeat / new", "adjusted p", "data SHA-256"):
         assert head in html
+    seg = ev["extra"]["segments"]["popularity"]["head"]["hr@10"]
+    assert f"HR {seg['mean']:.4f} <small>[{seg['ci_low']:.4f}" in html
     assert ev["provenance"]["commit"] in html
     assert next(iter(ev["provenance"]["data_sha256"].values())) in html
     # compare's own Holm-adjusted p-value of one test, as its bound or its value

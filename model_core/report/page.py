@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_core.report.figures import main_figure, png_bytes, segment_figure
+from model_core.report.figures import (
+    main_figure,
+    png_bytes,
+    segment_figure,
+    segment_kinds,
+    segment_order,
+)
 from model_core.report.results import (
     ModelResult,
     PairedTests,
@@ -165,6 +171,32 @@ def all_metrics_table(s: Setting) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def segment_table(s: Setting) -> str:
+    """Every segment bucket (rows) × models: HR and NDCG at the segments' K with intervals."""
+    kinds = segment_kinds(s)
+    if not kinds:
+        return ""
+    head = ("<tr><th class=l>segment</th><th>cases</th>"
+            + "".join(f"<th>{e(m.label)}</th>" for m in s.models) + "</tr>")
+    rows = []
+    for kind in kinds:
+        segs = [((m.result.get("extra") or {}).get("segments") or {}) for m in s.models]
+        labels = segment_order(kind, list({b for g in segs for b in (g.get(kind) or {})}))
+        for b in labels:
+            n = next((g[kind][b].get("n") for g in segs if b in (g.get(kind) or {})), None)
+            cells = []
+            for g in segs:
+                fig = (g.get(kind) or {}).get(b) or {}
+                parts = [f"{name.split('@')[0].upper()} {_fmt(v.get('mean'))}"
+                         f" <small>[{_fmt(v.get('ci_low'))}, {_fmt(v.get('ci_high'))}]</small>"
+                         for name, v in fig.items() if isinstance(v, dict)]
+                cells.append(f"<td>{'<br>'.join(parts) or '–'}</td>")
+            rows.append(f"<tr><td class=l>{e(kind)}: {e(b)}</td><td>{e(n)}</td>"
+                        + "".join(cells) + "</tr>")
+    return ("<details><summary>per-segment figures (HR and NDCG at the segments' K)</summary>"
+            f"<table>{head}{''.join(rows)}</table></details>")
+
+
 def p_text(p: float | None, n_resamples: int | None, family: int = 1) -> str:
     """A p-value as :func:`p_value_text` writes it; a 0 adjusted over ``family`` tests is
     bounded by ``family`` times the bound of one (``n_resamples / family`` below)."""
@@ -255,7 +287,7 @@ def setting_section(s: Setting, index: int) -> str:
     seg = segment_figure(s)
     if seg is not None:
         out += [f"<h3>Per segment: HR@{k} with 95% intervals</h3>",
-                _img(seg, f"{s.title}: per-segment HR")]
+                _img(seg, f"{s.title}: per-segment HR"), segment_table(s)]
     out.append("<h3>Paired tests</h3>")
     if s.paired:
         adj = sorted({p.adjustment for p in s.paired})
