@@ -126,3 +126,18 @@ def test_readme_comparison_commands_parse():
     for argv in commands:
         argv = argv[1:argv.index(">")] if ">" in argv else argv[1:]
         parser.parse_args(argv)  # an unknown flag exits (SystemExit fails the test)
+
+
+def test_sliding_window_tests_of_prequential_compares_are_shown(results, tmp_path):
+    cmp = json.loads(results["compare"].read_text())
+    win = {"mean_diff": -0.25, "ci_low": -0.3, "ci_high": -0.2, "p_value": 0.0, "windows": 20,
+           "windows_a_better": 1, "windows_b_better": 19}
+    cmp["comparisons"][0]["paired_windows"] = {"hr@10": win, "ndcg@10": {"bad": True}}
+    (tmp_path / "w.json").write_text(json.dumps(cmp))
+    page = tmp_path / "report.html"
+    assert main(["report", str(tmp_path / "w.json"), "--out", str(page)]) == 0
+    html = page.read_text()
+    assert "Sliding-window test" in html and "1 / 19" in html and "-0.2500" in html
+    # one well-formed window test in the file: Holm of a zero p is zero, bounded by 1 × 2/50
+    table = html[html.index("Sliding-window test"):].split("</table>")[0]
+    assert table.count("<td>&lt; 0.04</td>") == 2 and "ndcg@10" not in table

@@ -231,6 +231,33 @@ def paired_table(s: Setting, all_metrics: bool) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def windows_table(s: Setting) -> str:
+    """The sliding-window test of prequential runs (per-window means paired over the
+    stream's event-time windows), where the results carry it."""
+    rows = []
+    for p in s.paired:
+        for name, t in sorted(p.windows.items(), key=lambda kv: _metric_key(kv[0])):
+            rows.append(
+                f"<tr><td class=l>{e(p.reference)}</td><td class=l>{e(p.model)}</td>"
+                f"<td class=l>{e(name)}</td><td>{e(int(t['windows']))}</td>"
+                f"<td>{e(t.get('windows_a_better', '–'))} / "
+                f"{e(t.get('windows_b_better', '–'))}</td>"
+                f"<td>{_fmt(t['mean_diff'], '+.4f')}<br><small>[{_fmt(t['ci_low'], '+.4f')}, "
+                f"{_fmt(t['ci_high'], '+.4f')}]</small></td>"
+                f"<td>{e(p_text(t['p_value'], p.n_resamples))}</td>"
+                f"<td>{e(p_text(t.get('p_adjusted'), p.n_resamples, p.windows_family))}</td>"
+                "</tr>")
+    if not rows:
+        return ""
+    head = ("<tr><th class=l>A (reference)</th><th class=l>B</th><th class=l>metric</th>"
+            "<th>windows</th><th>A better / B better</th><th>A − B<br><small>95% CI</small>"
+            "</th><th>p</th><th>adjusted p</th></tr>")
+    return ("<h3>Sliding-window test (prequential)</h3><p class=note>Per-window means of A and "
+            "B paired over the stream's windows (Vinagre et al.); adjusted p: Holm over the "
+            "file's window tests.</p>"
+            f"<table>{head}{''.join(rows)}</table>")
+
+
 def _resolution_note(paired: Sequence[PairedTests]) -> str:
     """Where a test no resample crossed cannot be adjusted below 0.05: how many resamples
     would resolve it (the bound is family × 2 / resamples)."""
@@ -295,7 +322,7 @@ def setting_section(s: Setting, index: int) -> str:
                 f"p: {e('; '.join(adj))}.{_resolution_note(s.paired)}</p>",
                 paired_table(s, all_metrics=False),
                 "<details><summary>every metric and cut-off</summary>",
-                paired_table(s, all_metrics=True), "</details>"]
+                paired_table(s, all_metrics=True), "</details>", windows_table(s)]
     else:
         out.append("<p class=note>None: these results come from separate evaluate runs. "
                    "<code>seqstream compare A B C ...</code> evaluates models on the same "

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,10 @@ class PairedTests:
     family_size: int  # tests adjusted together (the bound of a zero p-value scales with it)
     n_resamples: int | None
     source: str
+    # prequential runs: the sliding-window test ({metric: {mean_diff, ci_low, ci_high,
+    # p_value, p_holm?, windows, windows_a_better, windows_b_better}}), else empty
+    windows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    windows_family: int = 0  # window tests of the file, adjusted together
 
 
 @dataclass
@@ -127,6 +131,7 @@ def load_result_file(path: str | Path) -> ResultFile:
         paired = [PairedTests(labels[0], labels[1], tests,
                               "Holm over this file's metrics (adjusted by the report)",
                               len(tested), n_boot, src)]
+        _adjust_windows(paired, [_windows(obj.get("paired_windows"))])
         return ResultFile(src, [ModelResult(lb, r, src, prov)
                                 for lb, r in zip(labels, results, strict=True)], paired, prov)
     if all(k in obj for k in ("models", "results", "comparisons")):
@@ -177,6 +182,7 @@ def _several(obj: dict, src: str, prov: dict | None, n_boot: int | None) -> Resu
         paired.append(PairedTests(by_spec[specs[0]], by_spec[c["model"]], tests,
                                   f"{method.title()} over every comparison and metric of "
                                   "the file (by compare)", family, n_boot, src))
+    _adjust_windows(paired, [_windows(c.get("paired_windows")) for c in cmps])
     return ResultFile(src, [ModelResult(lb, r, src, prov)
                             for lb, r in zip(labels, results, strict=True)], paired, prov)
 
@@ -244,6 +250,31 @@ def _check_paired(p: Any, src: str, where: str) -> dict[str, dict[str, Any]]:
         _numbers({k: v for k, v in t.items() if k != "p_adjusted"}, src, f"{where}.{name}")
         out[str(name)] = dict(t)
     return out
+
+
+WINDOW_FIELDS = ("mean_diff", "ci_low", "ci_high", "p_value", "windows")
+
+
+def _windows(pw: Any) -> dict[str, dict[str, Any]]:
+    """The sliding-window tests a prequential compare adds, where they have the fields the
+    page shows (an optional addition: anything else is left out, not an error)."""
+    if not isinstance(pw, dict):
+        return {}
+    return {str(name): t for name, t in pw.items() if isinstance(t, dict) and all(
+        isinstance(t.get(f), (int, float)) and not isinstance(t.get(f), bool)
+        for f in WINDOW_FIELDS)}
+
+
+def _adjust_windows(paired: list[PairedTests], windows: list[dict[str, dict]]) -> None:
+    """Attach each comparison's window tests with ``p_adjusted``: compare's ``p_holm`` where
+    every test has one, else Holm over the file's window tests, as for the paired tests."""
+    tests = [t for w in windows for t in w.values()]
+    have = all(isinstance(t.get("p_holm"), (int, float)) for t in tests)
+    adjusted = [t["p_holm"] for t in tests] if have else holm([t["p_value"] for t in tests])
+    for t, q in zip(tests, adjusted, strict=True):
+        t["p_adjusted"] = q
+    for i, (p, w) in enumerate(zip(paired, windows, strict=True)):
+        paired[i] = replace(p, windows=w, windows_family=len(tests))
 
 
 def _numbers(d: Any, src: str, where: str) -> None:
@@ -316,7 +347,8 @@ def group_settings(files: list[ResultFile]) -> list[Setting]:
                 s.models[i] = ModelResult(new, m.result, m.source, m.provenance)
         s.paired = [PairedTests(renamed.get((p.source, p.reference), p.reference),
                                 renamed.get((p.source, p.model), p.model), p.tests,
-                                p.adjustment, p.family_size, p.n_resamples, p.source)
+                                p.adjustment, p.family_size, p.n_resamples, p.source,
+                                p.windows, p.windows_family)
                     for p in s.paired]
     return list(settings.values())
 
