@@ -7,7 +7,8 @@ a table of models at the largest common cut-off K (HR/NDCG/MRR with 95 % interva
 coverage, novelty, ARP, long-tail share, Gini, ILD and the repeat/new split when the results
 carry them), the ``cost`` object's numbers, every metric at every K, the plots of
 :mod:`model_core.report.figures` (embedded as base64 PNG: the page needs no network and no
-other file), the paired tests with their adjusted p-values and, per result file, its
+other file), the paired tests with their adjusted p-values (and a prequential compare's
+sliding-window test), per-segment figures with intervals and, per result file, its
 provenance (commit, data hashes, split, seed, config). Every string from a file is
 HTML-escaped. A p-value of 0 from the bootstrap is written as its bound
 (:func:`model_core.significance.p_value_text`); an adjusted one as its bound times the family
