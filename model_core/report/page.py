@@ -2,7 +2,8 @@
 
     seqstream report yoochoose.json beauty.json --out report.html --png docs/images/x.png
 
-Per setting (the same data files and protocol, :func:`~model_core.report.results.group_settings`):
+Per setting (the same data files, protocol and history exclusion,
+:func:`~model_core.report.results.group_settings`):
 a table of models at the largest common cut-off K (HR/NDCG/MRR with 95 % intervals, catalogue
 coverage, novelty, ARP, long-tail share, Gini, ILD and the repeat/new split when the results
 carry them), the ``cost`` object's numbers, every metric at every K, the plots of

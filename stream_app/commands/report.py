@@ -40,9 +40,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from schemas.exceptions import SeqstreamError
+
     if args.results:
         return run_offline(args)
-    from schemas.exceptions import SeqstreamError
+    if args.png:
+        raise SeqstreamError("--png writes the figure of offline results: give RESULT.json "
+                             "files (the online report writes its PNGs into --out)")
     from stream_app.observe.report import (
         latest_per_key,
         load_alerts_jsonl,
