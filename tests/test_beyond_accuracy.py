@@ -25,6 +25,8 @@ from model_core.significance import (
     holm,
     p_value_text,
     paired_effect_size,
+    paired_windows,
+    window_means,
 )
 
 # items 1..5 with training counts 8, 4, 2, 1, 0 (total 15); index 0 unused
@@ -97,6 +99,24 @@ def test_effect_size_and_p_text():
     assert paired_effect_size(a, b) == pytest.approx(d.mean() / d.std(ddof=1))
     assert p_value_text(0.0, 1000) == "p < 0.002"
     assert p_value_text(0.0312, 1000) == "p = 0.0312"
+
+
+def test_sliding_window_test_by_hand():
+    # 7 events in 3 windows of 3, 2, 2 consecutive events
+    a = np.array([1, 1, 0, 1, 0, 1, 1], dtype=float)
+    b = np.array([0, 1, 0, 0, 0, 1, 0], dtype=float)
+    assert window_means(a, 3) == pytest.approx([2 / 3, 0.5, 1.0])
+    assert len(window_means(a, 50)) == 7  # never more windows than events
+    out = paired_windows(a, b, n_windows=3, n_boot=200)
+    # window differences 1/3, 0.5, 0.5: A wins every window; no resample crosses zero
+    assert out["mean_diff"] == pytest.approx((1 / 3 + 0.5 + 0.5) / 3)
+    assert (out["windows"], out["windows_a_better"], out["windows_b_better"]) == (3, 3, 0)
+    assert out["p_value"] == 0.0 and out["ci_low"] > 0
+    assert out["b_windows"] == pytest.approx([1 / 3, 0.0, 0.5])
+    same = paired_windows(a, a, n_windows=3, n_boot=200)
+    assert same["mean_diff"] == 0.0 and same["windows_a_better"] == 0
+    with pytest.raises(ValueError):
+        paired_windows(a, b[:-1])
 
 
 def test_sampled_metrics_misorder_two_models_and_the_correction_does_not():

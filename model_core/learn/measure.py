@@ -17,9 +17,10 @@ Reported: HR/NDCG/MRR@K over the stream with clustered (per-user) bootstrap inte
 share of predictions that name an item born after training (a slot whose item the trained
 vocabulary did not hold), the share of scored events whose item is such a new item and how
 many of those were hit (``new_item_hits``); the metrics per window of consecutive scored
-events and a paired bootstrap of online minus frozen over those windows
-(:func:`model_core.metrics.paired_bootstrap`, windows as cases) and over events (clustered by
-user); the learner's cost (events learned per second of update time).
+events and a paired bootstrap of online minus frozen over those windows (the one
+sliding-window test, :func:`model_core.significance.paired_windows`, which ``compare
+--protocol prequential`` uses too) and over events (clustered by user); the learner's cost
+(events learned per second of update time).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from model_core.learn.schedule import LearnSchedule
 from model_core.metrics import MISS, bootstrap_ci, case_matrix, metric_names, paired_bootstrap
 from model_core.prequential import PrequentialEngine, warm_states
 from model_core.sequence_state import UserState
+from model_core.significance import DEFAULT_WINDOWS, paired_windows, window_means
 
 
 @dataclass
@@ -125,16 +127,13 @@ def _summary(run: StreamRun, ks: tuple[int, ...], n_boot: int, seed: int) -> tup
     return out, per_case
 
 
-def _windows(values: np.ndarray, n_windows: int) -> np.ndarray:
-    """Means of ``values`` over ``n_windows`` runs of consecutive cases (as equal as can be)."""
-    parts = [p for p in np.array_split(values, max(1, min(n_windows, len(values)))) if len(p)]
-    return np.asarray([p.mean() for p in parts], dtype=np.float64)
+_windows = window_means  # the old private name, kept for callers that used it
 
 
 def compare_learning(model, events: Sequence, warm_events: Sequence = (),
                      schedule: LearnSchedule | None = None, ks: Sequence[int] = (20,),
-                     n_windows: int = 20, n_boot: int = 1000, seed: int = 0, max_len: int = 50,
-                     batch_size: int = 1000, exclude_history: bool = False,
+                     n_windows: int = DEFAULT_WINDOWS, n_boot: int = 1000, seed: int = 0,
+                     max_len: int = 50, batch_size: int = 1000, exclude_history: bool = False,
                      learner_warm: Sequence | None = None) -> dict:
     """Frozen vs online on the same replay (see the module docstring). ``model`` is the one
     that learns (changed in place); the frozen run uses a deep copy taken first.
@@ -153,12 +152,10 @@ def compare_learning(model, events: Sequence, warm_events: Sequence = (),
     users = np.asarray(online.users)
     paired_w, paired_e, per_window = {}, {}, {"frozen": {}, "online": {}}
     for name in metric_names(ks):
-        fw, ow = _windows(f_case[name], n_windows), _windows(o_case[name], n_windows)
-        per_window["frozen"][name] = [round(x, 5) for x in fw.tolist()]
-        per_window["online"][name] = [round(x, 5) for x in ow.tolist()]
-        pw = paired_bootstrap(ow, fw, n_boot, seed=seed)
-        pw["windows_online_better"] = int((ow > fw).sum())
-        pw["windows"] = len(ow)
+        pw = paired_windows(o_case[name], f_case[name], n_windows, n_boot, seed)
+        per_window["frozen"][name] = [round(x, 5) for x in pw.pop("b_windows")]
+        per_window["online"][name] = [round(x, 5) for x in pw.pop("a_windows")]
+        pw["windows_online_better"] = pw["windows_a_better"]
         paired_w[name] = pw
         paired_e[name] = paired_bootstrap(o_case[name], f_case[name], n_boot, seed=seed,
                                           clusters=users)
