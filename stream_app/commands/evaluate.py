@@ -314,7 +314,7 @@ def model_label(spec: str, model) -> str:
 
 
 # --------------------------------------------------------------------------- output
-def _fmt(v) -> str:
+def fmt4(v) -> str:
     return "-" if v is None or v != v else f"{v:.4f}"
 
 
@@ -323,18 +323,26 @@ WIDTH = 80  # every printed line fits
 
 def _ci_cell(mean, ci) -> str:
     lo, hi = ci if ci is not None else (None, None)
-    return f"{_fmt(mean)} [{_fmt(lo)}, {_fmt(hi)}]"
+    return f"{fmt4(mean)} [{fmt4(lo)}, {fmt4(hi)}]"
 
 
-def _table(title: str, columns: list[str]):
+def compact_table(title: str, columns: list[str]):
+    """A compact table (first column left, the others right); its ``title`` is printed as a
+    line of its own by :func:`show_table` (a table title would wrap at the table's width)."""
     from rich import box
     from rich.table import Table
 
-    t = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-              show_edge=False, padding=(0, 1, 0, 0))
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+    t.heading = title
     for i, col in enumerate(columns):
         t.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
     return t
+
+
+def show_table(console, t) -> None:
+    if t.heading:
+        console.print(t.heading)
+    console.print(t)
 
 
 def print_result(res, label: str, info: dict) -> None:
@@ -350,28 +358,28 @@ def print_result(res, label: str, info: dict) -> None:
              + (f", history excluded ({res.n_target_in_history} targets in their history: "
                 "misses)" if res.exclude_history else ""))
     console.print(title)
-    t = _table("", ["K", "HR [95% CI]", "NDCG [95% CI]", "MRR [95% CI]"])
+    t = compact_table("", ["K", "HR [95% CI]", "NDCG [95% CI]", "MRR [95% CI]"])
     for k in res.ks:
         t.add_row(f"@{k}", *[_ci_cell(res.metrics[f"{m}@{k}"], res.ci.get(f"{m}@{k}"))
                              for m in ("hr", "ndcg", "mrr")])
-    console.print(t)
+    show_table(console, t)
     if res.sampled:
         print_sampled(console, res)
     print_beyond(console, res)
     rep = res.extra.get("repeat")
     if rep:
-        console.print(f"HR@{rep['k']}: repeat targets {_fmt(rep['hr_repeat'])}, new "
-                      f"{_fmt(rep['hr_new'])} ({_fmt(rep['repeat_case_share'])} of cases "
+        console.print(f"HR@{rep['k']}: repeat targets {fmt4(rep['hr_repeat'])}, new "
+                      f"{fmt4(rep['hr_new'])} ({fmt4(rep['repeat_case_share'])} of cases "
                       "are repeats)")
     print_segments(console, res.extra.get("segments"))
     print_windows(console, res.extra.get("windows"), res.ks[-1])
     if res.action is not None:
         a = res.action
-        console.print(f"next action: accuracy {_fmt(a['accuracy'])}, macro-F1 {_fmt(a['macro_f1'])}")
+        console.print(f"next action: accuracy {fmt4(a['accuracy'])}, macro-F1 {fmt4(a['macro_f1'])}")
     if res.action_baseline is not None:
         b = res.action_baseline
-        console.print(f"majority-class baseline ({b['class']}): accuracy {_fmt(b['accuracy'])}, "
-                      f"macro-F1 {_fmt(b['macro_f1'])}")
+        console.print(f"majority-class baseline ({b['class']}): accuracy {fmt4(b['accuracy'])}, "
+                      f"macro-F1 {fmt4(b['macro_f1'])}")
     if res.cost:
         console.print(cost_text(res.cost))
     if info:
@@ -382,13 +390,13 @@ def print_sampled(console, res) -> None:
     sp = res.sampled
     cols = ["K", "HR", "NDCG"] + (["HR corrected", "NDCG corrected"]
                                   if "corrected" in sp else [])
-    t = _table(f"sampled {sp['mode']}:{sp['n']} negatives (beside full ranking)", cols)
+    t = compact_table(f"sampled {sp['mode']}:{sp['n']} negatives (beside full ranking)", cols)
     for k in res.ks:
-        row = [f"@{k}", _fmt(sp["metrics"][f"hr@{k}"]), _fmt(sp["metrics"][f"ndcg@{k}"])]
+        row = [f"@{k}", fmt4(sp["metrics"][f"hr@{k}"]), fmt4(sp["metrics"][f"ndcg@{k}"])]
         if "corrected" in sp:
-            row += [_fmt(sp["corrected"][f"hr@{k}"]), _fmt(sp["corrected"][f"ndcg@{k}"])]
+            row += [fmt4(sp["corrected"][f"hr@{k}"]), fmt4(sp["corrected"][f"ndcg@{k}"])]
         t.add_row(*row)
-    console.print(t)
+    show_table(console, t)
 
 
 def print_beyond(console, res) -> None:
@@ -404,8 +412,10 @@ def print_beyond(console, res) -> None:
              part("long tail", "aplt", ".3f")]
     second = [part("exposure Gini", "gini", ".3f"), f"coverage {res.coverage:.4f}",
               part("ILD", "ild", ".3f") or "ILD - (no item categories)"]
-    console.print(f"beyond accuracy @{k}: " + ", ".join(x for x in first if x))
-    console.print("  " + ", ".join(x for x in second if x))
+    first = [x for x in first if x]
+    if first:
+        console.print(f"beyond accuracy @{k}: " + ", ".join(first))
+    console.print(("  " if first else f"beyond accuracy @{k}: ") + ", ".join(second))
 
 
 _SEGMENT_ORDER = {"history": ("0", "1", "2-4", "5-9", "10-19", "20+"),
@@ -419,7 +429,7 @@ def print_segments(console, seg: dict | None) -> None:
     from schemas.actions import ACTIONS
 
     k = seg["k"]
-    t = _table(f"per segment @{k} (95% CI)", ["segment", "cases", f"HR@{k}", f"NDCG@{k}"])
+    t = compact_table(f"per segment @{k} (95% CI)", ["segment", "cases", f"HR@{k}", f"NDCG@{k}"])
     order = {**_SEGMENT_ORDER, "action": tuple(ACTIONS)}
     for name in ("history", "popularity", "action"):
         groups = seg.get(name)
@@ -432,7 +442,7 @@ def print_segments(console, seg: dict | None) -> None:
                               (g[f"{m}@{k}"]["ci_low"], g[f"{m}@{k}"]["ci_high"]))
                      for m in ("hr", "ndcg")]
             t.add_row(f"{name} {lab}", str(g["n"]), *cells)
-    console.print(t)
+    show_table(console, t)
 
 
 def print_windows(console, windows: dict | None, k: int) -> None:
@@ -443,7 +453,7 @@ def print_windows(console, windows: dict | None, k: int) -> None:
     console.print(f"HR@{k} per window ({windows['n']} windows of "
                   f"~{windows['scored_per_window']:.0f} scored events, in stream order):")
     for i in range(0, len(vals), 10):
-        console.print("  " + " ".join(_fmt(v) for v in vals[i:i + 10]))
+        console.print("  " + " ".join(fmt4(v) for v in vals[i:i + 10]))
 
 
 def cost_text(cost: dict) -> str:
@@ -493,12 +503,12 @@ def run_learning(args) -> int:
           f"learning {args.learn}")
     for run_name in ("frozen", "online"):
         r = rep[run_name]
-        print(f"  {run_name:6}  HR@{k} {_fmt(r[f'hr@{k}'])}  NDCG@{k} {_fmt(r[f'ndcg@{k}'])}  "
-              f"MRR@{k} {_fmt(r[f'mrr@{k}'])}  predictions naming a new item "
+        print(f"  {run_name:6}  HR@{k} {fmt4(r[f'hr@{k}'])}  NDCG@{k} {fmt4(r[f'ndcg@{k}'])}  "
+              f"MRR@{k} {fmt4(r[f'mrr@{k}'])}  predictions naming a new item "
               f"{r['new_item_share']:.3f}  new-item hits {r['new_item_hits']}")
     pw = rep["paired_windows"][f"hr@{k}"]
-    print(f"  online - frozen HR@{k}: {pw['mean_diff']:+.4f} [{_fmt(pw['ci_low'])}, "
-          f"{_fmt(pw['ci_high'])}], p={pw['p_value']:.3f} over {pw['windows']} windows "
+    print(f"  online - frozen HR@{k}: {pw['mean_diff']:+.4f} [{fmt4(pw['ci_low'])}, "
+          f"{fmt4(pw['ci_high'])}], p={pw['p_value']:.3f} over {pw['windows']} windows "
           f"({pw['windows_online_better']} better)")
     lr = rep["learner"]
     print(f"  learner: {lr['updates']} updates, {lr['events_per_s']} events/s, "
