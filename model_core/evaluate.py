@@ -593,8 +593,8 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     not know are counted (``n_unknown_as_miss``); ``unknown_targets="skip"`` leaves them out
     of the figures instead (``n_skipped_unknown``).
 
-    Beyond accuracy: the top-K list predicted after every event (duplicates included) gives
-    the list metrics (:func:`list_metrics`; ``item_counts``: training counts, e.g. of the
+    Beyond accuracy: the top-K list predicted after every event (not after a duplicate of
+    an event, as the online windows count them) gives the list metrics (:func:`list_metrics`; ``item_counts``: training counts, e.g. of the
     warm events; ``item_categories`` as in :func:`evaluate`). ``extra["windows"]``: every
     metric at the largest K per window of consecutive scored events
     (:func:`model_core.significance.window_means`, ``n_windows`` of them, 20 by default),
@@ -616,7 +616,7 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     recommended = Coverage(model.vocab.n_items)
     unknown: list[bool] = []  # per scored event: its item is unknown to the model
     users: list[str] = []  # per scored event: its user (the bootstrap's cluster)
-    tops: list[np.ndarray] = []  # per event: the top-K list predicted after it
+    tops: list[np.ndarray] = []  # per new event: the top-K list predicted after it
     for s in range(0, len(events), batch_size):
         chunk = events[s:s + batch_size]
         res = engine.process(chunk, states)
@@ -625,7 +625,8 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
         unknown.extend(index(chunk[sc.index].item_id) == UNKNOWN for sc in res.scores)
         users.extend(chunk[sc.index].user_id for sc in res.scores)
         recommended.update(res.topk.items)
-        tops.append(np.asarray(res.topk.items, dtype=np.int64))
+        new_rows = np.setdiff1d(np.arange(len(res.topk.items)), res.duplicates)
+        tops.append(np.asarray(res.topk.items, dtype=np.int64)[new_rows])
     ranks = np.asarray(summary.ranks, dtype=np.float64)
     is_unknown = np.asarray(unknown, dtype=bool)
     case_index = np.arange(len(ranks))
