@@ -501,15 +501,17 @@ def run_learning(args) -> int:
     k = rep["ks"][-1]
     print(f"{args.model}: prequential over {rep['n_events']} events ({rep['n_scored']} scored), "
           f"learning {args.learn}")
+    from model_core.significance import p_value_text
+
     for run_name in ("frozen", "online"):
         r = rep[run_name]
         print(f"  {run_name:6}  HR@{k} {fmt4(r[f'hr@{k}'])}  NDCG@{k} {fmt4(r[f'ndcg@{k}'])}  "
-              f"MRR@{k} {fmt4(r[f'mrr@{k}'])}  predictions naming a new item "
-              f"{r['new_item_share']:.3f}  new-item hits {r['new_item_hits']}")
+              f"MRR@{k} {fmt4(r[f'mrr@{k}'])}\n          predictions naming a new item "
+              f"{r['new_item_share']:.3f}, new-item hits {r['new_item_hits']}")
     pw = rep["paired_windows"][f"hr@{k}"]
     print(f"  online - frozen HR@{k}: {pw['mean_diff']:+.4f} [{fmt4(pw['ci_low'])}, "
-          f"{fmt4(pw['ci_high'])}], p={pw['p_value']:.3f} over {pw['windows']} windows "
-          f"({pw['windows_online_better']} better)")
+          f"{fmt4(pw['ci_high'])}], {p_value_text(pw['p_value'], args.bootstrap)}\n"
+          f"          over {pw['windows']} windows ({pw['windows_online_better']} better)")
     lr = rep["learner"]
     print(f"  learner: {lr['updates']} updates, {lr['events_per_s']} events/s, "
           f"{lr['items_added']} new items; version {rep['model_version_end']}")
