@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,7 @@ class Prepared:
     test_events: list  # prequential: the events streamed after the cut
     info: dict
     #: item_id -> category_id of every item the logs give one (the first one seen)
-    categories: dict = None  # type: ignore[assignment]
+    categories: dict = field(default_factory=dict)
 
 
 def prepare(args) -> Prepared:
@@ -266,7 +266,7 @@ def run_evaluation(model, prep: Prepared, args, cases_pick=None):
 
     ks = parse_ks(args.ks)
     counts, majority = train_stats(model, prep.train_events)
-    cats = item_category_table(model, prep.categories or {})
+    cats = item_category_table(model, prep.categories)
     if prep.protocol == "prequential":
         return evaluate_prequential(model, prep.test_events, warm_events=prep.train_events,
                                     ks=ks, exclude_history=args.exclude_history,
