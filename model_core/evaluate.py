@@ -28,6 +28,11 @@ Protocol (all maths in :mod:`model_core.metrics`):
   macro-F1 of the arg-max, beside a majority-class baseline (the most frequent training action
   when given, else the most frequent action in the cases' histories — never the targets).
 - Coverage: distinct items in the top-``max(ks)`` lists over all cases / catalogue size.
+- Beyond accuracy (:func:`list_metrics`, :mod:`model_core.beyond`): novelty, ARP, long-tail
+  share and exposure Gini of the top-K lists at every K, ``ild@K`` where items have
+  categories (:func:`item_category_table`); the repeat/new split and per-segment HR/NDCG with
+  intervals (:mod:`model_core.segments`) in ``extra``; for the prequential protocol the
+  metrics per window of consecutive events (``extra["windows"]``).
 - Confidence intervals and paired tests are **clustered** bootstraps: the cases of one
   sequence (a user's under ``loo`` / ``temporal``, a session's under ``session``, a user's
   events in ``prequential``) are resampled together (``result.clusters`` labels each case),
