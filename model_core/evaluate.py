@@ -604,7 +604,11 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     metric at the largest K per window of consecutive scored events
     (:func:`model_core.significance.window_means`, ``n_windows`` of them, 20 by default),
     the series the sliding-window test of ``compare --protocol prequential`` pairs.
+    ``extra["segments"]``: HR/NDCG at the largest K by the user's events before the scored
+    one (warm events included), the item's training popularity and the event's action.
     """
+    from collections import Counter
+
     from model_core.metrics import RankingAccumulator
     from model_core.prequential import PrequentialEngine, PrequentialSummary, warm_states
     from model_core.sequence_state import UserState
@@ -622,6 +626,10 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     unknown: list[bool] = []  # per scored event: its item is unknown to the model
     users: list[str] = []  # per scored event: its user (the bootstrap's cluster)
     tops: list[np.ndarray] = []  # per new event: the top-K list predicted after it
+    seen = Counter(e.user_id for e in warm_events)  # events per user so far
+    seg_hist: list[int] = []  # per scored event: its user's events before it
+    seg_item: list[int] = []  # per scored event: its item's index (UNKNOWN if unknown)
+    seg_action: list[int] = []  # per scored event: its action
     for s in range(0, len(events), batch_size):
         chunk = events[s:s + batch_size]
         res = engine.process(chunk, states)
@@ -629,6 +637,15 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
         summary.n_events += len(chunk)
         unknown.extend(index(chunk[sc.index].item_id) == UNKNOWN for sc in res.scores)
         users.extend(chunk[sc.index].user_id for sc in res.scores)
+        before = []  # per event of the chunk: the user's events before it
+        for e in chunk:
+            before.append(seen[e.user_id])
+            seen[e.user_id] += 1
+        for sc in res.scores:
+            ev = chunk[sc.index]
+            seg_hist.append(before[sc.index])
+            seg_item.append(int(index(ev.item_id)))
+            seg_action.append(sc.action_true)
         recommended.update(res.topk.items)
         new_rows = np.setdiff1d(np.arange(len(res.topk.items)), res.duplicates)
         tops.append(np.asarray(res.topk.items, dtype=np.int64)[new_rows])
@@ -657,8 +674,13 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
         extra={"events": summary.n_events, "scored": summary.n_scored,
                "warm_events": len(warm_events)},
     )
+    counts = None
     if tops and sum(len(t) for t in tops):
-        list_metrics(result, model, np.concatenate(tops), item_counts, item_categories)
+        counts = list_metrics(result, model, np.concatenate(tops), item_counts,
+                              item_categories)
+    if n:
+        _prequential_segments(result, case_index, seg_hist, seg_item, seg_action, counts,
+                              n_boot, seed)
     if n:
         kmax = f"@{ks[-1]}"
         nw = DEFAULT_WINDOWS if n_windows is None else n_windows
@@ -673,3 +695,24 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
 
 
 __all__ += ["evaluate_prequential"]
+
+
+def _prequential_segments(result: EvaluationResult, case_index: np.ndarray, hist: list[int],
+                          items: list[int], actions: list[int], counts: np.ndarray | None,
+                          n_boot: int, seed: int) -> None:
+    """Per-segment HR/NDCG at the largest K of a prequential run (as :func:`_beyond` for the
+    offline protocols): the user's events before the scored one (warm events included), the
+    item's training popularity (with training counts) and the event's action."""
+    from model_core.segments import history_bucket, popularity_bucket, segment_report
+
+    k = result.ks[-1]
+    pick = np.asarray(case_index, dtype=np.int64)
+    labels = {"history": history_bucket(np.asarray(hist, dtype=np.int64)[pick]),
+              "action": [ACTIONS[a] if 0 <= a < N_ACTIONS else "?"
+                         for a in np.asarray(actions, dtype=np.int64)[pick]]}
+    if counts is not None:
+        labels["popularity"] = popularity_bucket(np.asarray(items, dtype=np.int64)[pick],
+                                                 counts)
+    result.extra["segments"] = {"k": k, "ranked_cases": len(pick), **segment_report(
+        {f"hr@{k}": result.per_case[f"hr@{k}"], f"ndcg@{k}": result.per_case[f"ndcg@{k}"]},
+        labels, n_boot=min(n_boot, 200), seed=seed, clusters=result.clusters)}

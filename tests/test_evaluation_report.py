@@ -101,3 +101,7 @@ def test_prequential_compare_has_the_sliding_window_test_and_cost(synth_file, ca
         assert c["eval_peak_rss_mib"] > 0 and c["peak_rss_method"] in ("vmhwm", "ru_maxrss")
         assert {"novelty@10", "arp@10", "aplt@10", "gini@10", "ild@10"} <= set(d[side]["metrics"])
     assert any(line.startswith("cost (peak RSS") for line in printed)
+    # prequential runs have segments too: every scored event in one bucket per segmentation
+    seg = d["b"]["extra"]["segments"]
+    for name in ("history", "popularity", "action"):
+        assert sum(g["n"] for g in seg[name].values()) == d["b"]["n_test_cases"]
