@@ -20,6 +20,11 @@ same figures:
   different categories; pairs with an item without a category are left out.
 - :func:`repeat_split` — how much of the hit rate re-recommends an item already in the user's
   history (repeat consumption) against items new to the user.
+
+Novelty, ARP and APLT are computed from additive sums (:func:`list_metric_sums`, turned into
+means by :func:`metrics_from_sums`): the offline functions sum over all their lists at once,
+the online windows (:mod:`stream_app.windows.aggregation`) add the sums of each batch, so a
+window's figure is the offline figure of the same lists.
 """
 
 from __future__ import annotations
@@ -43,25 +48,62 @@ def _counts(counts: np.ndarray) -> np.ndarray:
     return c
 
 
+def list_metric_sums(top: np.ndarray, counts: np.ndarray, ks: Sequence[int],
+                     head: np.ndarray | None = None, head_share: float = 0.2) -> dict[str, float]:
+    """The additive sums behind novelty, ARP and APLT at each K, so that figures over many
+    batches (the online windows) equal the figures over all their lists at once:
+    ``novelty@K`` (sum of ``-log2 p`` over recommended items) with ``items@K`` (their
+    number), ``arp@K`` and ``aplt@K`` (sums over non-empty lists of the list's mean training
+    count and tail share) with ``lists@K``. ``head``: the :func:`short_head` mask, when the
+    caller keeps it (it depends on the counts only)."""
+    c = _counts(counts)
+    head = short_head(c, head_share) if head is None else head
+    total = max(c[1:].sum(), 1.0)
+    out: dict[str, float] = {}
+    for k in ks:
+        lists = _lists(top, k)
+        valid = lists > 0
+        safe = np.where(valid, lists, 0)
+        n = valid.sum(axis=1)
+        keep = n > 0
+        info = np.where(valid, -np.log2(np.maximum(c[safe], 1.0) / total), 0.0)
+        pop = np.where(valid, c[safe], 0.0).sum(axis=1)
+        tail = (valid & ~head[safe]).sum(axis=1)
+        out[f"novelty@{k}"] = float(info.sum())
+        out[f"items@{k}"] = float(valid.sum())
+        out[f"arp@{k}"] = float((pop[keep] / n[keep]).sum())
+        out[f"aplt@{k}"] = float((tail[keep] / n[keep]).sum())
+        out[f"lists@{k}"] = float(keep.sum())
+    return out
+
+
+def add_sums(total: dict[str, float], more: dict[str, float]) -> None:
+    """``total += more``, key by key (sums of :func:`list_metric_sums`)."""
+    for key, v in more.items():
+        total[key] = total.get(key, 0.0) + v
+
+
+def metrics_from_sums(sums: dict[str, float], ks: Sequence[int]) -> dict[str, float]:
+    """``novelty@K``, ``arp@K``, ``aplt@K`` from :func:`list_metric_sums` (NaN without
+    lists)."""
+    nan = float("nan")
+    out: dict[str, float] = {}
+    for k in ks:
+        items, lists = sums.get(f"items@{k}", 0.0), sums.get(f"lists@{k}", 0.0)
+        out[f"novelty@{k}"] = sums[f"novelty@{k}"] / items if items else nan
+        out[f"arp@{k}"] = sums[f"arp@{k}"] / lists if lists else nan
+        out[f"aplt@{k}"] = sums[f"aplt@{k}"] / lists if lists else nan
+    return out
+
+
 def novelty(top: np.ndarray, counts: np.ndarray, k: int) -> float:
     """Mean ``-log2(count_i / total)`` over the recommended items (padding left out)."""
-    lists, c = _lists(top, k), _counts(counts)
-    items = lists[lists > 0]
-    if items.size == 0:
-        return float("nan")
-    total = c[1:].sum()
-    seen = np.maximum(c[items], 1.0)
-    return float(np.mean(-np.log2(seen / max(total, 1.0))))
+    return metrics_from_sums(list_metric_sums(top, counts, (k,)), (k,))[f"novelty@{k}"]
 
 
 def average_recommendation_popularity(top: np.ndarray, counts: np.ndarray, k: int) -> float:
     """Mean over lists of the mean training count of a list's items."""
-    lists, c = _lists(top, k), _counts(counts)
-    valid = lists > 0
-    n = valid.sum(axis=1)
-    per_list = np.where(valid, c[lists], 0.0).sum(axis=1)
-    keep = n > 0
-    return float(np.mean(per_list[keep] / n[keep])) if keep.any() else float("nan")
+    return metrics_from_sums(list_metric_sums(top, counts, (k,)), (k,))[f"arp@{k}"]
 
 
 def short_head(counts: np.ndarray, head_share: float = 0.2) -> np.ndarray:
@@ -80,13 +122,8 @@ def short_head(counts: np.ndarray, head_share: float = 0.2) -> np.ndarray:
 def long_tail_share(top: np.ndarray, counts: np.ndarray, k: int,
                     head_share: float = 0.2) -> float:
     """Mean over lists of the share of a list's items that lie outside the short head."""
-    lists = _lists(top, k)
-    head = short_head(counts, head_share)
-    valid = lists > 0
-    n = valid.sum(axis=1)
-    in_tail = (valid & ~head[np.where(valid, lists, 0)]).sum(axis=1)
-    keep = n > 0
-    return float(np.mean(in_tail[keep] / n[keep])) if keep.any() else float("nan")
+    sums = list_metric_sums(top, counts, (k,), head_share=head_share)
+    return metrics_from_sums(sums, (k,))[f"aplt@{k}"]
 
 
 def gini(values: np.ndarray) -> float:
@@ -146,11 +183,12 @@ def beyond_accuracy(top: np.ndarray, counts: np.ndarray, ks: Sequence[int],
     """Every list metric above at each K: ``novelty@K``, ``arp@K``, ``aplt@K``, ``gini@K``
     and, with ``categories``, ``ild@K``."""
     n_items = _counts(counts).size - 1
+    lists = metrics_from_sums(list_metric_sums(top, counts, ks, head_share=head_share), ks)
     out: dict[str, float] = {}
     for k in ks:
-        out[f"novelty@{k}"] = novelty(top, counts, k)
-        out[f"arp@{k}"] = average_recommendation_popularity(top, counts, k)
-        out[f"aplt@{k}"] = long_tail_share(top, counts, k, head_share)
+        out[f"novelty@{k}"] = lists[f"novelty@{k}"]
+        out[f"arp@{k}"] = lists[f"arp@{k}"]
+        out[f"aplt@{k}"] = lists[f"aplt@{k}"]
         out[f"gini@{k}"] = exposure_gini(top, n_items, k)
         if categories is not None:
             out[f"ild@{k}"] = intra_list_diversity(top, categories, k)

@@ -28,6 +28,11 @@ Protocol (all maths in :mod:`model_core.metrics`):
   macro-F1 of the arg-max, beside a majority-class baseline (the most frequent training action
   when given, else the most frequent action in the cases' histories — never the targets).
 - Coverage: distinct items in the top-``max(ks)`` lists over all cases / catalogue size.
+- Beyond accuracy (:func:`list_metrics`, :mod:`model_core.beyond`): novelty, ARP, long-tail
+  share and exposure Gini of the top-K lists at every K, ``ild@K`` where items have
+  categories (:func:`item_category_table`); the repeat/new split and per-segment HR/NDCG with
+  intervals (:mod:`model_core.segments`) in ``extra``; for the prequential protocol the
+  metrics per window of consecutive events (``extra["windows"]``).
 - Confidence intervals and paired tests are **clustered** bootstraps: the cases of one
   sequence (a user's under ``loo`` / ``temporal``, a session's under ``session``, a user's
   events in ``prequential``) are resampled together (``result.clusters`` labels each case),
@@ -86,6 +91,9 @@ class EvaluationResult:
     action: dict[str, Any] | None = None  # classification report of the next-action head
     action_baseline: dict[str, Any] | None = None  # majority class: {"class", report...}
     extra: dict[str, Any] = field(default_factory=dict)
+    #: what the result cost (:func:`model_core.cost.cost_record`): training / evaluation
+    #: time, peak memory, events/s; set by the command that trained and evaluated
+    cost: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no per-case arrays)."""
@@ -110,6 +118,8 @@ class EvaluationResult:
             out["action_baseline"] = _clean(self.action_baseline)
         if self.extra:
             out["extra"] = _clean(self.extra)
+        if self.cost is not None:
+            out["cost"] = _clean(self.cost)
         return out
 
 
@@ -299,13 +309,16 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
              batch_size: int = 256, max_len: int | None = None, seed: int = 0,
              item_counts: np.ndarray | None = None, majority_action: int | None = None,
              protocol: str | None = None, unknown_targets: str = "miss",
-             cluster: bool = True) -> EvaluationResult:
+             cluster: bool = True,
+             item_categories: np.ndarray | None = None) -> EvaluationResult:
     """Evaluate ``model`` on ``cases`` (see the module docstring).
 
     ``max_len``: histories are cut to their last ``max_len`` events before scoring (exclusion
     still uses the whole history). ``item_counts`` [len(model.vocab)]: training counts for
-    popularity-sampled negatives (default: the model's ``item_counts`` if it has them).
-    ``cluster``: bootstrap by sequence (user / session), else by case.
+    popularity-sampled negatives and the popularity metrics (default: the model's
+    ``item_counts`` if it has them). ``item_categories`` [len(model.vocab)]: each item's
+    category as an integer, -1 for none (:func:`item_category_table`): with it the metrics
+    hold ``ild@K``. ``cluster``: bootstrap by sequence (user / session), else by case.
     """
     ks = tuple(sorted(set(int(k) for k in ks)))
     if not ks or ks[0] < 1:
@@ -406,7 +419,7 @@ def evaluate(model: Recommender, cases: TestCases | Sequence[TestCase],
         n_target_in_history=n_in_hist, protocol=protocol,
     )
     _beyond(result, model, tops, item_counts, hist_len, repeat, view, n_ranked, n_boot, seed,
-            ranked_clusters)
+            ranked_clusters, item_categories)
     if s_ranks is not None:
         sp = case_matrix(s_ranks, ks)
         sp = {k: sp[k] for k in names}
@@ -457,28 +470,17 @@ def _corrected(s_ranks: np.ndarray, ks: Sequence[int], n_items: int,
 def _beyond(result: EvaluationResult, model: Recommender, tops: list[np.ndarray],
             item_counts: np.ndarray | None, hist_len: np.ndarray, repeat: np.ndarray,
             view: _CaseView, n_ranked: int, n_boot: int, seed: int,
-            clusters: np.ndarray | None) -> None:
+            clusters: np.ndarray | None, item_categories: np.ndarray | None = None) -> None:
     """Beyond-accuracy figures of the ranked cases' lists into ``result.metrics``
-    (:func:`model_core.beyond.beyond_accuracy`: novelty, ARP, APLT, exposure Gini at every
-    K; they need training counts, ``item_counts`` or the model's), the repeat/new split of
-    HR@K (largest K) into ``result.extra["repeat"]`` and per-segment HR/NDCG at the largest K
-    (history length, target popularity, target action) into ``result.extra["segments"]``."""
+    (:func:`list_metrics`), the repeat/new split of HR@K (largest K) into
+    ``result.extra["repeat"]`` and per-segment HR/NDCG at the largest K (history length,
+    target popularity, target action) into ``result.extra["segments"]``."""
     if not n_ranked or not tops:
         return
-    from model_core.beyond import beyond_accuracy, exposure_gini, repeat_split
+    from model_core.beyond import repeat_split
     from model_core.segments import history_bucket, popularity_bucket, segment_report
 
-    top = np.concatenate(tops)
-    counts = item_counts if item_counts is not None else getattr(model, "item_counts", None)
-    if counts is not None:
-        c = np.zeros(len(model.vocab), dtype=np.float64)
-        given = np.asarray(counts, dtype=np.float64)[: len(model.vocab)]
-        c[: len(given)] = given
-        c[UNKNOWN] = 0.0
-        result.metrics.update(beyond_accuracy(top, c, result.ks))
-    else:
-        for k in result.ks:
-            result.metrics[f"gini@{k}"] = exposure_gini(top, model.vocab.n_items, k)
+    c = list_metrics(result, model, np.concatenate(tops), item_counts, item_categories)
     k = result.ks[-1]
     ranked = view.index if result.n_cases != n_ranked else np.arange(n_ranked)
     hits = result.per_case[f"hr@{k}"][ranked] if len(result.per_case[f"hr@{k}"]) != n_ranked \
@@ -488,11 +490,61 @@ def _beyond(result: EvaluationResult, model: Recommender, tops: list[np.ndarray]
     result.extra["repeat"] = {"k": k, **repeat_split(hits, repeat)}
     labels = {"history": history_bucket(hist_len),
               "action": [ACTIONS[a] if 0 <= a < N_ACTIONS else "?" for a in view.target_actions]}
-    if counts is not None:
+    if c is not None:
         labels["popularity"] = popularity_bucket(view.targets, c)
     result.extra["segments"] = {"k": k, "ranked_cases": n_ranked, **segment_report(
         {f"hr@{k}": hits, f"ndcg@{k}": ndcg}, labels, n_boot=min(n_boot, 200), seed=seed,
         clusters=clusters)}
+
+
+def _vocab_table(values, n: int, fill: float, dtype) -> np.ndarray:
+    """``values`` cut or padded (with ``fill``) to ``n`` entries."""
+    out = np.full(n, fill, dtype=dtype)
+    given = np.asarray(values, dtype=dtype)[:n]
+    out[: len(given)] = given
+    return out
+
+
+def list_metrics(result: EvaluationResult, model: Recommender, top: np.ndarray,
+                 item_counts: np.ndarray | None,
+                 item_categories: np.ndarray | None) -> np.ndarray | None:
+    """The top-K lists' beyond-accuracy figures into ``result.metrics`` at every K
+    (:func:`model_core.beyond.beyond_accuracy`): novelty, ARP and APLT need training counts
+    (``item_counts``, else the model's); exposure Gini is always there; ``ild@K`` where
+    items have categories. Returns the training counts used (None without)."""
+    from model_core.beyond import beyond_accuracy, exposure_gini, intra_list_diversity
+
+    n = len(model.vocab)
+    counts = item_counts if item_counts is not None else getattr(model, "item_counts", None)
+    c = None
+    if counts is not None:
+        c = _vocab_table(counts, n, 0.0, np.float64)
+        c[UNKNOWN] = 0.0
+    cats = (None if item_categories is None
+            else _vocab_table(item_categories, n, -1, np.int64))
+    if c is not None:
+        result.metrics.update(beyond_accuracy(top, c, result.ks, categories=cats))
+        return c
+    for k in result.ks:
+        result.metrics[f"gini@{k}"] = exposure_gini(top, model.vocab.n_items, k)
+        if cats is not None:
+            result.metrics[f"ild@{k}"] = intra_list_diversity(top, cats, k)
+    return None
+
+
+def item_category_table(model: Recommender, categories: dict[str, str]) -> np.ndarray | None:
+    """``[len(model.vocab)]`` integer category of each vocabulary item (-1: none), from
+    ``{item_id: category_id}`` (what the readers put in ``Event.category_id``); None when
+    no item of the vocabulary has a category."""
+    if not categories:
+        return None
+    codes: dict[str, int] = {}
+    out = np.full(len(model.vocab), -1, dtype=np.int64)
+    for i in range(1, len(model.vocab)):
+        cat = categories.get(model.vocab.item_id(i))
+        if cat is not None:
+            out[i] = codes.setdefault(cat, len(codes))
+    return out if codes else None
 
 
 # --------------------------------------------------------------------------- comparison
@@ -521,7 +573,8 @@ def paired_comparison(a: EvaluationResult, b: EvaluationResult, n_boot: int = 10
     return out
 
 
-__all__ = ["DEFAULT_KS", "SAMPLING_MODES", "UNKNOWN_TARGETS", "EvaluationResult", "evaluate", "paired_comparison"]
+__all__ = ["DEFAULT_KS", "SAMPLING_MODES", "UNKNOWN_TARGETS", "EvaluationResult", "evaluate",
+           "item_category_table", "list_metrics", "paired_comparison"]
 
 
 # --------------------------------------------------------------------------- prequential
@@ -529,7 +582,9 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
                          ks: Sequence[int] = DEFAULT_KS, exclude_history: bool = False,
                          max_len: int = 50, batch_size: int = 1000, n_boot: int = 1000,
                          seed: int = 0, unknown_targets: str = "miss",
-                         cluster: bool = True) -> EvaluationResult:
+                         cluster: bool = True, item_counts: np.ndarray | None = None,
+                         item_categories: np.ndarray | None = None,
+                         n_windows: int | None = None) -> EvaluationResult:
     """Test-then-learn over ``events`` with the stream's own engine
     (:class:`model_core.prequential.PrequentialEngine`).
 
@@ -542,10 +597,22 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     order of the model's top-K (``ties="topk"``), as online. Events whose item the model does
     not know are counted (``n_unknown_as_miss``); ``unknown_targets="skip"`` leaves them out
     of the figures instead (``n_skipped_unknown``).
+
+    Beyond accuracy: the top-K list predicted after every event (not after a duplicate of
+    an event, as the online windows count them) gives the list metrics (:func:`list_metrics`; ``item_counts``: training counts, e.g. of the
+    warm events; ``item_categories`` as in :func:`evaluate`). ``extra["windows"]``: every
+    metric at the largest K per window of consecutive scored events
+    (:func:`model_core.significance.window_means`, ``n_windows`` of them, 20 by default),
+    the series the sliding-window test of ``compare --protocol prequential`` pairs.
+    ``extra["segments"]``: HR/NDCG at the largest K by the user's events before the scored
+    one (warm events included), the item's training popularity and the event's action.
     """
+    from collections import Counter
+
     from model_core.metrics import RankingAccumulator
     from model_core.prequential import PrequentialEngine, PrequentialSummary, warm_states
     from model_core.sequence_state import UserState
+    from model_core.significance import DEFAULT_WINDOWS, window_means
 
     ks = tuple(sorted(set(int(k) for k in ks)))
     _check_unknown_targets(unknown_targets)
@@ -558,6 +625,11 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
     recommended = Coverage(model.vocab.n_items)
     unknown: list[bool] = []  # per scored event: its item is unknown to the model
     users: list[str] = []  # per scored event: its user (the bootstrap's cluster)
+    tops: list[np.ndarray] = []  # per new event: the top-K list predicted after it
+    seen = Counter(e.user_id for e in warm_events)  # events per user so far
+    seg_hist: list[int] = []  # per scored event: its user's events before it
+    seg_item: list[int] = []  # per scored event: its item's index (UNKNOWN if unknown)
+    seg_action: list[int] = []  # per scored event: its action
     for s in range(0, len(events), batch_size):
         chunk = events[s:s + batch_size]
         res = engine.process(chunk, states)
@@ -565,7 +637,18 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
         summary.n_events += len(chunk)
         unknown.extend(index(chunk[sc.index].item_id) == UNKNOWN for sc in res.scores)
         users.extend(chunk[sc.index].user_id for sc in res.scores)
+        before = []  # per event of the chunk: the user's events before it
+        for e in chunk:
+            before.append(seen[e.user_id])
+            seen[e.user_id] += 1
+        for sc in res.scores:
+            ev = chunk[sc.index]
+            seg_hist.append(before[sc.index])
+            seg_item.append(int(index(ev.item_id)))
+            seg_action.append(sc.action_true)
         recommended.update(res.topk.items)
+        new_rows = np.setdiff1d(np.arange(len(res.topk.items)), res.duplicates)
+        tops.append(np.asarray(res.topk.items, dtype=np.int64)[new_rows])
     ranks = np.asarray(summary.ranks, dtype=np.float64)
     is_unknown = np.asarray(unknown, dtype=bool)
     case_index = np.arange(len(ranks))
@@ -591,6 +674,20 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
         extra={"events": summary.n_events, "scored": summary.n_scored,
                "warm_events": len(warm_events)},
     )
+    counts = None
+    if tops and sum(len(t) for t in tops):
+        counts = list_metrics(result, model, np.concatenate(tops), item_counts,
+                              item_categories)
+    if n:
+        _prequential_segments(result, case_index, seg_hist, seg_item, seg_action, counts,
+                              n_boot, seed)
+    if n:
+        kmax = f"@{ks[-1]}"
+        nw = DEFAULT_WINDOWS if n_windows is None else n_windows
+        series = {name: window_means(v, nw).tolist() for name, v in per_case.items()
+                  if name.endswith(kmax)}
+        result.extra["windows"] = {"n": len(next(iter(series.values()))),
+                                   "scored_per_window": n / min(nw, n), **series}
     rep = summary.action_report()
     if rep is not None:
         result.action = rep
@@ -598,3 +695,24 @@ def evaluate_prequential(model: Recommender, events: Sequence, warm_events: Sequ
 
 
 __all__ += ["evaluate_prequential"]
+
+
+def _prequential_segments(result: EvaluationResult, case_index: np.ndarray, hist: list[int],
+                          items: list[int], actions: list[int], counts: np.ndarray | None,
+                          n_boot: int, seed: int) -> None:
+    """Per-segment HR/NDCG at the largest K of a prequential run (as :func:`_beyond` for the
+    offline protocols): the user's events before the scored one (warm events included), the
+    item's training popularity (with training counts) and the event's action."""
+    from model_core.segments import history_bucket, popularity_bucket, segment_report
+
+    k = result.ks[-1]
+    pick = np.asarray(case_index, dtype=np.int64)
+    labels = {"history": history_bucket(np.asarray(hist, dtype=np.int64)[pick]),
+              "action": [ACTIONS[a] if 0 <= a < N_ACTIONS else "?"
+                         for a in np.asarray(actions, dtype=np.int64)[pick]]}
+    if counts is not None:
+        labels["popularity"] = popularity_bucket(np.asarray(items, dtype=np.int64)[pick],
+                                                 counts)
+    result.extra["segments"] = {"k": k, "ranked_cases": len(pick), **segment_report(
+        {f"hr@{k}": result.per_case[f"hr@{k}"], f"ndcg@{k}": result.per_case[f"ndcg@{k}"]},
+        labels, n_boot=min(n_boot, 200), seed=seed, clusters=result.clusters)}

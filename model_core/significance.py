@@ -16,6 +16,17 @@ p-values, and the correction of sampled metrics.
   variance penalty, in the manner of their bias-variance estimator), and the corrected metric is the mean of
   ``M~(r)`` over the cases. It is an estimate, for setting figures beside older papers that
   report sampled metrics; full ranking stays the figure seqstream reports.
+- :func:`window_means` and :func:`paired_windows` — the sliding-window test of prequential
+  runs (Vinagre, Jorge & Gama, "Evaluation of recommender systems in streaming
+  environments", 2014; "Online evaluation of recommender systems: statistical significance",
+  2015): the stream's scored events are cut into ``n_windows`` runs of consecutive events,
+  each model's metric is averaged per window, and the two series are compared window by
+  window (paired bootstrap over windows as cases, :func:`model_core.metrics.paired_bootstrap`,
+  and how many windows each model won). Events of one window are not independent of each
+  other, but windows far apart in time nearly are; the test says whether one model is ahead
+  over the stream rather than on a few bursts. Used by ``evaluate --protocol prequential``
+  (the series), ``compare --protocol prequential`` (the test) and the learner's frozen-vs-
+  online comparison (:func:`model_core.learn.compare_learning`).
 """
 
 from __future__ import annotations
@@ -23,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from model_core.metrics import paired_bootstrap
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -111,3 +124,35 @@ class SampledMetricCorrection:
         if ranks.min() < 1 or ranks.max() > self.m + 1:
             raise ValueError(f"sampled ranks must lie in 1..{self.m + 1}")
         return float(self.table(metric)[ranks - 1].mean())
+
+
+DEFAULT_WINDOWS = 20
+
+
+def window_means(values: np.ndarray, n_windows: int = DEFAULT_WINDOWS) -> np.ndarray:
+    """Means of ``values`` (per scored event, in stream order) over ``n_windows`` runs of
+    consecutive events, as equal in size as can be (fewer windows when there are fewer
+    events)."""
+    v = np.asarray(values, dtype=np.float64)
+    parts = [p for p in np.array_split(v, max(1, min(int(n_windows), len(v)))) if len(p)]
+    return np.asarray([p.mean() for p in parts], dtype=np.float64)
+
+
+def paired_windows(a: np.ndarray, b: np.ndarray, n_windows: int = DEFAULT_WINDOWS,
+                   n_boot: int = 1000, seed: int = 0) -> dict:
+    """The sliding-window paired test of ``a - b`` (per-event values of two runs over the
+    same scored events, in stream order): ``mean_diff``, ``ci_low``, ``ci_high``,
+    ``p_value`` of the paired bootstrap over windows, ``windows``, ``windows_a_better``,
+    ``windows_b_better`` and both series (``a_windows``, ``b_windows``)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError("the windowed test needs both runs' values on the same events")
+    aw, bw = window_means(a, n_windows), window_means(b, n_windows)
+    out: dict = paired_bootstrap(aw, bw, n_boot, seed=seed)
+    out["windows"] = len(aw)
+    out["windows_a_better"] = int((aw > bw).sum())
+    out["windows_b_better"] = int((aw < bw).sum())
+    out["a_windows"] = aw.tolist()
+    out["b_windows"] = bw.tolist()
+    return out

@@ -24,6 +24,9 @@ class MetricsWindow:
     action_accuracy: float | None = None
     action_macro_f1: float | None = None
     coverage: float | None = None  # distinct predicted items / catalogue size
+    #: beyond-accuracy figures of the window's top-K lists, keyed ``novelty@10``, ``arp@10``,
+    #: ``aplt@10`` ... (model_core.beyond; empty when the model has no training counts)
+    beyond: dict[str, float] = field(default_factory=dict)
     events_per_s: float = 0.0  # processing rate while the window was open (wall clock)
     #: end-to-end latency (event time -> prediction) percentiles, nearest rank, from a
     #: log-bucket histogram: within 1 % of the exact value

@@ -25,6 +25,8 @@ from model_core.significance import (
     holm,
     p_value_text,
     paired_effect_size,
+    paired_windows,
+    window_means,
 )
 
 # items 1..5 with training counts 8, 4, 2, 1, 0 (total 15); index 0 unused
@@ -99,6 +101,24 @@ def test_effect_size_and_p_text():
     assert p_value_text(0.0312, 1000) == "p = 0.0312"
 
 
+def test_sliding_window_test_by_hand():
+    # 7 events in 3 windows of 3, 2, 2 consecutive events
+    a = np.array([1, 1, 0, 1, 0, 1, 1], dtype=float)
+    b = np.array([0, 1, 0, 0, 0, 1, 0], dtype=float)
+    assert window_means(a, 3) == pytest.approx([2 / 3, 0.5, 1.0])
+    assert len(window_means(a, 50)) == 7  # never more windows than events
+    out = paired_windows(a, b, n_windows=3, n_boot=200)
+    # window differences 1/3, 0.5, 0.5: A wins every window; no resample crosses zero
+    assert out["mean_diff"] == pytest.approx((1 / 3 + 0.5 + 0.5) / 3)
+    assert (out["windows"], out["windows_a_better"], out["windows_b_better"]) == (3, 3, 0)
+    assert out["p_value"] == 0.0 and out["ci_low"] > 0
+    assert out["b_windows"] == pytest.approx([1 / 3, 0.0, 0.5])
+    same = paired_windows(a, a, n_windows=3, n_boot=200)
+    assert same["mean_diff"] == 0.0 and same["windows_a_better"] == 0
+    with pytest.raises(ValueError):
+        paired_windows(a, b[:-1])
+
+
 def test_sampled_metrics_misorder_two_models_and_the_correction_does_not():
     rng = np.random.default_rng(0)
     n_items, m, n = 2000, 100, 4000
@@ -157,3 +177,41 @@ def test_provenance_records_commit_hashes_split_seed_config(tmp_path):
     assert p["config"] == {"model": "markov", "k": 20}
     assert p["commit"] == code_commit() and p["commit"] not in ("", "unknown")
     assert file_sha256(f) == p["data_sha256"][str(f)]
+
+
+def test_online_window_carries_the_offline_figures_of_its_lists():
+    """A window's novelty / ARP / APLT are the offline functions' figures of the top-K lists
+    it counts (one per new event, as coverage), also across batches and a restore."""
+    from test_online import T0, batch, ev
+
+    from stream_app.windows.aggregation import WindowAggregator
+
+    def fresh():
+        return WindowAggregator(ks=(1, 2), window_s=60, allowed_lateness_s=0, n_items=6,
+                                item_counts=COUNTS)
+
+    first = [ev(0, T0, "a"), ev(1, T0 + 1, "b"), ev(2, T0 + 2, "a")]
+    top1 = [[1, 2], [3, 5], [1, 4]]
+    second = [ev(3, T0 + 3, "b"), ev(4, T0 + 4, "c")]
+    top2 = [[4, 6], [2, 1]]  # item 6: added at run time, never in training (count 0)
+    agg = fresh()
+    agg.add_batch(first, batch(first, items=top1, dups=[2]), [1.0] * 3, 1000)  # row 2: dup
+    back = WindowAggregator.restore(agg.snapshot())
+    back.set_item_counts(COUNTS)  # counts are not saved; the worker hands them over
+    for a in (agg, back):
+        a.add_batch(second, batch(second, items=top2), [1.0] * 2, 2000)
+    (w,) = agg.flush(0)
+    (w2,) = back.flush(0)
+    lists = np.array([[1, 2], [3, 5], [4, 6], [2, 1]])
+    counts6 = np.r_[COUNTS, 0]
+    for k in (1, 2):
+        want = {f"novelty@{k}": novelty(lists, counts6, k),
+                f"arp@{k}": average_recommendation_popularity(lists, counts6, k),
+                f"aplt@{k}": long_tail_share(lists, counts6, k)}
+        for key, v in want.items():
+            assert w.beyond[key] == pytest.approx(v) and w2.beyond[key] == pytest.approx(v)
+    # by hand at K=1: items 1, 3, 4, 2 of counts 8, 2, 1, 4 (total 15)
+    assert w.beyond["arp@1"] == pytest.approx((8 + 2 + 1 + 4) / 4)
+    no_counts = WindowAggregator(ks=(1,), window_s=60, n_items=6)
+    no_counts.add_batch(second, batch(second, items=top2), [1.0] * 2, 2000)
+    assert no_counts.flush(0)[0].beyond == {}

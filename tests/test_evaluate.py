@@ -352,7 +352,8 @@ def test_cli_evaluate_json_shape(synth_file, capsys):
     assert d["protocol"] == "loo" and d["model"] == "popular"
     assert d["n_test_cases"] > 0
     keys = {"hr@5", "ndcg@5", "mrr@5", "hr@10", "ndcg@10", "mrr@10"}
-    beyond = {f"{m}@{k}" for m in ("novelty", "arp", "aplt", "gini") for k in (5, 10)}
+    # the synthetic log's items have categories: ild@K too
+    beyond = {f"{m}@{k}" for m in ("novelty", "arp", "aplt", "gini", "ild") for k in (5, 10)}
     assert set(d["metrics"]) == keys | beyond and set(d["ci"]) == keys
     assert all(len(v) == 2 and v[0] <= d["metrics"][k] <= v[1] for k, v in d["ci"].items())
     # popular recommends the same head to everyone: all of it from the short head

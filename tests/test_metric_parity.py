@@ -50,16 +50,19 @@ def test_coverage_sketched_is_within_its_error_past_the_exact_phase():
     assert sketched.result() == pytest.approx(exact.result(), rel=0.05)
 
 
-def test_prequential_evaluation_and_windows_agree_on_coverage():
-    """evaluate_prequential (offline) and a window fed the engine's batches (online)."""
+def test_prequential_evaluation_and_windows_agree_on_coverage_and_beyond_accuracy():
+    """evaluate_prequential (offline) and a window fed the engine's batches (online): the same
+    coverage, novelty, ARP and long-tail share."""
     events = generate(800, n_users=30, n_items=60, seed=3)
     train, test = events[:400], events[400:]
     vocab = build_vocab(train)
     model = create_model("markov", vocab)
     model.fit(group_by_user(train, vocab))
-    offline = evaluate_prequential(model, test, ks=(10,), batch_size=100, n_boot=10)
+    offline = evaluate_prequential(model, test, ks=(10,), batch_size=100, n_boot=10,
+                                   item_counts=model.item_counts)
     engine = PrequentialEngine(model, max_len=50, k=10)
     agg = _one_window(vocab.n_items)
+    agg.set_item_counts(model.item_counts)
     states: dict = {}
     for s in range(0, len(test), 100):
         chunk = test[s:s + 100]
@@ -67,6 +70,9 @@ def test_prequential_evaluation_and_windows_agree_on_coverage():
     (w,) = agg.flush(0)
     assert 0 < offline.coverage <= 1
     assert w.coverage == offline.coverage
+    assert set(w.beyond) == {"novelty@10", "arp@10", "aplt@10"}
+    for key, v in w.beyond.items():
+        assert v == pytest.approx(offline.metrics[key], rel=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(5))

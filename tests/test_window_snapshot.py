@@ -32,6 +32,9 @@ V4_RECORD = (
     b'"latency":{"accuracy":0.01,"floor_ms":0.001,"zeros":0,'
     b'"buckets":[[116,1],[150,1],[171,1]]}}]}}'
 )
+# snapshot version 5 adds each window's beyond-accuracy sums (empty without item counts)
+V5_RECORD = (V4_RECORD.replace(b'"format":4', b'"format":5')
+             .replace(b'[171,1]]}}]}}', b'[171,1]]},"list_sums":{}}]}}'))
 
 
 def test_snapshot_is_a_typed_record_with_a_version():
@@ -53,19 +56,20 @@ def test_restore_goes_on_as_the_original():
 
 
 def test_record_of_literal_bytes_is_restored():
-    """A record written as bytes by snapshot version 4 is read back into the same windows,
-    whatever the aggregator's attributes are called now."""
-    back, applied = decode_record(V4_RECORD)
-    assert applied == 41
-    (w,) = back.flush(123)
-    (want,) = filled_aggregator().flush(123)
-    assert w.to_json() == want.to_json()
-    assert (w.events, w.users, w.dead_letters, w.coverage) == (3, 2, 1, pytest.approx(0.5))
+    """Records written as bytes by snapshot versions 4 and 5 are read back into the same
+    windows, whatever the aggregator's attributes are called now."""
+    for record in (V4_RECORD, V5_RECORD):
+        back, applied = decode_record(record)
+        assert applied == 41
+        (w,) = back.flush(123)
+        (want,) = filled_aggregator().flush(123)
+        assert w.to_json() == want.to_json()
+        assert (w.events, w.users, w.dead_letters, w.coverage) == (3, 2, 1, pytest.approx(0.5))
     # and the current code writes the same bytes for the same input
-    assert encode_record(filled_aggregator(), 41) == V4_RECORD
+    assert encode_record(filled_aggregator(), 41) == V5_RECORD
 
 
-@pytest.mark.parametrize("version", [0, 5, 99, None, "4"])
+@pytest.mark.parametrize("version", [0, 6, 99, None, "4"])
 def test_unknown_version_fails_with_a_clear_message(version):
     d = orjson.loads(V4_RECORD)
     d["format"] = version

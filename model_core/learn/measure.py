@@ -17,9 +17,10 @@ Reported: HR/NDCG/MRR@K over the stream with clustered (per-user) bootstrap inte
 share of predictions that name an item born after training (a slot whose item the trained
 vocabulary did not hold), the share of scored events whose item is such a new item and how
 many of those were hit (``new_item_hits``); the metrics per window of consecutive scored
-events and a paired bootstrap of online minus frozen over those windows
-(:func:`model_core.metrics.paired_bootstrap`, windows as cases) and over events (clustered by
-user); the learner's cost (events learned per second of update time).
+events and a paired bootstrap of online minus frozen over those windows (the one
+sliding-window test, :func:`model_core.significance.paired_windows`, which ``compare
+--protocol prequential`` uses too) and over events (clustered by user); the learner's cost
+(events learned per second of update time).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from model_core.learn.schedule import LearnSchedule
 from model_core.metrics import MISS, bootstrap_ci, case_matrix, metric_names, paired_bootstrap
 from model_core.prequential import PrequentialEngine, warm_states
 from model_core.sequence_state import UserState
+from model_core.significance import DEFAULT_WINDOWS, paired_windows
 
 
 @dataclass
@@ -177,24 +179,21 @@ def _summary(run: StreamRun, ks: tuple[int, ...], n_boot: int, seed: int) -> tup
     return out, per_case
 
 
-def _windows(values: np.ndarray, n_windows: int) -> np.ndarray:
-    """Means of ``values`` over ``n_windows`` runs of consecutive cases (as equal as can be)."""
-    parts = [p for p in np.array_split(values, max(1, min(n_windows, len(values)))) if len(p)]
-    return np.asarray([p.mean() for p in parts], dtype=np.float64)
-
-
-def _paired_windows(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> dict:
-    """Paired bootstrap of window means ``a - b`` (windows as cases), and how many a wins."""
-    pw = paired_bootstrap(a, b, n_boot, seed=seed)
-    pw["windows_online_better"] = int((a > b).sum())  # "online" = the first of the pair
-    pw["windows"] = len(a)
-    return pw
+def _paired_windows(a: np.ndarray, b: np.ndarray, n_windows: int, n_boot: int,
+                    seed: int) -> tuple[dict, list, list]:
+    """:func:`model_core.significance.paired_windows` of the per-case values ``a - b``, its
+    two window series taken out; ``windows_online_better`` names the first run's wins (the
+    key the learner's JSON has had since session 5)."""
+    pw = paired_windows(a, b, n_windows, n_boot, seed)
+    aw, bw = pw.pop("a_windows"), pw.pop("b_windows")
+    pw["windows_online_better"] = pw["windows_a_better"]
+    return pw, aw, bw
 
 
 def compare_learning(model, events: Sequence, warm_events: Sequence = (),
                      schedule: LearnSchedule | None = None, ks: Sequence[int] = (20,),
-                     n_windows: int = 20, n_boot: int = 1000, seed: int = 0, max_len: int = 50,
-                     batch_size: int = 1000, exclude_history: bool = False,
+                     n_windows: int = DEFAULT_WINDOWS, n_boot: int = 1000, seed: int = 0,
+                     max_len: int = 50, batch_size: int = 1000, exclude_history: bool = False,
                      learner_warm: Sequence | None = None,
                      retrain: Callable[[list], object] | None = None,
                      retrain_every_ms: int = 0) -> dict:
@@ -236,15 +235,20 @@ def compare_learning(model, events: Sequence, warm_events: Sequence = (),
     paired_r: dict = {}
     paired_or: dict = {}
     for name in metric_names(ks):
-        w = {key: _windows(cases[key][name], n_windows) for key in runs}
-        for key in runs:
-            per_window[key][name] = [round(x, 5) for x in w[key].tolist()]
-        paired_w[name] = _paired_windows(w["online"], w["frozen"], n_boot, seed)
+        pw, ow, fw = _paired_windows(cases["online"][name], cases["frozen"][name], n_windows,
+                                     n_boot, seed)
+        per_window["frozen"][name] = [round(x, 5) for x in fw]
+        per_window["online"][name] = [round(x, 5) for x in ow]
+        paired_w[name] = pw
         paired_e[name] = paired_bootstrap(o_case[name], f_case[name], n_boot, seed=seed,
                                           clusters=users)
         if periodic:
-            paired_r[name] = _paired_windows(w["retrain"], w["frozen"], n_boot, seed)
-            paired_or[name] = _paired_windows(w["online"], w["retrain"], n_boot, seed)
+            paired_r[name], rw, _ = _paired_windows(cases["retrain"][name],
+                                                    cases["frozen"][name], n_windows, n_boot, seed)
+            per_window["retrain"][name] = [round(x, 5) for x in rw]
+            paired_or[name], _, _ = _paired_windows(cases["online"][name],
+                                                    cases["retrain"][name], n_windows, n_boot,
+                                                    seed)
     learned = learner.events_learned
     extra: dict = {}
     if periodic:

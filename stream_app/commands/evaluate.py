@@ -8,7 +8,14 @@
 ``--model`` is a checkpoint directory, or a model name (popular, markov, itemknn, sknn,
 vsknn, stan, vstan, gru4rec, sasrec) that is first trained as ``seqstream train`` does (:func:`model_core.fit.fit`).
 With ``--json`` the last line of the output is one JSON object: ``metrics``, ``ci``,
-``protocol``, ``model``, ``n_test_cases`` and more.
+``protocol``, ``model``, ``n_test_cases``, ``cost`` (:func:`model_core.cost.cost_record`:
+training and evaluation time, peak memory, events/s), ``provenance`` and more.
+
+Printed (80 columns): HR/NDCG/MRR at every K with 95 % intervals; beyond-accuracy figures at
+the largest K (novelty, ARP, long-tail share, exposure Gini, coverage and, where the log's
+items have categories, intra-list diversity); HR/NDCG per segment (history length, target
+popularity, target action) with intervals; for the prequential protocol HR per window of
+consecutive events; the cost.
 
 ``--learn SCHEDULE`` (prequential only) replays the stream twice, frozen and learning online
 after every N events (:func:`model_core.learn.compare_learning`); its JSON holds ``frozen``,
@@ -20,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +142,8 @@ class Prepared:
     train_events: list
     test_events: list  # prequential: the events streamed after the cut
     info: dict
+    #: item_id -> category_id of every item the logs give one (the first one seen)
+    categories: dict = field(default_factory=dict)
 
 
 def prepare(args) -> Prepared:
@@ -146,16 +155,17 @@ def prepare(args) -> Prepared:
 
     events = read_events(args, args.data)
     test_events = read_events(args, args.test) if args.test else None
+    cats = item_categories(events, test_events or ())
     if args.protocol == "prequential":
         if test_events is not None:
             return Prepared("prequential", None, events, sorted(test_events,
                                                                 key=lambda e: e.timestamp_ms),
-                            {"test_file": args.test})
+                            {"test_file": args.test}, cats)
         sp = split_temporal(events, quantile=args.quantile)
         cut = sp.info["cut_ts"]
         rest = sorted((e for e in events if cut is not None and e.timestamp_ms >= cut),
                       key=lambda e: e.timestamp_ms)
-        return Prepared("prequential", None, sp.train_events, rest, {"cut_ts": cut})
+        return Prepared("prequential", None, sp.train_events, rest, {"cut_ts": cut}, cats)
     if test_events is not None and args.protocol != "session":
         from model_core.exceptions import ModelCoreError
 
@@ -173,7 +183,20 @@ def prepare(args) -> Prepared:
                        # model cannot rank (as misses, or skipped with --unknown-targets skip)
                        valid_users=vu, keep_unknown_targets=True,
                        seed=getattr(args, "split_seed", 0))
-    return Prepared(args.protocol, split, split.train_events, [], dict(split.info))
+    return Prepared(args.protocol, split, split.train_events, [], dict(split.info), cats)
+
+
+def item_categories(*logs) -> dict[str, str]:
+    """``{item_id: category_id}`` over the logs' events that carry a category (the readers
+    of Taobao, the synthetic log, JSONL and mapped CSV with a category column do; YooChoose
+    as session-rec prepares it, RecBole ``.inter`` and sequence text files do not). An item
+    seen with several categories keeps its first."""
+    out: dict[str, str] = {}
+    for log in logs:
+        for e in log:
+            if e.category_id is not None and e.item_id not in out:
+                out[e.item_id] = e.category_id
+    return out
 
 
 def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
@@ -245,24 +268,41 @@ def train_stats(model, train_events) -> tuple:
 
 
 def run_evaluation(model, prep: Prepared, args, cases_pick=None):
-    from model_core.evaluate import evaluate, evaluate_prequential
+    from model_core.evaluate import evaluate, evaluate_prequential, item_category_table
 
     ks = parse_ks(args.ks)
+    counts, majority = train_stats(model, prep.train_events)
+    cats = item_category_table(model, prep.categories)
     if prep.protocol == "prequential":
         return evaluate_prequential(model, prep.test_events, warm_events=prep.train_events,
                                     ks=ks, exclude_history=args.exclude_history,
                                     max_len=int(getattr(model, "max_len", 50) or 50),
                                     n_boot=args.bootstrap, seed=args.seed,
-                                    unknown_targets=getattr(args, "unknown_targets", "miss"))
+                                    unknown_targets=getattr(args, "unknown_targets", "miss"),
+                                    item_counts=counts, item_categories=cats)
     cases = prep.split.test if cases_pick is None else prep.split.test.subset(cases_pick)
-    counts, majority = train_stats(model, prep.train_events)
     res = evaluate(model, cases, ks=ks, ties=args.ties, exclude_history=args.exclude_history,
                    sampled=parse_sampled(args.sampled), n_boot=args.bootstrap, seed=args.seed,
                    item_counts=counts, majority_action=majority, protocol=prep.protocol,
-                   unknown_targets=getattr(args, "unknown_targets", "miss"))
+                   unknown_targets=getattr(args, "unknown_targets", "miss"),
+                   item_categories=cats)
     if cases_pick is not None:
         res.case_index = cases_pick[res.case_index]
     return res
+
+
+def trained_and_evaluated(spec: str, prep: Prepared, args, cases_pick=None):
+    """(model, result): :func:`obtain_model` then :func:`run_evaluation`, each measured
+    (:func:`model_core.cost.measure_phase`) into ``result.cost``."""
+    from model_core.cost import cost_record, measure_phase
+
+    with measure_phase() as train:
+        model = obtain_model(spec, prep, args, args.json)
+    with measure_phase() as ev:
+        res = run_evaluation(model, prep, args, cases_pick)
+    n = res.extra.get("events", res.n_cases) if prep.protocol == "prequential" else res.n_cases
+    res.cost = cost_record(train, ev, n, trained_here=not Path(spec).is_dir())
+    return model, res
 
 
 def pick_cases(prep: Prepared, args):
@@ -280,15 +320,41 @@ def model_label(spec: str, model) -> str:
 
 
 # --------------------------------------------------------------------------- output
-def _fmt(v) -> str:
+def fmt4(v) -> str:
     return "-" if v is None or v != v else f"{v:.4f}"
+
+
+WIDTH = 80  # every printed line fits
+
+
+def _ci_cell(mean, ci) -> str:
+    lo, hi = ci if ci is not None else (None, None)
+    return f"{fmt4(mean)} [{fmt4(lo)}, {fmt4(hi)}]"
+
+
+def compact_table(title: str, columns: list[str]):
+    """A compact table (first column left, the others right); its ``title`` is printed as a
+    line of its own by :func:`show_table` (a table title would wrap at the table's width)."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+    t.heading = title
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
+    return t
+
+
+def show_table(console, t) -> None:
+    if t.heading:
+        console.print(t.heading)
+    console.print(t)
 
 
 def print_result(res, label: str, info: dict) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    console = Console(file=sys.stdout, width=160)
+    console = Console(file=sys.stdout, width=WIDTH)
     title = (f"{label} — {res.protocol}, {res.n_cases} test cases"
              + (f" ({res.n_skipped_unknown} skipped: target unknown to the model)"
                 if res.n_skipped_unknown else
@@ -297,47 +363,123 @@ def print_result(res, label: str, info: dict) -> None:
              + f", ties {res.ties}"
              + (f", history excluded ({res.n_target_in_history} targets in their history: "
                 "misses)" if res.exclude_history else ""))
-    t = Table(title=title)
-    t.add_column("metric")
+    console.print(title)
+    t = compact_table("", ["K", "HR [95% CI]", "NDCG [95% CI]", "MRR [95% CI]"])
     for k in res.ks:
-        t.add_column(f"@{k}", justify="right")
-    for m in ("hr", "ndcg", "mrr"):
-        row = [m.upper()]
-        for k in res.ks:
-            key = f"{m}@{k}"
-            lo, hi = res.ci.get(key, (None, None))
-            row.append(f"{_fmt(res.metrics[key])} [{_fmt(lo)}, {_fmt(hi)}]")
-        t.add_row(*row)
+        t.add_row(f"@{k}", *[_ci_cell(res.metrics[f"{m}@{k}"], res.ci.get(f"{m}@{k}"))
+                             for m in ("hr", "ndcg", "mrr")])
+    show_table(console, t)
     if res.sampled:
-        for m in ("hr", "ndcg"):
-            row = [f"{m.upper()} sampled {res.sampled['mode']}:{res.sampled['n']}"]
-            row += [_fmt(res.sampled["metrics"][f"{m}@{k}"]) for k in res.ks]
-            t.add_row(*row)
-        for m in ("hr", "ndcg") if "corrected" in res.sampled else ():
-            t.add_row(f"{m.upper()} sampled, corrected",
-                      *[_fmt(res.sampled["corrected"][f"{m}@{k}"]) for k in res.ks])
-    console.print(t)
-    console.print(f"catalogue coverage (top-{res.ks[-1]}): {res.coverage:.4f}")
-    k = res.ks[-1]
-    beyond = [(name, res.metrics.get(f"{key}@{k}"), spec) for name, key, spec in (
-        ("novelty", "novelty", ".2f"), ("ARP", "arp", ".1f"), ("long tail", "aplt", ".3f"),
-        ("Gini", "gini", ".3f"))]
-    console.print(f"beyond accuracy @{k}: " + ", ".join(  # within 80 columns
-        f"{name} {v:{spec}}" for name, v, spec in beyond if v is not None and v == v))
+        print_sampled(console, res)
+    print_beyond(console, res)
     rep = res.extra.get("repeat")
     if rep:
-        console.print(f"HR@{rep['k']}: repeat targets {_fmt(rep['hr_repeat'])}, new "
-                      f"{_fmt(rep['hr_new'])} ({_fmt(rep['repeat_case_share'])} of cases "
+        console.print(f"HR@{rep['k']}: repeat targets {fmt4(rep['hr_repeat'])}, new "
+                      f"{fmt4(rep['hr_new'])} ({fmt4(rep['repeat_case_share'])} of cases "
                       "are repeats)")
+    print_segments(console, res.extra.get("segments"))
+    print_windows(console, res.extra.get("windows"), res.ks[-1])
     if res.action is not None:
         a = res.action
-        console.print(f"next action: accuracy {_fmt(a['accuracy'])}, macro-F1 {_fmt(a['macro_f1'])}")
+        console.print(f"next action: accuracy {fmt4(a['accuracy'])}, macro-F1 {fmt4(a['macro_f1'])}")
     if res.action_baseline is not None:
         b = res.action_baseline
-        console.print(f"majority-class baseline ({b['class']}): accuracy {_fmt(b['accuracy'])}, "
-                      f"macro-F1 {_fmt(b['macro_f1'])}")
+        console.print(f"majority-class baseline ({b['class']}): accuracy {fmt4(b['accuracy'])}, "
+                      f"macro-F1 {fmt4(b['macro_f1'])}")
+    if res.cost:
+        console.print(cost_text(res.cost))
     if info:
         console.print("split: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+
+
+def print_sampled(console, res) -> None:
+    sp = res.sampled
+    cols = ["K", "HR", "NDCG"] + (["HR corrected", "NDCG corrected"]
+                                  if "corrected" in sp else [])
+    t = compact_table(f"sampled {sp['mode']}:{sp['n']} negatives (beside full ranking)", cols)
+    for k in res.ks:
+        row = [f"@{k}", fmt4(sp["metrics"][f"hr@{k}"]), fmt4(sp["metrics"][f"ndcg@{k}"])]
+        if "corrected" in sp:
+            row += [fmt4(sp["corrected"][f"hr@{k}"]), fmt4(sp["corrected"][f"ndcg@{k}"])]
+        t.add_row(*row)
+    show_table(console, t)
+
+
+def print_beyond(console, res) -> None:
+    """The list metrics at the largest K, two lines."""
+    k = res.ks[-1]
+    m = res.metrics
+
+    def part(name: str, key: str, spec: str) -> str | None:
+        v = m.get(f"{key}@{k}")
+        return f"{name} {v:{spec}}" if v is not None and v == v else None
+
+    first = [part("novelty", "novelty", ".2f"), part("ARP", "arp", ".1f"),
+             part("long tail", "aplt", ".3f")]
+    second = [part("exposure Gini", "gini", ".3f"), f"coverage {res.coverage:.4f}",
+              part("ILD", "ild", ".3f") or "ILD - (no item categories)"]
+    first = [x for x in first if x]
+    if first:
+        console.print(f"beyond accuracy @{k}: " + ", ".join(first))
+    console.print(("  " if first else f"beyond accuracy @{k}: ") + ", ".join(second))
+
+
+_SEGMENT_ORDER = {"history": ("0", "1", "2-4", "5-9", "10-19", "20+"),
+                  "popularity": ("head", "mid", "tail", "unseen")}
+
+
+def print_segments(console, seg: dict | None) -> None:
+    """HR and NDCG at the largest K per segment, with their intervals."""
+    if not seg:
+        return
+    from schemas.actions import ACTIONS
+
+    k = seg["k"]
+    t = compact_table(f"per segment @{k} (95% CI)", ["segment", "cases", f"HR@{k}", f"NDCG@{k}"])
+    order = {**_SEGMENT_ORDER, "action": tuple(ACTIONS)}
+    for name in ("history", "popularity", "action"):
+        groups = seg.get(name)
+        if not groups:
+            continue
+        rank = {lab: i for i, lab in enumerate(order[name])}
+        for lab in sorted(groups, key=lambda x: (rank.get(x, len(rank)), x)):
+            g = groups[lab]
+            cells = [_ci_cell(g[f"{m}@{k}"]["mean"],
+                              (g[f"{m}@{k}"]["ci_low"], g[f"{m}@{k}"]["ci_high"]))
+                     for m in ("hr", "ndcg")]
+            t.add_row(f"{name} {lab}", str(g["n"]), *cells)
+    show_table(console, t)
+
+
+def print_windows(console, windows: dict | None, k: int) -> None:
+    """Prequential: HR@K per window of consecutive scored events, ten to a line."""
+    if not windows or f"hr@{k}" not in windows:
+        return
+    vals = windows[f"hr@{k}"]
+    console.print(f"HR@{k} per window ({windows['n']} windows of "
+                  f"~{windows['scored_per_window']:.0f} scored events, in stream order):")
+    for i in range(0, len(vals), 10):
+        console.print("  " + " ".join(fmt4(v) for v in vals[i:i + 10]))
+
+
+def cost_text(cost: dict) -> str:
+    """One or two lines: training (or loading) and evaluation time, peak memory, events/s."""
+    def sec(v) -> str:
+        return "-" if v is None else f"{v:.2f} s"
+
+    def mib(v) -> str:
+        return "-" if v is None else f"{v:,.0f} MiB"
+
+    if cost.get("trained_here"):
+        first = (f"cost: training {sec(cost['train_s'])} (CPU {sec(cost['train_cpu_s'])}, "
+                 f"peak RSS {mib(cost['train_peak_rss_mib'])})")
+    else:
+        first = (f"cost: loading the checkpoint {sec(cost.get('load_s'))} (not trained here; "
+                 f"peak RSS {mib(cost.get('load_peak_rss_mib'))})")
+    rate = cost.get("eval_events_per_s")
+    return (first + f"\n  evaluation {sec(cost['eval_s'])} (CPU {sec(cost['eval_cpu_s'])}, "
+            f"peak RSS {mib(cost['eval_peak_rss_mib'])}), "
+            + ("-" if rate is None else f"{rate:,.0f}") + " events/s")
 
 
 def print_json_line(obj: dict) -> None:
@@ -373,22 +515,24 @@ def run_learning(args) -> int:
     k = rep["ks"][-1]
     print(f"{args.model}: prequential over {rep['n_events']} events ({rep['n_scored']} scored), "
           f"learning {args.learn}")
+    from model_core.significance import p_value_text
+
     heads = (f"HR@{k}", f"NDCG@{k}", f"MRR@{k}", "new-share", "new-hits", "CPU s")
     print(f"  {'run':7}" + "".join(f" {h:>9}" for h in heads))
     for run_name in ("frozen", "retrain", "online"):
         r = rep.get(run_name)
         if r is not None:
-            print(f"  {run_name:7} {_fmt(r[f'hr@{k}']):>9} {_fmt(r[f'ndcg@{k}']):>9} "
-                  f"{_fmt(r[f'mrr@{k}']):>9} {r['new_item_share']:9.3f} "
+            print(f"  {run_name:7} {fmt4(r[f'hr@{k}']):>9} {fmt4(r[f'ndcg@{k}']):>9} "
+                  f"{fmt4(r[f'mrr@{k}']):>9} {r['new_item_share']:9.3f} "
                   f"{r['new_item_hits']:9d} {r['cpu_seconds']:9.1f}")
     for key, label in (("paired_windows", "online - frozen"),
                        ("paired_windows_retrain", "retrain - frozen"),
                        ("paired_windows_online_vs_retrain", "online - retrain")):
         pw = rep.get(key, {}).get(f"hr@{k}")
         if pw is not None:
-            print(f"  {label} HR@{k}: {pw['mean_diff']:+.4f} [{_fmt(pw['ci_low'])}, "
-                  f"{_fmt(pw['ci_high'])}], p={pw['p_value']:.3f}, "
-                  f"{pw['windows_online_better']}/{pw['windows']} windows better")
+            print(f"  {label} HR@{k}: {pw['mean_diff']:+.4f} [{fmt4(pw['ci_low'])}, "
+                  f"{fmt4(pw['ci_high'])}], {p_value_text(pw['p_value'], args.bootstrap)}\n"
+                  f"          over {pw['windows']} windows ({pw['windows_a_better']} better)")
     lr = rep["learner"]
     print(f"  learner: {lr['updates']} updates, {lr['events_per_s']} events/s, "
           f"{lr['items_added']} new items; version {rep['model_version_end']}")
@@ -409,9 +553,8 @@ def run(args) -> int:
     if getattr(args, "learn", None):
         return run_learning(args)
     prep = prepare(args)
-    model = obtain_model(args.model, prep, args, args.json)
     pick = pick_cases(prep, args)
-    res = run_evaluation(model, prep, args, pick)
+    model, res = trained_and_evaluated(args.model, prep, args, pick)
     label = model_label(args.model, model)
     print_result(res, label, prep.info)
     if args.json:

@@ -18,6 +18,14 @@ A window's size does not depend on its traffic (it is written to the changelog e
 distinct users and distinct recommended items are :class:`~stream_app.windows.distinct_sketch.DistinctSketch`
 counts (exact up to 128 values, then HyperLogLog with a 1.6 % standard error), so ``users``
 and ``coverage`` of a busy window are estimates; latencies are a log-bucket histogram.
+
+Beyond accuracy: given the model's training counts (``item_counts``, by vocabulary index; the
+counting models carry them), each window adds up the sums behind novelty, ARP and the
+long-tail share of the top-K lists it counts in ``coverage`` (one per new event:
+:func:`model_core.beyond.list_metric_sums`, the functions ``evaluate`` uses), and its record
+holds them as ``beyond`` (``novelty@K``, ``arp@K``, ``aplt@K``): the offline figure of the same
+lists. Without counts ``beyond`` is empty. The counts are not part of the saved state: the
+worker hands them to every aggregator it creates or restores (:meth:`set_item_counts`).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model_core.beyond import add_sums, list_metric_sums, metrics_from_sums, short_head
 from model_core.metrics import Coverage, RankingAccumulator, report_from_confusion
 from model_core.prequential import BatchResult
 from schemas.actions import ACTIONS, N_ACTIONS
@@ -37,7 +46,7 @@ from stream_app.windows.distinct_sketch import DistinctSketch, DistinctState, ha
 from stream_app.windows.latency_sketch import LatencyHistogram, LatencyState
 
 #: version of :class:`AggregatorSnapshot`; raise it with any change to the snapshot records
-SNAPSHOT_VERSION = 4
+SNAPSHOT_VERSION = 5  # 5: windows hold list_sums (beyond-accuracy sums); 4 is read too
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class WindowSnapshot:
     users: DistinctState
     items: DistinctState
     latency: LatencyState
+    #: sums behind novelty / ARP / APLT (:func:`model_core.beyond.list_metric_sums`)
+    list_sums: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,7 @@ class _Window:
     items: Coverage = field(init=False)  # of a DistinctSketch: bounded, see Coverage
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     busy_ms: float = 0.0  # wall time attributed to this window's events (see add_batch)
+    list_sums: dict[str, float] = field(default_factory=dict)  # beyond-accuracy sums
 
     def __post_init__(self) -> None:
         self.ranking = RankingAccumulator(self.ks)
@@ -118,14 +130,15 @@ class _Window:
             scored=self.ranking.n, ranking_sums=dict(self.ranking.sums),
             confusion=tuple(tuple(row) for row in self.confusion.tolist()),
             users=self.users.snapshot(), items=self.items.distinct.snapshot(),
-            latency=self.latency.snapshot())
+            latency=self.latency.snapshot(), list_sums=dict(self.list_sums))
 
     @classmethod
     def restore(cls, s: WindowSnapshot, ks: tuple[int, ...], n_items: int) -> _Window:
         w = cls(s.start_ms, s.end_ms, s.kind, ks, n_items, events=s.events,
                 predictions=s.predictions, late_events=s.late_events,
                 dead_letters=s.dead_letters, users=DistinctSketch.restore(s.users),
-                latency=LatencyHistogram.restore(s.latency), busy_ms=s.busy_ms)
+                latency=LatencyHistogram.restore(s.latency), busy_ms=s.busy_ms,
+                list_sums=dict(s.list_sums))
         w.items.distinct = DistinctSketch.restore(s.items)
         if set(s.ranking_sums) != set(w.ranking.sums):
             raise ValueError(f"window snapshot holds ranking sums {sorted(s.ranking_sums)}, "
@@ -143,7 +156,8 @@ class _Window:
 class WindowAggregator:
     def __init__(self, ks: Sequence[int] = (10, 20), window_s: int = 60,
                  allowed_lateness_s: int = 5, hop_s: int = 0, hop_window_s: int = 300,
-                 n_items: int = 0, model_version: str = "") -> None:
+                 n_items: int = 0, model_version: str = "",
+                 item_counts: np.ndarray | None = None) -> None:
         self.ks = tuple(ks)
         self.window_ms = window_s * 1000
         self.lateness_ms = allowed_lateness_s * 1000
@@ -157,6 +171,29 @@ class WindowAggregator:
         self.total_late = 0  # late events (tumbling windows), over the aggregator's life
         self._pending_dead = 0
         self._last_wall_ms: int | None = None
+        self.set_item_counts(item_counts)
+
+    def set_item_counts(self, counts: np.ndarray | None) -> None:
+        """The model's training counts by vocabulary index (None: no beyond-accuracy sums
+        from now on); windows keep the sums they hold."""
+        c = None if counts is None else np.asarray(counts, dtype=np.float64)
+        if c is not None and (c.ndim != 1 or c.size < 2):
+            c = None
+        self._counts = c
+        self._head = short_head(c) if c is not None else None
+
+    @property
+    def item_counts(self) -> np.ndarray | None:
+        return self._counts
+
+    def _add_lists(self, w: _Window, top: np.ndarray) -> None:
+        if self._counts is None or not len(top):
+            return
+        c, head = self._counts, self._head
+        grow = int(top.max()) + 1 - c.size  # items added at run time: never seen in training
+        if grow > 0:
+            c, head = np.r_[c, np.zeros(grow)], np.r_[head, np.zeros(grow, dtype=bool)]
+        add_sums(w.list_sums, list_metric_sums(top, c, self.ks, head))
 
     # ------------------------------------------------------------------ saved state
     def snapshot(self) -> AggregatorSnapshot:
@@ -324,6 +361,7 @@ class WindowAggregator:
             batch_rows = rows_arr[new_rows]
             w.latency.add_many(lat[batch_rows])
             w.items.update(top[batch_rows])
+            self._add_lists(w, top[batch_rows])
         top_ts = max(ts)
         if self.watermark_ms is None or top_ts > self.watermark_ms:
             self.watermark_ms = top_ts
@@ -384,6 +422,7 @@ class WindowAggregator:
             w.users.add_strings(events[i].user_id for i in idx)
             w.latency.add_many(lat[idx])
             w.items.update(top[idx])
+            self._add_lists(w, top[idx])
         n_new = sum(1 for i in rows if i not in dup)
         self._share_wall(wall_ms, latencies_ms, rows,
                          {k: (w, len(idx)) for k, (w, idx) in in_batch.items()}, n_new)
@@ -473,6 +512,8 @@ class WindowAggregator:
             action_accuracy=report["accuracy"] if report else None,
             action_macro_f1=report["macro_f1"] if report else None,
             coverage=w.items.result() if self.n_items else None,
+            beyond=({k: v for k, v in metrics_from_sums(w.list_sums, self.ks).items()
+                     if v == v} if w.list_sums else {}),
             events_per_s=(w.events / span_s) if span_s > 0 else 0.0,
             latency_p50_ms=p50,
             latency_p95_ms=p95,
@@ -499,7 +540,9 @@ def merge_windows(windows: Iterable[MetricsWindow]) -> list[MetricsWindow]:
     """One window per (kind, start, end) out of several workers' or partitions' windows.
 
     Counts add up; ranking metrics are ``scored``-weighted means (exact); accuracy and
-    macro-F1 ``scored``-weighted means (macro-F1: an approximation); coverage the largest
+    macro-F1 ``scored``-weighted means (macro-F1: an approximation); ``beyond`` figures
+    ``predictions``-weighted means (exact when every list is full and every prediction of the
+    windows was a new event's; else an approximation); coverage the largest
     share (a lower bound of the union); ``events_per_s`` adds up (partitions run side by
     side); latency p50 is the ``events``-weighted mean and p95/p99 the largest (conservative);
     ``users`` adds up (a user is in one partition). Sorted by (end, kind).
@@ -527,6 +570,11 @@ def merge_windows(windows: Iterable[MetricsWindow]) -> list[MetricsWindow]:
             v = wmean(lambda w, key=key: w.metrics.get(key), lambda w: w.scored)
             if v is not None:
                 metrics[key] = v
+        beyond = {}
+        for key in sorted({k for w in ws for k in w.beyond}):
+            v = wmean(lambda w, key=key: w.beyond.get(key), lambda w: w.predictions)
+            if v is not None:
+                beyond[key] = v
         cov = [w.coverage for w in ws if w.coverage is not None]
         p95 = [w.latency_p95_ms for w in ws if w.latency_p95_ms is not None]
         p99 = [w.latency_p99_ms for w in ws if w.latency_p99_ms is not None]
@@ -539,7 +587,7 @@ def merge_windows(windows: Iterable[MetricsWindow]) -> list[MetricsWindow]:
             metrics=metrics,
             action_accuracy=wmean(lambda w: w.action_accuracy, lambda w: w.scored),
             action_macro_f1=wmean(lambda w: w.action_macro_f1, lambda w: w.scored),
-            coverage=max(cov) if cov else None,
+            coverage=max(cov) if cov else None, beyond=beyond,
             events_per_s=sum(w.events_per_s for w in ws),
             latency_p50_ms=wmean(lambda w: w.latency_p50_ms, lambda w: w.events),
             latency_p95_ms=max(p95) if p95 else None,

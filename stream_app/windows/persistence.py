@@ -39,7 +39,8 @@ per partition (sum ``events``/``scored``; do not sum ``users``).
 
 The record is :meth:`WindowAggregator.snapshot <stream_app.windows.aggregation.WindowAggregator.snapshot>`
 (typed dataclasses with a version) as JSON: no pickle, no code execution, and no tie to the
-aggregator's attribute names. Records of formats 1 to 3 (before snapshots) are read by
+aggregator's attribute names. Records of snapshot version 4 (windows without beyond-accuracy
+sums) are read with empty sums. Records of formats 1 to 3 (before snapshots) are read by
 :mod:`stream_app.windows.legacy_records`; a record of any other version is refused with the
 version found and the one expected (:class:`WindowRecordVersionError`).
 """
@@ -64,6 +65,8 @@ from stream_app.windows.latency_sketch import LatencyState
 from stream_app.windows.legacy_records import LEGACY_FORMATS, read_legacy
 
 WINDOW_KEY_PREFIX = b"\x00seqstream/windows/"
+#: snapshot versions decoded as snapshots (4: before the windows' beyond-accuracy sums)
+SNAPSHOT_VERSIONS_READ = (4, SNAPSHOT_VERSION)
 DEFAULT_MAX_RECORD_BYTES = 512 * 1024
 
 
@@ -101,14 +104,14 @@ def encode_record(agg: WindowAggregator, applied_offset: int) -> bytes:
 def decode_record(raw: bytes) -> tuple[WindowAggregator, int]:
     d = orjson.loads(raw)
     found = d.get("format") if isinstance(d, dict) else None
-    if found != SNAPSHOT_VERSION and found not in LEGACY_FORMATS:
+    if found not in SNAPSHOT_VERSIONS_READ and found not in LEGACY_FORMATS:
         raise WindowRecordVersionError(
             f"window record of snapshot version {found!r}, expected version "
             f"{SNAPSHOT_VERSION} (or a format {LEGACY_FORMATS[0]} to {LEGACY_FORMATS[-1]} "
             "record, read by stream_app.windows.legacy_records): it was written by another "
             "seqstream version; run that version, or reset the worker's state")
     try:
-        snap = (_aggregator(d["aggregator"], found) if found == SNAPSHOT_VERSION
+        snap = (_aggregator(d["aggregator"], found) if found in SNAPSHOT_VERSIONS_READ
                 else read_legacy(d["aggregator"], found))
         return WindowAggregator.restore(snap), int(d["applied_offset"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -143,7 +146,9 @@ def _latency(d: dict) -> LatencyState:
                         buckets=tuple((int(b), int(k)) for b, k in d["buckets"]))
 
 
-def _window(d: dict) -> WindowSnapshot:
+def _window(d: dict, version: int) -> WindowSnapshot:
+    if version == 4 and isinstance(d, dict):  # before beyond-accuracy sums
+        d = {**d, "list_sums": {}}
     d = _fields(WindowSnapshot, d)
     return WindowSnapshot(**{
         **d, "confusion": tuple(tuple(row) for row in d["confusion"]),
@@ -152,9 +157,9 @@ def _window(d: dict) -> WindowSnapshot:
 
 
 def _aggregator(d: dict, version: int) -> AggregatorSnapshot:
-    d = _fields(AggregatorSnapshot, {**d, "version": version})
+    d = _fields(AggregatorSnapshot, {**d, "version": SNAPSHOT_VERSION})
     return AggregatorSnapshot(**{**d, "ks": tuple(d["ks"]),
-                                 "windows": tuple(_window(w) for w in d["windows"])})
+                                 "windows": tuple(_window(w, version) for w in d["windows"])})
 
 
 # --------------------------------------------------------------------------- per partition
@@ -178,7 +183,9 @@ class PartitionWindows:
         self._get = table_get
         self._event_marks: dict[int, int | None] = {}  # watermark at the last batch
         self._parts: dict[int, _Part] = {}
-        self.model_version = factory().model_version
+        first = factory()
+        self.model_version = first.model_version
+        self.item_counts = first.item_counts  # not in the saved state: set on restore
         self.total_late = 0
         self.max_record_bytes = max_record_bytes
         self.forced_closes = 0  # windows published early to keep a record under the limit
@@ -190,6 +197,7 @@ class PartitionWindows:
             raw = self._get(window_key(partition))
             if raw:
                 agg, applied = decode_record(raw)
+                agg.set_item_counts(self.item_counts)
                 p = _Part(agg, applied)
             else:
                 p = _Part(self._factory())
@@ -224,6 +232,12 @@ class PartitionWindows:
         self.model_version = version
         for p in self._parts.values():
             p.agg.model_version = version
+
+    def set_item_counts(self, counts) -> None:
+        """A new model's training counts (beyond-accuracy sums of the windows from now on)."""
+        self.item_counts = counts
+        for p in self._parts.values():
+            p.agg.set_item_counts(counts)
 
     @property
     def watermark_ms(self) -> int | None:

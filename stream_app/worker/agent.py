@@ -214,7 +214,8 @@ class WorkerAgent:
         return WindowAggregator(
             ks=s.metric_ks, window_s=s.window_s, allowed_lateness_s=s.allowed_lateness_s,
             hop_s=s.hop_s, hop_window_s=s.hop_window_s, n_items=self.n_items,
-            model_version=self.processor.model_version)
+            model_version=self.processor.model_version,
+            item_counts=getattr(self.processor.model, "item_counts", None))
 
     @property
     def publisher(self) -> BatchPublisher:
@@ -243,6 +244,7 @@ class WorkerAgent:
 
     def _on_model_swap(self, new_model) -> None:
         self.windows.set_model_version(new_model.version)
+        self.windows.set_item_counts(getattr(new_model, "item_counts", None))
         if self.item_encoder is not None:
             try:  # items added at run time are re-installed in the new model (from the cache)
                 self.item_encoder.rebind(new_model)
