@@ -99,6 +99,9 @@ def test_effect_size_and_p_text():
     assert paired_effect_size(a, b) == pytest.approx(d.mean() / d.std(ddof=1))
     assert p_value_text(0.0, 1000) == "p < 0.002"
     assert p_value_text(0.0312, 1000) == "p = 0.0312"
+    # a Holm-adjusted 0 over 42 tests of 5,000 resamples: below 42 * 2 / 5000, not 2 / 5000
+    assert p_value_text(0.0, 5000, family=42) == "p < 0.017"
+    assert p_value_text(0.0, 1000, family=600) == "p ≤ 1"
 
 
 def test_sliding_window_test_by_hand():

@@ -96,7 +96,7 @@ def run(args) -> int:
                    f"{d['ci_low']:+.3f}..{d['ci_high']:+.3f}", f"{d['effect_size']:+.2f}",
                    _p(d["p_value"], args.bootstrap)]
             if len(cmps) > 1:
-                row.append(_p(d["p_holm"], args.bootstrap))
+                row.append(_p(d["p_holm"], args.bootstrap, len(family)))
             t.add_row(*row)
         console.print(t)
     for label, w in zip(labels[1:], windowed or (), strict=False):
@@ -149,6 +149,7 @@ def adjust_window_family(windowed: list[dict]) -> None:
                      for w, name in family]) if family else []
     for (w, name), q in zip(family, adjusted, strict=True):
         w[name]["p_holm"] = q
+        w[name]["holm_family"] = len(family)
 
 
 def print_models(console, labels: list[str], results: list) -> None:
@@ -191,14 +192,16 @@ def print_window_test(console, label_a: str, label_b: str, w: dict, n_boot: int,
                _p(d["p_value"], n_boot), str(d["windows_a_better"]),
                str(d["windows_b_better"])]
         if holm_too:
-            row.append(_p(d.get("p_holm"), n_boot))
+            row.append(_p(d.get("p_holm"), n_boot, d.get("holm_family", 1)))
         t.add_row(*row)
     show_table(console, t)
 
 
-def _p(p, n_boot: int) -> str:
+def _p(p, n_boot: int, family: int = 1) -> str:
+    """A p-value for a table cell; an adjusted one names its family size (the bound of an
+    adjusted 0 grows with it: :func:`model_core.significance.p_value_text`)."""
     from model_core.significance import p_value_text
 
     if p is None:
         return "n/a"
-    return p_value_text(p, n_boot).removeprefix("p ").removeprefix("= ")
+    return p_value_text(p, n_boot, family).removeprefix("p ").removeprefix("= ")
