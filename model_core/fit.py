@@ -87,8 +87,21 @@ class FitResult:
     choice: Any = None
 
 
+def wrapped(msg: str) -> str:
+    """``msg`` wrapped to the terminal's width (80 columns when not a terminal), continued
+    lines indented: the ``defaults:`` reasons and the data summary are prose."""
+    import shutil
+    import textwrap
+
+    width = max(40, shutil.get_terminal_size((80, 24)).columns)
+    if len(msg) <= width:
+        return msg
+    return textwrap.fill(msg, width, subsequent_indent="    ", break_long_words=False,
+                         break_on_hyphens=False)
+
+
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
+    print(wrapped(msg), file=sys.stderr)
 
 
 def _train(config: FitConfig, events: Sequence, by: str, valid_split=None,
@@ -152,9 +165,9 @@ def fit(split: Split, config: FitConfig, log: Callable[[str], None] = _stderr) -
         fit_over["max_seconds"] = float(budget) * n_fit / (n_fit + n_all)
     model, hist, seqs, vocab, n_valid, dropped = _train(config, split.fit_events, by,
                                                         split.valid, fit_over, grouped)
-    log(f"{config.model}: {seqs.n_events} training events, {len(seqs)} sequences, "
-        f"{vocab.n_items} items; {n_valid} validation cases "
-        f"({dropped} with an item unseen in training skipped)")
+    log(f"{config.model}: {seqs.n_events:,} training events, {len(seqs):,} sequences, "
+        f"{vocab.n_items:,} items; {n_valid:,} validation cases "
+        f"({dropped:,} with an item unseen in training skipped)")
     result = FitResult(model, [hist.to_dict()], dict(hist.best_valid), False, by, n_valid,
                        dropped, choice=choice)
     if planned:
@@ -173,7 +186,7 @@ def fit(split: Split, config: FitConfig, log: Callable[[str], None] = _stderr) -
             part = (f", the last one cut after {over['final_epoch_steps']} steps as in the fit"
                     if "final_epoch_steps" in over else "")
             limit = (f", at most {over['max_seconds']:.0f} s" if over["max_seconds"] else "")
-            log(f"refit on {len(split.train_events)} events for {over['epochs']} epoch(s){part}{limit}")
+            log(f"refit on {len(split.train_events):,} events for {over['epochs']} epoch(s){part}{limit}")
             model2, hist2, *_ = _train(config, split.train_events, by, None, over)
             result.model, result.refit = model2, True
             result.history.append(hist2.to_dict())

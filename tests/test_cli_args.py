@@ -75,6 +75,21 @@ def test_train_takes_the_reader_options_and_a_tab_delimiter(tmp_path, capsys):
                  "--model", "markov", "--out", str(tmp_path / "ck2"), "--quiet"]) == 0
 
 
+def test_train_output_fits_80_columns(tmp_path, capsys, monkeypatch):
+    """What a newcomer's terminal shows: the defaults' reasons, the data summary and the
+    saved line wrap to its width, even under a long output path."""
+    monkeypatch.setenv("COLUMNS", "80")
+    p = _log(tmp_path, "log.txt", sep="\t")
+    out = tmp_path / ("a-rather-long-directory-name-for-the-checkpoint-" * 2)
+    assert main(["train", "--data", str(p), "--format", "csv", "--opt", "delimiter=tab",
+                 "--model", "markov", "--out", str(out)]) == 0
+    cap = capsys.readouterr()
+    lines = (cap.out + cap.err).splitlines()
+    assert any(ln.startswith("saved markov") for ln in lines)
+    too_long = [ln for ln in lines if len(ln) > 80 and len(ln.split()) > 1]
+    assert not too_long, too_long
+
+
 def test_replay_of_a_file_with_no_valid_line_exits_1(tmp_path, capsys, monkeypatch):
     import stream_app.kafka.replay as replay_mod
 

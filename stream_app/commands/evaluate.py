@@ -218,7 +218,7 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
     if spec not in MODELS:
         raise ModelCoreError(f"--model {spec!r} is neither a checkpoint directory nor a model "
                              f"name ({', '.join(MODELS)})")
-    from model_core.fit import FitConfig, fit, fit_events
+    from model_core.fit import FitConfig, fit, fit_events, wrapped
 
     try:
         config: dict[str, Any] = json.loads(args.config) if args.config else {}
@@ -239,7 +239,7 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
 
     def log(msg: str) -> None:  # what the defaults chose is said even with --json
         if not quiet or msg.startswith("defaults:"):
-            print(msg, file=sys.stderr)
+            print(wrapped(msg), file=sys.stderr)
 
     if prep.split is None:
         log(f"training {spec} on {len(prep.train_events)} events")

@@ -113,6 +113,9 @@ def run(args) -> int:
     out = save_model(model, args.out, meta)
     m = valid_metrics or {}
     shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("ndcg@10", "hr@10") if k in m)
-    print(f"saved {model.name} ({model.version}) to {out}"
-          + (f"; best validation {shown} at epoch {history[0]['best_epoch']}" if shown else ""))
+    from model_core.fit import wrapped
+
+    print(wrapped(f"saved {model.name} ({model.version}) to {out}"
+                  + (f"; best validation {shown} at epoch {history[0]['best_epoch']}"
+                     if shown else "")))
     return 0
