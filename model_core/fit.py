@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model_core.splits import Split
+from model_core.terminal import wrapped
 from model_core.train import sequences_from_events, train_model
 
 __all__ = ["FitConfig", "FitResult", "fit", "fit_events", "sequences_by", "with_defaults"]
@@ -85,19 +86,6 @@ class FitResult:
     #: with ``FitConfig.auto``: the hyper-parameters that ran, where each came from and why
     #: (a :class:`model_core.defaults.Choice`)
     choice: Any = None
-
-
-def wrapped(msg: str) -> str:
-    """``msg`` wrapped to the terminal's width (80 columns when not a terminal), continued
-    lines indented: the ``defaults:`` reasons and the data summary are prose."""
-    import shutil
-    import textwrap
-
-    width = max(40, shutil.get_terminal_size((80, 24)).columns)
-    if len(msg) <= width:
-        return msg
-    return textwrap.fill(msg, width, subsequent_indent="    ", break_long_words=False,
-                         break_on_hyphens=False)
 
 
 def _stderr(msg: str) -> None:

@@ -100,7 +100,8 @@ def run(args) -> int:
             t.add_row(*row)
         console.print(t)
     for label, w in zip(labels[1:], windowed or (), strict=False):
-        print_window_test(console, labels[0], label, w, args.bootstrap, len(cmps) > 1)
+        print_window_test(console, labels[0], label, w, args.bootstrap,
+                          sum(map(len, windowed)) if len(cmps) > 1 else 0)
     if args.json:
         if len(cmps) == 1:
             n_common = next(iter(cmps[0].values()))["n"] if cmps[0] else 0
@@ -149,7 +150,6 @@ def adjust_window_family(windowed: list[dict]) -> None:
                      for w, name in family]) if family else []
     for (w, name), q in zip(family, adjusted, strict=True):
         w[name]["p_holm"] = q
-        w[name]["holm_family"] = len(family)
 
 
 def print_models(console, labels: list[str], results: list) -> None:
@@ -179,11 +179,13 @@ def _num(v, spec: str) -> str:
 
 
 def print_window_test(console, label_a: str, label_b: str, w: dict, n_boot: int,
-                      holm_too: bool) -> None:
+                      holm_family: int) -> None:
+    """The windowed test of one comparison; ``holm_family``: how many tests the ``Holm p``
+    column was adjusted over (every comparison x metric), 0 for no such column."""
     if not w:
         return
     n = next(iter(w.values()))["windows"]
-    cols = ["metric", "A - B", "95% CI", "p", "A won", "B won"] + (["Holm p"] if holm_too
+    cols = ["metric", "A - B", "95% CI", "p", "A won", "B won"] + (["Holm p"] if holm_family
                                                                     else [])
     t = compact_table(f"A = {label_a} vs B = {label_b}: sliding-window test, {n} windows", cols)
     for name, d in w.items():
@@ -191,8 +193,8 @@ def print_window_test(console, label_a: str, label_b: str, w: dict, n_boot: int,
                f"{_num(d['ci_low'], '+.4f')}..{_num(d['ci_high'], '+.4f')}",
                _p(d["p_value"], n_boot), str(d["windows_a_better"]),
                str(d["windows_b_better"])]
-        if holm_too:
-            row.append(_p(d.get("p_holm"), n_boot, d.get("holm_family", 1)))
+        if holm_family:
+            row.append(_p(d.get("p_holm"), n_boot, holm_family))
         t.add_row(*row)
     show_table(console, t)
 

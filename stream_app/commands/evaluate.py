@@ -218,7 +218,8 @@ def obtain_model(spec: str, prep: Prepared, args, quiet: bool):
     if spec not in MODELS:
         raise ModelCoreError(f"--model {spec!r} is neither a checkpoint directory nor a model "
                              f"name ({', '.join(MODELS)})")
-    from model_core.fit import FitConfig, fit, fit_events, wrapped
+    from model_core.fit import FitConfig, fit, fit_events
+    from model_core.terminal import wrapped
 
     try:
         config: dict[str, Any] = json.loads(args.config) if args.config else {}

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import sys
-import textwrap
 
+from model_core.terminal import width, wrapped
 from stream_app.commands._common import (
     _json_option,
     add_reader_options,
@@ -75,22 +74,12 @@ def run(args) -> int:
     return 0 if summary.events else 1
 
 
-def _width() -> int:
-    """The terminal's columns (80 when not a terminal): prose and commands wrap to it."""
-    return max(40, shutil.get_terminal_size((80, 24)).columns)
-
-
-def _wrapped(text: str, first: str, rest: str) -> str:
-    return textwrap.fill(text, _width(), initial_indent=first, subsequent_indent=rest,
-                         break_long_words=False, break_on_hyphens=False) + "\n"
-
-
 def _command(words: list[str], indent: str = "") -> str:
     """``words`` as one shell command, continued with `` \\`` where a line would pass the
     terminal's width (a word longer than a line keeps its own line): still copy-pastable."""
-    width, lines, line = _width(), [], indent
+    cols, lines, line = width(), [], indent
     for word in map(shlex.quote, words):
-        if line.strip() and len(line) + 1 + len(word) + 2 > width:
+        if line.strip() and len(line) + 1 + len(word) + 2 > cols:
             lines.append(line + " \\")
             line = indent + "    " + word
         else:
@@ -109,14 +98,14 @@ def _event_line(e: dict) -> str:
                     if k not in ("event_id", "user_id", "item_id", "action", "timestamp_ms")
                     and v is not None)
     line = f"{head} {rest}".rstrip()
-    return (line if len(line) <= _width() else line[:_width() - 1] + "…") + "\n"
+    return (line if len(line) <= width() else line[:width() - 1] + "…") + "\n"
 
 
 def _print(path: str, reading, s, flags: list[str]) -> None:
     w = sys.stdout.write
     w(f"{path}: format {reading.fmt}\n")
     for note in reading.notes:
-        w(_wrapped(note, "  - ", "    "))
+        w(wrapped(note, "  - ") + "\n")
     cols = reading.opts.get("columns")
     if cols:
         w("mapping:\n")
@@ -126,9 +115,9 @@ def _print(path: str, reading, s, flags: list[str]) -> None:
     w(f"rows: {rows:,} read, {s.events:,} events, {s.rejected:,} rejected"
       + (f", {s.dropped:,} dropped by the action mapping" if s.dropped else "") + "\n")
     for r in s.first_reasons:
-        w(_wrapped(f"rejected {r}", "  ", "    "))
+        w(wrapped(f"rejected {r}", "  ") + "\n")
     for warning in s.warnings:
-        w(_wrapped(f"warning: {warning}", "  ", "    "))
+        w(wrapped(f"warning: {warning}", "  ") + "\n")
     if s.events:
         t = s.to_dict()["time_range"]
         w(f"users {s.users:,}, items {s.items:,}, sessions {s.sessions:,}\n"

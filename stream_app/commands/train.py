@@ -113,7 +113,7 @@ def run(args) -> int:
     out = save_model(model, args.out, meta)
     m = valid_metrics or {}
     shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("ndcg@10", "hr@10") if k in m)
-    from model_core.fit import wrapped
+    from model_core.terminal import wrapped
 
     print(wrapped(f"saved {model.name} ({model.version}) to {out}"
                   + (f"; best validation {shown} at epoch {history[0]['best_epoch']}"
