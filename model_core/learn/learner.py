@@ -118,6 +118,14 @@ class _UserSeq:
         if len(self.items) > keep:
             del self.items[0], self.actions[0], self.ts[0]
 
+    def drop_items(self, drop: set[int]) -> None:
+        """Remove every event on an item of ``drop`` (slots being reused)."""
+        if drop.intersection(self.items):
+            kept = [i for i, x in enumerate(self.items) if x not in drop]
+            self.items = [self.items[i] for i in kept]
+            self.actions = [self.actions[i] for i in kept]
+            self.ts = [self.ts[i] for i in kept]
+
     def snippet(self, n: int) -> Snippet:
         return Snippet(np.asarray(self.items[-n:], np.int64), np.asarray(self.actions[-n:], np.int64),
                        np.asarray(self.ts[-n:], np.int64))
@@ -269,11 +277,7 @@ class OnlineLearner:
         counting model's counts and transitions of it are cleared."""
         drop = set(slots)
         for seq in self.users.values():
-            if drop.intersection(seq.items):
-                kept = [i for i, x in enumerate(seq.items) if x not in drop]
-                seq.items = [seq.items[i] for i in kept]
-                seq.actions = [seq.actions[i] for i in kept]
-                seq.ts = [seq.ts[i] for i in kept]
+            seq.drop_items(drop)
         for s in slots:
             self.replay.drop_item(s)
         if self._co is not None:
@@ -282,11 +286,7 @@ class OnlineLearner:
             self._co = (r[keep], c[keep], w[keep])
         if self._sessions is not None:
             for sess in self._sessions.values():
-                if drop.intersection(sess.items):
-                    kept = [i for i, x in enumerate(sess.items) if x not in drop]
-                    sess.items = [sess.items[i] for i in kept]
-                    sess.actions = [sess.actions[i] for i in kept]
-                    sess.ts = [sess.ts[i] for i in kept]
+                sess.drop_items(drop)
             indptr, items, pos, times = self._sess_base
             keep = ~np.isin(items, np.asarray(slots))
             rows = np.repeat(np.arange(len(times)), np.diff(indptr))[keep]
