@@ -31,6 +31,17 @@ class SequenceBatch:
     def __len__(self) -> int:
         return len(self.items)
 
+    def rows(self, start: int, end: int) -> SequenceBatch:
+        """Rows ``[start, end)`` as a batch (this batch itself when that is all of it)."""
+        if start == 0 and end == len(self.items):
+            return self
+        return SequenceBatch(
+            items=self.items[start:end],
+            actions=self.actions[start:end] if self.actions is not None else None,
+            timestamps_ms=(self.timestamps_ms[start:end] if self.timestamps_ms is not None
+                           else None),
+        )
+
 
 @dataclass(slots=True)
 class TopK:

@@ -202,8 +202,14 @@ class PrequentialStep:
 
     def predict(self) -> TopK:
         """The model's top-K for every row (safe to run in another thread)."""
+        return self.predict_rows(0, len(self.batch))
+
+    def predict_rows(self, start: int, end: int) -> TopK:
+        """The model's top-K for rows ``[start, end)``: each row is scored on its own, so
+        the parts of a batch give its :meth:`predict` (safe to run in another thread)."""
         e = self.engine
-        return e.model.predict_topk(self.batch, e.k, exclude_history=e.exclude_history)
+        return e.model.predict_topk(self.batch.rows(start, end), e.k,
+                                    exclude_history=e.exclude_history)
 
 
 class _UserWork:

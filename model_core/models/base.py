@@ -270,13 +270,13 @@ class _RecommenderBase:
     def score(self, batch: SequenceBatch) -> np.ndarray:
         out = np.empty((len(batch), len(self.vocab)), dtype=np.float32)
         for s, e in _chunks(len(batch), self.batch_size):
-            out[s:e] = self._score_tensor(_slice(batch, s, e)).float().cpu().numpy()
+            out[s:e] = self._score_tensor(batch.rows(s, e)).float().cpu().numpy()
         return out
 
     def predict_topk(self, batch: SequenceBatch, k: int, exclude_history: bool = False) -> TopK:
         items, scores = [], []
         for s, e in _chunks(len(batch), self.batch_size):
-            sub = _slice(batch, s, e)
+            sub = batch.rows(s, e)
             sc = self._score_tensor(sub)
             if exclude_history:
                 exclude_items(sc, sub.items)
@@ -288,16 +288,6 @@ class _RecommenderBase:
         scores_a = np.concatenate(scores) if scores else np.zeros((0, k_eff), np.float32)
         return TopK(items=items_a.astype(np.int64), scores=scores_a.astype(np.float32),
                     action_probs=self._action_probs(batch))
-
-
-def _slice(batch: SequenceBatch, s: int, e: int) -> SequenceBatch:
-    if s == 0 and e == len(batch):
-        return batch
-    return SequenceBatch(
-        items=batch.items[s:e],
-        actions=batch.actions[s:e] if batch.actions is not None else None,
-        timestamps_ms=batch.timestamps_ms[s:e] if batch.timestamps_ms is not None else None,
-    )
 
 
 # --------------------------------------------------------------------------- neural wrapper
@@ -356,7 +346,7 @@ class NeuralRecommender(_RecommenderBase):
         items, scores, probs = [], [], []
         with torch.inference_mode():
             for s, e in _chunks(len(batch), self.batch_size):
-                sub = _slice(batch, s, e)
+                sub = batch.rows(s, e)
                 h = self._hidden(sub)
                 sc = self.module.score_all(h).float()
                 sc[:, 0] = NEG_INF

@@ -8,6 +8,7 @@ the tests and the benchmarks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, MutableMapping, Sequence
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import orjson
 
-from model_core.predictor import Recommender, SequenceBatch, TopK
+from model_core.predictor import Recommender, TopK
 from model_core.prequential import BatchResult, PrequentialEngine, PrequentialStep
 from model_core.sequence_state import UserState, event_hash
 from schemas.actions import ACTIONS
@@ -179,19 +180,11 @@ class BatchProcessor:
         """The batch's model call as calls of at most ``rows`` rows each, in row order (one
         call, ``step.predict``, when ``rows`` is 0 or the batch is no larger); their
         :func:`join_topk` is ``step.predict()``: each row is scored on its own."""
-        batch, n = step.batch, len(step.batch)
+        n = len(step.batch)
         if rows <= 0 or n <= rows:
             return [step.predict]
-        e = step.engine
-
-        def part(start: int, end: int) -> Callable[[], TopK]:
-            sub = SequenceBatch(
-                batch.items[start:end],
-                batch.actions[start:end] if batch.actions is not None else None,
-                batch.timestamps_ms[start:end] if batch.timestamps_ms is not None else None)
-            return lambda: e.model.predict_topk(sub, e.k, exclude_history=e.exclude_history)
-
-        return [part(s, min(n, s + rows)) for s in range(0, n, rows)]
+        return [functools.partial(step.predict_rows, s, min(n, s + rows))
+                for s in range(0, n, rows)]
 
     def explained_rows(self, events: Sequence[Event]) -> list[int]:
         """The events (positions in ``events``) whose predictions carry explanations."""
