@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
@@ -73,7 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     shown = warnings.showwarning
     warnings.showwarning = _show_data_warning(args.command)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
+    except BrokenPipeError:
+        # `seqstream inspect FILE | head`: the reader has gone, which is not an error of
+        # ours; stdout goes to /dev/null so the interpreter's own flush at exit is silent,
+        # and the exit status is the shell's for a closed pipe (128 + SIGPIPE).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except SeqstreamError as e:
         # bad settings: one line per bad variable, each with the prefix (grep-able)
         for line in getattr(e, "problems", None) or [str(e)]:

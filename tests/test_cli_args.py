@@ -191,3 +191,20 @@ def test_bad_reader_options_are_one_line(tmp_path, capsys, flag, value, match):
                  "--out", str(tmp_path / "ck")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0], err
+
+
+def test_a_reader_that_closes_the_pipe_gets_no_traceback(tmp_path):
+    """`seqstream inspect FILE | head`: the pipe is closed before the command writes."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "e.jsonl"
+    log.write_text('{"user_id": "u1", "item_id": "i1", "action": "view", "ts": 1}\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_app.cli", "inspect", str(log), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before a byte is written
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
