@@ -23,7 +23,7 @@ demo: venv
 	$(BIN)/seqstream demo $(ARGS)
 
 test: venv
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=20 $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
