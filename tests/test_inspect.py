@@ -216,3 +216,28 @@ def test_known_layouts_are_named(tmp_path):
     assert guess_reading(p).fmt == "taobao"
     p.write_text("1 2\n1 3\n2 3\n", encoding="utf-8")
     assert guess_reading(p).fmt == "seqtxt"
+
+
+def test_train_reads_a_foreign_csv_as_inspect_guesses_it(tmp_path, capsys, monkeypatch):
+    """RetailRocket-style columns (visitorid, itemid, event, ms times): `inspect` worked out
+    the mapping, but `train`/`compare` without flags stopped at 'no column for required
+    field(s) user_id, item_id'. They now read it as inspect guesses, and say so."""
+    from model_core.checkpoint import read_meta
+    from stream_app.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    rows = ["timestamp,visitorid,event,itemid,transactionid"]
+    for i in range(400):
+        ev = ("view", "addtocart", "transaction")[i % 7 % 3]
+        rows.append(f"{1433221332117 + 60_000 * i},{i % 23},{ev},{(i * 7) % 41},")
+    log = tmp_path / "events.csv"
+    log.write_text("\n".join(rows) + "\n")
+    assert main(["train", "--data", str(log), "--model", "markov",
+                 "--out", str(tmp_path / "ck")]) == 0
+    err = capsys.readouterr().err
+    # within 80 columns, but for the one-word --columns JSON (never cut: it is copied)
+    assert all(len(line) <= 80 or len(line.split()) == 1 for line in err.splitlines()), err
+    flat = " ".join(err.split())
+    assert "read as `seqstream inspect` guesses: --format csv --columns" in flat
+    assert '"user_id":"visitorid"' in flat and "--time-unit ms" in flat
+    assert read_meta(tmp_path / "ck")["data"]["format"] == "csv"

@@ -238,15 +238,11 @@ def _json_option(name: str, text: str | None):
         raise DataFormatError(f"{name} is not valid JSON: {e}") from None
 
 
-def reader_options(args: argparse.Namespace, path: str) -> tuple[str, dict]:
-    """``(format, reader keyword options)`` from the options of :func:`add_reader_options`."""
-    from model_core.datasets import guess_format
+def given_reader_options(args: argparse.Namespace) -> dict:
+    """The reader keyword options the user gave (``--opt``, ``--columns``, ``--actions`` and
+    the time flags), parsed; ``--format`` is not among them."""
     from model_core.exceptions import DataFormatError
 
-    fmt = args.fmt or guess_format(path)
-    if fmt is None:
-        raise DataFormatError(f"cannot guess the format of {path}; pass --format "
-                              f"(seqstream inspect {path} suggests the options)")
     kw: dict = {}
     for o in args.opt:
         k, sep, v = o.partition("=")
@@ -261,7 +257,56 @@ def reader_options(args: argparse.Namespace, path: str) -> tuple[str, dict]:
     for key in ("time_unit", "time_format", "timezone"):
         if getattr(args, key, None) is not None:
             kw[key] = getattr(args, key)
-    return fmt, kw
+    return kw
+
+
+def guessed_reading(args: argparse.Namespace, path: str):
+    """``seqstream inspect``'s guess for ``path`` (a ``Reading``) with every reader option the
+    user gave put over it."""
+    from model_core.datasets.sniff import guess_reading
+
+    given = given_reader_options(args)
+    reading = guess_reading(path, actions=given.get("actions"))
+    if given:
+        reading.opts.update(given)
+        reading.notes.append("options given here override the guess")
+    return reading
+
+
+_ANNOUNCED: set[str] = set()
+
+
+def reader_options(args: argparse.Namespace, path: str) -> tuple[str, dict]:
+    """``(format, reader keyword options)`` from the options of :func:`add_reader_options`.
+
+    Without ``--format``, a file whose name says no more than CSV or JSON lines (or nothing:
+    Beauty's ``.txt``) is read the way ``seqstream inspect`` guesses it (format, delimiter,
+    header, which column is which, time unit), the options given put over the guess; one
+    stderr line shows what was guessed as flags (none for a file of Event records, which
+    needs no option). Before, ``train``/``compare`` read such a file only when its columns
+    were named like the Event fields, while ``inspect`` had already worked out the mapping."""
+    import sys
+
+    from model_core.datasets import guess_format
+    from model_core.terminal import wrapped
+
+    fmt = args.fmt or guess_format(path)
+    if args.fmt is None and fmt in (None, "csv", "jsonl"):
+        reading = guessed_reading(args, path)
+        guessed = reading.fmt != fmt or set(reading.opts) - set(given_reader_options(args))
+        if guessed and path not in _ANNOUNCED:
+            _ANNOUNCED.add(path)
+            flags = " ".join(_shell_word(a) for a in reading.args())
+            print(wrapped(f"read as `seqstream inspect` guesses: {flags}", f"{path}: "),
+                  file=sys.stderr)
+        return reading.fmt, reading.opts
+    return fmt, given_reader_options(args)
+
+
+def _shell_word(word: str) -> str:
+    import shlex
+
+    return word if word.startswith("--") else shlex.quote(word)
 
 
 def read_events(args: argparse.Namespace, path: str):

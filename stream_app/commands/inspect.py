@@ -19,8 +19,8 @@ import sys
 
 from model_core.terminal import width, wrapped
 from stream_app.commands._common import (
-    _json_option,
     add_reader_options,
+    guessed_reading,
     positive_int,
     reader_options,
 )
@@ -38,25 +38,14 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _given(args) -> bool:
-    return any(getattr(args, k, None) for k in ("fmt", "columns", "actions", "time_unit",
-                                                  "time_format", "timezone", "opt"))
-
-
 def reading_from_args(args):
     """The guess for ``args.file``, with every reader option the user gave put over it."""
-    from model_core.datasets.sniff import Reading, guess_reading
+    from model_core.datasets.sniff import Reading
 
     if args.fmt is not None:
         fmt, opts = reader_options(args, args.file)
         return Reading(fmt, opts, notes=["format and options as given"])
-    reading = guess_reading(args.file, actions=_json_option("--actions", args.actions))
-    if _given(args):
-        args.fmt = reading.fmt
-        _, given = reader_options(args, args.file)
-        reading.opts.update(given)
-        reading.notes.append("options given here override the guess")
-    return reading
+    return guessed_reading(args, args.file)
 
 
 def run(args) -> int:
