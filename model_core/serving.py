@@ -5,13 +5,13 @@ Kafka-free maths behind seqstream's serving endpoints (``stream_app/serve``):
 - :func:`recommend` — one batched top-K call for many users' sequences (the same
   :meth:`~model_core.predictor.Recommender.predict_topk` the stream's predictions come from,
   so a user's answer equals the prediction published after their last event).
-- :func:`candidate_scores` — the model's score of each request's candidates, computed for
-  those items only: a neural model's sequence representation once per row, then its dot
-  product with the candidates' item rows (plus GRU4Rec's output bias); popularity, Markov
-  and item-kNN read their counts and tables at the candidates. Equal to the model's
-  full-catalogue :meth:`~model_core.predictor.Recommender.score` at those items (float32
-  rounding aside, a test checks it); other models (the session-kNN family, a module with
-  its own ``score_all``) are scored over the catalogue and gathered.
+- :func:`candidate_scores` — the model's score of each request's candidates, by the model's
+  ``score_candidates`` (``model_core.models.base``): for those items only where the model
+  can (a neural model's sequence representation once per row dotted with the candidates'
+  item rows, plus GRU4Rec's output bias; popularity, Markov and item-kNN read their counts
+  and tables at the candidates), else its full-catalogue scores gathered (session-kNN).
+  Equal to the model's :meth:`~model_core.predictor.Recommender.score` at those items
+  (float32 rounding aside, a test checks it).
 - :func:`blend` — the candidates' order: the model's scores blended with the caller's own
   retrieval scores by rank percentile (scale-free: a BM25 score and a dot product mix
   without calibration); an item the model does not know keeps the caller's score alone.
@@ -66,9 +66,11 @@ def finite_prefix(items: np.ndarray, scores: np.ndarray) -> int:
 
 def candidate_scores(model: Recommender, rows: Sequence[UserSequence],
                      candidates: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The model's score of each row's candidates (vocabulary indices; 0 = unknown item),
-    float64, NaN where the item is unknown. One batched call, for the candidates only where
-    the model allows it (:func:`candidate_scorer`)."""
+    """The model's score of each request's candidates (vocabulary indices; 0 = unknown item),
+    float64, NaN where the item is unknown. One batched call: the model's own
+    ``score_candidates`` (the candidates only where the model can: a neural sequence vector
+    dotted with their item rows, a counting model's tables read at them), or, for a
+    recommender without one, its full-catalogue scores gathered."""
     if not rows:
         return []
     cands = [np.asarray(c, dtype=np.int64) for c in candidates]
@@ -76,96 +78,17 @@ def candidate_scores(model: Recommender, rows: Sequence[UserSequence],
     known = [(c > 0) & (c < width) for c in cands]
     # unknown items are asked as index 0 (always a valid row) and set to NaN after
     safe = [np.where(k, c, 0) for c, k in zip(cands, known, strict=True)]
-    scorer = candidate_scorer(model)
+    batch = _batch(rows)
+    scorer = getattr(model, "score_candidates", None)
     if scorer is not None:
-        raw = scorer(_batch(rows), safe)
+        raw = scorer(batch, safe)
     else:
-        full = model.score(_batch(rows))
+        full = model.score(batch)
         raw = [full[r, c] for r, c in enumerate(safe)]
     out = []
     for s, k in zip(raw, known, strict=True):
         s = np.asarray(s, dtype=np.float64).copy()
         s[~k | ~np.isfinite(s)] = np.nan  # -inf: an item the model cannot score
-        out.append(s)
-    return out
-
-
-def candidate_scorer(model: Recommender):
-    """``f(batch, candidates) -> per-row scores`` computing only the candidates' scores, or
-    None when ``model`` has no such path (its full-catalogue scores are gathered then).
-
-    Chosen by exact class: a subclass may score differently, and then takes the full path."""
-    from model_core.models.base import NeuralRecommender, SequenceModule
-    from model_core.models.gru4rec import GRU4RecModule
-    from model_core.models.itemknn import ItemKNNRecommender
-    from model_core.models.markov import MarkovRecommender
-    from model_core.models.popular import PopularRecommender
-
-    kind = type(model)
-    if kind is PopularRecommender:
-        return lambda batch, cands: [model.item_counts[c] for c in cands]
-    if kind is MarkovRecommender:
-        return lambda batch, cands: _table_scores(model, batch, cands, 1.0, recent=1)
-    if kind is ItemKNNRecommender:
-        return lambda batch, cands: _table_scores(model, batch, cands, 1e-6,
-                                                  recent=int(model.config["recent"]))
-    if isinstance(model, NeuralRecommender):
-        score_all = type(model.module).score_all
-        if score_all is SequenceModule.score_all or score_all is GRU4RecModule.score_all:
-            return lambda batch, cands: _neural_scores(model, batch, cands)
-    return None
-
-
-def _neural_scores(model, batch: SequenceBatch, cands: list[np.ndarray]) -> list[np.ndarray]:
-    """The representation of each row's sequence (the model's own forward pass), dotted with
-    its candidates' item vectors; plus the output bias where the module has one."""
-    import torch
-
-    module = model.module
-    width = max((len(c) for c in cands), default=0)
-    idx = np.zeros((len(cands), width), dtype=np.int64)
-    for r, c in enumerate(cands):
-        idx[r, :len(c)] = c
-    with torch.inference_mode():
-        p = model.pad(batch)
-        h = module(p.items, p.lengths, p.actions, p.gaps)  # [B, H]
-        it = torch.from_numpy(idx).to(h.device)
-        vec = module.item_emb.rows(it)  # [B, C, H]
-        sc = torch.bmm(vec, h.unsqueeze(-1)).squeeze(-1)  # [B, C]
-        bias = getattr(module, "out_bias", None)
-        if bias is not None:
-            sc = sc + bias[it]
-        sc = sc.float().cpu().numpy()
-    return [sc[r, :len(c)] for r, c in enumerate(cands)]
-
-
-def _table_scores(model, batch: SequenceBatch, cands: list[np.ndarray], tiebreak: float,
-                  recent: int) -> list[np.ndarray]:
-    """Markov (``recent`` 1) and item-kNN scores at the candidates: popularity scaled by
-    ``tiebreak``, plus each of the last ``recent`` items' table row at the candidates,
-    weighted ``1 / (1 + age)`` — the sums the models' dense scores make, in the same order
-    and precision (float32), so they agree exactly."""
-    base = model.popularity_tiebreak() * tiebreak
-    indptr, indices, data = model.indptr, model.indices, model.data
-    n_rows = len(indptr) - 1
-    out = []
-    for h, c in zip(batch.items, cands, strict=True):
-        h = np.asarray(h, dtype=np.int64)
-        h = h[h > 0]
-        s = base[c].astype(np.float32)
-        for age, item in enumerate(h[::-1][:recent]):
-            if item >= n_rows:
-                continue
-            lo, hi = indptr[item], indptr[item + 1]
-            cols = indices[lo:hi]
-            if not len(cols):
-                continue
-            order = np.argsort(cols, kind="stable")
-            sorted_cols = cols[order]
-            at = np.minimum(np.searchsorted(sorted_cols, c), len(cols) - 1)
-            hit = sorted_cols[at] == c
-            w = data[lo:hi][order[at[hit]]]
-            s[hit] += w / (1.0 + age)
         out.append(s)
     return out
 
@@ -287,5 +210,5 @@ class PopularItems:
         return out
 
 
-__all__ = ["PopularItems", "UserSequence", "blend", "candidate_scorer", "candidate_scores",
+__all__ = ["PopularItems", "UserSequence", "blend", "candidate_scores",
            "default_alpha", "finite_prefix", "percentile_ranks", "recommend"]

@@ -175,7 +175,7 @@ def all_models(models):
                                   "itemknn", "sknn"])
 def test_candidate_scores_equal_the_full_scores_at_the_candidates(all_models, name,
                                                                    monkeypatch):
-    from model_core.serving import candidate_scorer
+    from model_core.models.base import _RecommenderBase
 
     model = all_models[name]
     rows = _rows(model.vocab.n_items)
@@ -185,11 +185,10 @@ def test_candidate_scores_equal_the_full_scores_at_the_candidates(all_models, na
     many = np.random.default_rng(1).integers(1, n + 1, 40)
     # repeats, an unknown item (0) and one past the vocabulary (n + 1) among them
     cands = [np.array([1, 0, 3, 3, n + 1]), many, np.array([0, 0])]
+    default = type(model).score_candidates is _RecommenderBase.score_candidates
+    assert default is (name == "sknn")  # session-kNN: the full scores, gathered
     if name != "sknn":  # the candidates only: the full-catalogue call is never made
-        assert candidate_scorer(model) is not None
         monkeypatch.setattr(model, "score", lambda batch: pytest.fail("full scores"))
-    else:
-        assert candidate_scorer(model) is None
     got = candidate_scores(model, rows, cands)
     tol = dict(rtol=1e-5, atol=1e-5) if "gru" in name or name == "sasrec" else dict(rtol=0)
     np.testing.assert_allclose(got[0][[0, 2, 3]], full[0, [1, 3, 3]], **tol)

@@ -150,6 +150,11 @@ class SequenceModule(nn.Module):
         """[B, H] -> [B, n_items + 1] (tied output: dot product with every item vector)."""
         return h @ self.item_emb.item_matrix().t()
 
+    def score_items(self, h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """[B, H], [B, C] -> [B, C]: what :meth:`score_all` gives at ``idx``, computed for
+        those items only (a module that changes :meth:`score_all` changes this with it)."""
+        return torch.bmm(self.item_emb.rows(idx), h.unsqueeze(-1)).squeeze(-1)
+
     def action_logits(self, h: torch.Tensor) -> torch.Tensor | None:
         """[B, H] -> [B, N_ACTIONS] logits of the next action, or None without a head."""
         return None if self.action_head is None else self.action_head(h)
@@ -273,6 +278,14 @@ class _RecommenderBase:
             out[s:e] = self._score_tensor(batch.rows(s, e)).float().cpu().numpy()
         return out
 
+    def score_candidates(self, batch: SequenceBatch,
+                         candidates: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each row's scores at its candidates (vocabulary indices, 1 and up): what
+        :meth:`score` gives at them. Here the full-catalogue scores, gathered; a model that
+        can score a few items alone overrides it (serving's re-ranking asks for ~100)."""
+        full = self.score(batch)
+        return [full[r, np.asarray(c, dtype=np.int64)] for r, c in enumerate(candidates)]
+
     def predict_topk(self, batch: SequenceBatch, k: int, exclude_history: bool = False) -> TopK:
         items, scores = [], []
         for s, e in _chunks(len(batch), self.batch_size):
@@ -341,6 +354,22 @@ class NeuralRecommender(_RecommenderBase):
             sc = self.module.score_all(self._hidden(batch)).float()
             sc[:, 0] = NEG_INF
             return sc
+
+    def score_candidates(self, batch: SequenceBatch,
+                         candidates: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The sequence representation once per row, scored against its candidates only
+        (:meth:`SequenceModule.score_items`)."""
+        width = max((len(c) for c in candidates), default=0)
+        idx = np.zeros((len(candidates), width), dtype=np.int64)
+        for r, c in enumerate(candidates):
+            idx[r, :len(c)] = c
+        out = np.empty(idx.shape, dtype=np.float32)
+        with torch.inference_mode():
+            for s, e in _chunks(len(batch), self.batch_size):
+                it = torch.from_numpy(idx[s:e]).to(self.device)
+                out[s:e] = self.module.score_items(self._hidden(batch.rows(s, e)), it) \
+                    .float().cpu().numpy()
+        return [out[r, :len(c)] for r, c in enumerate(candidates)]
 
     def predict_topk(self, batch: SequenceBatch, k: int, exclude_history: bool = False) -> TopK:
         items, scores, probs = [], [], []
@@ -479,8 +508,13 @@ class CountingRecommender(_RecommenderBase):
         """Popularity scaled into [0, 1): added to integer-valued scores to break ties."""
         return self.item_counts / (self.item_counts.max(initial=0) + 1.0)
 
+    @staticmethod
+    def histories(batch: SequenceBatch) -> list[np.ndarray]:
+        """Each row's known items (index > 0), what the counts are read at."""
+        return [np.asarray(h, dtype=np.int64)[np.asarray(h) > 0] for h in batch.items]
+
     def _score_tensor(self, batch: SequenceBatch) -> torch.Tensor:
-        hist = [np.asarray(h, dtype=np.int64)[np.asarray(h) > 0] for h in batch.items]
+        hist = self.histories(batch)
         sc = torch.from_numpy(np.ascontiguousarray(self._dense_scores(hist), dtype=np.float32))
         sc = sc.to(self.device)
         sc[:, 0] = NEG_INF

@@ -105,6 +105,10 @@ class GRU4RecModule(SequenceModule):
         sc = super().score_all(h)
         return sc if self.out_bias is None else sc + self.out_bias
 
+    def score_items(self, h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        sc = super().score_items(h, idx)
+        return sc if self.out_bias is None else sc + self.out_bias[idx]
+
     def item_loss(self, h: torch.Tensor, y: torch.Tensor,
                   sampler: NegativeSampler | None) -> torch.Tensor:
         """As :meth:`SequenceModule.item_loss`, plus the item bias when ``bias`` is set, and

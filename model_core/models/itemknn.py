@@ -22,6 +22,8 @@ class ItemKNNRecommender(ItemTableRecommender):
     name = "itemknn"
     table_name = "neighbour table"
     hparams = declared("itemknn")  # model_core.hparams.MODEL_HPARAMS
+    # popularity far below any similarity: only orders items with no similarity at all
+    tiebreak = 1e-6
 
     def __init__(self, vocab, config=None, **kw) -> None:
         config = {"window": 20, "neighbours": 100, "recent": 10, **(config or {})}
@@ -58,15 +60,6 @@ class ItemKNNRecommender(ItemTableRecommender):
         np.add.at(self.indptr, rows + 1, 1)
         self.indptr = np.cumsum(self.indptr)
 
-    def _dense_scores(self, histories: list[np.ndarray]) -> np.ndarray:
-        # popularity far below any similarity: only orders items with no similarity at all
-        out = np.tile(self.popularity_tiebreak() * 1e-6, (len(histories), 1))
-        recent = int(self.config["recent"])
-        for b, h in enumerate(histories):
-            for age, item in enumerate(h[::-1][:recent]):
-                if item >= len(self.indptr) - 1:
-                    continue
-                s, e = self.indptr[item], self.indptr[item + 1]
-                out[b, self.indices[s:e]] += self.data[s:e] / (1.0 + age)
-        return out
+    def recent(self) -> int:
+        return int(self.config["recent"])
 

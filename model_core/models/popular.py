@@ -14,3 +14,6 @@ class PopularRecommender(CountingRecommender):
 
     def _dense_scores(self, histories: list[np.ndarray]) -> np.ndarray:
         return np.broadcast_to(self.item_counts, (len(histories), len(self.item_counts))).copy()
+
+    def score_candidates(self, batch, candidates) -> list[np.ndarray]:
+        return [self.item_counts[np.asarray(c, dtype=np.int64)] for c in candidates]
