@@ -160,7 +160,7 @@ def load_model(directory: str | Path, device: str = "auto"):
     header = _read_header(weights)
     neural = issubclass(cls, NeuralRecommender)
     if neural:
-        expected = _neural_shapes(d, cls, vocab, model_cfg)
+        expected = _neural_shapes(d, cls, vocab, model_cfg, header)
     else:
         expected = _count_shapes(cls, vocab, header)
     _check_header(d, header, expected)
@@ -242,9 +242,11 @@ def _read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     return out
 
 
-def _neural_shapes(d: Path, cls, vocab, cfg: dict) -> dict[str, tuple[str, tuple[int, ...]]]:
+def _neural_shapes(d: Path, cls, vocab, cfg: dict,
+                   header: dict) -> dict[str, tuple[str, tuple[int, ...]]]:
     """The tensors a neural model built from ``cfg`` holds: (kind "F" or "I", shape), found by
-    building it on the ``meta`` device (no storage allocated)."""
+    building it on the ``meta`` device (no storage allocated); a transition table's sizes
+    (:mod:`model_core.models.transitions`) are its own, as an item table's."""
     import torch
 
     try:
@@ -253,8 +255,14 @@ def _neural_shapes(d: Path, cls, vocab, cfg: dict) -> dict[str, tuple[str, tuple
     except (TypeError, ValueError, RuntimeError, AssertionError) as e:
         raise CheckpointError(f"{d}/config.json: cannot build {cls.name} from its config: "
                               f"{str(e)[:300]}") from None
-    return {k: ("F" if v.is_floating_point() else "I", tuple(v.shape))
-            for k, v in model.module.state_dict().items()}
+    out = {k: ("F" if v.is_floating_point() else "I", tuple(v.shape))
+           for k, v in model.module.state_dict().items()}
+    if "transitions.indices" in out:  # also its rows: items added online have none
+        for key, kind, of in (("indptr", "I", "indptr"), ("indices", "I", "indices"),
+                              ("logc", "F", "indices")):
+            got = header.get(f"transitions.{of}", ("", (0,)))[1]
+            out[f"transitions.{key}"] = (kind, got if len(got) == 1 else (-1,))
+    return out
 
 
 def _count_shapes(cls, vocab, header: dict) -> dict[str, tuple[str, tuple[int, ...]]]:

@@ -25,7 +25,12 @@ was measured to work on data of that shape (BENCHMARKS.md names each run):
   (BENCHMARKS.md "Strong models by default").
 * ``small-log-sasrec`` (SASRec on logs of at most 200,000 events, catalogues up to 20,000):
   dim 128, dropout 0.3, batches of 32, lr 3e-3, up to 200 epochs with early stopping after
-  10 without a better validation NDCG@10.
+  10 without a better validation NDCG@10, and the counted last-item transition term
+  (``transitions``, :mod:`model_core.models.transitions`): with about 20 training events
+  per item SASRec alone learnt each item's successors too slowly to match the Markov chain
+  (BENCHMARKS.md "README quick start, 100,000 events"). ``large-catalogue`` takes it too:
+  the weight is chosen on the validation cases after training, 0 (the network alone) among
+  the weights tried, so it cannot make the validation figure worse.
 * ``small-log`` (GRU4Rec on small logs with side features or an action head, which
   session-parallel batches cannot train): batches of 32, lr 5e-3, up to 200 epochs,
   patience 10.
@@ -118,7 +123,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "dim": 64, "layers": 2, "heads": 1, "dropout": 0.3, "loss": "sampled",
         "negatives": 32_000, "loss_dtype": "bfloat16", "lr": 5e-3, "lr_schedule": "cosine",
         "warmup_epochs": 0.5, "batch_size": 128, "epochs": 17, "patience": 30,
-        "action_head": False,
+        "action_head": False, "transitions": True,
     },
     "small-log": {
         "batch_size": 32, "lr": 5e-3, "epochs": 200, "patience": 10,
@@ -127,7 +132,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 #: GRU4Rec on small user logs: rsc15 over more epochs (a small log gives few steps each).
 RECIPES["rsc15-small"] = {**RECIPES["rsc15"], "epochs": 30, "patience": 30}
 #: SASRec on small logs: wider and more regularised than the declared defaults.
-RECIPES["small-log-sasrec"] = {**RECIPES["small-log"], "dim": 128, "dropout": 0.3, "lr": 3e-3}
+RECIPES["small-log-sasrec"] = {**RECIPES["small-log"], "dim": 128, "dropout": 0.3, "lr": 3e-3,
+                                "transitions": True}
 #: Applied together or not at all: a user who sets one of them gets the declared defaults
 #: for the others, not a recipe's values tuned for a different optimiser or schedule.
 OPTIMISER_GROUP = ("optimizer", "lr", "momentum", "lr_schedule", "warmup_epochs",
@@ -141,12 +147,14 @@ WHY = {
     "rsc15": "GRU4Rec recipe rsc15 (session-parallel Adagrad, cosine lr, "
              "embedding dropout 0.1)",
     "large-catalogue": "SASRec large-catalogue recipe (32,000 bfloat16 sampled "
-                       "negatives, lr 5e-3 cosine)",
+                       "negatives, lr 5e-3 cosine) + counted last-item transitions, "
+                       "weight chosen on validation",
     "small-log": "small-log recipe (batch 32, lr 5e-3, up to 200 epochs, patience 10)",
     "rsc15-small": "GRU4Rec recipe rsc15 over 30 epochs (a small log gives few steps "
                    "per epoch)",
     "small-log-sasrec": "small-log recipe (dim 128, dropout 0.3, batch 32, lr 3e-3, up to "
-                        "200 epochs, patience 10)",
+                        "200 epochs, patience 10) + counted last-item transitions, weight "
+                        "chosen on validation",
 }
 
 

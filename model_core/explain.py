@@ -309,8 +309,12 @@ def _gradient_attribution(model, batch, row, items, steps: int) -> tuple[np.ndar
     """(positions read, [K, n] attributions) on the input encoder's output (item embedding
     plus side features) for each of ``items``: gradient × input when ``steps`` is 0, else
     integrated gradients from the all-zero input with a ``steps``-point midpoint Riemann sum.
-    One forward and one backward pass over ``K * max(1, steps)`` copies of the row."""
+    One forward and one backward pass over ``K * max(1, steps)`` copies of the row. (A
+    SASRec transition term reads the last item's counts, not its input vector: it adds to
+    the scores but not to these attributions.)"""
     import torch
+
+    from model_core.models.base import last_items
 
     pos = model_window(model, batch, row)
     one = single_row(batch, row)
@@ -339,7 +343,7 @@ def _gradient_attribution(model, batch, row, items, steps: int) -> tuple[np.ndar
             if steps:
                 alpha = (torch.arange(copies, device=p.items.device) % m + 0.5) / m
             h = module(p.items, p.lengths, p.actions, p.gaps)  # [copies, H]
-            sc = module.score_all(h)  # [copies, V]
+            sc = module.score_next(h, last_items(p))  # [copies, V]
             target = torch.as_tensor(items, device=sc.device).repeat_interleave(m)
             sc.gather(1, target.view(-1, 1)).sum().backward()
     finally:

@@ -156,11 +156,17 @@ def fit(split: Split, config: FitConfig, log: Callable[[str], None] = _stderr) -
     log(f"{config.model}: {seqs.n_events:,} training events, {len(seqs):,} sequences, "
         f"{vocab.n_items:,} items; {n_valid:,} validation cases "
         f"({dropped:,} with an item unseen in training skipped)")
+    # the weight a transition term got (with a progress display, training printed it)
+    if hist.config.get("transition_weight") is not None and not config.progress:
+        log(f"defaults: transition term weight {hist.config['transition_weight']:g}, chosen "
+            f"on validation (ndcg@10 {hist.best_valid.get('ndcg@10', float('nan')):.4f})")
     result = FitResult(model, [hist.to_dict()], dict(hist.best_valid), False, by, n_valid,
                        dropped, choice=choice)
     if planned:
         over: dict[str, Any] = {"epochs": hist.best_epoch or int(train_cfg.get("epochs", 1)),
                                 "max_seconds": None, "init_from": None}
+        if hist.config.get("transition_weight") is not None:  # chosen on the fit's validation
+            over["transition_weight"] = hist.config["transition_weight"]
         best = next((e for e in hist.epochs if e.get("epoch") == hist.best_epoch), {})
         if best.get("partial"):
             over["final_epoch_steps"] = int(best["steps"])

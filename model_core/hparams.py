@@ -188,6 +188,8 @@ SASREC_HPARAMS: tuple[HParam, ...] = (
        choices=("gelu", "relu"), flag="--activation"),
     _p("loss_dtype", str, "float32", "sasrec: score matrix and softmax of the ce/sampled "
        "loss in bfloat16 (faster on AMX CPUs and GPUs)", choices=("float32", "bfloat16")),
+    _p("transitions", bool, False, "sasrec: add w * log(1 + count of last item -> item) "
+       "from the training log to the scores, w chosen on validation (count/neural hybrid)"),
 )
 
 

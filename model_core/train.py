@@ -63,6 +63,9 @@ TRAIN_DEFAULTS: dict = {
     "final_epoch_steps": None,
     "windows": True,  # long sequences also train on their earlier max_len windows
     "init_from": None,  # checkpoint directory to start from (same model, same vocabulary)
+    # the weight of a transition term (models.transitions): None = chosen on the validation
+    # cases after training (0 without them); a refit takes the fit's
+    "transition_weight": None,
     "optimizer": "adam",  # adam | adagrad (Adagrad with momentum, GRU4Rec's optimiser)
     "momentum": 0.0,  # adagrad only
     # length: similar lengths together, batches shuffled; time: sequences by start time,
@@ -559,6 +562,8 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
         steps = session_parallel_steps(ordered.items, int(tcfg["batch_size"]))
     if hasattr(module, "set_item_counts"):
         module.set_item_counts(counts)
+    if module.transitions is not None:  # counted from the training sequences only
+        module.transitions.fit(data.items, vocab.n_items)
     sparse_w = module.item_emb.sparse_weight
     dense = [p for p in module.parameters() if p is not sparse_w]
     if tcfg["optimizer"] == "adagrad":
@@ -685,8 +690,34 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
+    if module.transitions is not None:
+        w = tcfg["transition_weight"]
+        if w is None and cases is not None:
+            w, scan = choose_transition_weight(model, cases, vex, vbs)
+            history.best_valid = {k: round(v, 5) for k, v in scan[w].items()}
+            prog.log(f"transition term: weight {w:g} on validation, ndcg@10 "
+                     f"{scan[0.0]['ndcg@10']:.4f} → {scan[w]['ndcg@10']:.4f}")
+        module.transitions.weight.fill_(float(w or 0.0))
+        history.config["transition_weight"] = float(w or 0.0)
     model.trained_actions = bool(model_cfg["action_head"] and has_actions)
     return model, history
+
+
+def choose_transition_weight(model, cases: Cases, exclude_history: bool,
+                             batch_size: int = 1024) -> tuple[float, dict[float, dict]]:
+    """The weight of ``model``'s transition term (:mod:`model_core.models.transitions`) with
+    the best validation NDCG@10 over :data:`~model_core.models.transitions.WEIGHTS` (the
+    smaller on a tie), and every weight's validation metrics. Leaves the weight at 0."""
+    from model_core.models.transitions import WEIGHTS
+
+    term = model.module.transitions
+    scan: dict[float, dict] = {}
+    for w in WEIGHTS:
+        term.weight.fill_(w)
+        scan[w] = validate(model, cases, exclude_history, batch_size)
+    term.weight.fill_(0.0)
+    best = max(WEIGHTS, key=lambda w: (scan[w]["ndcg@10"], -w))
+    return best, scan
 
 
 def item_category_table(events, vocab: ItemVocab) -> tuple[np.ndarray, list[str]]:
@@ -737,5 +768,6 @@ def data_hash(paths: Sequence[str]) -> str:
 
 
 __all__ = ["DENSE_EMB_MAX_ITEMS", "LR_SCHEDULES", "TRAIN_DEFAULTS", "Cases", "TrainHistory", "as_cases", "case_ranks",
+           "choose_transition_weight",
            "data_hash", "item_category_table", "lr_factor", "sequences_from_events", "train_model",
            "validate"]

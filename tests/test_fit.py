@@ -188,3 +188,22 @@ def test_no_time_left_skips_the_refit_and_says_so(synth_events, monkeypatch):
               log=lambda m: None)
     assert not res.refit and len(res.history) == 1
     assert "no time left" in res.refit_skipped
+
+
+def test_the_refit_keeps_the_transition_weight_chosen_on_validation(synth_events,
+                                                                   monkeypatch):
+    from model_core.fit import FitConfig, fit
+
+    spy = Spy(monkeypatch)
+    split = make_split(synth_events, "temporal")
+    lines: list[str] = []
+    res = fit(split, FitConfig("sasrec", {**TINY, "epochs": 1, "transitions": True}),
+              log=lines.append)
+    chosen = res.history[0]["config"]["transition_weight"]
+    said = [m for m in lines if m.startswith("defaults: transition term weight")]
+    assert len(said) == 1 and f"weight {chosen:g}," in said[0]  # what compare prints
+    assert "transition_weight" not in spy.calls[0]["config"]  # chosen on validation
+    assert res.refit and spy.calls[-1]["config"]["transition_weight"] == chosen
+    assert float(res.model.module.transitions.weight) == chosen
+    # the refit counted its own (larger) training part
+    assert res.model.module.transitions.n_pairs > 0

@@ -168,11 +168,15 @@ def all_models(models):
     with torch.no_grad():  # a bias that is not zero, so that leaving it out shows
         biased.module.out_bias.uniform_(-1.0, 1.0)
     out["gru4rec+bias"] = biased
+    counted = create_model("sasrec", vocab, dim=16, transitions=True)
+    counted.module.transitions.fit(data.items, vocab.n_items)
+    counted.module.transitions.weight.fill_(2.0)
+    out["sasrec+transitions"] = counted
     return out
 
 
 @pytest.mark.parametrize("name", ["markov", "gru4rec", "gru4rec+bias", "sasrec", "popular",
-                                  "itemknn", "sknn"])
+                                  "itemknn", "sknn", "sasrec+transitions"])
 def test_candidate_scores_equal_the_full_scores_at_the_candidates(all_models, name,
                                                                    monkeypatch):
     from model_core.models.base import _RecommenderBase
@@ -190,7 +194,7 @@ def test_candidate_scores_equal_the_full_scores_at_the_candidates(all_models, na
     if name != "sknn":  # the candidates only: the full-catalogue call is never made
         monkeypatch.setattr(model, "score", lambda batch: pytest.fail("full scores"))
     got = candidate_scores(model, rows, cands)
-    tol = dict(rtol=1e-5, atol=1e-5) if "gru" in name or name == "sasrec" else dict(rtol=0)
+    tol = dict(rtol=1e-5, atol=1e-5) if "gru" in name or "sasrec" in name else dict(rtol=0)
     np.testing.assert_allclose(got[0][[0, 2, 3]], full[0, [1, 3, 3]], **tol)
     assert np.isnan(got[0][[1, 4]]).all() and np.isnan(got[2]).all()
     np.testing.assert_allclose(got[1], full[1, many], **tol)

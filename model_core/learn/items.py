@@ -159,6 +159,8 @@ def grow_neural(module: nn.Module, n_vocab: int, added: list[int], evicted: list
         if lc is not None:
             module.log_count = torch.cat([lc, lc.new_zeros(grow)])
     if fresh:
+        if getattr(module, "transitions", None) is not None:  # a reused slot's counts
+            module.transitions.forget(fresh)  # were another item's
         bias = getattr(module, "out_bias", None)
         if bias is not None:
             with torch.no_grad():

@@ -8,6 +8,10 @@ Neural sequence models subclass :class:`SequenceModule` and implement::
         the state after the last real event of each row (encode gathered at lengths - 1)
     score_all(h [B, H])                                             -> [B, n_items + 1]
         a score for every item index (column 0 included; callers set it to -inf)
+    score_next(h [B, H], last [B])                                  -> [B, n_items + 1]
+        score_all plus the counted last-item transition term where the module has one
+        (``transitions``, :mod:`model_core.models.transitions`); what predictions use (the
+        losses train the network alone)
     loss(batch, targets [B, L], target_actions [B, L] | None, sampler) -> scalar
         next-item loss (full CE, sampled CE, or gBCE) + weighted next-action CE
 
@@ -29,6 +33,7 @@ from torch import nn
 
 from model_core.models.data import Padded, SeqData, gap_bucket_of, pad_batch
 from model_core.models.item_embedding import InputEncoder, ItemEmbedding
+from model_core.models.transitions import TransitionTerm
 from model_core.predictor import SequenceBatch, TopK
 from model_core.vocab import ItemVocab
 from schemas.actions import N_ACTIONS
@@ -120,6 +125,8 @@ class SequenceModule(nn.Module):
                                                  sparse=sparse_emb),
                                    tuple(features), combine, n_categories)
         self.action_head = nn.Linear(dim, N_ACTIONS) if action_head else None
+        #: the counted last-item transition term (a model that takes one sets it)
+        self.transitions: TransitionTerm | None = None
         self.config = {
             "dim": dim, "loss": loss, "negatives": negatives, "sample_alpha": sample_alpha,
             "in_batch": in_batch, "gbce_t": gbce_t, "features": list(features),
@@ -154,6 +161,18 @@ class SequenceModule(nn.Module):
         """[B, H], [B, C] -> [B, C]: what :meth:`score_all` gives at ``idx``, computed for
         those items only (a module that changes :meth:`score_all` changes this with it)."""
         return torch.bmm(self.item_emb.rows(idx), h.unsqueeze(-1)).squeeze(-1)
+
+    def score_next(self, h: torch.Tensor, last: torch.Tensor,
+                   idx: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, H], [B] each row's last known item (0 = none) -> [B, n_items + 1]: the scores
+        of the next item, :meth:`score_all` plus the transition term where there is one;
+        with ``idx`` [B, C], those at ``idx`` only (:meth:`score_items` plus the term)."""
+        sc = self.score_all(h) if idx is None else self.score_items(h, idx)
+        term = self.transitions
+        if term is None or float(term.weight) == 0.0:
+            return sc
+        return sc + term.weight * (term.rows(last, sc.shape[1]) if idx is None
+                                   else term.at(last, idx))
 
     def action_logits(self, h: torch.Tensor) -> torch.Tensor | None:
         """[B, H] -> [B, N_ACTIONS] logits of the next action, or None without a head."""
@@ -216,6 +235,12 @@ class SequenceModule(nn.Module):
                 stats["action_loss"] = float(a_loss.detach())
                 loss = loss + self.action_weight * a_loss
         return loss, stats
+
+
+def last_items(p: Padded) -> torch.Tensor:
+    """[B] the last item of each right-padded row of ``p`` (0 for an empty row, which is
+    one padding step)."""
+    return p.items.gather(1, (p.lengths - 1).clamp_min(0).view(-1, 1)).view(-1)
 
 
 # --------------------------------------------------------------------------- top-K
@@ -346,19 +371,25 @@ class NeuralRecommender(_RecommenderBase):
                          self.device, use_actions=enc.uses_actions, use_gaps=enc.uses_gaps)
 
     def _hidden(self, batch: SequenceBatch) -> torch.Tensor:
+        return self._hidden_last(batch)[0]
+
+    def _hidden_last(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, H] states, [B] each row's last known item, 0 for an empty row)."""
         p = self.pad(batch)
-        return self.module(p.items, p.lengths, p.actions, p.gaps)
+        h = self.module(p.items, p.lengths, p.actions, p.gaps)
+        return h, last_items(p)
 
     def _score_tensor(self, batch: SequenceBatch) -> torch.Tensor:
         with torch.inference_mode():
-            sc = self.module.score_all(self._hidden(batch)).float()
+            sc = self.module.score_next(*self._hidden_last(batch)).float()
             sc[:, 0] = NEG_INF
             return sc
 
     def score_candidates(self, batch: SequenceBatch,
                          candidates: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The sequence representation once per row, scored against its candidates only
-        (:meth:`SequenceModule.score_items`)."""
+        (:meth:`SequenceModule.score_next` at them: ``score_items`` plus a transition
+        term)."""
         width = max((len(c) for c in candidates), default=0)
         idx = np.zeros((len(candidates), width), dtype=np.int64)
         for r, c in enumerate(candidates):
@@ -367,8 +398,8 @@ class NeuralRecommender(_RecommenderBase):
         with torch.inference_mode():
             for s, e in _chunks(len(batch), self.batch_size):
                 it = torch.from_numpy(idx[s:e]).to(self.device)
-                out[s:e] = self.module.score_items(self._hidden(batch.rows(s, e)), it) \
-                    .float().cpu().numpy()
+                h, last = self._hidden_last(batch.rows(s, e))
+                out[s:e] = self.module.score_next(h, last, it).float().cpu().numpy()
         return [out[r, :len(c)] for r, c in enumerate(candidates)]
 
     def predict_topk(self, batch: SequenceBatch, k: int, exclude_history: bool = False) -> TopK:
@@ -376,8 +407,8 @@ class NeuralRecommender(_RecommenderBase):
         with torch.inference_mode():
             for s, e in _chunks(len(batch), self.batch_size):
                 sub = batch.rows(s, e)
-                h = self._hidden(sub)
-                sc = self.module.score_all(h).float()
+                h, last = self._hidden_last(sub)
+                sc = self.module.score_next(h, last).float()
                 sc[:, 0] = NEG_INF
                 if exclude_history:
                     exclude_items(sc, sub.items)

@@ -18,6 +18,12 @@ with ``act`` (``"gelu"`` default, or the paper's ``"relu"``), dropout after its 
 shared negatives (``"sampled"``, ``negatives``), or gBCE (``"gbce"``, Petrov & Macdonald
 2023, ``gbce_t`` calibration).
 
+``transitions=True`` adds a counted last-item transition term to the scores,
+``w * log(1 + count(last item -> j))`` (:mod:`model_core.models.transitions`, a count/neural
+hybrid): the table is counted from the training sequences, the network trains alone, and
+``w`` is chosen on the validation part after training: on small logs SASRec learns each
+item's successors from a few dozen examples, which the Markov chain's counts use at once.
+
 ``loss_dtype="bfloat16"`` computes the ``ce`` and ``sampled`` (without ``in_batch`` or
 ``logq``) losses' big score matrix ``[positions, candidates]`` and its softmax in bfloat16 (weights, the
 positive's score and the loss stay float32): on a CPU with AMX or on a GPU the scores'
@@ -33,6 +39,7 @@ from torch import nn
 
 from model_core.hparams import declared
 from model_core.models.base import NegativeSampler, NeuralRecommender, SequenceModule
+from model_core.models.transitions import TransitionTerm
 
 BLOCKS = ("prenorm", "sasrec")
 ACTIVATIONS = ("gelu", "relu")
@@ -138,7 +145,7 @@ class SASRecModule(SequenceModule):
     def __init__(self, n_items: int, dim: int = 64, layers: int = 2, heads: int = 1,
                  dropout: float = 0.2, attn_dropout: float = 0.0, max_len: int = 50,
                  block: str = "prenorm", ffn_mult: int = 4, act: str = "gelu",
-                 loss_dtype: str = "float32", **common) -> None:
+                 loss_dtype: str = "float32", transitions: bool = False, **common) -> None:
         super().__init__(n_items, dim=dim, **common)
         if loss_dtype not in LOSS_DTYPES:
             raise ValueError(f"unknown loss_dtype {loss_dtype!r}; choose one of "
@@ -147,6 +154,8 @@ class SASRecModule(SequenceModule):
             raise ValueError("loss_dtype bfloat16 applies to the ce and sampled losses "
                              "without in_batch negatives or logq correction")
         self.loss_dtype = loss_dtype
+        if transitions:
+            self.transitions = TransitionTerm(n_items)
         self.max_len = max_len
         self.pos = nn.Embedding(max_len, dim)
         nn.init.normal_(self.pos.weight, std=0.02)
@@ -155,7 +164,8 @@ class SASRecModule(SequenceModule):
                                            int(ffn_mult), act) for _ in range(layers))
         self.final_ln = nn.LayerNorm(dim)
         self.config.update(layers=layers, heads=heads, dropout=dropout, attn_dropout=attn_dropout,
-                           block=block, ffn_mult=int(ffn_mult), act=act, loss_dtype=loss_dtype)
+                           block=block, ffn_mult=int(ffn_mult), act=act, loss_dtype=loss_dtype,
+                           transitions=bool(transitions))
 
     def encode(self, item_seq, lengths, actions=None, gaps=None) -> torch.Tensor:
         n = item_seq.shape[1]
