@@ -8,8 +8,9 @@ Kafka-free maths behind seqstream's serving endpoints (``stream_app/serve``):
 - :func:`candidate_scores` — the model's score of each request's candidates, by the model's
   ``score_candidates`` (``model_core.models.base``): for those items only where the model
   can (a neural model's sequence representation once per row dotted with the candidates'
-  item rows, plus GRU4Rec's output bias; popularity, Markov and item-kNN read their counts
-  and tables at the candidates), else its full-catalogue scores gathered (session-kNN).
+  item rows, plus GRU4Rec's output bias or SASRec's transition term; popularity, Markov
+  and item-kNN read their counts and tables at the candidates), else its full-catalogue
+  scores gathered (session-kNN).
   Equal to the model's :meth:`~model_core.predictor.Recommender.score` at those items
   (float32 rounding aside, a test checks it).
 - :func:`blend` — the candidates' order: the model's scores blended with the caller's own
