@@ -219,6 +219,11 @@ class Settings(BaseSettings):
         "ahead of the stream's waiting sub-batches (a request waits for at most one "
         "sub-batch, SERVE_STREAM_PART_ROWS); own: on a second thread, beside them (the two "
         "calls share the cores)")
+    serve_request_turns: int = Field(
+        0, ge=0, description="most request batches the model thread runs in a row while "
+        "the stream's sub-batches wait (then one sub-batch, then requests again): the "
+        "stream keeps its share of the thread under heavy requests (0: no bound, requests "
+        "always first)")
     serve_stream_part_rows: int = Field(
         64, ge=0, description="the stream's model call runs in sub-batches of at most this "
         "many events, and a waiting request batch runs between two of them (0: one call per "
@@ -232,6 +237,9 @@ class Settings(BaseSettings):
         512 * 1024, ge=16 * 1024, description="largest record the worker writes (window "
         "records, dead letters); Apache Kafka refuses records over message.max.bytes, 1 MiB "
         "by default")
+    model_threads: int = Field(
+        0, ge=0, description="torch intra-op threads of the worker's model calls (0 = "
+        "torch's default, one per core)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="seqstream's log level (Faust's and the Kafka client's stay at "
         "WARNING unless DEBUG)")

@@ -383,3 +383,31 @@ def test_server_timing_and_the_latency_profile():
     prof = latency_profile([0.010, 0.020], [{"queue": 1.0, "model": 2.0, "app": 4.0}, {}])
     assert prof["app"]["p99"] == 4.0 and prof["outside"]["p99"] == 6.0
     assert latency_profile([0.01], [{}]) == {}
+
+
+def test_loop_lag_probe_and_the_bucket_percentile_of_two_scrapes():
+    import asyncio
+    import time
+
+    from stream_app.observe.loop_lag import LoopLag
+    from stream_app.observe.prometheus import WorkerMetrics
+    from stream_app.ops.bench_serving import bucket_percentile_ms
+
+    metrics = WorkerMetrics()
+    probe = LoopLag(interval_s=0.001, sink=metrics.loop_lag.observe_many, flush_every=5)
+
+    async def busy_loop():
+        task = asyncio.ensure_future(probe.run())
+        for _ in range(12):
+            await asyncio.sleep(0.002)
+            time.sleep(0.03)  # the loop held: the probe wakes >= ~30 ms late
+        task.cancel()
+
+    asyncio.run(busy_loop())
+    assert probe.percentiles_ms()["max"] >= 20.0 and metrics.loop_lag.count >= 5
+    assert b"seqstream_event_loop_lag_seconds_bucket" in metrics.render()
+    before = {0.005: 10.0, 0.025: 10.0, 0.1: 10.0, float("inf"): 10.0}
+    after = {0.005: 90.0, 0.025: 108.0, 0.1: 110.0, float("inf"): 110.0}
+    assert bucket_percentile_ms(before, after, 50) == 5.0
+    assert bucket_percentile_ms(before, after, 99) == 100.0
+    assert bucket_percentile_ms(after, after, 99) is None

@@ -231,6 +231,26 @@ def test_the_model_thread_runs_a_request_batch_before_the_streams_waiting_parts(
         thread.submit(ran.append, "late")
 
 
+def test_the_model_thread_gives_the_stream_its_turn_after_urgent_turns_requests():
+    import threading
+
+    from stream_app.worker.model_thread import ModelThread
+
+    thread = ModelThread("test-model", urgent_turns=1)
+    ran: list[str] = []
+    gate, running = threading.Event(), threading.Event()
+    first = thread.submit(lambda: (running.set(), gate.wait(5), ran.append("part 1")))
+    assert running.wait(5)
+    futures = [thread.submit(ran.append, f"part {i}") for i in (2, 3)]
+    futures += [thread.submit_urgent(ran.append, f"request {i}") for i in (1, 2, 3)]
+    gate.set()
+    for f in (first, *futures):
+        f.result(5)
+    # while both wait they take turns; requests left alone run back to back
+    assert ran == ["part 1", "request 1", "part 2", "request 2", "part 3", "request 3"]
+    thread.shutdown()
+
+
 @pytest.mark.parametrize("name", ["markov", "gru4rec"])
 def test_the_streams_model_call_in_parts_equals_one_call(trained, name):
     from stream_app.worker.processor import join_topk

@@ -6,7 +6,9 @@ Counters: ``seqstream_events_total`` (valid events), ``seqstream_predictions_tot
 ``seqstream_alerts_total{metric}``.
 Histograms: ``seqstream_batch_size`` (records per micro-batch),
 ``seqstream_end_to_end_latency_seconds`` (per event: Kafka timestamp to prediction),
-``seqstream_model_inference_seconds`` (per batch: the batched model call).
+``seqstream_model_inference_seconds`` (per batch: the batched model call),
+``seqstream_event_loop_lag_seconds`` (how late the event loop runs what is ready:
+:mod:`stream_app.observe.loop_lag`).
 Gauges: ``seqstream_consumer_lag{partition}`` (the consumer's highwater minus the next offset
 to process, after each batch), ``seqstream_event_watermark_seconds``,
 ``seqstream_model_info{version}``.
@@ -31,6 +33,7 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
                      60.0, 300.0)
 INFERENCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+LOOP_LAG_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class BulkHistogram(Collector):
@@ -112,6 +115,11 @@ class WorkerMetrics:
                                      "per event: Kafka record timestamp to prediction (seconds)",
                                      LATENCY_BUCKETS_S)
         r.register(self.latency)
+        self.loop_lag = BulkHistogram(
+            "seqstream_event_loop_lag_seconds",
+            "how late the event loop woke a 10 ms sleep (seconds): what a request or a "
+            "batch that became ready waited for the loop", LOOP_LAG_BUCKETS_S)
+        r.register(self.loop_lag)
         self.lag = Gauge("seqstream_consumer_lag",
                          "highwater minus the next offset to process, per input partition",
                          ["partition"], registry=r)

@@ -57,6 +57,11 @@ class ServingBenchConfig:
     models: tuple[str, ...] = MODELS
     #: where request batches run (serve_model_thread): each model runs once per mode
     threads: tuple[str, ...] = ("shared", "own")
+    #: the request phases after "stream_only"
+    request_phases: tuple[str, ...] = ("recommendations", "rank")
+    #: the HTTP client in a process of its own (not beside the producer's and the
+    #: prediction counter's threads, whose Python holds this process's GIL)
+    client_process: bool = True
     work_dir: str | None = None
     seed: int = 0
 
@@ -173,6 +178,43 @@ class PacedProducer(threading.Thread):
         self.join(10)
 
 
+LOOP_LAG = "seqstream_event_loop_lag_seconds"
+
+
+def scrape_buckets(port: int, name: str = LOOP_LAG) -> dict[float, float]:
+    """The cumulative bucket counts (``le`` -> count) of histogram ``name`` from the worker's
+    Prometheus endpoint on ``port``; {} when it does not answer."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: dict[float, float] = {}
+    prefix = f'{name}_bucket{{le="'
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            le, _, count = line[len(prefix):].partition('"} ')
+            out[float(le)] = float(count)
+    return out
+
+
+def bucket_percentile_ms(before: dict[float, float], after: dict[float, float],
+                         q: float) -> float | None:
+    """The upper bound (ms) of the bucket that holds the ``q``-th percentile of what was
+    observed between two scrapes (None: nothing observed, or the top bucket)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    need = counts[-1] * q / 100.0
+    for b, c in zip(bounds, counts, strict=True):
+        if c >= need:
+            return None if b == float("inf") else round(b * 1000.0, 2)
+    return None
+
+
 def parse_server_timing(header: str | None) -> dict[str, float]:
     """``{"queue": 1.5, "app": 3.0}`` from ``queue;dur=1.5, app;dur=3.0`` (ms)."""
     out: dict[str, float] = {}
@@ -217,6 +259,9 @@ async def open_loop(make_request, rate: float, duration_s: float) -> dict:
                                      timeout=aiohttp.ClientTimeout(total=30)) as s:
         loop = asyncio.get_running_loop()
         t0 = loop.time() + 0.05
+        from stream_app.observe.loop_lag import LoopLag
+        lag = LoopLag()
+        probe = asyncio.ensure_future(lag.run())
 
         async def one(i: int) -> None:
             due = t0 + i / rate
@@ -235,9 +280,11 @@ async def open_loop(make_request, rate: float, duration_s: float) -> dict:
 
         await asyncio.gather(*(one(i) for i in range(n)))
         wall = loop.time() - t0
+        probe.cancel()
     return {"requests": n, "answered": len(lat), "requests_per_s": round(len(lat) / wall, 1),
             "latency_ms": percentiles_ms(lat), "errors": errors,
-            "profile_ms": latency_profile(lat, timings)}
+            "profile_ms": latency_profile(lat, timings),
+            "client_loop_lag_ms": lag.percentiles_ms()}
 
 
 async def closed_loop(url: str, concurrency: int, duration_s: float) -> dict:
@@ -260,6 +307,78 @@ async def closed_loop(url: str, concurrency: int, duration_s: float) -> dict:
         await asyncio.gather(*(caller() for _ in range(concurrency)))
         wall = loop.time() - t0
     return {"requests_per_s": round(len(lat) / wall, 1), "latency_ms": percentiles_ms(lat)}
+
+
+def request_maker(phase: str, base_url: str, users: list[str], bodies: list[bytes], k: int):
+    """``make_request(session, i)`` of :func:`open_loop` for ``phase``: the i-th request
+    (recommendations for a user, or a rank body), answered with (status, Server-Timing)."""
+
+    async def rec(s, i):
+        async with s.get(f"{base_url}/v1/users/{users[(i * 7919) % len(users)]}"
+                         f"/recommendations?k={k}") as r:
+            await r.read()
+            return r.status, r.headers.get("Server-Timing")
+
+    async def rank(s, i):
+        async with s.post(f"{base_url}/v1/rank", data=bodies[i % len(bodies)],
+                          headers={"Content-Type": "application/json"}) as r:
+            await r.read()
+            return r.status, r.headers.get("Server-Timing")
+
+    return {"recommendations": rec, "rank": rank}[phase]
+
+
+class ClientProcess:
+    """:func:`open_loop` of one phase run by a Python process of its own, as a caller is
+    (not beside the producer's and the prediction counter's threads, whose Python holds the
+    bench's GIL). :meth:`start` returns once the client is ready, :meth:`go` starts it."""
+
+    def __init__(self, base_url: str, phase: str, bodies: list[bytes], users: list[str],
+                 cfg: ServingBenchConfig) -> None:
+        self.spec = {"base_url": base_url, "phase": phase, "users": users, "k": cfg.k,
+                     "bodies": [b.decode() for b in bodies], "rate": cfg.request_rate,
+                     "duration_s": cfg.phase_s}
+        self.timeout_s = cfg.phase_s * 10 + 60
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from stream_app.ops.bench_serving import client_main; "
+             "client_main()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        self.proc.stdin.write(json.dumps(self.spec).encode() + b"\n")
+        self.proc.stdin.flush()
+        if self.proc.stdout.readline().strip() != b"ready":
+            self.proc.kill()
+            raise RuntimeError(f"the HTTP client did not start: "
+                               f"{self.proc.stderr.read().decode()[-400:]}")
+
+    def go(self) -> None:
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+
+    def result(self) -> dict:
+        try:
+            out, err = self.proc.communicate(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"the HTTP client failed: {err.decode()[-400:]}")
+        return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def client_main() -> None:
+    """The process of :class:`ClientProcess`: the spec, a line on stdin; "ready" on stdout,
+    then a second line on stdin starts it; the result is the last line of stdout."""
+    import aiohttp  # noqa: F401 - imported before "ready": not in the measured time
+
+    spec = json.loads(sys.stdin.readline())
+    req = request_maker(spec["phase"], spec["base_url"], spec["users"],
+                        [b.encode() for b in spec["bodies"]], spec["k"])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(json.dumps(asyncio.run(open_loop(req, spec["rate"], spec["duration_s"]))))
 
 
 _BARE_SERVER = """
@@ -349,11 +468,11 @@ class ServingBench:
         from stream_app.worker.process import WorkerProcess
 
         cfg = self.cfg
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         settings = load_settings(
             broker_url=broker.url, topic_prefix=f"bs{self.tag}.{name}.{thread}.",
             app_id=f"bs{self.tag}-{name}-{thread}", partitions=4, web_port=port,
-            model_path=ckpt, serve_model_thread=thread,
+            model_path=ckpt, serve_model_thread=thread, metrics_port=metrics_port,
             data_dir=str(self.work / f"data-{name}-{thread}"), session_timeout_s=6.0,
             heartbeat_interval_s=0.5, batch_size=cfg.batch_size,
             batch_wait_ms=cfg.batch_wait_ms, max_seq_len=cfg.max_seq_len, log_level="WARNING")
@@ -385,21 +504,13 @@ class ServingBench:
                                   "items": cand_lists[i % len(cand_lists)]}).encode()
                       for i in range(1024)]
 
-            async def rec(s, i):
-                async with s.get(f"{base_url}/v1/users/{users[(i * 7919) % len(users)]}"
-                                 f"/recommendations?k={cfg.k}") as r:
-                    await r.read()
-                    return r.status, r.headers.get("Server-Timing")
-
-            async def rank(s, i):
-                async with s.post(f"{base_url}/v1/rank", data=bodies[i % len(bodies)],
-                                  headers={"Content-Type": "application/json"}) as r:
-                    await r.read()
-                    return r.status, r.headers.get("Server-Timing")
-
+            rec, rank = (request_maker(phase, base_url, users, bodies, cfg.k)
+                         for phase in ("recommendations", "rank"))
             n_phase = int(pace * cfg.phase_s * 1.2) + 100
             seed = cfg.seed + 10
-            for phase, req in (("stream_only", None), ("recommendations", rec), ("rank", rank)):
+            phases = [("stream_only", None)] + [(p, {"recommendations": rec, "rank": rank}[p])
+                                                  for p in cfg.request_phases]
+            for phase, req in phases:
                 seed += 1
                 recs = _records(make_events(n_phase, cfg.items, cfg.users, seed,
                                             start=seed * 10_000_000))
@@ -407,16 +518,29 @@ class ServingBench:
                          + (f", {cfg.request_rate:g} requests/s" if req else ""))
                 prod = PacedProducer(settings, recs, pace)
                 prod.start()
+                client = None
+                if req is not None and cfg.client_process:
+                    client = ClientProcess(base_url, phase, bodies, users, cfg)
+                    client.start()
                 time.sleep(1.0)  # the stream settles at its pace first
+                if client is not None:
+                    client.go()
                 c0, t0 = counter.count, time.monotonic()
+                lag0 = scrape_buckets(metrics_port)
                 if req is None:
                     time.sleep(cfg.phase_s)
                     out = {}
+                elif client is not None:
+                    out = client.result()
                 else:
                     out = asyncio.run(open_loop(req, cfg.request_rate, cfg.phase_s))
                 events_s = (counter.count - c0) / (time.monotonic() - t0)
+                lag = scrape_buckets(metrics_port)
                 prod.stop()
                 out["stream_events_per_s"] = round(events_s, 1)
+                # the worker's event loop (how late it ran what was ready): a bucket bound
+                out["worker_loop_lag_ms"] = {f"p{q}": bucket_percentile_ms(lag0, lag, q)
+                                             for q in (50, 99)}
                 result.phases[phase] = out
                 # the backlog of this phase drains before the next starts
                 _wait(lambda s=counter: time.monotonic() - s.last_at > 1.0, 60, "a quiet stream")
@@ -484,16 +608,16 @@ def _worst(cfg: ServingBenchConfig, results: list[ModelResult]) -> dict:
 def format_table(summary: dict) -> str:
     lines = [f"aiohttp bare handler: {summary['aiohttp_baseline_requests_per_s']} requests/s "
              "(closed loop, client on the same machine)",
-             f"{'model/thread':<16} {'phase':<16} {'events/s':>9} {'ratio':>6} {'req/s':>7} "
+             f"{'model/thread':<15} {'phase':<15} {'events/s':>9} {'ratio':>6} {'req/s':>7} "
              f"{'p50 ms':>7} {'p99 ms':>7}  errors"]
     for name, r in summary["models"].items():
         if r["note"]:
-            lines.append(f"{name:<16} {r['note']}")
+            lines.append(f"{name:<15} {r['note']}")
             continue
-        lines.append(f"{name:<16} {'maximum':<16} {r['max_events_per_s']:>9}")
+        lines.append(f"{name:<15} {'maximum':<15} {r['max_events_per_s']:>9}")
         for phase, p in r["phases"].items():
             lat = p.get("latency_ms", {})
-            lines.append(f"{name:<16} {phase:<16} {p['stream_events_per_s']:>9} "
+            lines.append(f"{name:<15} {phase:<15} {p['stream_events_per_s']:>9} "
                          f"{p.get('stream_events_ratio', ''):>6} {p.get('requests_per_s', ''):>7} "
                          f"{_f(lat.get('p50'))} {_f(lat.get('p99'))}  {p.get('errors') or ''}")
             prof = p.get("profile_ms")
@@ -502,6 +626,11 @@ def format_table(summary: dict) -> str:
                 lines.append(f"    p99 ms: queue {p99['queue']} (thread {p99['thread']}) "
                              f"model {p99['model']} app {p99['app']} "
                              f"outside {p99['outside']}")
+            loop_p99 = p.get("worker_loop_lag_ms", {}).get("p99")
+            client = p.get("client_loop_lag_ms")
+            if loop_p99 is not None or client:
+                lines.append(f"    p99 ms: worker loop lag <= {loop_p99}"
+                             + (f", client loop lag {client['p99']}" if client else ""))
     for thread, w in summary["by_thread"].items():
         lines.append(f"worst with serve_model_thread={thread}: rank p99 {w['rank_p99_ms']} ms,")
         lines.append(f"  recommendations p99 {w['recommend_p99_ms']} ms, {w['requests_per_s']} "

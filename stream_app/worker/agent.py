@@ -58,6 +58,7 @@ from stream_app.observe.alerts import (
     model_swap_alert,
 )
 from stream_app.observe.health import Health
+from stream_app.observe.loop_lag import LoopLag
 from stream_app.observe.prometheus import WorkerMetrics, consumer_lags
 from stream_app.settings import Settings
 from stream_app.windows.aggregation import WindowAggregator
@@ -155,7 +156,8 @@ class WorkerAgent:
     The Faust agent, timers and tasks that :func:`~stream_app.worker.app.create_app`
     registers are this object's methods: :meth:`run` (the agent), :meth:`close_idle_windows`,
     :meth:`poll_for_model`, :meth:`feed_items`, :meth:`watch_stalls`, :meth:`watch_broker`,
-    :meth:`serve_prometheus`, :meth:`on_rebalance_complete`, :meth:`on_before_shutdown`.
+    :meth:`watch_loop_lag`, :meth:`serve_prometheus`, :meth:`on_rebalance_complete`,
+    :meth:`on_before_shutdown`.
     """
 
     def __init__(self, settings: Settings, app, table, processor: BatchProcessor,
@@ -182,7 +184,7 @@ class WorkerAgent:
         self.windows = PartitionWindows(self._new_windows, table.get, settings.max_record_bytes)
         # every model call on one thread; request batches (stream_app.serve) go before the
         # stream's waiting sub-batches (model_thread.py)
-        self.executor = ModelThread("seqstream-model")
+        self.executor = ModelThread("seqstream-model", settings.serve_request_turns)
         self._publisher: BatchPublisher | None = None
         # new items at run time (text/fused models with the text extra): items topic -> encoder
         self.item_encoder = make_item_encoder(settings, model)
@@ -664,6 +666,11 @@ class WorkerAgent:
 
     async def watch_broker(self) -> None:
         await self.health.watch_broker(lambda reason: fatal(reason, code=69))
+
+    async def watch_loop_lag(self) -> None:
+        """How late this worker's event loop runs what is ready, into the Prometheus
+        histogram (serving's requests and the stream's batches wait that long)."""
+        await LoopLag(sink=self.prom.loop_lag.observe_many).run()
 
     async def serve_prometheus(self) -> None:
         if self.settings.metrics_port > 0:

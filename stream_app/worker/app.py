@@ -114,6 +114,10 @@ def app_options(settings: Settings) -> dict:
 
 
 def create_app(settings: Settings, model: Recommender | None = None) -> SeqstreamApp:
+    if settings.model_threads:
+        import torch
+
+        torch.set_num_threads(settings.model_threads)
     model = model if model is not None else load_model_from_settings(settings)
     app = FaustApp(settings.app_id, **app_options(settings))
     app.keep_monitor = settings.faust_monitor
@@ -146,7 +150,7 @@ def create_app(settings: Settings, model: Recommender | None = None) -> Seqstrea
     app.timer(interval=1.0)(agent.close_idle_windows)
     app.timer(interval=settings.model_poll_s)(agent.poll_for_model)
     for task in (agent.feed_items, agent.watch_stalls, agent.watch_broker,
-                 agent.serve_prometheus):
+                 agent.watch_loop_lag, agent.serve_prometheus):
         app.task(task)
     sapp = SeqstreamApp(settings, app, agent)
     if settings.web_port > 0:

@@ -8,14 +8,18 @@ soon as the sub-batch on the thread ends, before the stream's next one. A reques
 waits for at most one sub-batch, not a whole event batch, and the stream loses no time to
 round trips between its sub-batches.
 
+Requests first could starve the stream: under a steady flow of requests one request batch
+follows another while the stream's sub-batches wait. ``urgent_turns`` bounds that: after so
+many urgent jobs in a row, the oldest waiting stream job runs next (with 1 the two take
+turns while both wait), so the stream keeps at least its share of the thread.
+
 Within one priority the order is first in, first out.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import threading
+from collections import deque
 from concurrent.futures import Executor, Future
 
 URGENT = 0  # request batches
@@ -26,11 +30,13 @@ class ModelThread(Executor):
     """An executor of one thread that runs urgent work before waiting stream work.
 
     :meth:`submit` (what ``loop.run_in_executor`` calls) queues stream work;
-    :meth:`submit_urgent` queues work that runs next."""
+    :meth:`submit_urgent` queues work that runs next, unless ``urgent_turns`` urgent jobs
+    (0: no bound) ran in a row and stream work waits."""
 
-    def __init__(self, name: str = "seqstream-model") -> None:
-        self._queue: list = []
-        self._order = itertools.count()
+    def __init__(self, name: str = "seqstream-model", urgent_turns: int = 0) -> None:
+        self.urgent_turns = urgent_turns
+        self._queues: tuple[deque, deque] = (deque(), deque())  # URGENT, STREAM
+        self._in_a_row = 0  # urgent jobs run since the last stream job
         self._wake = threading.Condition()
         self._closed = False
         self.urgent_runs = 0
@@ -49,18 +55,28 @@ class ModelThread(Executor):
         with self._wake:
             if self._closed:
                 raise RuntimeError("the model thread is shut down")
-            heapq.heappush(self._queue, (priority, next(self._order), future, fn, args, kwargs))
+            self._queues[priority].append((future, fn, args, kwargs))
             self._wake.notify()
         return future
+
+    def _take(self) -> tuple[int, tuple]:
+        """The next job and its priority (the lock held, a job waiting)."""
+        urgent, stream = self._queues
+        turns = self.urgent_turns
+        if urgent and not (stream and turns and self._in_a_row >= turns):
+            self._in_a_row += 1
+            return URGENT, urgent.popleft()
+        self._in_a_row = 0
+        return STREAM, stream.popleft()
 
     def _work(self) -> None:
         while True:
             with self._wake:
-                while not self._queue and not self._closed:
+                while not any(self._queues) and not self._closed:
                     self._wake.wait()
-                if not self._queue:  # closed and drained
+                if not any(self._queues):  # closed and drained
                     return
-                priority, _, future, fn, args, kwargs = heapq.heappop(self._queue)
+                priority, (future, fn, args, kwargs) = self._take()
             if not future.set_running_or_notify_cancel():
                 continue
             if priority == URGENT:
@@ -78,9 +94,10 @@ class ModelThread(Executor):
         with self._wake:
             self._closed = True
             if cancel_futures:
-                for item in self._queue:
-                    item[2].cancel()
-                self._queue.clear()
+                for queue in self._queues:
+                    for item in queue:
+                        item[0].cancel()
+                    queue.clear()
             self._wake.notify_all()
         if wait and self._runner is not threading.current_thread():
             self._runner.join()
