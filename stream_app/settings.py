@@ -220,14 +220,15 @@ class Settings(BaseSettings):
         "sub-batch, SERVE_STREAM_PART_ROWS); own: on a second thread, beside them (the two "
         "calls share the cores)")
     serve_request_turns: int = Field(
-        0, ge=0, description="most request batches the model thread runs in a row while "
+        1, ge=0, description="most request batches the model thread runs in a row while "
         "the stream's sub-batches wait (then one sub-batch, then requests again): the "
         "stream keeps its share of the thread under heavy requests (0: no bound, requests "
         "always first)")
     serve_stream_part_rows: int = Field(
         64, ge=0, description="the stream's model call runs in sub-batches of at most this "
         "many events, and a waiting request batch runs between two of them (0: one call per "
-        "event batch)")
+        "event batch); 16 halved rank's p99 in bench --serving but cut the stream's maximum "
+        "events/s by about a quarter (more, smaller calls)")
     serve_timeout_s: float = Field(
         5.0, gt=0, description="a request not answered in this time gets a 503 (routing "
         "included)")
@@ -238,8 +239,9 @@ class Settings(BaseSettings):
         "records, dead letters); Apache Kafka refuses records over message.max.bytes, 1 MiB "
         "by default")
     model_threads: int = Field(
-        0, ge=0, description="torch intra-op threads of the worker's model calls (0 = "
-        "torch's default, one per core)")
+        1, ge=0, description="torch intra-op threads of the worker's model calls (0 = "
+        "torch's default, one per core): on two cores a second torch thread took the event "
+        "loop's core, and serving's requests waited for the loop (bench --serving)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="seqstream's log level (Faust's and the Kafka client's stay at "
         "WARNING unless DEBUG)")
