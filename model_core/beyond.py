@@ -21,10 +21,12 @@ same figures:
 - :func:`repeat_split` — how much of the hit rate re-recommends an item already in the user's
   history (repeat consumption) against items new to the user.
 
-Novelty, ARP and APLT are computed from additive sums (:func:`list_metric_sums`, turned into
-means by :func:`metrics_from_sums`): the offline functions sum over all their lists at once,
-the online windows (:mod:`stream_app.windows.aggregation`) add the sums of each batch, so a
-window's figure is the offline figure of the same lists.
+Novelty, ARP, APLT and ILD are computed from additive sums (:func:`list_metric_sums`,
+:func:`ild_sums`, turned into means by :func:`metrics_from_sums`), and exposure Gini from
+per-item exposure counts (:func:`exposure_counts`, :func:`gini_of_exposure`): the offline
+functions sum or count over all their lists at once, the online windows
+(:mod:`stream_app.windows.aggregation`) add the sums and counts of each batch, so a window's
+figure is the offline figure of the same lists.
 """
 
 from __future__ import annotations
@@ -84,15 +86,34 @@ def add_sums(total: dict[str, float], more: dict[str, float]) -> None:
 
 
 def metrics_from_sums(sums: dict[str, float], ks: Sequence[int]) -> dict[str, float]:
-    """``novelty@K``, ``arp@K``, ``aplt@K`` from :func:`list_metric_sums` (NaN without
-    lists)."""
+    """``novelty@K``, ``arp@K``, ``aplt@K`` from :func:`list_metric_sums` and ``ild@K`` from
+    :func:`ild_sums`, for the sums present (NaN without lists)."""
     nan = float("nan")
     out: dict[str, float] = {}
     for k in ks:
-        items, lists = sums.get(f"items@{k}", 0.0), sums.get(f"lists@{k}", 0.0)
-        out[f"novelty@{k}"] = sums[f"novelty@{k}"] / items if items else nan
-        out[f"arp@{k}"] = sums[f"arp@{k}"] / lists if lists else nan
-        out[f"aplt@{k}"] = sums[f"aplt@{k}"] / lists if lists else nan
+        if f"novelty@{k}" in sums:
+            items, lists = sums.get(f"items@{k}", 0.0), sums.get(f"lists@{k}", 0.0)
+            out[f"novelty@{k}"] = sums[f"novelty@{k}"] / items if items else nan
+            out[f"arp@{k}"] = sums[f"arp@{k}"] / lists if lists else nan
+            out[f"aplt@{k}"] = sums[f"aplt@{k}"] / lists if lists else nan
+        if f"ild@{k}" in sums:
+            n = sums.get(f"ild_lists@{k}", 0.0)
+            out[f"ild@{k}"] = sums[f"ild@{k}"] / n if n else nan
+    return out
+
+
+def weights_from_sums(sums: dict[str, float], ks: Sequence[int]) -> dict[str, float]:
+    """What each figure of :func:`metrics_from_sums` is a mean over (recommended items for
+    novelty, lists for ARP / APLT, lists with two categorised items for ILD): the weights
+    that make means of several windows' figures exact."""
+    out: dict[str, float] = {}
+    for k in ks:
+        if f"novelty@{k}" in sums:
+            lists = sums.get(f"lists@{k}", 0.0)
+            out.update({f"novelty@{k}": sums.get(f"items@{k}", 0.0), f"arp@{k}": lists,
+                        f"aplt@{k}": lists})
+        if f"ild@{k}" in sums:
+            out[f"ild@{k}"] = sums.get(f"ild_lists@{k}", 0.0)
     return out
 
 
@@ -136,29 +157,64 @@ def gini(values: np.ndarray) -> float:
     return float(np.sum((2 * i - n - 1) * x) / (n * x.sum()))
 
 
+def exposure_counts(top: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(item indices, ascending; how often each is in the top ``k`` of the lists): the
+    exposure of the recommended items (padding left out)."""
+    lists = _lists(top, k)
+    return np.unique(lists[lists > 0], return_counts=True)
+
+
+def gini_of_exposure(items: np.ndarray, counts: np.ndarray, n_items: int) -> float:
+    """Gini of the exposure of the ``n_items`` catalogue items (items 1..n_items; the ones
+    not in ``items`` were never recommended) from :func:`exposure_counts` or their sums."""
+    items = np.asarray(items, dtype=np.int64)
+    keep = (items >= 1) & (items <= n_items)
+    exposure = np.zeros(n_items, dtype=np.float64)
+    np.add.at(exposure, items[keep] - 1, np.asarray(counts, dtype=np.float64)[keep])
+    return gini(exposure)
+
+
 def exposure_gini(top: np.ndarray, n_items: int, k: int) -> float:
     """Gini of the number of times each of the ``n_items`` catalogue items is recommended."""
-    lists = _lists(top, k)
-    items = lists[lists > 0]
-    exposure = np.bincount(items, minlength=n_items + 1)[1:n_items + 1]
-    return gini(exposure)
+    return gini_of_exposure(*exposure_counts(top, k), n_items)
+
+
+#: rows of lists compared pairwise at once by :func:`ild_sums` (bounds its memory)
+_ILD_CHUNK = 4096
+
+
+def ild_sums(top: np.ndarray, categories: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    """The additive sums behind ILD at each K: ``ild@K`` (sum over lists of the share of
+    item pairs with different categories) and ``ild_lists@K`` (lists with two or more items
+    that have a category). ``categories[i]``: item ``i``'s category as a non-negative
+    integer, -1 for none; an item past the end of ``categories`` has none."""
+    cat = np.asarray(categories, dtype=np.int64)
+    out: dict[str, float] = {}
+    for k in ks:
+        lists = _lists(top, k)
+        total = lists_n = 0.0
+        for s in range(0, len(lists), _ILD_CHUNK):
+            rows = lists[s:s + _ILD_CHUNK]
+            inside = (rows > 0) & (rows < cat.size)
+            c = np.where(inside, cat[np.where(inside, rows, 0)], -1)
+            valid = c >= 0
+            n = valid.sum(axis=1)
+            same = ((c[:, :, None] == c[:, None, :]) & valid[:, :, None]).sum(axis=(1, 2))
+            pairs = n * (n - 1) / 2
+            keep = n >= 2
+            differ = pairs - (same - n) / 2  # same-category pairs, the diagonal left out
+            total += float((differ[keep] / pairs[keep]).sum())
+            lists_n += float(keep.sum())
+        out[f"ild@{k}"] = total
+        out[f"ild_lists@{k}"] = lists_n
+    return out
 
 
 def intra_list_diversity(top: np.ndarray, categories: np.ndarray, k: int) -> float:
     """Mean over lists of the share of item pairs with different categories.
 
     ``categories[i]``: the category of item ``i`` as a non-negative integer, -1 for none."""
-    lists = _lists(top, k)
-    cat = np.asarray(categories, dtype=np.int64)
-    out = []
-    for row in lists:
-        c = cat[row[row > 0]]
-        c = c[c >= 0]
-        if c.size < 2:
-            continue
-        differ = (c[:, None] != c[None, :]).sum() / 2
-        out.append(differ / (c.size * (c.size - 1) / 2))
-    return float(np.mean(out)) if out else float("nan")
+    return metrics_from_sums(ild_sums(top, categories, (k,)), (k,))[f"ild@{k}"]
 
 
 def repeat_split(hits: np.ndarray, target_in_history: np.ndarray) -> dict[str, float]:

@@ -25,8 +25,12 @@ class MetricsWindow:
     action_macro_f1: float | None = None
     coverage: float | None = None  # distinct predicted items / catalogue size
     #: beyond-accuracy figures of the window's top-K lists, keyed ``novelty@10``, ``arp@10``,
-    #: ``aplt@10`` ... (model_core.beyond; empty when the model has no training counts)
+    #: ``aplt@10`` (with the model's training counts), ``ild@10`` (with item categories),
+    #: ``gini@10`` (exposure Gini; absent past the window's exposure cap) ... (model_core.beyond)
     beyond: dict[str, float] = field(default_factory=dict)
+    #: what each ``beyond`` figure except Gini is a mean over (recommended items for novelty,
+    #: lists for ARP / APLT, lists with two categorised items for ILD): exact means over windows
+    beyond_n: dict[str, float] = field(default_factory=dict)
     events_per_s: float = 0.0  # processing rate while the window was open (wall clock)
     #: end-to-end latency (event time -> prediction) percentiles, nearest rank, from a
     #: log-bucket histogram: within 1 % of the exact value

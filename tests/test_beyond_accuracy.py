@@ -183,15 +183,18 @@ def test_provenance_records_commit_hashes_split_seed_config(tmp_path):
 
 
 def test_online_window_carries_the_offline_figures_of_its_lists():
-    """A window's novelty / ARP / APLT are the offline functions' figures of the top-K lists
-    it counts (one per new event, as coverage), also across batches and a restore."""
+    """A window's novelty / ARP / APLT / ILD / Gini are the offline functions' figures of the
+    top-K lists it counts (one per new event, as coverage), also across batches and a
+    restore; its ``beyond_n`` makes means over windows exact."""
     from test_online import T0, batch, ev
 
-    from stream_app.windows.aggregation import WindowAggregator
+    from stream_app.windows.aggregation import WindowAggregator, aggregate_beyond
+
+    cats = np.array([-1, 0, 0, 1, -1, 2])  # item 4 has no category; item 6 is past the end
 
     def fresh():
-        return WindowAggregator(ks=(1, 2), window_s=60, allowed_lateness_s=0, n_items=6,
-                                item_counts=COUNTS)
+        return WindowAggregator(ks=(1, 2), window_s=60, allowed_lateness_s=0, n_items=5,
+                                item_counts=COUNTS, item_categories=cats)
 
     first = [ev(0, T0, "a"), ev(1, T0 + 1, "b"), ev(2, T0 + 2, "a")]
     top1 = [[1, 2], [3, 5], [1, 4]]
@@ -200,7 +203,8 @@ def test_online_window_carries_the_offline_figures_of_its_lists():
     agg = fresh()
     agg.add_batch(first, batch(first, items=top1, dups=[2]), [1.0] * 3, 1000)  # row 2: dup
     back = WindowAggregator.restore(agg.snapshot())
-    back.set_item_counts(COUNTS)  # counts are not saved; the worker hands them over
+    back.set_item_counts(COUNTS)  # counts and categories are not saved; the worker hands
+    back.set_item_categories(cats)  # them over
     for a in (agg, back):
         a.add_batch(second, batch(second, items=top2), [1.0] * 2, 2000)
     (w,) = agg.flush(0)
@@ -210,11 +214,46 @@ def test_online_window_carries_the_offline_figures_of_its_lists():
     for k in (1, 2):
         want = {f"novelty@{k}": novelty(lists, counts6, k),
                 f"arp@{k}": average_recommendation_popularity(lists, counts6, k),
-                f"aplt@{k}": long_tail_share(lists, counts6, k)}
+                f"aplt@{k}": long_tail_share(lists, counts6, k),
+                f"gini@{k}": exposure_gini(lists, 6, k)}  # item 6 joined the catalogue
+        if k == 2:
+            want["ild@2"] = intra_list_diversity(lists, cats, k)
         for key, v in want.items():
             assert w.beyond[key] == pytest.approx(v) and w2.beyond[key] == pytest.approx(v)
+    assert "ild@1" not in w.beyond  # one item per list: no pair
     # by hand at K=1: items 1, 3, 4, 2 of counts 8, 2, 1, 4 (total 15)
     assert w.beyond["arp@1"] == pytest.approx((8 + 2 + 1 + 4) / 4)
+    # at K=2, pairs (1,2) same, (3,5) differ, (4,6) none, (2,1) same: ILD 1/3 of 3 lists;
+    # exposure of items 1..6 is 2, 2, 1, 1, 1, 1
+    assert (w.beyond["ild@2"], w.beyond_n["ild@2"]) == (pytest.approx(1 / 3), 3)
+    assert w.beyond["gini@2"] == pytest.approx(gini(np.array([2, 2, 1, 1, 1, 1])))
+    assert w.beyond_n["novelty@2"] == 8 and "gini@2" not in w.beyond_n
+    # a second window: means over both weighted by beyond_n equal the figure of all lists
+    more = [ev(5, T0 + 61_000, "a")]
+    agg2 = fresh()
+    for evs, top in ((first[:2] + second, top1[:2] + top2), (more, [[3, 1]])):
+        agg2.add_batch(evs, batch(evs, items=top), [1.0] * len(evs), 3000)
+    both = aggregate_beyond(agg2.flush(0))
+    every = np.r_[lists, [[3, 1]]]
+    assert both["novelty@2"] == pytest.approx(novelty(every, counts6, 2))
+    assert both["ild@2"] == pytest.approx(intra_list_diversity(every, cats, 2))
+    assert "gini@2" not in both
     no_counts = WindowAggregator(ks=(1,), window_s=60, n_items=6)
     no_counts.add_batch(second, batch(second, items=top2), [1.0] * 2, 2000)
-    assert no_counts.flush(0)[0].beyond == {}
+    assert set(no_counts.flush(0)[0].beyond) == {"gini@1"}
+
+
+def test_window_drops_exposure_past_its_cap_rather_than_estimate():
+    from test_online import T0, batch, ev
+
+    from stream_app.windows.aggregation import WindowAggregator
+
+    agg = WindowAggregator(ks=(2,), window_s=60, n_items=10, exposure_cap=3)
+    evs = [ev(0, T0, "a"), ev(1, T0 + 1, "b")]
+    agg.add_batch(evs[:1], batch(evs[:1], items=[[1, 2]]), [1.0], 1000)
+    back = WindowAggregator.restore(agg.snapshot())
+    assert back.snapshot() == agg.snapshot()
+    agg.add_batch(evs[1:], batch(evs[1:], items=[[3, 4]]), [1.0], 1000)  # 4 items > 3
+    assert "gini@2" not in agg.flush(0)[0].beyond
+    assert back.flush(0)[0].beyond["gini@2"] == pytest.approx(exposure_gini(
+        np.array([[1, 2]]), 10, 2))

@@ -52,27 +52,32 @@ def test_coverage_sketched_is_within_its_error_past_the_exact_phase():
 
 def test_prequential_evaluation_and_windows_agree_on_coverage_and_beyond_accuracy():
     """evaluate_prequential (offline) and a window fed the engine's batches (online): the same
-    coverage, novelty, ARP and long-tail share."""
+    coverage, novelty, ARP, long-tail share, ILD and exposure Gini."""
+    from model_core.evaluate import item_category_table
+
     events = generate(800, n_users=30, n_items=60, seed=3)
     train, test = events[:400], events[400:]
     vocab = build_vocab(train)
     model = create_model("markov", vocab)
     model.fit(group_by_user(train, vocab))
+    cats = item_category_table(model, {e.item_id: e.category_id for e in events})
     offline = evaluate_prequential(model, test, ks=(10,), batch_size=100, n_boot=10,
-                                   item_counts=model.item_counts)
+                                   item_counts=model.item_counts, item_categories=cats)
     engine = PrequentialEngine(model, max_len=50, k=10)
     agg = _one_window(vocab.n_items)
     agg.set_item_counts(model.item_counts)
+    agg.set_item_categories(cats)
     states: dict = {}
-    for s in range(0, len(test), 100):
-        chunk = test[s:s + 100]
+    for s in range(0, len(test), 70):  # other batches than offline's
+        chunk = test[s:s + 70]
         agg.add_batch(chunk, engine.process(chunk, states), [1.0] * len(chunk), 1000)
     (w,) = agg.flush(0)
     assert 0 < offline.coverage <= 1
     assert w.coverage == offline.coverage
-    assert set(w.beyond) == {"novelty@10", "arp@10", "aplt@10"}
+    assert set(w.beyond) == {"novelty@10", "arp@10", "aplt@10", "ild@10", "gini@10"}
     for key, v in w.beyond.items():
-        assert v == pytest.approx(offline.metrics[key], rel=1e-12)
+        assert v == pytest.approx(offline.metrics[key], rel=1e-12), key
+    assert 0 < w.beyond["ild@10"] < 1 and 0 < w.beyond["gini@10"] < 1
 
 
 @pytest.mark.parametrize("seed", range(5))

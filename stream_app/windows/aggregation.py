@@ -19,24 +19,48 @@ distinct users and distinct recommended items are :class:`~stream_app.windows.di
 counts (exact up to 128 values, then HyperLogLog with a 1.6 % standard error), so ``users``
 and ``coverage`` of a busy window are estimates; latencies are a log-bucket histogram.
 
-Beyond accuracy: given the model's training counts (``item_counts``, by vocabulary index; the
-counting models carry them), each window adds up the sums behind novelty, ARP and the
-long-tail share of the top-K lists it counts in ``coverage`` (one per new event:
-:func:`model_core.beyond.list_metric_sums`, the functions ``evaluate`` uses), and its record
-holds them as ``beyond`` (``novelty@K``, ``arp@K``, ``aplt@K``): the offline figure of the same
-lists. Without counts ``beyond`` is empty. The counts are not part of the saved state: the
-worker hands them to every aggregator it creates or restores (:meth:`set_item_counts`).
+Beyond accuracy, of the top-K lists each window counts in ``coverage`` (one per new event),
+by the functions ``evaluate`` uses (:mod:`model_core.beyond`), so a window's figure is the
+offline figure of the same lists; its record holds them as ``beyond`` and what each is a mean
+over as ``beyond_n`` (so that means over windows and partitions stay exact):
+
+- ``novelty@K``, ``arp@K``, ``aplt@K`` from additive sums (:func:`~model_core.beyond.list_metric_sums`),
+  given the model's training counts (``item_counts``, by vocabulary index: the counting
+  models and the GRU4Rec / SASRec checkpoints saved since they store them);
+- ``ild@K`` from additive sums (:func:`~model_core.beyond.ild_sums`), given each item's
+  category (:meth:`set_item_categories`; the worker learns them from the events'
+  ``category_id``, :mod:`stream_app.windows.categories`);
+- ``gini@K``, the Gini of exposure over the catalogue (``n_items`` plus the items added at
+  run time), from the window's exact per-item exposure counts
+  (:func:`~model_core.beyond.gini_of_exposure`). They are bounded: a window keeps them for
+  up to ``exposure_cap`` distinct recommended items (4,096 by default, a few KB compressed
+  in the record); a window that recommends more drops them and has no ``gini@K`` (an exact
+  figure or none, never an estimate). Gini is not a mean: ``beyond_n`` has no weight for it
+  and merged windows of several partitions leave it out.
+
+Counts and categories are not part of the saved state: the worker hands them to every
+aggregator it creates or restores (:meth:`set_item_counts`, :meth:`set_item_categories`).
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from model_core.beyond import add_sums, list_metric_sums, metrics_from_sums, short_head
+from model_core.beyond import (
+    add_sums,
+    exposure_counts,
+    gini_of_exposure,
+    ild_sums,
+    list_metric_sums,
+    metrics_from_sums,
+    short_head,
+    weights_from_sums,
+)
 from model_core.metrics import Coverage, RankingAccumulator, report_from_confusion
 from model_core.prequential import BatchResult
 from schemas.actions import ACTIONS, N_ACTIONS
@@ -46,7 +70,9 @@ from stream_app.windows.distinct_sketch import DistinctSketch, DistinctState, ha
 from stream_app.windows.latency_sketch import LatencyHistogram, LatencyState
 
 #: version of :class:`AggregatorSnapshot`; raise it with any change to the snapshot records
-SNAPSHOT_VERSION = 5  # 5: windows hold list_sums (beyond-accuracy sums); 4 is read too
+SNAPSHOT_VERSION = 6  # 6: windows hold exposure counts; 5: list_sums; 4 and 5 are read too
+#: distinct recommended items a window keeps exact exposure counts for (its ``gini@K``)
+EXPOSURE_CAP = 4096
 
 
 @dataclass(frozen=True)
@@ -67,8 +93,11 @@ class WindowSnapshot:
     users: DistinctState
     items: DistinctState
     latency: LatencyState
-    #: sums behind novelty / ARP / APLT (:func:`model_core.beyond.list_metric_sums`)
+    #: sums behind novelty / ARP / APLT / ILD (:mod:`model_core.beyond`)
     list_sums: dict[str, float] = field(default_factory=dict)
+    #: per-item exposure counts at each K (:func:`pack_exposure`); None: not kept (over the
+    #: cap, or a window restored from a version-4/5 record, which had none)
+    exposure: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +125,23 @@ class AggregatorSnapshot:
     windows: tuple[WindowSnapshot, ...]
 
 
+def pack_exposure(items: np.ndarray, counts: np.ndarray) -> bytes:
+    """Exposure counts as compact bytes for the saved record: the ascending item indices as
+    gaps, then each K's counts, as little-endian uint32, zlib-compressed."""
+    gaps = np.diff(np.asarray(items, np.int64), prepend=0)
+    flat = np.concatenate([gaps, np.asarray(counts, np.int64).T.ravel()])
+    return zlib.compress(flat.astype("<u4").tobytes(), 1)
+
+
+def unpack_exposure(raw: bytes, n_ks: int) -> tuple[np.ndarray, np.ndarray]:
+    """(items, [items, n_ks] counts) of :func:`pack_exposure`."""
+    flat = np.frombuffer(zlib.decompress(raw), dtype="<u4").astype(np.int64)
+    n = len(flat) // (1 + n_ks)
+    if n * (1 + n_ks) != len(flat):
+        raise ValueError(f"exposure of {len(flat)} values is not items and {n_ks} counts each")
+    return np.cumsum(flat[:n]), flat[n:].reshape(n_ks, n).T.copy()
+
+
 @dataclass
 class _Window:
     start_ms: int
@@ -117,10 +163,42 @@ class _Window:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     busy_ms: float = 0.0  # wall time attributed to this window's events (see add_batch)
     list_sums: dict[str, float] = field(default_factory=dict)  # beyond-accuracy sums
+    # exact exposure: recommended items (ascending) and [items, len(ks)] counts; None: dropped
+    exposed: np.ndarray | None = field(default_factory=lambda: np.zeros(0, np.int64))
+    exposure: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.ranking = RankingAccumulator(self.ks)
         self.items = Coverage(self.n_items, DistinctSketch())
+        if self.exposed is not None and self.exposure is None:
+            self.exposure = np.zeros((len(self.exposed), len(self.ks)), np.int64)
+
+    def add_exposure(self, top: np.ndarray, cap: int) -> None:
+        """The lists' per-item exposure at each K added; dropped past ``cap`` items."""
+        if self.exposed is None:
+            return
+        parts = [exposure_counts(top, k) for k in self.ks]
+        items = np.concatenate([self.exposed, *(p[0] for p in parts)])
+        known, at = np.unique(items, return_inverse=True)
+        if len(known) > cap:
+            self.exposed = self.exposure = None
+            return
+        counts = np.zeros((len(known), len(self.ks)), np.int64)
+        n = len(self.exposed)
+        np.add.at(counts, at[:n], self.exposure)
+        for j, (_, c) in enumerate(parts):
+            np.add.at(counts[:, j], at[n:n + len(c)], c)
+            n += len(c)
+        self.exposed, self.exposure = known, counts
+
+    def gini(self, n_items: int) -> dict[str, float]:
+        """``gini@K`` of the exposure over a catalogue of ``n_items`` (and any item added
+        after, recommended here); empty when the exposure was dropped."""
+        if self.exposed is None or not n_items:
+            return {}
+        n = max(n_items, int(self.exposed.max(initial=0)))
+        return {f"gini@{k}": gini_of_exposure(self.exposed, self.exposure[:, j], n)
+                for j, k in enumerate(self.ks)}
 
     def snapshot(self) -> WindowSnapshot:
         return WindowSnapshot(
@@ -130,7 +208,9 @@ class _Window:
             scored=self.ranking.n, ranking_sums=dict(self.ranking.sums),
             confusion=tuple(tuple(row) for row in self.confusion.tolist()),
             users=self.users.snapshot(), items=self.items.distinct.snapshot(),
-            latency=self.latency.snapshot(), list_sums=dict(self.list_sums))
+            latency=self.latency.snapshot(), list_sums=dict(self.list_sums),
+            exposure=(None if self.exposed is None
+                      else pack_exposure(self.exposed, self.exposure)))
 
     @classmethod
     def restore(cls, s: WindowSnapshot, ks: tuple[int, ...], n_items: int) -> _Window:
@@ -139,6 +219,10 @@ class _Window:
                 dead_letters=s.dead_letters, users=DistinctSketch.restore(s.users),
                 latency=LatencyHistogram.restore(s.latency), busy_ms=s.busy_ms,
                 list_sums=dict(s.list_sums))
+        if s.exposure is None:
+            w.exposed = w.exposure = None
+        else:
+            w.exposed, w.exposure = unpack_exposure(s.exposure, len(ks))
         w.items.distinct = DistinctSketch.restore(s.items)
         if set(s.ranking_sums) != set(w.ranking.sums):
             raise ValueError(f"window snapshot holds ranking sums {sorted(s.ranking_sums)}, "
@@ -157,7 +241,9 @@ class WindowAggregator:
     def __init__(self, ks: Sequence[int] = (10, 20), window_s: int = 60,
                  allowed_lateness_s: int = 5, hop_s: int = 0, hop_window_s: int = 300,
                  n_items: int = 0, model_version: str = "",
-                 item_counts: np.ndarray | None = None) -> None:
+                 item_counts: np.ndarray | None = None,
+                 item_categories: np.ndarray | None = None,
+                 exposure_cap: int = EXPOSURE_CAP) -> None:
         self.ks = tuple(ks)
         self.window_ms = window_s * 1000
         self.lateness_ms = allowed_lateness_s * 1000
@@ -171,7 +257,9 @@ class WindowAggregator:
         self.total_late = 0  # late events (tumbling windows), over the aggregator's life
         self._pending_dead = 0
         self._last_wall_ms: int | None = None
+        self.exposure_cap = exposure_cap
         self.set_item_counts(item_counts)
+        self.set_item_categories(item_categories)
 
     def set_item_counts(self, counts: np.ndarray | None) -> None:
         """The model's training counts by vocabulary index (None: no beyond-accuracy sums
@@ -186,8 +274,19 @@ class WindowAggregator:
     def item_counts(self) -> np.ndarray | None:
         return self._counts
 
+    def set_item_categories(self, categories: np.ndarray | None) -> None:
+        """Each item's category by vocabulary index (-1: none; an item past its end has
+        none), for ``ild@K`` from now on (None: no ILD sums); windows keep the sums they
+        hold. Read, not copied: the worker's table may fill in between batches."""
+        self._categories = categories
+
     def _add_lists(self, w: _Window, top: np.ndarray) -> None:
-        if self._counts is None or not len(top):
+        if not len(top):
+            return
+        w.add_exposure(top, self.exposure_cap)
+        if self._categories is not None:
+            add_sums(w.list_sums, ild_sums(top, self._categories, self.ks))
+        if self._counts is None:
             return
         c, head = self._counts, self._head
         grow = int(top.max()) + 1 - c.size  # items added at run time: never seen in training
@@ -497,6 +596,8 @@ class WindowAggregator:
         p50, p95, p99 = w.latency.quantiles((50, 95, 99))
         span_s = w.busy_ms / 1000.0
         total = w.events + w.dead_letters
+        means = {k: v for k, v in metrics_from_sums(w.list_sums, self.ks).items() if v == v}
+        weights = weights_from_sums(w.list_sums, self.ks)
         return MetricsWindow(
             window_start_ms=w.start_ms,
             window_end_ms=w.end_ms,
@@ -512,8 +613,8 @@ class WindowAggregator:
             action_accuracy=report["accuracy"] if report else None,
             action_macro_f1=report["macro_f1"] if report else None,
             coverage=w.items.result() if self.n_items else None,
-            beyond=({k: v for k, v in metrics_from_sums(w.list_sums, self.ks).items()
-                     if v == v} if w.list_sums else {}),
+            beyond={**means, **w.gini(self.n_items)},
+            beyond_n={k: weights[k] for k in means},
             events_per_s=(w.events / span_s) if span_s > 0 else 0.0,
             latency_p50_ms=p50,
             latency_p95_ms=p95,
@@ -521,6 +622,23 @@ class WindowAggregator:
             model_version=self.model_version,
             emitted_at_ms=now_wall_ms,
         )
+
+
+def aggregate_beyond(windows: Iterable[MetricsWindow], kind: str = "tumbling") -> dict[str, float]:
+    """Beyond-accuracy figures over published windows, each a mean weighted by what it is a
+    mean over (``beyond_n``): the figure of all their lists at once. Gini (not a mean) and
+    windows of older workers (without ``beyond_n``) are left out."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for w in windows:
+        if w.window_kind != kind:
+            continue
+        for key, n in w.beyond_n.items():
+            v = w.beyond.get(key)
+            if v is not None and n > 0:
+                sums[key] = sums.get(key, 0.0) + v * n
+                weights[key] = weights.get(key, 0.0) + n
+    return {key: sums[key] / weights[key] for key in sorted(sums)}
 
 
 def aggregate_windows(windows: Iterable[MetricsWindow], kind: str = "tumbling") -> dict[str, float]:
@@ -541,8 +659,9 @@ def merge_windows(windows: Iterable[MetricsWindow]) -> list[MetricsWindow]:
 
     Counts add up; ranking metrics are ``scored``-weighted means (exact); accuracy and
     macro-F1 ``scored``-weighted means (macro-F1: an approximation); ``beyond`` figures
-    ``predictions``-weighted means (exact when every list is full and every prediction of the
-    windows was a new event's; else an approximation); coverage the largest
+    means weighted by their ``beyond_n`` (exact; windows of older workers, without it, by
+    ``predictions``: an approximation), Gini left out (the partitions' exposure is not in
+    the records, and a mean of Ginis is not a Gini); coverage the largest
     share (a lower bound of the union); ``events_per_s`` adds up (partitions run side by
     side); latency p50 is the ``events``-weighted mean and p95/p99 the largest (conservative);
     ``users`` adds up (a user is in one partition). Sorted by (end, kind).
@@ -570,11 +689,16 @@ def merge_windows(windows: Iterable[MetricsWindow]) -> list[MetricsWindow]:
             v = wmean(lambda w, key=key: w.metrics.get(key), lambda w: w.scored)
             if v is not None:
                 metrics[key] = v
-        beyond = {}
-        for key in sorted({k for w in ws for k in w.beyond}):
-            v = wmean(lambda w, key=key: w.beyond.get(key), lambda w: w.predictions)
+        beyond, beyond_n = {}, {}
+        for key in sorted({k for w in ws for k in w.beyond if not k.startswith("gini@")}):
+            exact = all(key in w.beyond_n for w in ws if key in w.beyond)
+            v = wmean(lambda w, key=key: w.beyond.get(key),
+                      (lambda w, key=key: w.beyond_n.get(key, 0.0)) if exact
+                      else (lambda w: w.predictions))
             if v is not None:
                 beyond[key] = v
+                if exact:
+                    beyond_n[key] = sum(w.beyond_n.get(key, 0.0) for w in ws)
         cov = [w.coverage for w in ws if w.coverage is not None]
         p95 = [w.latency_p95_ms for w in ws if w.latency_p95_ms is not None]
         p99 = [w.latency_p99_ms for w in ws if w.latency_p99_ms is not None]
@@ -587,7 +711,7 @@ def merge_windows(windows: Iterable[MetricsWindow]) -> list[MetricsWindow]:
             metrics=metrics,
             action_accuracy=wmean(lambda w: w.action_accuracy, lambda w: w.scored),
             action_macro_f1=wmean(lambda w: w.action_macro_f1, lambda w: w.scored),
-            coverage=max(cov) if cov else None, beyond=beyond,
+            coverage=max(cov) if cov else None, beyond=beyond, beyond_n=beyond_n,
             events_per_s=sum(w.events_per_s for w in ws),
             latency_p50_ms=wmean(lambda w: w.latency_p50_ms, lambda w: w.events),
             latency_p95_ms=max(p95) if p95 else None,
@@ -598,4 +722,6 @@ def merge_windows(windows: Iterable[MetricsWindow]) -> list[MetricsWindow]:
     return out
 
 
-__all__ = ["SNAPSHOT_VERSION", "AggregatorSnapshot", "WindowAggregator", "WindowSnapshot", "aggregate_windows", "merge_windows"]
+__all__ = ["EXPOSURE_CAP", "SNAPSHOT_VERSION", "AggregatorSnapshot", "WindowAggregator",
+           "WindowSnapshot", "aggregate_beyond", "aggregate_windows", "merge_windows",
+           "pack_exposure", "unpack_exposure"]

@@ -40,7 +40,8 @@ per partition (sum ``events``/``scored``; do not sum ``users``).
 The record is :meth:`WindowAggregator.snapshot <stream_app.windows.aggregation.WindowAggregator.snapshot>`
 (typed dataclasses with a version) as JSON: no pickle, no code execution, and no tie to the
 aggregator's attribute names. Records of snapshot version 4 (windows without beyond-accuracy
-sums) are read with empty sums. Records of formats 1 to 3 (before snapshots) are read by
+sums) are read with empty sums, and those of versions 4 and 5 (windows without exposure
+counts) with none: those windows publish no ``gini@K``. Records of formats 1 to 3 (before snapshots) are read by
 :mod:`stream_app.windows.legacy_records`; a record of any other version is refused with the
 version found and the one expected (:class:`WindowRecordVersionError`).
 """
@@ -65,8 +66,9 @@ from stream_app.windows.latency_sketch import LatencyState
 from stream_app.windows.legacy_records import LEGACY_FORMATS, read_legacy
 
 WINDOW_KEY_PREFIX = b"\x00seqstream/windows/"
-#: snapshot versions decoded as snapshots (4: before the windows' beyond-accuracy sums)
-SNAPSHOT_VERSIONS_READ = (4, SNAPSHOT_VERSION)
+#: snapshot versions decoded as snapshots (4: before the windows' beyond-accuracy sums;
+#: 5: before their exposure counts)
+SNAPSHOT_VERSIONS_READ = (4, 5, SNAPSHOT_VERSION)
 DEFAULT_MAX_RECORD_BYTES = 512 * 1024
 
 
@@ -149,9 +151,12 @@ def _latency(d: dict) -> LatencyState:
 def _window(d: dict, version: int) -> WindowSnapshot:
     if version == 4 and isinstance(d, dict):  # before beyond-accuracy sums
         d = {**d, "list_sums": {}}
+    if version in (4, 5) and isinstance(d, dict):  # before exposure counts
+        d = {**d, "exposure": None}
     d = _fields(WindowSnapshot, d)
     return WindowSnapshot(**{
         **d, "confusion": tuple(tuple(row) for row in d["confusion"]),
+        "exposure": base64.b64decode(d["exposure"]) if d["exposure"] is not None else None,
         "users": _distinct(d["users"]), "items": _distinct(d["items"]),
         "latency": _latency(d["latency"])})
 
