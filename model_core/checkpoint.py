@@ -5,7 +5,9 @@ Layout::
     DIR/config.json          {"format": "seqstream-checkpoint", "format_version": 1,
                               "model": "sasrec", "n_items": N, "config": {...}}
     DIR/vocab.json           item ids, index 1.. (index 0 = unknown is implicit)
-    DIR/weights.safetensors  tensors (neural) or count arrays (baselines)
+    DIR/weights.safetensors  tensors (neural: the module's, and ``item_counts``, the training
+                         counts, since they are stored; older ones load without) or count
+                         arrays (baselines)
     DIR/meta.json            model_version, created_at, vocab_fingerprint, and the
                              training metadata given to save_model (data hash, split, metrics, ...)
 
@@ -125,6 +127,7 @@ def load_model(directory: str | Path, device: str = "auto"):
     """
     from model_core.device import resolve_device
     from model_core.models import MODELS, NeuralRecommender
+    from model_core.models.base import ITEM_COUNTS
 
     d = Path(directory)
     if not d.is_dir():
@@ -161,6 +164,8 @@ def load_model(directory: str | Path, device: str = "auto"):
     neural = issubclass(cls, NeuralRecommender)
     if neural:
         expected = _neural_shapes(d, cls, vocab, model_cfg, header)
+        if ITEM_COUNTS in header:  # training counts (absent from older checkpoints)
+            expected[ITEM_COUNTS] = ("F", (len(vocab),))
     else:
         expected = _count_shapes(cls, vocab, header)
     _check_header(d, header, expected)
@@ -305,14 +310,20 @@ def _check_header(d: Path, header: dict, expected: dict) -> None:
 
 
 def _check_values(path: Path, arrays: dict, neural: bool, n_vocab: int) -> None:
-    """Finite floats everywhere; for counting models non-negative counts and an item table
-    (CSR ``indptr`` / ``indices``) that indexes the vocabulary."""
+    """Finite floats everywhere; non-negative counts (a neural model's training counts
+    too); for counting models an item table (CSR ``indptr`` / ``indices``) that indexes the
+    vocabulary."""
     if neural:
         import torch
+
+        from model_core.models.base import ITEM_COUNTS
 
         for key, t in arrays.items():
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise CheckpointError(f"{path}: tensor {key!r} holds NaN or infinite values")
+        counts = arrays.get(ITEM_COUNTS)
+        if counts is not None and bool((counts < 0).any()):
+            raise CheckpointError(f"{path}: tensor {ITEM_COUNTS!r} holds negative counts")
         return
     for key, a in arrays.items():
         if a.dtype.kind == "f":

@@ -546,6 +546,8 @@ def train_model(name: str, train_sequences, valid_cases=None, config: dict | Non
         _warm_start(model, str(tcfg["init_from"]))
     counts = np.bincount(np.concatenate(data.items) if data.items else np.zeros(0, np.int64),
                          minlength=len(vocab))[: len(vocab)]
+    model.item_counts = counts.astype(np.float32)  # saved with the weights (beyond accuracy)
+    model.item_counts[0] = 0
     sampler = NegativeSampler(vocab.n_items, counts, float(module.sample_alpha), device, seed)
     order = str(tcfg["batch_order"])
     ordered = by_start_time(data) if order in ("time", "parallel") else data

@@ -134,3 +134,32 @@ def test_header_claiming_bytes_beyond_the_file_is_refused(tmp_path):
     (d / "weights.safetensors").write_bytes((10**12).to_bytes(8, "little") + b"{}")
     with pytest.raises(SeqstreamError, match="not a safetensors file"):
         load_model(d, device="cpu")
+
+
+def test_neural_checkpoint_keeps_its_training_counts_and_older_ones_load_without(tmp_path):
+    """GRU4Rec / SASRec checkpoints store the training item counts (the beyond-accuracy
+    figures need them); one saved before (no such tensor) loads with none; bad counts are
+    refused like a counting model's."""
+    import torch
+
+    from model_core.train import train_model
+
+    seqs = as_seqdata({"items": [np.arange(1, 31, dtype=np.int32),
+                                 np.array([3, 4, 5, 3, 4], dtype=np.int32)]})
+    model, _ = train_model("gru4rec", seqs, config={"epochs": 1, "dim": 8, "max_len": 10},
+                           progress=False, vocab=VOCAB)
+    want = np.bincount(np.r_[np.arange(1, 31), [3, 4, 5, 3, 4]], minlength=31).astype(float)
+    assert model.item_counts.tolist() == want.tolist()
+    d = save_model(model, tmp_path / "gru")
+    back = load_model(d, device="cpu")
+    assert back.item_counts.tolist() == want.tolist()
+    weights = d / "weights.safetensors"
+    tensors = load_torch(str(weights))
+    save_torch({k: v for k, v in tensors.items() if k != "item_counts"}, str(weights))
+    old = load_model(d, device="cpu")  # saved before the counts were stored
+    assert old.item_counts is None
+    for bad, reason in ((torch.full((31,), -1.0), "negative counts"),
+                        (torch.ones(7), "shape")):
+        save_torch({**tensors, "item_counts": bad}, str(weights))
+        with pytest.raises(CheckpointError, match=reason):
+            load_model(d, device="cpu")

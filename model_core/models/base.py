@@ -329,6 +329,10 @@ class _RecommenderBase:
 
 
 # --------------------------------------------------------------------------- neural wrapper
+#: the tensor of a neural checkpoint that holds the training counts (beside the module's)
+ITEM_COUNTS = "item_counts"
+
+
 class NeuralRecommender(_RecommenderBase):
     """A :class:`SequenceModule` used as a :class:`~model_core.predictor.Recommender`.
 
@@ -354,6 +358,11 @@ class NeuralRecommender(_RecommenderBase):
                          batch_size)
         self.module = module.to(self.device)
         self.module.eval()
+        #: training interactions per vocabulary index (index 0 unused), set by the trainer and
+        #: saved in the checkpoint beside the weights: the beyond-accuracy figures (novelty,
+        #: popularity) of ``evaluate`` and the online windows use them. None: a checkpoint
+        #: saved before they were stored.
+        self.item_counts: np.ndarray | None = None
 
     @property
     def config_full(self) -> dict:
@@ -425,12 +434,19 @@ class NeuralRecommender(_RecommenderBase):
         )
 
     def state_arrays(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        """The module's weights, and ``item_counts`` (the training counts) when known."""
+        out = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        if self.item_counts is not None:
+            out[ITEM_COUNTS] = torch.as_tensor(np.asarray(self.item_counts, np.float32))
+        return out
 
     def load_arrays(self, arrays: dict[str, torch.Tensor]) -> None:
+        arrays = dict(arrays)
+        counts = arrays.pop(ITEM_COUNTS, None)
         self.module.load_state_dict(arrays, strict=True)
         self.module.to(self.device)
         self.module.eval()
+        self.item_counts = None if counts is None else counts.float().numpy().copy()
 
 
 # --------------------------------------------------------------------------- streaming state

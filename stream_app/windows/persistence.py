@@ -191,6 +191,7 @@ class PartitionWindows:
         first = factory()
         self.model_version = first.model_version
         self.item_counts = first.item_counts  # not in the saved state: set on restore
+        self.categories = None  # an ItemCategories the worker learns (set_item_categories)
         self.total_late = 0
         self.max_record_bytes = max_record_bytes
         self.forced_closes = 0  # windows published early to keep a record under the limit
@@ -206,6 +207,8 @@ class PartitionWindows:
                 p = _Part(agg, applied)
             else:
                 p = _Part(self._factory())
+            if self.categories is not None:
+                p.agg.set_item_categories(self.categories.codes)
             self._parts[partition] = p
         return p
 
@@ -244,6 +247,13 @@ class PartitionWindows:
         for p in self._parts.values():
             p.agg.set_item_counts(counts)
 
+    def set_item_categories(self, categories) -> None:
+        """The worker's :class:`~stream_app.windows.categories.ItemCategories` (None: no
+        ILD): it learns from each batch's events before their lists are accounted."""
+        self.categories = categories
+        for p in self._parts.values():
+            p.agg.set_item_categories(None if categories is None else categories.codes)
+
     @property
     def watermark_ms(self) -> int | None:
         marks = [p.agg.watermark_ms for p in self._parts.values() if p.agg.watermark_ms is not None]
@@ -263,6 +273,10 @@ class PartitionWindows:
         valid record at ``positions[j]`` and row ``j`` of ``result``. Records at or below a
         partition's ``applied_offset`` were accounted before a crash and are skipped.
         """
+        if self.categories is not None and events:
+            self.categories.learn(events)
+            for p in self._parts.values():  # the table may have grown into a new array
+                p.agg.set_item_categories(self.categories.codes)
         dead_by_part: dict[int, int] = {}
         max_off: dict[int, int] = {}
         n_valid = len(positions)

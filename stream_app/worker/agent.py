@@ -62,6 +62,7 @@ from stream_app.observe.loop_lag import LoopLag
 from stream_app.observe.prometheus import WorkerMetrics, consumer_lags
 from stream_app.settings import Settings
 from stream_app.windows.aggregation import WindowAggregator
+from stream_app.windows.categories import ItemCategories
 from stream_app.windows.persistence import PartitionWindows, is_window_key, window_key
 from stream_app.worker.batching import take_batches
 from stream_app.worker.faults import InjectedFault, from_environment
@@ -74,6 +75,19 @@ from stream_app.worker.processor import BatchOutput, BatchProcessor, RawRecord, 
 from stream_app.worker.retention import RetentionIndex
 
 log = logging.getLogger("seqstream.worker")
+
+
+_noted_counts: set[str] = set()
+
+
+def note_item_counts(model) -> None:
+    """Once per model version without training counts (a checkpoint saved before GRU4Rec /
+    SASRec stored them): say that its windows carry no novelty / ARP / long-tail share."""
+    if getattr(model, "item_counts", None) is None and model.version not in _noted_counts:
+        _noted_counts.add(model.version)
+        log.info("model %s has no training item counts (a checkpoint saved before they were "
+                 "stored): its windows carry ILD and Gini but no novelty, ARP or long-tail "
+                 "share; retrain it to get them", model.version)
 
 
 @dataclass
@@ -182,6 +196,10 @@ class WorkerAgent:
         self.n_items = model.vocab.n_items
         # crash-safe windows: per input partition, persisted in ``table``
         self.windows = PartitionWindows(self._new_windows, table.get, settings.max_record_bytes)
+        # ILD in the windows: each item's category, learnt from the events (in memory, rebuilt
+        # after a start: stream_app.windows.categories)
+        self.windows.set_item_categories(ItemCategories(model.vocab))
+        note_item_counts(model)
         # every model call on one thread; request batches (stream_app.serve) go before the
         # stream's waiting sub-batches (model_thread.py)
         self.executor = ModelThread("seqstream-model", settings.serve_request_turns)
@@ -247,6 +265,10 @@ class WorkerAgent:
     def _on_model_swap(self, new_model) -> None:
         self.windows.set_model_version(new_model.version)
         self.windows.set_item_counts(getattr(new_model, "item_counts", None))
+        note_item_counts(new_model)
+        if self.windows.categories is not None:
+            self.windows.categories.rebind(new_model.vocab)
+            self.windows.set_item_categories(self.windows.categories)
         if self.item_encoder is not None:
             try:  # items added at run time are re-installed in the new model (from the cache)
                 self.item_encoder.rebind(new_model)
