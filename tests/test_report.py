@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from model_core.datasets.synth import generate
+from model_core.evaluate import item_category_table
 from model_core.models import create_model
 from model_core.prequential import PrequentialEngine
 from model_core.sequences import build_vocab, group_by_user
@@ -24,7 +25,7 @@ from stream_app.observe.report import (
     save_windows_jsonl,
     write_report,
 )
-from stream_app.windows.aggregation import WindowAggregator, aggregate_windows
+from stream_app.windows.aggregation import WindowAggregator, aggregate_beyond, aggregate_windows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -39,7 +40,9 @@ def run_with_change():
     model = create_model("markov", vocab)
     model.fit(group_by_user(train, vocab))
     engine = PrequentialEngine(model, k=20)
-    agg = WindowAggregator(window_s=600, n_items=vocab.n_items, model_version=model.version)
+    cats = item_category_table(model, {e.item_id: e.category_id for e in events})
+    agg = WindowAggregator(window_s=600, n_items=vocab.n_items, model_version=model.version,
+                           item_counts=model.item_counts, item_categories=cats)
     mon = AlertMonitor(AlertConfig(latency_p99_limit_ms=400), model.version)
     rng = np.random.default_rng(0)
     states: dict = {}
@@ -86,6 +89,10 @@ def test_write_report(run_with_change, tmp_path):
     assert "fell from" in page and f"Alerts ({len(alerts)})" in page
     total = aggregate_windows(windows)
     assert f"{total['hr@10']:.4f}" in page and f"{total['mrr@10']:.4f}" in page
+    beyond = aggregate_beyond(windows)
+    for key, label in (("novelty@10", "novelty @10"), ("ild@20", "ILD (categories) @20")):
+        assert f"<th>{label}</th><td>{beyond[key]:.4f}</td>" in page
+    assert f"windows (newest {windows[-1].beyond['gini@10']:.4f})" in page
     assert f"{sum(w.events for w in windows):,}" in page
 
 
@@ -166,6 +173,7 @@ def test_top_once_from_jsonl(run_with_change, tmp_path, capsys, monkeypatch):
     ws = sorted(windows, key=lambda w: w.window_start_ms)
     assert f"{len(windows)} tumbling windows" in out
     assert "HR@10" in out and "p99 ms" in out and f"alerts ({len(alerts)})" in out
+    assert "ILD@10" in out and "Gini@10" in out and "nov@10" in out
     last = ws[-1]
     from stream_app.commands.top import _t
 
@@ -192,6 +200,12 @@ def test_top_fits_the_terminal_with_whole_values(run_with_change, width):
     for col in ("events", "HR@10", "NDCG@10", "dead", "p99 ms"):
         assert col in text
     assert f"{last.metrics['hr@10']:.3f}" in text
+    beyond = aggregate_beyond(windows)
+    assert (f"beyond@10: novelty {beyond['novelty@10']:.2f}" in text
+            and f"ILD {beyond['ild@10']:.3f}" in text
+            and f"Gini {last.beyond['gini@10']:.3f} (newest)" in text)
+    if width == 80:
+        assert "ILD@10" not in text  # the beyond columns are the first to go
 
 
 def test_top_state_keeps_latest_per_key_and_counts_bad_records():

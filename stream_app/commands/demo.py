@@ -92,7 +92,33 @@ def _print_summary(s: dict) -> None:
         m.add_row(name, *(f"{row[c]:.4f}" if row.get(c) is not None else "-" for c in cols),
                   *((figure(row.get("new_item_hits")),) if k == 20 else ()))
     Console().print(m)
+    if s.get("beyond"):
+        _print_beyond(s["beyond"])
     if k == 20:
         same = "yes" if s["online_equals_offline"] else "NO"
         print(f"online == offline: {same} (max |diff| {figure(s['online_offline_max_abs_diff'])},"
               f" {s['versions_published']} versions published)")
+
+
+def _print_beyond(b: dict) -> None:
+    """Novelty, ARP, long-tail share and ILD online beside offline (within 80 columns)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    k = b["k"]
+    names = {"novelty": "novelty", "arp": "ARP", "aplt": "long tail", "ild": "ILD"}
+    keys = [m for m in names if f"{m}@{k}" in b["online"] or f"{m}@{k}" in b[
+        "prequential_offline"]]
+    t = Table(title=f"Beyond accuracy @{k} on the replayed events")
+    for c in ("", *(names[m] for m in keys)):
+        t.add_column(c, justify="right")
+    for name in ("online", "prequential_offline"):
+        row = b[name]
+        t.add_row(name, *(f"{row[f'{m}@{k}']:.4f}" if f"{m}@{k}" in row else "-"
+                          for m in keys))
+    Console(width=80).print(t)
+    same = "yes" if b["equal"] else "NO"
+    print(f"novelty / ARP / long tail online == offline: {same}")
+    if b.get("ild_differs_by") is not None:
+        print(f"ILD online - offline: {b['ild_differs_by']:.4f} (the worker learns categories "
+              "from the stream)")

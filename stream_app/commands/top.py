@@ -3,6 +3,11 @@
 Reads the ``metrics`` and ``alerts`` topics from the beginning (or ``--from-end``), keeps the
 latest record per window key, merges the partitions' windows per time range, and redraws in
 place every ``--refresh-s``. ``--once`` reads what is there, prints one frame and exits.
+
+Beyond accuracy at the first K, where the windows carry it: a header line over all windows
+(novelty, ARP, long-tail share, ILD: exact means, :func:`~stream_app.windows.aggregation.aggregate_beyond`)
+and the newest window's exposure Gini; ILD, Gini and novelty columns when the terminal is
+wide enough (they are the first to go).
 """
 
 from __future__ import annotations
@@ -107,6 +112,10 @@ def _columns(ws: Sequence, ks: list[int], date: bool) -> list[tuple[str, int, li
             label = "NDCG" if m == "ndcg" else m.upper()
             cols.append((f"{label}@{k}", prio + 6 * j,
                          [_f(w.metrics.get(f"{m}@{k}")) for w in ws]))
+    k = ks[0]
+    for name, key, prio in (("ILD", "ild", 11), ("Gini", "gini", 12), ("nov", "novelty", 13)):
+        if any(f"{key}@{k}" in w.beyond for w in ws):
+            cols.append((f"{name}@{k}", prio, [_f(w.beyond.get(f"{key}@{k}")) for w in ws]))
     cols += [
         ("acc", 5, [_f(w.action_accuracy) for w in ws]),
         ("F1", 9, [_f(w.action_macro_f1) for w in ws]),
@@ -141,6 +150,23 @@ def _fit(cols: list[tuple[str, int, list[str]]], width: int) -> list[tuple[str, 
     return [c for c in cols if c[0] in kept]
 
 
+def _beyond_line(ws: Sequence, k: int, kind: str) -> str:
+    """``beyond@K: novelty .. ARP .. tail .. ILD ..; Gini .. (newest)`` (under 80 columns),
+    or "" when the windows carry none."""
+    from stream_app.windows.aggregation import aggregate_beyond
+
+    total = aggregate_beyond(ws, kind=kind)
+    parts = [f"{label} {format(total[f'{key}@{k}'], fmt)}"
+             for label, key, fmt in (("novelty", "novelty", ".2f"), ("ARP", "arp", ",.0f"),
+                                     ("tail", "aplt", ".3f"), ("ILD", "ild", ".3f"))
+             if f"{key}@{k}" in total]
+    newest = next((w.beyond[f"gini@{k}"] for w in reversed(ws)
+                   if f"gini@{k}" in w.beyond), None)
+    if newest is not None:
+        parts.append(f"Gini {newest:.3f} (newest)")
+    return f"beyond@{k}: " + "  ".join(parts) if parts else ""
+
+
 def render_frame(windows: Sequence, alerts: Sequence, kind: str = "tumbling", rows: int = 15,
                  source: str = "", rejected: int = 0, width: int = 80):
     """A rich renderable for a terminal ``width`` columns wide: header, the newest ``rows``
@@ -171,6 +197,9 @@ def render_frame(windows: Sequence, alerts: Sequence, kind: str = "tumbling", ro
         head.append("\nall windows: " + "  ".join(
             f"{k.upper() if not k.startswith('ndcg') else 'NDCG' + k[4:]} {v:.4f}"
             for k, v in total.items() if k.endswith(f"@{ks[0]}")))
+    beyond = _beyond_line(ws, ks[0], kind)
+    if beyond:
+        head.append("\n" + beyond)
     if rejected:
         head.append(f"\n({rejected} unreadable records skipped)", style="yellow")
 

@@ -4,7 +4,8 @@
         → quality.png     HR@K, NDCG@K, MRR@K per window over event time, alerts marked
         → latency.png     end-to-end latency p50 / p95 / p99 per window, alerts marked
         → throughput.png  events/s and dead letters per window, alerts marked
-        → index.html      totals, the three plots, the alerts in a table
+        → index.html      totals (beyond-accuracy figures too, where the windows carry
+                          them), the three plots, the alerts in a table
 
 :func:`write_report` is the entry point (the demo calls it at its end); ``seqstream report``
 reads the topics (:func:`read_report_inputs`) or files (:func:`load_windows_jsonl`,
@@ -29,7 +30,11 @@ import orjson
 from schemas.alert import Alert
 from schemas.exceptions import SchemaError
 from schemas.metrics import MetricsWindow
-from stream_app.windows.aggregation import aggregate_windows, merge_windows
+from stream_app.windows.aggregation import aggregate_beyond, aggregate_windows, merge_windows
+
+#: row labels of the beyond-accuracy totals
+_BEYOND_LABELS = {"novelty": "novelty", "arp": "ARP (training count)",
+                  "aplt": "long-tail share", "ild": "ILD (categories)"}
 
 PNG_DPI = 100
 FIG_SIZE = (8.0, 3.4)
@@ -307,6 +312,22 @@ def _fmt_ms(ms: int) -> str:
         "%Y-%m-%d %H:%M:%S")
 
 
+def _beyond_rows(ws: Sequence[MetricsWindow], kind: str) -> list[tuple[str, str]]:
+    """Beyond-accuracy totals over the windows (exact means, ``aggregate_beyond``) and the
+    range of the windows' exposure Gini (a Gini is not a mean: it is per window)."""
+    rows = []
+    for key, v in aggregate_beyond(ws, kind=kind).items():
+        name, k = key.split("@")
+        rows.append((f"{_BEYOND_LABELS.get(name, name)} @{k}", f"{v:.4f}"))
+    ks = sorted({int(key.split("@")[1]) for w in ws for key in w.beyond
+                 if key.startswith("gini@")})
+    for k in ks:
+        g = [w.beyond[f"gini@{k}"] for w in ws if f"gini@{k}" in w.beyond]
+        rows.append((f"exposure Gini @{k}", f"{min(g):.4f} – {max(g):.4f} over {len(g)} "
+                     f"windows (newest {g[-1]:.4f})"))
+    return rows
+
+
 def _html(ws: Sequence[MetricsWindow], alerts: Sequence[Alert], pngs: list[str], title: str,
           kind: str) -> str:
     e = html.escape
@@ -324,6 +345,7 @@ def _html(ws: Sequence[MetricsWindow], alerts: Sequence[Alert], pngs: list[str],
             ("model", ", ".join(versions) or "–")]
     rows += [(k.upper() if k.startswith(("hr", "mrr")) else k.replace("ndcg", "NDCG"),
               f"{v:.4f}") for k, v in total.items()]
+    rows += _beyond_rows(ws, kind)
     summary = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     figs = "\n".join(f'<figure><img src="{e(p)}" alt="{e(p[:-4])}"></figure>' for p in pngs)
     if alerts:
@@ -347,7 +369,9 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{e(title)}</h1>
 <p>Totals over all {e(kind)} windows (ranking metrics are means over scored events, equal to
-the prequential evaluation of the same events). Dashed red lines on the plots mark alerts.</p>
+the prequential evaluation of the same events; novelty, ARP, long-tail share and ILD are the
+figures of all the windows' top-K lists; exposure Gini is per window, and absent from windows
+merged over partitions). Dashed red lines on the plots mark alerts.</p>
 <table>
 {summary}
 </table>

@@ -16,6 +16,15 @@ replay uses for it, and compares three figures over the replayed events (HR/NDCG
 ``prequential_offline`` (the same learner code over the same events,
 :func:`model_core.learn.measure.compare_learning`) and ``frozen`` (that replay without
 learning). ``online_equals_offline`` says whether the first two agree (to 1e-9).
+
+Beyond accuracy (``beyond``, without ``--learn``): novelty, ARP, long-tail share and (where
+the events carry categories) ILD at the first metric K over the replayed events, ``online``
+from the windows (:func:`~stream_app.windows.aggregation.aggregate_beyond`) beside
+``prequential_offline`` (:func:`model_core.evaluate.evaluate_prequential` over the same
+events, the log's categories). Novelty, ARP and the long-tail share use the model's training
+counts and agree to 1e-9 (``equal``); the worker learns categories from the stream, so online
+ILD leaves out the pairs of an item before its first event (``ild_differs_by``: online minus
+offline).
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from stream_app.kafka.replay import load_sorted, replay_events
 from stream_app.kafka.topics import ensure_topics, iter_topic, read_topic
 from stream_app.learner.service import LearnerProcess
 from stream_app.settings import Settings, load_settings
-from stream_app.windows.aggregation import aggregate_windows
+from stream_app.windows.aggregation import aggregate_beyond, aggregate_windows
 from stream_app.windows.persistence import latest_windows
 from stream_app.worker.process import WorkerProcess
 
@@ -270,9 +279,39 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
     if opts.learn:
         summary.update(_learning_summary(model, train, replay, schedule, settings, online,
                                          preds, tumbling, learner))
+    else:
+        summary["beyond"] = _beyond_summary(model, events, replay, settings, tumbling)
     if opts.report:
         summary["report"] = _write_report(windows, alerts, out / "report", say)
     return summary
+
+
+def _beyond_summary(model, events: list[Event], replay: list[Event], settings,
+                    tumbling: list) -> dict:
+    """Beyond-accuracy figures at the first metric K: the windows' against
+    evaluate_prequential's over the same replayed events (see the module's docstring)."""
+    from model_core.evaluate import evaluate_prequential, item_category_table
+
+    k = settings.metric_ks[0]
+    cats = item_category_table(model, {e.item_id: e.category_id for e in events
+                                       if e.category_id is not None})
+    offline = evaluate_prequential(model, replay, ks=settings.metric_ks,
+                                   exclude_history=settings.exclude_history,
+                                   max_len=settings.max_seq_len, n_boot=0,
+                                   item_categories=cats)
+    keys = [f"{m}@{k}" for m in ("novelty", "arp", "aplt", "ild")]
+    on_all = aggregate_beyond(tumbling)
+    on = {key: on_all[key] for key in keys if key in on_all}
+    off = {key: offline.metrics[key] for key in keys if key in offline.metrics}
+    counted = [key for key in keys[:3] if key in off]
+    return {
+        "k": k, "online": on, "prequential_offline": off,
+        "equal": bool(counted) and all(key in on and abs(on[key] - off[key]) <= 1e-9
+                                       for key in counted),
+        "ild_differs_by": ((on[keys[3]] - off[keys[3]])
+                           if keys[3] in on and keys[3] in off else None),
+        "gini_offline": offline.metrics.get(f"gini@{k}"),
+    }
 
 
 def _learn_settings(opts: DemoOptions, train: list[Event], replay: list[Event],
