@@ -23,9 +23,11 @@ How (at-least-once input, idempotent effects):
   always with the latest key's value complete: **consumers of the metrics topic keep the
   latest record per key**, latest by emission time (:func:`latest_windows`).
 
-**Size.** A window record holds no ids: distinct users and recommended items are sketches
-(:mod:`stream_app.windows.distinct_sketch`), latencies a histogram, so it does not grow with the
-number of users, events or items (with 200,000 users in a window, a few KB). Apache Kafka
+**Size.** A window record holds no user ids: distinct users and recommended items are
+sketches (:mod:`stream_app.windows.distinct_sketch`), latencies a histogram, so it does not
+grow with the number of users or events (with 200,000 users in a window, a few KB); the exact
+exposure counts behind its Gini are bounded by ``exposure_cap`` distinct items (4,096: about
+10 KB compressed) and dropped past it. Apache Kafka
 refuses records over ``message.max.bytes`` (1 MiB by default), so every record is kept under
 ``max_record_bytes`` as well: should a partition's record still exceed it (many hopping
 windows open at once), its oldest open windows are published early, one at a time, until it
