@@ -33,3 +33,10 @@ def test_demo_json_summary(tmp_path, capsys):
     for k in ("hr@10", "ndcg@10", "mrr@10"):
         assert summary["online"][k] == pytest.approx(summary["prequential_offline"][k],
                                                      rel=1e-9, abs=1e-12)
+    # beyond accuracy: the windows' novelty / ARP / long-tail share equal the offline ones;
+    # ILD is there (categories learnt from the stream online, the log's offline)
+    beyond = summary["beyond"]
+    assert beyond["equal"] is True and beyond["k"] == 10
+    assert set(beyond["online"]) == set(beyond["prequential_offline"]) == {
+        "novelty@10", "arp@10", "aplt@10", "ild@10"}
+    assert abs(beyond["ild_differs_by"]) < 0.1
