@@ -250,3 +250,27 @@ def test_write_report_takes_dicts_and_json(run_with_change, tmp_path):
                          tmp_path)
     page = index.read_text()
     assert f"Alerts ({len(alerts)})" in page and "fell from" in page
+
+
+def test_top_and_report_give_gini_per_partition(run_with_change, tmp_path):
+    """A Gini is not merged: with two partitions' windows, top gives the newest range's
+    partition Ginis and the report their range, while the means stay exact."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from stream_app.commands.top import render_frame
+
+    windows, _ = run_with_change
+    other = [replace(w, beyond={**w.beyond, "gini@10": w.beyond["gini@10"] / 2})
+             for w in windows]
+    console = Console(width=100, record=True)
+    console.print(render_frame(windows + other, [], rows=3, width=100))
+    text = console.export_text()
+    g = windows[-1].beyond["gini@10"]
+    assert f"Gini {g / 2:.3f}-{g:.3f} (newest, 2 parts)" in text
+    beyond = aggregate_beyond(windows)
+    assert f"novelty {beyond['novelty@10']:.2f}" in text  # the same lists twice: same mean
+    page = write_report(windows + other, [], tmp_path / "r").read_text()
+    ginis = [w.beyond["gini@10"] for w in windows + other]
+    assert f"{min(ginis):.4f} – {max(ginis):.4f} over {len(ginis)} windows" in page

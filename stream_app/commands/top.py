@@ -6,8 +6,9 @@ place every ``--refresh-s``. ``--once`` reads what is there, prints one frame an
 
 Beyond accuracy at the first K, where the windows carry it: a header line over all windows
 (novelty, ARP, long-tail share, ILD: exact means, :func:`~stream_app.windows.aggregation.aggregate_beyond`)
-and the newest window's exposure Gini; ILD, Gini and novelty columns when the terminal is
-wide enough (they are the first to go).
+and the newest exposure Gini (per input partition: a Gini is not merged); ILD, Gini (where a
+time range has one partition's window) and novelty columns when the terminal is wide enough
+(they are the first to go).
 """
 
 from __future__ import annotations
@@ -150,9 +151,11 @@ def _fit(cols: list[tuple[str, int, list[str]]], width: int) -> list[tuple[str, 
     return [c for c in cols if c[0] in kept]
 
 
-def _beyond_line(ws: Sequence, k: int, kind: str) -> str:
-    """``beyond@K: novelty .. ARP .. tail .. ILD ..; Gini .. (newest)`` (under 80 columns),
-    or "" when the windows carry none."""
+def _beyond_line(ws: Sequence, raw: Sequence, k: int, kind: str) -> str:
+    """``beyond@K: novelty .. ARP .. tail .. ILD ..  Gini .. (newest)`` (under 80 columns),
+    or "" when the windows carry none. ``ws``: the merged windows; ``raw``: as published, per
+    partition — a Gini is not merged, so the newest time range's partition windows give it
+    (their range when there are several)."""
     from stream_app.windows.aggregation import aggregate_beyond
 
     total = aggregate_beyond(ws, kind=kind)
@@ -160,10 +163,13 @@ def _beyond_line(ws: Sequence, k: int, kind: str) -> str:
              for label, key, fmt in (("novelty", "novelty", ".2f"), ("ARP", "arp", ",.0f"),
                                      ("tail", "aplt", ".3f"), ("ILD", "ild", ".3f"))
              if f"{key}@{k}" in total]
-    newest = next((w.beyond[f"gini@{k}"] for w in reversed(ws)
-                   if f"gini@{k}" in w.beyond), None)
-    if newest is not None:
-        parts.append(f"Gini {newest:.3f} (newest)")
+    key = f"gini@{k}"
+    with_gini = [w for w in raw if w.window_kind == kind and key in w.beyond]
+    if with_gini:
+        end = max(w.window_end_ms for w in with_gini)
+        g = sorted(w.beyond[key] for w in with_gini if w.window_end_ms == end)
+        parts.append(f"Gini {g[0]:.3f} (newest)" if len(g) == 1 else
+                     f"Gini {g[0]:.3f}-{g[-1]:.3f} (newest, {len(g)} parts)")
     return f"beyond@{k}: " + "  ".join(parts) if parts else ""
 
 
@@ -197,7 +203,7 @@ def render_frame(windows: Sequence, alerts: Sequence, kind: str = "tumbling", ro
         head.append("\nall windows: " + "  ".join(
             f"{k.upper() if not k.startswith('ndcg') else 'NDCG' + k[4:]} {v:.4f}"
             for k, v in total.items() if k.endswith(f"@{ks[0]}")))
-    beyond = _beyond_line(ws, ks[0], kind)
+    beyond = _beyond_line(ws, windows, ks[0], kind)
     if beyond:
         head.append("\n" + beyond)
     if rejected:

@@ -280,7 +280,8 @@ def write_report(windows: Iterable[MetricsWindow], alerts: Iterable[Alert],
     matplotlib.use("Agg", force=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ws = [w for w in merge_windows(_coerce(windows, MetricsWindow)) if w.window_kind == kind]
+    raw = [w for w in _coerce(windows, MetricsWindow) if w.window_kind == kind]
+    ws = merge_windows(raw)
     ws.sort(key=lambda w: w.window_start_ms)
     al = sorted(_coerce(alerts, Alert), key=lambda a: a.window_end_ms)
     pngs = {"quality.png": _plot_quality, "latency.png": _plot_latency,
@@ -288,7 +289,7 @@ def write_report(windows: Iterable[MetricsWindow], alerts: Iterable[Alert],
     for name, fn in pngs.items():
         fn(ws, al, out / name)
     index = out / "index.html"
-    index.write_text(_html(ws, al, list(pngs), title, kind), encoding="utf-8")
+    index.write_text(_html(ws, al, list(pngs), title, kind, raw), encoding="utf-8")
     return index
 
 
@@ -312,24 +313,27 @@ def _fmt_ms(ms: int) -> str:
         "%Y-%m-%d %H:%M:%S")
 
 
-def _beyond_rows(ws: Sequence[MetricsWindow], kind: str) -> list[tuple[str, str]]:
-    """Beyond-accuracy totals over the windows (exact means, ``aggregate_beyond``) and the
-    range of the windows' exposure Gini (a Gini is not a mean: it is per window)."""
+def _beyond_rows(ws: Sequence[MetricsWindow], raw: Sequence[MetricsWindow],
+                 kind: str) -> list[tuple[str, str]]:
+    """Beyond-accuracy totals over the merged windows ``ws`` (exact means,
+    ``aggregate_beyond``) and the range of the exposure Gini of the windows as published
+    (``raw``, per partition: a Gini is neither a mean nor merged)."""
     rows = []
     for key, v in aggregate_beyond(ws, kind=kind).items():
         name, k = key.split("@")
         rows.append((f"{_BEYOND_LABELS.get(name, name)} @{k}", f"{v:.4f}"))
-    ks = sorted({int(key.split("@")[1]) for w in ws for key in w.beyond
+    ks = sorted({int(key.split("@")[1]) for w in raw for key in w.beyond
                  if key.startswith("gini@")})
     for k in ks:
-        g = [w.beyond[f"gini@{k}"] for w in ws if f"gini@{k}" in w.beyond]
+        g = [w.beyond[f"gini@{k}"] for w in sorted(raw, key=lambda w: w.window_end_ms)
+             if f"gini@{k}" in w.beyond]
         rows.append((f"exposure Gini @{k}", f"{min(g):.4f} – {max(g):.4f} over {len(g)} "
                      f"windows (newest {g[-1]:.4f})"))
     return rows
 
 
 def _html(ws: Sequence[MetricsWindow], alerts: Sequence[Alert], pngs: list[str], title: str,
-          kind: str) -> str:
+          kind: str, raw: Sequence[MetricsWindow] = ()) -> str:
     e = html.escape
     total = aggregate_windows(ws, kind=kind)
     events = sum(w.events for w in ws)
@@ -345,7 +349,7 @@ def _html(ws: Sequence[MetricsWindow], alerts: Sequence[Alert], pngs: list[str],
             ("model", ", ".join(versions) or "–")]
     rows += [(k.upper() if k.startswith(("hr", "mrr")) else k.replace("ndcg", "NDCG"),
               f"{v:.4f}") for k, v in total.items()]
-    rows += _beyond_rows(ws, kind)
+    rows += _beyond_rows(ws, raw, kind)
     summary = "\n".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows)
     figs = "\n".join(f'<figure><img src="{e(p)}" alt="{e(p[:-4])}"></figure>' for p in pngs)
     if alerts:
@@ -370,8 +374,8 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 <h1>{e(title)}</h1>
 <p>Totals over all {e(kind)} windows (ranking metrics are means over scored events, equal to
 the prequential evaluation of the same events; novelty, ARP, long-tail share and ILD are the
-figures of all the windows' top-K lists; exposure Gini is per window, and absent from windows
-merged over partitions). Dashed red lines on the plots mark alerts.</p>
+figures of all the windows' top-K lists; exposure Gini is per window and input partition, not
+merged). Dashed red lines on the plots mark alerts.</p>
 <table>
 {summary}
 </table>
