@@ -507,3 +507,26 @@ def test_cli_checkpoint_directory_gives_the_same_figures(synth_file, tmp_path, c
     loaded = _last_json(capsys)
     assert loaded["metrics"] == trained["metrics"]
     assert loaded["n_test_cases"] == trained["n_test_cases"]
+
+
+def test_a_long_model_label_gives_way_to_the_figures_at_80_columns():
+    """compare's quality table with a checkpoint path as the label: at 80 columns rich cut
+    HR 0.6764 to '0.67…'; now the label is cut and every figure is whole."""
+    import io
+
+    from rich.console import Console
+
+    from stream_app.commands.evaluate import compact_table, show_table
+
+    t = compact_table("quality @20", ["model", "HR", "NDCG", "coverage", "novelty",
+                                      "long tail", "ILD"])
+    t.add_row("/tmp/qs/ckpt (sasrec-06452ef49fcf)", "0.6764", "0.4861", "0.9741", "11.08",
+              "0.415", "0.912")
+    t.add_row("markov", "0.6620", "0.4770", "0.9181", "9.62", "0.210", "0.905")
+    out = io.StringIO()
+    show_table(Console(file=out, width=80), t)
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for figure in ("0.6764", "0.4861", "0.9741", "11.08", "0.415", "0.912", "0.905"):
+        assert figure in text, text
+    assert "/tmp/qs/ckpt (sasrec-" in text and "…" in text

@@ -347,8 +347,18 @@ def compact_table(title: str, columns: list[str]):
 
 
 def show_table(console, t) -> None:
+    """Print ``t`` (from :func:`compact_table`) under its heading. In a narrow terminal the
+    figures keep their width (a header or the first column's label is cut with an ellipsis
+    instead): at 80 columns a long checkpoint path as a model's label had cut HR 0.6764 to
+    "0.67…"."""
     if t.heading:
         console.print(t.heading)
+    need = [max([len(str(c)) for c in col.cells] + [len(str(col.header))])
+            for col in t.columns[1:]]
+    # each column: one space of padding on its right and a one-space divider before the next
+    room = console.width - sum(w + 2 for w in need) - 1
+    if t.columns:
+        t.columns[0].max_width = max(8, room)  # the label gives way (ellipsis), not figures
     console.print(t)
 
 
