@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields
 
 from model_core.exceptions import ModelCoreError
 
+#: The gate's window for neural models by default (``gate=-1``; counting models: off).
+AUTO_GATE = 500
 #: How a new item's vector starts (neural models); see :class:`LearnSchedule`.
 INITS = ("context", "prev", "mean", "random")
 
@@ -47,6 +49,14 @@ class LearnSchedule:
     each gradient step moves a young item's row (and output bias) ``new_lr`` times as far as
     the optimiser's own step (1 = no boost). ``seed`` seeds the replay draws, the noise and
     dropout.
+
+    ``gate``: the validation gate (:mod:`model_core.learn.gate`): a new version serves (is
+    published) only after it and the version serving were scored on the newest ``gate``
+    events of the next micro-batch, which it has not learned, and only if its HR@K there is
+    at least the served one's minus ``margin``; 0 = off, every version serves at once. The
+    default (-1, :data:`AUTO_GATE`): 500 for neural models, off for counting models, whose
+    update equals counting the whole log again rather than a step that can pull a trained
+    model away.
     """
 
     every: int = 1000
@@ -61,20 +71,26 @@ class LearnSchedule:
     seed: int = 0
     new_lr: float = 10.0
     young: int = 50
+    gate: int = -1
+    margin: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("every", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ModelCoreError(f"learn schedule: {name} must be at least 1, "
                                      f"got {getattr(self, name)}")
+        if self.gate < -1:
+            raise ModelCoreError(f"learn schedule: gate must be 0 (off), N events or -1 "
+                                 f"(auto), got {self.gate}")
         for name in ("replay", "max_items"):
             if getattr(self, name) < 0:
                 raise ModelCoreError(f"learn schedule: {name} must be 0 or more, "
                                      f"got {getattr(self, name)}")
         if self.young < 0:
             raise ModelCoreError(f"learn schedule: young must be 0 or more, got {self.young}")
-        if self.lr <= 0 or self.replay_ratio < 0 or self.new_lr <= 0:
-            raise ModelCoreError("learn schedule: lr and new_lr must be > 0 and replay_ratio >= 0")
+        if self.lr <= 0 or self.replay_ratio < 0 or self.new_lr <= 0 or self.margin < 0:
+            raise ModelCoreError("learn schedule: lr and new_lr must be > 0, replay_ratio and "
+                                 "margin >= 0")
         if self.init not in INITS:
             raise ModelCoreError(f"learn schedule: init must be one of {', '.join(INITS)}, "
                                  f"got {self.init!r}")
@@ -103,8 +119,14 @@ class LearnSchedule:
             raise ModelCoreError("--learn needs every=N (update after every N events)")
         return cls(**kw)
 
+    def gate_window(self, neural: bool) -> int:
+        """The gate's window (0 = off) for a neural model or a counting one."""
+        if self.gate == -1:
+            return AUTO_GATE if neural else 0
+        return self.gate
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-__all__ = ["INITS", "LearnSchedule"]
+__all__ = ["AUTO_GATE", "INITS", "LearnSchedule"]

@@ -85,7 +85,6 @@ def build_driver(settings: Settings, on_alert=None) -> StreamLearner:
             model, schedule, store, top_k=settings.top_k,
             exclude_history=settings.exclude_history, max_len=settings.max_seq_len,
             interval_s=settings.learn_interval_s,
-            gate_window=settings.learn_gate_window, gate_margin=settings.learn_gate_margin,
             pace=LagPolicy(settings.learn_max_lag, settings.learn_lag_policy),
             on_alert=on_alert)
     except ModelCoreError as e:
