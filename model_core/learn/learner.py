@@ -72,11 +72,6 @@ from schemas.actions import action_index
 INCREMENTAL = ("popular", "markov", "itemknn", "sknn", "vsknn", "stan", "vstan")
 #: Every model the learner updates.
 LEARNABLE = (*INCREMENTAL, *NEURAL_MODELS)
-#: ``init=context``: a new item scores in its contexts as a true next item at this quantile
-#: of the update's true-next-item scores. Chosen on a validation log (the drifting synthetic
-#: log, seed 1; the benchmark uses seed 0) among 0.5, 0.75, 0.9, 0.97: HR@20 online rose
-#: with it (0.247, 0.249, 0.260, 0.267), new-item hits 2, 36, 204, 323 (BENCHMARKS.md).
-PLACE_QUANTILE = 0.97
 
 
 def check_learnable(name: str) -> None:
@@ -438,13 +433,13 @@ class OnlineLearner:
         bias = getattr(module, "out_bias", None)
         mat = module.item_emb.item_matrix()
         b_known = bias[known].mean() if bias is not None else out.new_zeros(())
-        # how a true next item scores in its context: the PLACE_QUANTILE of the scores at
+        # how a true next item scores in its context: the place quantile of the scores at
         # this update's positions whose target is a known item
         kpos = (targets > 0) & ~hit
         if bool(kpos.any()):
             y = targets[kpos]
             t_all = ((h_all[kpos] * mat[y]).sum(-1) + (bias[y] if bias is not None else 0.0))
-            t_score = torch.quantile(t_all, PLACE_QUANTILE)
+            t_score = torch.quantile(t_all, self.schedule.place)
         else:
             t_score = None
         sums = torch.zeros(n, w.shape[1], dtype=out.dtype, device=w.device).index_add_(0, tgt, out)

@@ -37,8 +37,7 @@ class LearnSchedule:
     - ``context`` (default): the model's own output vectors at the events just before the
       new item's occurrences in the update (the queries it should answer), their mean
       direction, at the norm that makes the item score there as a true next item scores at
-      the 97th percentile of the update's known next items
-      (:data:`~model_core.learn.learner.PLACE_QUANTILE`); GRU4Rec's output bias starts at
+      the ``place`` quantile of the update's known next items; GRU4Rec's output bias starts at
       the known items' mean. An item never seen after another event of its user keeps the
       ``mean`` start;
     - ``prev``: the mean of the rows of the items that preceded its occurrences;
@@ -67,6 +66,7 @@ class LearnSchedule:
     replay_ratio: float = 1.0
     max_items: int = 0
     init: str = "context"
+    place: float = 0.97
     grad_clip: float = 5.0
     seed: int = 0
     new_lr: float = 10.0
@@ -88,6 +88,9 @@ class LearnSchedule:
                                      f"got {getattr(self, name)}")
         if self.young < 0:
             raise ModelCoreError(f"learn schedule: young must be 0 or more, got {self.young}")
+        if not 0.0 <= self.place <= 1.0:
+            raise ModelCoreError(f"learn schedule: place is a quantile in [0, 1], "
+                                 f"got {self.place}")
         if self.lr <= 0 or self.replay_ratio < 0 or self.new_lr <= 0 or self.margin < 0:
             raise ModelCoreError("learn schedule: lr and new_lr must be > 0, replay_ratio and "
                                  "margin >= 0")
