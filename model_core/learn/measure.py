@@ -10,8 +10,11 @@ same events. The **frozen** run uses a copy of the model as it was trained; the 
 run gives each engine batch, after it was scored and predicted, to an
 :class:`~model_core.learn.learner.OnlineLearner`, which updates the model after every
 ``schedule.every`` events. Engine batches never cross an update, so every prediction was made
-by the model version current at its event, as in a stream whose learner publishes after the
-same events; and the figures do not depend on ``batch_size``.
+by the model version serving at its event, as in a stream whose learner publishes after the
+same events; and the figures do not depend on ``batch_size``. Which version serves is the
+validation gate's decision (:class:`~model_core.learn.gate.Gate`, the stream learner's own
+code; on by default for neural models): a version serves from the micro-batch after the one
+that validated it, and a refused one never serves.
 
 Reported: HR/NDCG/MRR@K over the stream with clustered (per-user) bootstrap intervals; the
 share of predictions that name an item born after training (a slot whose item the trained
