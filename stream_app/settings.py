@@ -122,6 +122,9 @@ class Settings(BaseSettings):
         None, description="log the model was trained on: the learner's start-up history "
         "(user sequences, replay buffer); unset: it starts with none")
     learn_warm_format: str | None = Field(None, description="format of learn_warm_path (default: guessed)")
+    learn_web_port: int = Field(
+        0, ge=0, description="the learner's health and metrics server (GET /v1/live, "
+        "/v1/ready, /metrics on web_host; 0 = off)")
     learn_max_lag: int = Field(
         100_000, ge=0, description="events the learner may be behind the end of the events "
         "topic before learn_lag_policy acts and a lag alert is sent (0 = no bound)")

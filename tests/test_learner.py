@@ -223,6 +223,45 @@ def test_lockstep_runs_and_versions():
     assert gated.pieces([98, 99, 100, 101, 250]) == [(0, 2, -1), (2, 4, 0), (4, 5, 1)]
 
 
+def test_health_and_metrics_pages(tmp_path, log):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from stream_app.learner.probe import LearnerProbe
+
+    driver = StreamLearner(_markov(log[:1000]), LearnSchedule(every=200),
+                           VersionStore(tmp_path / "w"))
+    driver.offer(_records(log[1000:1500]))
+    probe = LearnerProbe(driver, stall_s=60)
+    port = probe.serve("127.0.0.1", 0)
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    try:
+        assert get("/v1/live")[0] == 200
+        code, body = get("/v1/ready")
+        assert code == 503 and "no partitions" in json.loads(body)["reasons"][0]
+        probe.turned(assigned=True)
+        assert get("/v1/ready") == (200, json.dumps({"ready": True,
+                                                      "version": "markov-test+u2"}))
+        code, text = get("/metrics")
+        assert code == 200 and "seqstream_learner_published_total 2.0" in text
+        assert "seqstream_learner_events_in_total 500.0" in text
+        assert 'seqstream_learner_info{version="markov-test+u2"} 1.0' in text
+        probe.last_turn -= 120  # a wedged loop
+        code, body = get("/v1/live")
+        assert code == 503 and "has not turned for 120 s" in body
+        assert get("/nope")[0] == 404
+    finally:
+        probe.close()
+
+
 def test_k8s_learner_beside_the_workers():
     from pathlib import Path
 
@@ -240,6 +279,13 @@ def test_k8s_learner_beside_the_workers():
     fields = {f"SEQSTREAM_{n.upper()}" for n in Settings.model_fields}
     assert set(env) <= fields and "SEQSTREAM_LEARN_SCHEDULE" in env
     LearnSchedule.parse(env["SEQSTREAM_LEARN_SCHEDULE"])
+    # the probes and the scrape port name the port the learner's health server listens on
+    port = int(env["SEQSTREAM_LEARN_WEB_PORT"])
+    (named,) = [p for p in c["ports"] if p["containerPort"] == port]
+    for probe, path in (("startupProbe", "/v1/live"), ("readinessProbe", "/v1/ready"),
+                        ("livenessProbe", "/v1/live")):
+        assert c[probe]["httpGet"] == {"path": path, "port": named["name"]}
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
     watch = yaml.safe_load((k8s / "configmap.yaml").read_text())["data"][
         "SEQSTREAM_MODEL_WATCH_DIR"]
     sts = yaml.safe_load((k8s / "statefulset.yaml").read_text())

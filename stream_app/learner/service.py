@@ -33,6 +33,7 @@ from schemas.exceptions import SchemaError, SeqstreamError
 from stream_app.kafka.security import kafka_python_kwargs
 from stream_app.learner.driver import StreamLearner
 from stream_app.learner.pace import LagPolicy
+from stream_app.learner.probe import LearnerProbe
 from stream_app.learner.versions import VersionStore
 from stream_app.settings import Settings
 from stream_app.worker.process import WorkerProcess
@@ -156,6 +157,11 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
         log.warning("alert: %s", alert.message)
 
     driver = build_driver(settings, on_alert)
+    probe = LearnerProbe(driver)
+    if settings.learn_web_port:
+        port = probe.serve(settings.web_host, settings.learn_web_port)
+        log.info("health and metrics on http://%s:%d (/v1/live, /v1/ready, /metrics)",
+                 settings.web_host, port)
     erase_key = control_key(settings)
     topic = settings.topic("events")
     consumer = KafkaConsumer(
@@ -175,6 +181,7 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
         while not stop.is_set():
             polled = consumer.poll(timeout_ms=200)
             t_busy0 = time.perf_counter()
+            probe.turned(bool(consumer.assignment()))
             if not ready and consumer.assignment():
                 ready = True
                 print(f"{READY_MARK} partitions={sorted(tp.partition for tp in consumer.assignment())}"
@@ -226,6 +233,7 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                    "stream_events_per_s": round(lag.stream_rate, 1),
                    "wall_seconds": round(time.monotonic() - t_start, 1)}
         print(f"{STATS_MARK} {orjson.dumps(summary).decode()}", flush=True)
+        probe.close()
         consumer.close()
         producer.flush()
         producer.close()
