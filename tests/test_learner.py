@@ -262,6 +262,26 @@ def test_health_and_metrics_pages(tmp_path, log):
         probe.close()
 
 
+def test_pseudonymous_ids_in_the_learner(tmp_path, log):
+    """As the workers: the learner's sequences are keyed by the users' keyed hashes."""
+    from model_core.checkpoint import save_model
+    from model_core.datasets.synth import write_jsonl
+    from stream_app.learner.service import build_driver
+    from stream_app.settings import Settings
+    from stream_app.worker.privacy import Pseudonyms
+
+    save_model(_markov(log[:500]), tmp_path / "ckpt")
+    write_jsonl(log[:500], tmp_path / "train.jsonl")
+    (tmp_path / "key").write_bytes(b"k" * 32)
+    settings = Settings(model_path=str(tmp_path / "ckpt"), model_watch_dir=str(tmp_path / "w"),
+                        learn_warm_path=str(tmp_path / "train.jsonl"),
+                        pseudonym_key_file=str(tmp_path / "key"))
+    users = build_driver(settings).learner.users
+    hashed = Pseudonyms(b"k" * 32)
+    assert set(users) == {hashed(ev.user_id) for ev in log[:500]}
+    assert not set(users) & {ev.user_id for ev in log[:500]}
+
+
 def test_k8s_learner_beside_the_workers():
     from pathlib import Path
 
