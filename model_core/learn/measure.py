@@ -173,7 +173,7 @@ def replay_stream(model, events: Sequence, warm_events: Sequence = (),
                     run.refused += 1
             for upd in learner.learn(chunk):
                 batch = []
-                if gate.hold(upd.evicted):
+                if gate.hold(upd.evicted, upd.users):
                     engine = _serve(engine, gate, states, run)
     run.seconds = time.perf_counter() - t0
     run.cpu_seconds = time.process_time() - c_start

@@ -29,6 +29,9 @@ class LearnSchedule:
     ``replay`` older sequences (reservoir sampling; 0 = no replay). Counting models add the
     micro-batch's counts and need none of these.
 
+    ``dense_lr``: the learning rate of the parameters other than the item rows (the
+    sequence encoder; 0 = ``lr``, all alike).
+
     ``max_items``: bound on the item table (0 = none). At the bound a new item takes the slot
     of the item not seen for the longest (see :mod:`model_core.learn.items`).
 
@@ -62,6 +65,7 @@ class LearnSchedule:
     steps: int = 1
     batch_size: int = 256
     lr: float = 1e-3
+    dense_lr: float = 0.0
     replay: int = 4096
     replay_ratio: float = 1.0
     max_items: int = 0
@@ -91,9 +95,10 @@ class LearnSchedule:
         if not 0.0 <= self.place <= 1.0:
             raise ModelCoreError(f"learn schedule: place is a quantile in [0, 1], "
                                  f"got {self.place}")
-        if self.lr <= 0 or self.replay_ratio < 0 or self.new_lr <= 0 or self.margin < 0:
-            raise ModelCoreError("learn schedule: lr and new_lr must be > 0, replay_ratio and "
-                                 "margin >= 0")
+        if self.lr <= 0 or self.replay_ratio < 0 or self.new_lr <= 0 or self.margin < 0 \
+                or self.dense_lr < 0:
+            raise ModelCoreError("learn schedule: lr and new_lr must be > 0, replay_ratio, "
+                                 "margin and dense_lr >= 0")
         if self.init not in INITS:
             raise ModelCoreError(f"learn schedule: init must be one of {', '.join(INITS)}, "
                                  f"got {self.init!r}")

@@ -180,7 +180,8 @@ class StreamLearner:
             "loss": upd.loss, "through": {str(p): o for p, o in sorted(self.through.items())},
             "schedule": self.schedule.to_dict()}}
         self.candidate = None
-        if self.gate.hold([s for u in updates for s in u.evicted]):
+        if self.gate.hold([s for u in updates for s in u.evicted],
+                          [x for u in updates for x in u.users]):
             out.append(self._publish(meta))
         else:
             self.candidate = meta
