@@ -62,9 +62,9 @@ class LearnSchedule:
     """
 
     every: int = 1000
-    steps: int = 1
+    steps: int = 8
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float = 5e-3
     dense_lr: float = 0.0
     replay: int = 4096
     replay_ratio: float = 1.0
