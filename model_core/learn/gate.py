@@ -53,14 +53,17 @@ class GateResult:
     served_hr: float
     n: int  # window events scored (those whose user had a preceding event)
     margin: float
+    start_hr: float | None = None  # the version the learner started from, on the same events
 
     @property
     def passed(self) -> bool:
-        return self.n == 0 or self.candidate_hr >= self.served_hr - self.margin
+        floor = max(self.served_hr, self.start_hr if self.start_hr is not None else 0.0)
+        return self.n == 0 or self.candidate_hr >= floor - self.margin
 
     def to_dict(self) -> dict:
-        return {"candidate_hr": self.candidate_hr, "served_hr": self.served_hr, "n": self.n,
-                "margin": self.margin, "passed": self.passed}
+        return {"candidate_hr": self.candidate_hr, "served_hr": self.served_hr,
+                "start_hr": self.start_hr, "n": self.n, "margin": self.margin,
+                "passed": self.passed}
 
 
 def window_prefixes(users: dict, vocab, events: Sequence, max_len: int, window: int = 0,
@@ -112,14 +115,16 @@ def hit_rate(model, prefixes: list, targets: list[str], k: int, exclude_history:
 
 def check(candidate, served, users: dict, events: Sequence, k: int, margin: float,
           window: int, max_len: int, exclude_history: bool = False,
-          skip: frozenset | set = frozenset()) -> GateResult:
-    """Score ``candidate`` and ``served`` on the newest ``window`` of ``events`` (the
-    events of users in ``skip`` left out)."""
+          skip: frozenset | set = frozenset(), start=None) -> GateResult:
+    """Score ``candidate`` and ``served`` (and ``start`` when given) on the newest
+    ``window`` of ``events`` (the events of users in ``skip`` left out)."""
     prefixes, targets = window_prefixes(users, candidate.vocab, list(events), max_len, window,
                                         skip)
     return GateResult(hit_rate(candidate, prefixes, targets, k, exclude_history),
                       hit_rate(served, prefixes, targets, k, exclude_history),
-                      len(targets), margin)
+                      len(targets), margin,
+                      None if start is None or start is served
+                      else hit_rate(start, prefixes, targets, k, exclude_history))
 
 
 class Gate:
@@ -135,6 +140,7 @@ class Gate:
         self.window = learner.schedule.gate_window(learner.neural)
         self.margin = float(learner.schedule.margin)
         self.served = copy.deepcopy(learner.model) if self.window else learner.model
+        self.start = self.served  # the floor: never below the version it started from
         self.held = False  # a version waits for its window
         self.evicted: list[int] = []  # slots reused since the served version (see hold)
         self.refused = 0
@@ -169,7 +175,8 @@ class Gate:
         self.held = False
         lr = self.learner
         res = check(lr.model, self.served, lr.users, events, self.k, self.margin,
-                    self.window, lr.max_len, self.exclude_history, self.learnt_users)
+                    self.window, lr.max_len, self.exclude_history, self.learnt_users,
+                    self.start)
         self.last = res
         if res.passed:
             self.served = copy.deepcopy(lr.model)
