@@ -218,7 +218,7 @@ def test_lockstep_runs_and_versions():
     assert Lockstep.from_settings(s, m) is None
     s = SimpleNamespace(learn_lockstep=5, model_watch_dir="/w", learn_schedule="every=5")
     assert Lockstep.from_settings(s, m).every == 5 and not Lockstep.from_settings(s, m).gated
-    # gated (a neural model's default): version k scores the micro-batch after its window
+    # gated (the schedule's gate=N): version k scores the micro-batch after its window
     gated = Lockstep(100, "m-1", "/w", gated=True)
     assert gated.pieces([98, 99, 100, 101, 250]) == [(0, 2, -1), (2, 4, 0), (4, 5, 1)]
 

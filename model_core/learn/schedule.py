@@ -12,8 +12,6 @@ from dataclasses import asdict, dataclass, fields
 
 from model_core.exceptions import ModelCoreError
 
-#: The gate's window for neural models by default (``gate=-1``; counting models: off).
-AUTO_GATE = 500
 #: How a new item's vector starts (neural models); see :class:`LearnSchedule`.
 INITS = ("context", "prev", "mean", "random")
 
@@ -55,16 +53,16 @@ class LearnSchedule:
     ``gate``: the validation gate (:mod:`model_core.learn.gate`): a new version serves (is
     published) only after it and the version serving were scored on the newest ``gate``
     events of the next micro-batch, which it has not learned, and only if its HR@K there is
-    at least the served one's minus ``margin``; 0 = off, every version serves at once. The
-    default (-1, :data:`AUTO_GATE`): 500 for neural models, off for counting models, whose
-    update equals counting the whole log again rather than a step that can pull a trained
-    model away.
+    at least the served one's and the start version's minus ``margin``; 0 (the default) = off,
+    every version serves at once. Off by default because it did not keep the 8-step GRU4Rec
+    schedule from losing HR@20 on the YooChoose validation prefix (BENCHMARKS.md "Online
+    learning").
     """
 
     every: int = 1000
-    steps: int = 8
+    steps: int = 1
     batch_size: int = 256
-    lr: float = 5e-3
+    lr: float = 1e-3
     dense_lr: float = 0.0
     replay: int = 4096
     replay_ratio: float = 1.0
@@ -75,7 +73,7 @@ class LearnSchedule:
     seed: int = 0
     new_lr: float = 10.0
     young: int = 50
-    gate: int = -1
+    gate: int = 0
     margin: float = 0.01
 
     def __post_init__(self) -> None:
@@ -83,10 +81,7 @@ class LearnSchedule:
             if getattr(self, name) < 1:
                 raise ModelCoreError(f"learn schedule: {name} must be at least 1, "
                                      f"got {getattr(self, name)}")
-        if self.gate < -1:
-            raise ModelCoreError(f"learn schedule: gate must be 0 (off), N events or -1 "
-                                 f"(auto), got {self.gate}")
-        for name in ("replay", "max_items"):
+        for name in ("replay", "max_items", "gate"):
             if getattr(self, name) < 0:
                 raise ModelCoreError(f"learn schedule: {name} must be 0 or more, "
                                      f"got {getattr(self, name)}")
@@ -127,14 +122,8 @@ class LearnSchedule:
             raise ModelCoreError("--learn needs every=N (update after every N events)")
         return cls(**kw)
 
-    def gate_window(self, neural: bool) -> int:
-        """The gate's window (0 = off) for a neural model or a counting one."""
-        if self.gate == -1:
-            return AUTO_GATE if neural else 0
-        return self.gate
-
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-__all__ = ["AUTO_GATE", "INITS", "LearnSchedule"]
+__all__ = ["INITS", "LearnSchedule"]

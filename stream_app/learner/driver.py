@@ -11,7 +11,7 @@ same :class:`~model_core.learn.OnlineLearner` the offline replay uses
 skipped events the stream updates the model after the same events as the replay. Each update
 becomes a version ``<start version>+uN`` in the workers' watched directory
 (:class:`~stream_app.learner.versions.VersionStore`) — at once, or, with the validation gate
-(the schedule's ``gate``, on by default for neural models: :mod:`model_core.learn.gate`, the
+(the schedule's ``gate``, off by default: :mod:`model_core.learn.gate`, the
 same code the offline replay runs), after it has been scored on the next micro-batch; a
 refused version is not published and a marker names it (``VersionStore.refuse``), so a
 worker in lockstep knows the served version stays.

@@ -482,17 +482,16 @@ class Lockstep:
 
     @classmethod
     def from_settings(cls, settings, model) -> Lockstep | None:
-        """From ``learn_lockstep`` and the learner's schedule (gated: a neural ``model`` and
-        the schedule's ``gate`` on, as :class:`model_core.learn.gate.Gate` decides)."""
+        """From ``learn_lockstep`` and the learner's schedule (gated: the schedule's
+        ``gate`` on, as :class:`model_core.learn.gate.Gate` reads it)."""
         every = int(getattr(settings, "learn_lockstep", 0) or 0)
         watch = getattr(settings, "model_watch_dir", None)
         if not (every and watch):
             return None
         from model_core.learn.schedule import LearnSchedule
-        from model_core.models.base import NeuralRecommender
 
         schedule = LearnSchedule.parse(getattr(settings, "learn_schedule", "") or "every=1")
-        gated = schedule.gate_window(isinstance(model, NeuralRecommender)) > 0
+        gated = schedule.gate > 0
         return cls(every, str(getattr(model, "version", "")), watch, gated)
 
     def refused(self, k: int) -> bool:
