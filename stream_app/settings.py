@@ -112,7 +112,8 @@ class Settings(BaseSettings):
     # --- online learning (seqstream learner; stream_app.learner)
     learn_schedule: str = Field(
         "every=1000", description="the learner's schedule (model_core.learn.LearnSchedule): "
-        "every=N events an update, steps, lr, replay, max_items, init, seed, ...")
+        "every=N events an update, steps, lr, replay, max_items, init, seed, gate, margin "
+        "(the validation gate), ...")
     learn_interval_s: float = Field(
         0.0, ge=0, description="also update after this many seconds with fewer than N new "
         "events (0 = only every N events; a time trigger makes versions depend on timing)")
@@ -121,13 +122,9 @@ class Settings(BaseSettings):
         None, description="log the model was trained on: the learner's start-up history "
         "(user sequences, replay buffer); unset: it starts with none")
     learn_warm_format: str | None = Field(None, description="format of learn_warm_path (default: guessed)")
-    learn_gate_window: int = Field(
-        0, ge=0, description="validation gate: a version is published only after it and "
-        "the served version were scored on up to this many of the next events, which it has "
-        "not learned (0 = gate off: published at once)")
-    learn_gate_margin: float = Field(
-        0.01, ge=0, le=1, description="the gate refuses a version whose HR@top_k on the "
-        "window is below the served version's by more than this")
+    learn_web_port: int = Field(
+        0, ge=0, description="the learner's health and metrics server (GET /v1/live, "
+        "/v1/ready, /metrics on web_host; 0 = off)")
     learn_max_lag: int = Field(
         100_000, ge=0, description="events the learner may be behind the end of the events "
         "topic before learn_lag_policy acts and a lag alert is sent (0 = no bound)")

@@ -94,11 +94,11 @@ def test_keep_the_last_m_and_roll_back(tmp_path, log):
 def test_the_gate_refuses_a_worse_version_with_an_alert(tmp_path, log):
     alerts = []
     store = VersionStore(tmp_path / "watch")
-    driver = StreamLearner(_markov(log[:1500]), LearnSchedule(every=300), store, top_k=20,
-                           gate_window=300, gate_margin=0.01, on_alert=alerts.append)
+    driver = StreamLearner(_markov(log[:1500]), LearnSchedule(every=300, gate=300, margin=0.01),
+                           store, top_k=20, on_alert=alerts.append)
     driver.warm(log[:1500])
     assert driver.offer(_records(log[1500:1800])) == []  # u1 waits for events it has not seen
-    assert driver.candidate is not None
+    assert driver.candidate is not None and driver.gate.held
     assert driver.offer(_records(log[1800:2100], 300)) == ["markov-test+u1"]
     gate = store.meta("markov-test+u1")["learner"]["gate"]
     assert gate["n"] > 100 and gate["candidate_hr"] >= gate["served_hr"] - 0.01
@@ -108,9 +108,50 @@ def test_the_gate_refuses_a_worse_version_with_an_alert(tmp_path, log):
     m.indices, m.data = m.indices[:0], m.data[:0]
     assert driver.offer(_records(log[2100:2400], 600)) == []
     assert driver.stats.refused == 1 and store.latest() == "markov-test+u1"
+    born2 = driver.candidate["learner"]["new_items"]
     (alert,) = alerts
     assert alert.metric == "learner_gate" and alert.new_level < alert.old_level - 0.01
     assert "not published" in alert.message and alert.model_version == "markov-test+u2"
+    # refused: a marker (lockstep workers keep u1 for u2's events), no version directory
+    assert not store.path("markov-test+u2").exists()
+    assert Lockstep(300, "markov-test", store.dir, gated=True).refused(2)
+    # learning goes on from u2 (u3 learns the next 300 events and its counts make up for
+    # part of the loss); u3 passes against u1, named as its parent, with u2's new items
+    assert driver.offer(_records(log[2400:2700], 900)) == ["markov-test+u3"]
+    meta = store.meta("markov-test+u3")["learner"]
+    assert meta["parent"] == "markov-test+u1" and set(born2) <= set(meta["new_items"])
+
+
+def test_the_offline_replay_gates_as_the_stream_learner_does(tmp_path, log, monkeypatch):
+    """The same gate code in both drivers: the versions that serve in the offline replay
+    are those the stream learner publishes; a refused one never serves."""
+    from model_core.learn.measure import replay_stream
+
+    learn = OnlineLearner.update
+
+    def spoiled_third(self):  # u3 forgets every transition after learning
+        upd = learn(self)
+        if self.n_updates == 3:
+            m = self.model
+            m.indptr = np.zeros_like(m.indptr)
+            m.indices, m.data = m.indices[:0], m.data[:0]
+        return upd
+
+    monkeypatch.setattr(OnlineLearner, "update", spoiled_third)
+    train, stream = log[:1500], log[1500:]
+    schedule = LearnSchedule(every=250, gate=250, margin=0.01)
+    store = VersionStore(tmp_path / "watch", keep=20)
+    driver = StreamLearner(_markov(train), schedule, store, top_k=20)
+    driver.warm(train)
+    published = driver.offer(_records(stream))
+    run = replay_stream(_markov(train), stream, train, OnlineLearner(_markov(train), schedule),
+                        k=20, batch_size=97)
+    assert run.versions == published and run.refused == driver.stats.refused >= 1
+    assert "markov-test+u3" not in published and "markov-test+u2" in published
+    # gate off: every version serves at once, the spoiled one included
+    off = replay_stream(_markov(train), stream, train,
+                        OnlineLearner(_markov(train), LearnSchedule(every=250, gate=0)), k=20)
+    assert "markov-test+u3" in off.versions and off.refused == 0
 
 
 def test_behind_the_stream_subsample_skip_and_alert_once(tmp_path, log):
@@ -172,10 +213,73 @@ def test_lockstep_runs_and_versions():
     assert lock.update_of("m-1") == 0 and lock.update_of("m-1+u7") == 7
     assert lock.update_of("other+u3") is None and lock.update_of("m-1+u3+u1") is None
     assert str(lock.path(3)).endswith("m-1+u3")
+    m = SimpleNamespace(version="m")
     s = SimpleNamespace(learn_lockstep=0, model_watch_dir="/w")
-    assert Lockstep.from_settings(s, "m") is None
-    s = SimpleNamespace(learn_lockstep=5, model_watch_dir="/w")
-    assert Lockstep.from_settings(s, "m").every == 5
+    assert Lockstep.from_settings(s, m) is None
+    s = SimpleNamespace(learn_lockstep=5, model_watch_dir="/w", learn_schedule="every=5")
+    assert Lockstep.from_settings(s, m).every == 5 and not Lockstep.from_settings(s, m).gated
+    # gated (the schedule's gate=N): version k scores the micro-batch after its window
+    gated = Lockstep(100, "m-1", "/w", gated=True)
+    assert gated.pieces([98, 99, 100, 101, 250]) == [(0, 2, -1), (2, 4, 0), (4, 5, 1)]
+
+
+def test_health_and_metrics_pages(tmp_path, log):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from stream_app.learner.probe import LearnerProbe
+
+    driver = StreamLearner(_markov(log[:1000]), LearnSchedule(every=200),
+                           VersionStore(tmp_path / "w"))
+    driver.offer(_records(log[1000:1500]))
+    probe = LearnerProbe(driver, stall_s=60)
+    port = probe.serve("127.0.0.1", 0)
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    try:
+        assert get("/v1/live")[0] == 200
+        code, body = get("/v1/ready")
+        assert code == 503 and "no partitions" in json.loads(body)["reasons"][0]
+        probe.turned(assigned=True)
+        assert get("/v1/ready") == (200, json.dumps({"ready": True,
+                                                      "version": "markov-test+u2"}))
+        code, text = get("/metrics")
+        assert code == 200 and "seqstream_learner_published_total 2.0" in text
+        assert "seqstream_learner_events_in_total 500.0" in text
+        assert 'seqstream_learner_info{version="markov-test+u2"} 1.0' in text
+        probe.last_turn -= 120  # a wedged loop
+        code, body = get("/v1/live")
+        assert code == 503 and "has not turned for 120 s" in body
+        assert get("/nope")[0] == 404
+    finally:
+        probe.close()
+
+
+def test_pseudonymous_ids_in_the_learner(tmp_path, log):
+    """As the workers: the learner's sequences are keyed by the users' keyed hashes."""
+    from model_core.checkpoint import save_model
+    from model_core.datasets.synth import write_jsonl
+    from stream_app.learner.service import build_driver
+    from stream_app.settings import Settings
+    from stream_app.worker.privacy import Pseudonyms
+
+    save_model(_markov(log[:500]), tmp_path / "ckpt")
+    write_jsonl(log[:500], tmp_path / "train.jsonl")
+    (tmp_path / "key").write_bytes(b"k" * 32)
+    settings = Settings(model_path=str(tmp_path / "ckpt"), model_watch_dir=str(tmp_path / "w"),
+                        learn_warm_path=str(tmp_path / "train.jsonl"),
+                        pseudonym_key_file=str(tmp_path / "key"))
+    users = build_driver(settings).learner.users
+    hashed = Pseudonyms(b"k" * 32)
+    assert set(users) == {hashed(ev.user_id) for ev in log[:500]}
+    assert not set(users) & {ev.user_id for ev in log[:500]}
 
 
 def test_k8s_learner_beside_the_workers():
@@ -195,6 +299,13 @@ def test_k8s_learner_beside_the_workers():
     fields = {f"SEQSTREAM_{n.upper()}" for n in Settings.model_fields}
     assert set(env) <= fields and "SEQSTREAM_LEARN_SCHEDULE" in env
     LearnSchedule.parse(env["SEQSTREAM_LEARN_SCHEDULE"])
+    # the probes and the scrape port name the port the learner's health server listens on
+    port = int(env["SEQSTREAM_LEARN_WEB_PORT"])
+    (named,) = [p for p in c["ports"] if p["containerPort"] == port]
+    for probe, path in (("startupProbe", "/v1/live"), ("readinessProbe", "/v1/ready"),
+                        ("livenessProbe", "/v1/live")):
+        assert c[probe]["httpGet"] == {"path": path, "port": named["name"]}
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
     watch = yaml.safe_load((k8s / "configmap.yaml").read_text())["data"][
         "SEQSTREAM_MODEL_WATCH_DIR"]
     sts = yaml.safe_load((k8s / "statefulset.yaml").read_text())

@@ -72,11 +72,6 @@ from schemas.actions import action_index
 INCREMENTAL = ("popular", "markov", "itemknn", "sknn", "vsknn", "stan", "vstan")
 #: Every model the learner updates.
 LEARNABLE = (*INCREMENTAL, *NEURAL_MODELS)
-#: ``init=context``: a new item scores in its contexts as a true next item at this quantile
-#: of the update's true-next-item scores. Chosen on a validation log (the drifting synthetic
-#: log, seed 1; the benchmark uses seed 0) among 0.5, 0.75, 0.9, 0.97: HR@20 online rose
-#: with it (0.247, 0.249, 0.260, 0.267), new-item hits 2, 36, 204, 323 (BENCHMARKS.md).
-PLACE_QUANTILE = 0.97
 
 
 def check_learnable(name: str) -> None:
@@ -95,6 +90,7 @@ class Update:
     version: str
     number: int  # 1, 2, ...
     events: int  # events learned in this update
+    users: frozenset = frozenset()  # users (session keys) whose events it learned
     new_items: list[str] = field(default_factory=list)  # ids given a slot in this update
     evicted: list[int] = field(default_factory=list)  # slots reused (their items forgotten)
     loss: float | None = None  # mean training loss of the gradient steps (neural)
@@ -269,8 +265,8 @@ class OnlineLearner:
         secs = time.perf_counter() - t0
         self.seconds += secs
         self.cpu_seconds += time.process_time() - c0
-        return Update(model.version, self.n_updates, len(events), new_ids, list(adm.evicted),
-                      loss, secs)
+        return Update(model.version, self.n_updates, len(events), frozenset(touched), new_ids,
+                      list(adm.evicted), loss, secs)
 
     def _forget(self, slots: list[int]) -> None:
         """Reused slots: the learner's sequences and replay buffer drop the old item; a
@@ -380,7 +376,16 @@ class OnlineLearner:
             module = self.model.module
             sparse_w = module.item_emb.sparse_weight
             dense = [p for p in module.parameters() if p is not sparse_w]
-            self._opts = [torch.optim.Adam(dense, lr=self.schedule.lr)]
+            sch = self.schedule
+            if sch.dense_lr and sch.dense_lr != sch.lr:  # item rows at lr, the rest slower
+                rows = {id(p) for p in module.item_emb.parameters()}
+                rows.add(id(getattr(module, "out_bias", None)))
+                groups = [{"params": [p for p in dense if id(p) in rows], "lr": sch.lr},
+                          {"params": [p for p in dense if id(p) not in rows],
+                           "lr": sch.dense_lr}]
+                self._opts = [torch.optim.Adam([g for g in groups if g["params"]])]
+            else:
+                self._opts = [torch.optim.Adam(dense, lr=sch.lr)]
             if sparse_w is not None:
                 self._opts.append(torch.optim.SparseAdam([sparse_w], lr=self.schedule.lr))
         return self._opts
@@ -438,13 +443,13 @@ class OnlineLearner:
         bias = getattr(module, "out_bias", None)
         mat = module.item_emb.item_matrix()
         b_known = bias[known].mean() if bias is not None else out.new_zeros(())
-        # how a true next item scores in its context: the PLACE_QUANTILE of the scores at
+        # how a true next item scores in its context: the place quantile of the scores at
         # this update's positions whose target is a known item
         kpos = (targets > 0) & ~hit
         if bool(kpos.any()):
             y = targets[kpos]
             t_all = ((h_all[kpos] * mat[y]).sum(-1) + (bias[y] if bias is not None else 0.0))
-            t_score = torch.quantile(t_all, PLACE_QUANTILE)
+            t_score = torch.quantile(t_all, self.schedule.place)
         else:
             t_score = None
         sums = torch.zeros(n, w.shape[1], dtype=out.dtype, device=w.device).index_add_(0, tgt, out)

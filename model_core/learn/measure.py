@@ -10,8 +10,11 @@ same events. The **frozen** run uses a copy of the model as it was trained; the 
 run gives each engine batch, after it was scored and predicted, to an
 :class:`~model_core.learn.learner.OnlineLearner`, which updates the model after every
 ``schedule.every`` events. Engine batches never cross an update, so every prediction was made
-by the model version current at its event, as in a stream whose learner publishes after the
-same events; and the figures do not depend on ``batch_size``.
+by the model version serving at its event, as in a stream whose learner publishes after the
+same events; and the figures do not depend on ``batch_size``. Which version serves is the
+validation gate's decision (:class:`~model_core.learn.gate.Gate`, the stream learner's own
+code; off by default: then every version serves at once): a version serves from the micro-batch after the one
+that validated it, and a refused one never serves.
 
 Reported: HR/NDCG/MRR@K over the stream with clustered (per-user) bootstrap intervals; the
 share of predictions that name an item born after training (a slot whose item the trained
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model_core.exceptions import ModelCoreError
+from model_core.learn.gate import Gate
 from model_core.learn.learner import OnlineLearner
 from model_core.learn.schedule import LearnSchedule
 from model_core.metrics import MISS, bootstrap_ci, case_matrix, metric_names, paired_bootstrap
@@ -53,7 +57,8 @@ class StreamRun:
     n_events: int = 0
     n_predictions: int = 0
     n_naming_new: int = 0  # predictions (top-K lists) with at least one new item
-    versions: list[str] = field(default_factory=list)  # the model version after each update
+    versions: list[str] = field(default_factory=list)  # each version that served, in turn
+    refused: int = 0  # versions the gate kept from serving
     seconds: float = 0.0  # wall time of the whole replay
     cpu_seconds: float = 0.0  # CPU time of the whole replay (scoring, learning, retraining)
     train_cpu_seconds: float = 0.0  # CPU time of the periodic retraining in it
@@ -112,14 +117,20 @@ def replay_stream(model, events: Sequence, warm_events: Sequence = (),
     engine = PrequentialEngine(model, max_len=max_len, k=k, exclude_history=exclude_history)
     states: dict[str, UserState] = {}
     warm_states(engine, states, warm_events, batch_size)
+    gate = None
     if learner is not None:
         learner.warm(warm_events if learner_warm is None else learner_warm)
+        gate = Gate(learner, k, exclude_history)
+        if gate.served is not model:  # gated: a copy serves until a version passes
+            engine = PrequentialEngine(gate.served, max_len=max_len, k=k,
+                                       exclude_history=exclude_history)
+        batch: list = []  # the events of the micro-batch under way (the gate's window)
     run = StreamRun()
     events = list(events)
     periodic = retrain is not None and retrain_every_ms > 0 and learner is None and events
     times = np.fromiter((e.timestamp_ms for e in events), np.int64, len(events))
     due = int(times[0]) + retrain_every_ms if periodic else 0
-    new_mask = _new_mask(model.vocab, trained) if periodic else None
+    new_mask = _new_mask(model.vocab, trained) if periodic or gate else None
     i = 0
     while i < len(events):
         size = batch_size if learner is None else min(batch_size, learner.until_update())
@@ -147,17 +158,41 @@ def replay_stream(model, events: Sequence, warm_events: Sequence = (),
             run.new_target.append(ev.item_id not in trained)
         run.n_events += len(chunk)
         run.n_predictions += len(res.topk.items)
-        if new_mask is not None:
+        if new_mask is not None and learner is None:
             run.n_naming_new += int(new_mask[res.topk.items].any(axis=1).sum())
         if learner is not None:
-            run.n_naming_new += int(learner.items.is_new(res.topk.items).any(axis=1).sum())
+            named = (learner.items.is_new(res.topk.items) if engine.model is learner.model
+                     else new_mask[res.topk.items])  # a held-back version: its own slots
+            run.n_naming_new += int(named.any(axis=1).sum())
+            batch += chunk
+            if learner.until_update() <= len(chunk) and gate.decide(batch) is not None:
+                if gate.last.passed:  # the held version serves from the next event on
+                    engine = _serve(engine, gate, states, run)
+                    new_mask = _new_mask(engine.model.vocab, trained)
+                else:
+                    run.refused += 1
             for upd in learner.learn(chunk):
-                run.versions.append(upd.version)
-                if upd.evicted:
-                    _drop_slots(states, upd.evicted)
+                batch = []
+                if gate.hold(upd.evicted, upd.users):
+                    engine = _serve(engine, gate, states, run)
     run.seconds = time.perf_counter() - t0
     run.cpu_seconds = time.process_time() - c_start
     return run
+
+
+def _serve(engine: PrequentialEngine, gate: Gate, states: dict, run: StreamRun
+           ) -> PrequentialEngine:
+    """The gate's served version scores from now on (the states drop the slots reused
+    since the version before); the engine is the same one when it serves the learner's
+    own model (no gate)."""
+    drop = gate.take_evicted()
+    if drop:
+        _drop_slots(states, drop)
+    run.versions.append(str(gate.served.version))
+    if engine.model is gate.served:
+        return engine
+    return PrequentialEngine(gate.served, max_len=engine.max_len, k=engine.k,
+                             exclude_history=engine.exclude_history)
 
 
 def _summary(run: StreamRun, ks: tuple[int, ...], n_boot: int, seed: int) -> tuple[dict, dict]:
@@ -175,6 +210,7 @@ def _summary(run: StreamRun, ks: tuple[int, ...], n_boot: int, seed: int) -> tup
     out["new_item_targets"] = float(new.mean()) if len(new) else 0.0
     out["new_item_hits"] = int(((ranks > MISS) & (ranks <= kmax) & new).sum())
     out["versions"] = len(run.versions)
+    out["refused"] = run.refused
     out["replay_seconds"] = round(run.seconds, 3)
     return out, per_case
 

@@ -27,6 +27,9 @@ class LearnSchedule:
     ``replay`` older sequences (reservoir sampling; 0 = no replay). Counting models add the
     micro-batch's counts and need none of these.
 
+    ``dense_lr``: the learning rate of the parameters other than the item rows (the
+    sequence encoder; 0 = ``lr``, all alike).
+
     ``max_items``: bound on the item table (0 = none). At the bound a new item takes the slot
     of the item not seen for the longest (see :mod:`model_core.learn.items`).
 
@@ -35,8 +38,7 @@ class LearnSchedule:
     - ``context`` (default): the model's own output vectors at the events just before the
       new item's occurrences in the update (the queries it should answer), their mean
       direction, at the norm that makes the item score there as a true next item scores at
-      the 97th percentile of the update's known next items
-      (:data:`~model_core.learn.learner.PLACE_QUANTILE`); GRU4Rec's output bias starts at
+      the ``place`` quantile of the update's known next items; GRU4Rec's output bias starts at
       the known items' mean. An item never seen after another event of its user keeps the
       ``mean`` start;
     - ``prev``: the mean of the rows of the items that preceded its occurrences;
@@ -47,34 +49,51 @@ class LearnSchedule:
     each gradient step moves a young item's row (and output bias) ``new_lr`` times as far as
     the optimiser's own step (1 = no boost). ``seed`` seeds the replay draws, the noise and
     dropout.
+
+    ``gate``: the validation gate (:mod:`model_core.learn.gate`): a new version serves (is
+    published) only after it and the version serving were scored on the newest ``gate``
+    events of the next micro-batch, which it has not learned, and only if its HR@K there is
+    at least the served one's and the start version's minus ``margin``; 0 (the default) = off,
+    every version serves at once. Off by default because it did not keep the 8-step GRU4Rec
+    schedule from losing HR@20 on the YooChoose validation prefix (BENCHMARKS.md "Online
+    learning").
     """
 
     every: int = 1000
     steps: int = 1
     batch_size: int = 256
     lr: float = 1e-3
+    dense_lr: float = 0.0
     replay: int = 4096
     replay_ratio: float = 1.0
     max_items: int = 0
     init: str = "context"
+    place: float = 0.97
     grad_clip: float = 5.0
     seed: int = 0
     new_lr: float = 10.0
     young: int = 50
+    gate: int = 0
+    margin: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("every", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ModelCoreError(f"learn schedule: {name} must be at least 1, "
                                      f"got {getattr(self, name)}")
-        for name in ("replay", "max_items"):
+        for name in ("replay", "max_items", "gate"):
             if getattr(self, name) < 0:
                 raise ModelCoreError(f"learn schedule: {name} must be 0 or more, "
                                      f"got {getattr(self, name)}")
         if self.young < 0:
             raise ModelCoreError(f"learn schedule: young must be 0 or more, got {self.young}")
-        if self.lr <= 0 or self.replay_ratio < 0 or self.new_lr <= 0:
-            raise ModelCoreError("learn schedule: lr and new_lr must be > 0 and replay_ratio >= 0")
+        if not 0.0 <= self.place <= 1.0:
+            raise ModelCoreError(f"learn schedule: place is a quantile in [0, 1], "
+                                 f"got {self.place}")
+        if self.lr <= 0 or self.replay_ratio < 0 or self.new_lr <= 0 or self.margin < 0 \
+                or self.dense_lr < 0:
+            raise ModelCoreError("learn schedule: lr and new_lr must be > 0, replay_ratio, "
+                                 "margin and dense_lr >= 0")
         if self.init not in INITS:
             raise ModelCoreError(f"learn schedule: init must be one of {', '.join(INITS)}, "
                                  f"got {self.init!r}")

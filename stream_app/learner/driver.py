@@ -11,7 +11,10 @@ same :class:`~model_core.learn.OnlineLearner` the offline replay uses
 skipped events the stream updates the model after the same events as the replay. Each update
 becomes a version ``<start version>+uN`` in the workers' watched directory
 (:class:`~stream_app.learner.versions.VersionStore`) — at once, or, with the validation gate
-(:mod:`stream_app.learner.gate`), after it has been scored on the next micro-batch.
+(the schedule's ``gate``, off by default: :mod:`model_core.learn.gate`, the
+same code the offline replay runs), after it has been scored on the next micro-batch; a
+refused version is not published and a marker names it (``VersionStore.refuse``), so a
+worker in lockstep knows the served version stays.
 
 Starting from a learner version ``X+uN`` (a restart), numbering goes on at ``X+u(N+1)``
 unless that name is taken (the learner was rolled back): then versions are ``X+uN+u1``, ...
@@ -19,15 +22,14 @@ unless that name is taken (the learner was rolled back): then versions are ``X+u
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 from model_core.learn import LearnSchedule, OnlineLearner
+from model_core.learn.gate import Gate
 from schemas.alert import Alert
-from stream_app.learner import gate
 from stream_app.learner.pace import LagPolicy, keep_event
 from stream_app.learner.versions import VersionStore
 
@@ -55,7 +57,6 @@ class StreamLearner:
     def __init__(self, model, schedule: LearnSchedule, store: VersionStore, *,
                  top_k: int = 20, exclude_history: bool = False, max_len: int | None = None,
                  interval_s: float = 0.0,
-                 gate_window: int = 0, gate_margin: float = 0.01,
                  pace: LagPolicy | None = None,
                  on_alert: Callable[[Alert], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -65,8 +66,6 @@ class StreamLearner:
         self.exclude_history = exclude_history
         self.max_len = max_len  # the learner's sequences (default: the model's max_len)
         self.interval_s = interval_s
-        self.gate_window = gate_window
-        self.gate_margin = gate_margin
         self.pace = pace or LagPolicy()
         self.on_alert = on_alert or (lambda _a: None)
         self.clock = clock
@@ -81,8 +80,8 @@ class StreamLearner:
         head, _, n = str(model.version).rpartition("+u")
         if head and n.isdigit() and not self.store.path(f"{head}+u{int(n) + 1}").exists():
             self.learner.base_version, self.learner.n_updates = head, int(n)
-        self.served = copy.deepcopy(model) if self.gate_window else None
-        self.candidate: dict | None = None  # an update waiting for the gate: its meta
+        self.gate = Gate(self.learner, self.top_k, self.exclude_history)
+        self.candidate: dict | None = None  # a version waiting for the gate: its meta
         self.last_published = str(model.version)
         self._last_step = self.clock()
 
@@ -154,7 +153,7 @@ class StreamLearner:
         events = [r[0] for r in batch]
         parent = self.learner.version
         out = []
-        if self.candidate is not None:  # the gate: score it on events it has not learned
+        if self.gate.held:  # the gate: score it on events it has not learned
             out += self._decide(events)
         updates = self.learner.learn(events)
         if not updates and self.learner.pending:
@@ -168,29 +167,36 @@ class StreamLearner:
         if not updates:
             return out
         upd = updates[-1]
+        held = self.candidate["learner"] if self.candidate is not None else None
         meta = {"learner": {
             "update": self.learner.n_updates, "events": self.learner.events_learned,
-            "parent": parent,
-            "new_items": [i for u in updates for i in u.new_items],
-            "evicted": [s for u in updates for s in u.evicted],
+            # what a worker serving the last published version needs: the items born and
+            # the slots reused since it, refused versions included (the gate)
+            "parent": self.last_published if held is not None else parent,
+            "new_items": (held["new_items"] if held else []) + [i for u in updates
+                                                                for i in u.new_items],
+            "evicted": (held["evicted"] if held else []) + [s for u in updates
+                                                             for s in u.evicted],
             "loss": upd.loss, "through": {str(p): o for p, o in sorted(self.through.items())},
             "schedule": self.schedule.to_dict()}}
-        if self.gate_window:
-            self.candidate = meta
-        else:
+        self.candidate = None
+        if self.gate.hold([s for u in updates for s in u.evicted],
+                          [x for u in updates for x in u.users]):
             out.append(self._publish(meta))
+        else:
+            self.candidate = meta
         return out
 
     def _decide(self, window: list) -> list[str]:
-        meta, self.candidate = self.candidate, None
-        res = gate.check(self.model, self.served, self.learner.users, window, self.top_k,
-                         self.gate_margin, self.gate_window, self.learner.max_len,
-                         self.exclude_history)
-        meta["learner"]["gate"] = {"candidate_hr": res.candidate_hr, "served_hr": res.served_hr,
-                                   "n": res.n, "margin": res.margin}
+        meta = self.candidate
+        res = self.gate.decide(window)
+        meta["learner"]["gate"] = res.to_dict()
         if res.passed:
+            self.candidate = None
             return [self._publish(meta)]
+        # refused: learning goes on from it; the next version carries its meta forward
         self.stats.refused += 1
+        self.store.refuse(self.learner.version, meta)
         now = int(time.time() * 1000)
         msg = (f"learner version {self.learner.version} not published: HR@{self.top_k} "
                f"{res.candidate_hr:.4f} on the {res.n} newest events against "
@@ -208,14 +214,13 @@ class StreamLearner:
         return []
 
     def _publish(self, meta: dict) -> str:
+        self.gate.take_evicted()  # carried in meta["learner"]["evicted"]
         self.store.publish(self.model, meta=meta)
         version = self.learner.version
         self.last_published = version
         self.published_through = {int(p): o for p, o in meta["learner"]["through"].items()}
         self.stats.published += 1
         self.stats.last_version = version
-        if self.served is not None:
-            self.served = copy.deepcopy(self.model)
         log.info("published %s (%d events learned)", version, self.learner.events_learned)
         return version
 

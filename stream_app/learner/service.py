@@ -6,7 +6,9 @@ version ``LATEST`` names in the watched directory (a restart goes on where it st
 from ``model_path``; with ``learn_warm_path`` it first reads the training log as history.
 Records are parsed as the worker parses them; a record that is not a valid event is left to
 the worker (which dead-letters it) and only counted here; an erase request drops the user's
-sequence from the learner.
+sequence from the learner. With pseudonymous ids (``pseudonym_key_file``, as the workers) the
+learner keys its sequences by the same keyed hash, the training log's users included, so it
+holds no raw id and an erase request finds the user's sequence by the hash.
 
 Offsets are committed up to the events held by the newest *published* version, once it is
 in the watched directory: after a crash the learner restarts from that version and learns
@@ -24,6 +26,7 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import replace
 
 import orjson
 
@@ -33,8 +36,10 @@ from schemas.exceptions import SchemaError, SeqstreamError
 from stream_app.kafka.security import kafka_python_kwargs
 from stream_app.learner.driver import StreamLearner
 from stream_app.learner.pace import LagPolicy
+from stream_app.learner.probe import LearnerProbe
 from stream_app.learner.versions import VersionStore
 from stream_app.settings import Settings
+from stream_app.worker.privacy import Pseudonyms
 from stream_app.worker.process import WorkerProcess
 
 log = logging.getLogger("seqstream.learner")
@@ -85,7 +90,6 @@ def build_driver(settings: Settings, on_alert=None) -> StreamLearner:
             model, schedule, store, top_k=settings.top_k,
             exclude_history=settings.exclude_history, max_len=settings.max_seq_len,
             interval_s=settings.learn_interval_s,
-            gate_window=settings.learn_gate_window, gate_margin=settings.learn_gate_margin,
             pace=LagPolicy(settings.learn_max_lag, settings.learn_lag_policy),
             on_alert=on_alert)
     except ModelCoreError as e:
@@ -96,6 +100,9 @@ def build_driver(settings: Settings, on_alert=None) -> StreamLearner:
 
         fmt = settings.learn_warm_format or guess_format(settings.learn_warm_path)
         events, _rejected = load_sorted(settings.learn_warm_path, fmt)
+        pseudonyms = Pseudonyms.from_settings(settings)
+        if pseudonyms is not None:
+            events = [replace(ev, user_id=pseudonyms(ev.user_id)) for ev in events]
         driver.warm(events)
     return driver
 
@@ -157,6 +164,16 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
         log.warning("alert: %s", alert.message)
 
     driver = build_driver(settings, on_alert)
+    pseudonyms = Pseudonyms.from_settings(settings)
+
+    def user_key(user_id: str) -> str:
+        return pseudonyms(user_id) if pseudonyms is not None else user_id
+
+    probe = LearnerProbe(driver)
+    if settings.learn_web_port:
+        port = probe.serve(settings.web_host, settings.learn_web_port)
+        log.info("health and metrics on http://%s:%d (/v1/live, /v1/ready, /metrics)",
+                 settings.web_host, port)
     erase_key = control_key(settings)
     topic = settings.topic("events")
     consumer = KafkaConsumer(
@@ -176,6 +193,7 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
         while not stop.is_set():
             polled = consumer.poll(timeout_ms=200)
             t_busy0 = time.perf_counter()
+            probe.turned(bool(consumer.assignment()))
             if not ready and consumer.assignment():
                 ready = True
                 print(f"{READY_MARK} partitions={sorted(tp.partition for tp in consumer.assignment())}"
@@ -188,11 +206,13 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                             req = read_erase_request(r.value, r.key, erase_key)
                         except SchemaError:
                             continue
-                        driver.learner.users.pop(req.user_id, None)
+                        driver.learner.users.pop(user_key(req.user_id), None)
                         erased += 1
                         continue
                     try:
                         ev = parse_event(r.value)
+                        if pseudonyms is not None:
+                            ev = replace(ev, user_id=pseudonyms(ev.user_id))
                     except SchemaError:
                         invalid += 1
                         continue
@@ -227,6 +247,7 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                    "stream_events_per_s": round(lag.stream_rate, 1),
                    "wall_seconds": round(time.monotonic() - t_start, 1)}
         print(f"{STATS_MARK} {orjson.dumps(summary).decode()}", flush=True)
+        probe.close()
         consumer.close()
         producer.flush()
         producer.close()

@@ -12,11 +12,13 @@ A version directory's ``meta.json`` holds what the learner adds: ``learner.updat
 number), ``learner.parent`` (the version it was learned from), ``learner.events`` (events
 learned since the start version), ``learner.new_items``,
 ``learner.evicted`` (slots given to other items: the workers' remap sends them to 0),
-``learner.through`` (per partition, the next offset not learned) and ``learner.gate``.
+``learner.through`` (per partition, the next offset not learned) and ``learner.gate``. A
+version the gate refused is not published; ``.refused/<version>.json`` holds its meta.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from model_core.checkpoint import read_meta, save_model
 from schemas.exceptions import SeqstreamError
-from stream_app.worker.model_swap import point_latest, read_latest
+from stream_app.worker.model_swap import point_latest, read_latest, refused_marker
 
 
 class VersionStore:
@@ -68,6 +70,17 @@ class VersionStore:
             point_latest(self.dir, name)
         self.prune()
         return dst
+
+    def refuse(self, version: str, meta: dict) -> Path:
+        """Mark ``version`` refused by the gate (not published): ``.refused/<version>.json``
+        holds its meta, so a worker in lockstep knows the served version stays for the
+        events that version would have scored (:class:`~stream_app.worker.model_swap.Lockstep`)."""
+        path = refused_marker(self.dir, version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.incoming")
+        tmp.write_text(json.dumps(meta, default=str))
+        os.replace(tmp, path)
+        return path
 
     def prune(self) -> list[str]:
         """Delete the oldest versions beyond ``keep`` (never the one ``LATEST`` names)."""

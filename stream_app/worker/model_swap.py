@@ -48,7 +48,10 @@ topic, the worker scores events of offsets ``[kN, (k+1)N)`` with the learner's v
 ``<start version>+uk`` — the version the offline replay
 (:func:`model_core.learn.measure.replay_stream`) uses for those events — and holds an event
 past a boundary until that version is loaded (:class:`Lockstep`); it loads those versions by
-name and ignores ``LATEST``. So the stream's figures can equal the offline ones.
+name and ignores ``LATEST``. So the stream's figures can equal the offline ones. With the
+validation gate (the schedule's ``gate``, neural models) version ``+uk`` is decided on the
+events after it, so it scores ``[(k+1)N, (k+2)N)`` if it passed; if it was refused (its
+marker :func:`refused_marker`) the served version stays.
 """
 
 from __future__ import annotations
@@ -220,7 +223,7 @@ class ModelSwapper:
         # tag of an earlier vocabulary -> int32 map of its indices to the current one's
         self._to_current: dict[int, np.ndarray] = {}
         self._pending = None
-        self.lockstep = Lockstep.from_settings(settings, getattr(model, "version", ""))
+        self.lockstep = Lockstep.from_settings(settings, model)
         self._lock = threading.Lock()
         self._loaded_name: str | None = (str(Path(settings.model_path).resolve())
                                          if settings.model_path else None)
@@ -378,7 +381,9 @@ class ModelSwapper:
         loop = asyncio.get_running_loop()
         while True:
             have = lock.update_of(str(self.processor.model.version))
-            if have is not None and have >= k:
+            if k <= 0 or (have is not None and have >= k):
+                return
+            if lock.refused(k):  # the gate kept it back: the served version stays
                 return
             path = lock.path(k)
             if (path / "meta.json").exists():
@@ -436,6 +441,11 @@ class ModelSwapper:
             st.vocab_tag = self.tag
 
 
+def refused_marker(watch_dir: str | Path, version: str) -> Path:
+    """Where the learner marks a version its gate refused (never published)."""
+    return Path(watch_dir) / ".refused" / f"{version}.json"
+
+
 def vocab_map(old, new, evicted=()) -> np.ndarray:
     """int32 map of ``old``'s indices to ``new``'s, by item id (0 where ``new`` lacks it),
     and 0 for the ``evicted`` slots of ``old``."""
@@ -463,16 +473,30 @@ class Lockstep:
     """Which learner version scores which event, in lockstep mode (see the module
     docstring): version ``<start>+uk`` for offsets ``[k*every, (k+1)*every)``."""
 
-    def __init__(self, every: int, start_version: str, watch_dir: str | Path) -> None:
+    def __init__(self, every: int, start_version: str, watch_dir: str | Path,
+                 gated: bool = False) -> None:
         self.every = int(every)
         self.start_version = start_version
         self.watch_dir = Path(watch_dir)
+        self.gated = gated  # version k scores one micro-batch later, if it passed
 
     @classmethod
-    def from_settings(cls, settings, start_version: str) -> Lockstep | None:
+    def from_settings(cls, settings, model) -> Lockstep | None:
+        """From ``learn_lockstep`` and the learner's schedule (gated: the schedule's
+        ``gate`` on, as :class:`model_core.learn.gate.Gate` reads it)."""
         every = int(getattr(settings, "learn_lockstep", 0) or 0)
         watch = getattr(settings, "model_watch_dir", None)
-        return cls(every, str(start_version), watch) if every and watch else None
+        if not (every and watch):
+            return None
+        from model_core.learn.schedule import LearnSchedule
+
+        schedule = LearnSchedule.parse(getattr(settings, "learn_schedule", "") or "every=1")
+        gated = schedule.gate > 0
+        return cls(every, str(getattr(model, "version", "")), watch, gated)
+
+    def refused(self, k: int) -> bool:
+        """Whether the gate refused version k (so the served one stays for its events)."""
+        return refused_marker(self.watch_dir, f"{self.start_version}+u{k}").exists()
 
     def update_of(self, version: str) -> int | None:
         """k of ``<start>+uk`` (0 for the start version); None for another lineage."""
@@ -489,7 +513,7 @@ class Lockstep:
         k scores."""
         out: list[tuple[int, int, int]] = []
         for i, off in enumerate(offsets):
-            k = off // self.every
+            k = off // self.every - (1 if self.gated else 0)
             if out and out[-1][2] == k:
                 out[-1] = (out[-1][0], i + 1, k)
             else:
@@ -517,5 +541,5 @@ def _control_consumer(settings):
 
 __all__ = ["LATEST", "Lockstep", "MAP_BUDGET_BYTES", "ModelSwapper", "SWAP_MARK",
            "check_control", "control_key", "inside_root", "point_latest", "publish_checkpoint",
-           "learner_evicted", "read_latest", "send_load_model", "sign_control", "vocab_map",
-           "vocab_tag"]
+           "learner_evicted", "read_latest", "refused_marker", "send_load_model", "sign_control",
+           "vocab_map", "vocab_tag"]
