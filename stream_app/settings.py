@@ -356,15 +356,25 @@ def environment_problems(environ: Mapping[str, str]) -> list[str]:
     return problems
 
 
+# settings that were replaced: the variable -> what to set instead (said in the warning)
+RETIRED_ENV_NAMES = {
+    "SEQSTREAM_LEARN_GATE_WINDOW": "gate=N in SEQSTREAM_LEARN_SCHEDULE",
+    "SEQSTREAM_LEARN_GATE_MARGIN": "margin=M in SEQSTREAM_LEARN_SCHEDULE",
+}
+
+
 def unknown_env_names(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
     """``(name, closest setting's variable or None)`` for each ``SEQSTREAM_*`` variable that
     is no setting: pydantic-settings ignores those, so a typo would silently leave the
-    default in force."""
+    default in force. A retired setting names what replaced it (:data:`RETIRED_ENV_NAMES`)."""
     known = [ENV_PREFIX + n.upper() for n in Settings.model_fields]
     out = []
     for name in sorted(environ):
         up = name.upper()
         if not up.startswith(ENV_PREFIX) or up in known or up in OTHER_ENV_NAMES:
+            continue
+        if up in RETIRED_ENV_NAMES:
+            out.append((name, RETIRED_ENV_NAMES[up]))
             continue
         # compared without the shared prefix, which would make any two names look alike
         close = difflib.get_close_matches(up[len(ENV_PREFIX):],

@@ -3,6 +3,7 @@ use, bad security settings, invalid or unknown SEQSTREAM_* variables."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -279,3 +280,15 @@ def test_log_options_are_checked_when_parsed(capsys):
         main(["worker", "--log-format", "xml"])
     assert e.value.code == 2
     assert "--log-format: invalid choice: 'xml'" in capsys.readouterr().err
+
+
+def test_a_retired_variable_names_what_replaced_it(clean_env, capsys):
+    """The learner's gate moved into its schedule (gate=N,margin=M): the old variables are
+    no longer read, and say where the value goes now."""
+    from stream_app.commands._common import settings_from_args
+
+    clean_env.setenv("SEQSTREAM_LEARN_GATE_WINDOW", "2000")
+    settings_from_args(argparse.Namespace(command="learner"))
+    assert capsys.readouterr().err.splitlines() == [
+        "seqstream learner: warning: SEQSTREAM_LEARN_GATE_WINDOW is retired (ignored): set "
+        "gate=N in SEQSTREAM_LEARN_SCHEDULE instead"]

@@ -11,7 +11,7 @@ import sys
 
 from schemas.exceptions import SeqstreamError
 from stream_app.kafka.security import kafka_python_kwargs
-from stream_app.settings import Settings, load_settings, unknown_env_names
+from stream_app.settings import RETIRED_ENV_NAMES, Settings, load_settings, unknown_env_names
 
 
 def add_kafka_options(p: argparse.ArgumentParser) -> None:
@@ -61,6 +61,10 @@ def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
     closest real name. Bad values raise :class:`~stream_app.settings.SettingsError`."""
     command = getattr(args, "command", None) or "seqstream"
     for name, close in unknown_env_names(os.environ):
+        if name.upper() in RETIRED_ENV_NAMES:
+            print(f"seqstream {command}: warning: {name} is retired (ignored): set {close} "
+                  "instead", file=sys.stderr)
+            continue
         hint = f"; did you mean {close}?" if close else ""
         print(f"seqstream {command}: warning: {name} is not a seqstream setting (ignored)"
               f"{hint}", file=sys.stderr)
