@@ -187,6 +187,10 @@ def grow_items(model, item_ids: Sequence[str], vectors: np.ndarray,
         log_count = getattr(module, "log_count", None)
         if isinstance(log_count, torch.Tensor):
             module.log_count = torch.cat([log_count, log_count.new_zeros(n_new)])
+        # the training counts saved with the weights (beyond accuracy): new items count 0
+        counts = getattr(model, "item_counts", None)
+        if counts is not None:
+            model.item_counts = np.r_[counts, np.zeros(n_new, np.float32)]
         emb.n_items += n_new
         if hasattr(module, "n_items"):
             module.n_items = emb.n_items
