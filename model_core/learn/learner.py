@@ -220,6 +220,11 @@ class OnlineLearner:
             grow_neural(model.module, adm.grown_to, adm.added, adm.evicted,
                         "random" if self.schedule.init == "random" else "mean",
                         self._rng, self._opts or ())
+            if getattr(model, "item_counts", None) is not None:
+                # the training counts saved with the weights (beyond accuracy) follow the
+                # vocabulary, or a published version does not load: new and reused slots 0
+                grow_counting(model, adm.grown_to)
+                model.item_counts[np.asarray(adm.evicted, np.int64)] = 0
         else:
             grow_counting(model, adm.grown_to)
         index = model.vocab.index
