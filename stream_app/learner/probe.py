@@ -19,6 +19,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
 #: Prometheus name, kind, help; value read from the driver's stats of the same name.
 _METRICS = (
     ("events_in", "counter", "valid events taken from the events topic"),
@@ -32,6 +36,23 @@ _METRICS = (
     ("learn_seconds", "counter", "wall seconds inside updates"),
     ("lag", "gauge", "events behind the end of the events topic, last measured"),
 )
+
+
+class _StatsCollector(Collector):
+    """The driver's counts as Prometheus families, read when the page is asked for."""
+
+    def __init__(self, driver) -> None:
+        self.driver = driver
+
+    def collect(self):
+        stats = self.driver.stats
+        for name, kind, doc in _METRICS:
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(f"seqstream_learner_{name}", doc, value=float(getattr(stats, name)))
+        info = GaugeMetricFamily("seqstream_learner_info", "the version the learner is at",
+                                 labels=["version"])
+        info.add_metric([str(self.driver.learner.version)], 1.0)
+        yield info
 
 
 class LearnerProbe:
@@ -62,17 +83,11 @@ class LearnerProbe:
         return 200, {"ready": True, "version": self.driver.learner.version}
 
     def metrics_text(self) -> str:
-        stats = self.driver.stats
-        lines = []
-        for name, kind, doc in _METRICS:
-            full = f"seqstream_learner_{name}" + ("_total" if kind == "counter" else "")
-            lines += [f"# HELP {full} {doc}", f"# TYPE {full} {kind}",
-                      f"{full} {float(getattr(stats, name))}"]
-        version = str(self.driver.learner.version).replace("\\", "\\\\").replace('"', '\\"')
-        lines += ["# HELP seqstream_learner_info the version the learner is at",
-                  "# TYPE seqstream_learner_info gauge",
-                  f'seqstream_learner_info{{version="{version}"}} 1.0']
-        return "\n".join(lines) + "\n"
+        """The pages' ``/metrics``, rendered by prometheus_client as the workers' metrics are
+        (its counter suffix and label escaping), from the driver's stats at the time asked."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_StatsCollector(self.driver))
+        return generate_latest(registry).decode()
 
     def serve(self, host: str, port: int) -> int:
         """Start the server in a daemon thread; returns the port it listens on."""
