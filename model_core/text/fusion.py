@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from model_core.exceptions import ModelCoreError
+from model_core.learn.items import grow_counting
 from model_core.text.cache import EncodeResult, TextVectorCache, encode_items
 from model_core.text.encoder import TextEncoder
 from model_core.vocab import ItemVocab
@@ -188,9 +189,8 @@ def grow_items(model, item_ids: Sequence[str], vectors: np.ndarray,
         if isinstance(log_count, torch.Tensor):
             module.log_count = torch.cat([log_count, log_count.new_zeros(n_new)])
         # the training counts saved with the weights (beyond accuracy): new items count 0
-        counts = getattr(model, "item_counts", None)
-        if counts is not None:
-            model.item_counts = np.r_[counts, np.zeros(n_new, np.float32)]
+        if getattr(model, "item_counts", None) is not None:
+            grow_counting(model, len(model.item_counts) + n_new)
         emb.n_items += n_new
         if hasattr(module, "n_items"):
             module.n_items = emb.n_items
