@@ -264,12 +264,12 @@ def given_reader_options(args: argparse.Namespace) -> dict:
     return kw
 
 
-def guessed_reading(args: argparse.Namespace, path: str):
+def guessed_reading(args: argparse.Namespace, path: str, given: dict | None = None):
     """``seqstream inspect``'s guess for ``path`` (a ``Reading``) with every reader option the
-    user gave put over it."""
+    user gave (``given``: :func:`given_reader_options`, parsed here when None) put over it."""
     from model_core.datasets.sniff import guess_reading
 
-    given = given_reader_options(args)
+    given = given_reader_options(args) if given is None else given
     reading = guess_reading(path, actions=given.get("actions"))
     if given:
         reading.opts.update(given)
@@ -294,17 +294,17 @@ def reader_options(args: argparse.Namespace, path: str) -> tuple[str, dict]:
     from model_core.datasets import guess_format
     from model_core.terminal import wrapped
 
+    given = given_reader_options(args)
     fmt = args.fmt or guess_format(path)
     if args.fmt is None and fmt in (None, "csv", "jsonl"):
-        reading = guessed_reading(args, path)
-        guessed = reading.fmt != fmt or set(reading.opts) - set(given_reader_options(args))
-        if guessed and path not in _ANNOUNCED:
-            _ANNOUNCED.add(path)
+        reading = guessed_reading(args, path, given)
+        if (reading.fmt != fmt or set(reading.opts) - set(given)) and path not in _ANNOUNCED:
+            _ANNOUNCED.add(path)  # once per file and process (a command may read it twice)
             flags = " ".join(_shell_word(a) for a in reading.args())
             print(wrapped(f"read as `seqstream inspect` guesses: {flags}", f"{path}: "),
                   file=sys.stderr)
         return reading.fmt, reading.opts
-    return fmt, given_reader_options(args)
+    return fmt, given
 
 
 def _shell_word(word: str) -> str:
@@ -318,8 +318,9 @@ def read_events(args: argparse.Namespace, path: str):
     return read_checked(args, path).events
 
 
-def read_checked(args: argparse.Namespace, path: str):
-    """Read a whole log with the reader options in ``args`` (a ``LogReadResult``), after one
+def read_checked(args: argparse.Namespace, path: str, options: tuple[str, dict] | None = None):
+    """Read a whole log with the reader options in ``args`` (or ``options``, the ``(format,
+    keyword options)`` :func:`reader_options` already gave) (a ``LogReadResult``), after one
     stderr line on rejected and dropped rows (with the first reasons) and any data warning;
     raises :class:`~model_core.exceptions.DataFormatError` when no line is a valid event."""
     import sys
@@ -327,7 +328,7 @@ def read_checked(args: argparse.Namespace, path: str):
     from model_core.datasets import read_log
     from model_core.exceptions import DataFormatError
 
-    fmt, kw = reader_options(args, path)
+    fmt, kw = reader_options(args, path) if options is None else options
     res = read_log(path, fmt, **kw)
     for w in res.warnings:
         print(f"warning: {path}: {w}", file=sys.stderr)
@@ -510,7 +511,7 @@ def read_training_split(args: argparse.Namespace, keep_unknown_targets: bool = F
     if args.valid_users is not None and args.protocol != "loo":
         raise DataFormatError("--valid-users applies to --protocol loo only")
     fmt, reader_opts = reader_options(args, args.data)
-    log = read_checked(args, args.data)
+    log = read_checked(args, args.data, (fmt, reader_opts))
     test_events = read_events(args, args.test) if args.test else None
     vu = args.valid_users if args.valid_users is not None else \
         loo_valid_users(args.protocol, log.events)
