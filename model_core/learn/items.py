@@ -47,12 +47,15 @@ class ItemTable:
         self.trained_ids = frozenset(vocab.item_ids(range(1, len(vocab))))
         self.last_seen = np.full(len(vocab), -1, dtype=np.int64)
         self.born = np.zeros(len(vocab), dtype=bool)  # slot holds an item born after training
+        # slot given to an item during the stream (new, or a reused slot): not the trained row
+        self.joined = np.zeros(len(vocab), dtype=bool)
 
     def _fit(self) -> None:
         n = len(self.vocab)
         if len(self.last_seen) < n:
             self.last_seen = np.r_[self.last_seen, np.full(n - len(self.last_seen), -1, np.int64)]
             self.born = np.r_[self.born, np.zeros(n - len(self.born), bool)]
+            self.joined = np.r_[self.joined, np.zeros(n - len(self.joined), bool)]
 
     def admit(self, item_ids, clocks) -> Admission:
         """Give every unknown id of ``item_ids`` a slot (in order of first appearance) and
@@ -72,6 +75,7 @@ class ItemTable:
                     self._fit()
                 adm.added.append(slot)
                 self.born[slot] = item_id not in self.trained_ids
+                self.joined[slot] = True
             self.last_seen[slot] = clock
         adm.grown_to = len(self.vocab)
         return adm

@@ -382,13 +382,13 @@ class OnlineLearner:
             sparse_w = module.item_emb.sparse_weight
             dense = [p for p in module.parameters() if p is not sparse_w]
             sch = self.schedule
-            if sch.dense_lr and sch.dense_lr != sch.lr:  # item rows at lr, the rest slower
+            enc_lr = (sch.dense_lr or sch.lr) * sch.settled
+            if enc_lr != sch.lr:  # item rows at lr, the encoder slower (or not at all)
                 rows = {id(p) for p in module.item_emb.parameters()}
                 rows.add(id(getattr(module, "out_bias", None)))
                 groups = [{"params": [p for p in dense if id(p) in rows], "lr": sch.lr},
-                          {"params": [p for p in dense if id(p) not in rows],
-                           "lr": sch.dense_lr}]
-                self._opts = [torch.optim.Adam([g for g in groups if g["params"]])]
+                          {"params": [p for p in dense if id(p) not in rows], "lr": enc_lr}]
+                self._opts = [torch.optim.Adam([g for g in groups if g["params"] and g["lr"] > 0])]
             else:
                 self._opts = [torch.optim.Adam(dense, lr=sch.lr)]
             if sparse_w is not None:
@@ -511,15 +511,43 @@ class OnlineLearner:
                         dense = [p for p in module.parameters() if p is not module.item_emb.sparse_weight]
                         torch.nn.utils.clip_grad_norm_(dense, sch.grad_clip)
                     before = self._young_rows(young)
+                    held = self._settled_rows()
                     for opt in opts:
                         opt.step()
                     self._boost(young, before)
+                    self._settle(held)
                     losses.append(float(loss.detach()))
             finally:
                 module.eval()
         for snip, _ in fresh:
             self.replay.offer(snip)
         return float(np.mean(losses))
+
+    def _settled_rows(self) -> list | None:
+        """The trained items' rows and output biases before an optimiser step (None: they
+        take the whole step, ``settled`` = 1)."""
+        if self.schedule.settled == 1.0 or self.model.module.item_emb.id_emb is None:
+            return None
+        module = self.model.module
+        w = module.item_emb.id_emb.weight
+        known = ~torch.from_numpy(self.items.joined[: w.shape[0]]).to(w.device)
+        known[0] = False
+        bias = getattr(module, "out_bias", None)
+        return [known, w.detach().clone(), None if bias is None else bias.detach().clone()]
+
+    @torch.no_grad()
+    def _settle(self, held: list | None) -> None:
+        """Scale the optimiser's step on the trained items' rows by ``settled``."""
+        if held is None:
+            return
+        known, w0, b0 = held
+        k = self.schedule.settled
+        module = self.model.module
+        w = module.item_emb.id_emb.weight
+        w[known] = w0[known] + k * (w[known] - w0[known])
+        if b0 is not None:
+            b = module.out_bias
+            b[known] = b0[known] + k * (b[known] - b0[known])
 
     def _young_rows(self, young: torch.Tensor | None) -> list | None:
         """The young items' rows and output biases before an optimiser step."""

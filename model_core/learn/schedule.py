@@ -30,6 +30,14 @@ class LearnSchedule:
     ``dense_lr``: the learning rate of the parameters other than the item rows (the
     sequence encoder; 0 = ``lr``, all alike).
 
+    ``settled``: how far, as a share of the optimiser's step, the parameters the model was
+    trained with move: the sequence encoder (its learning rate, ``dense_lr`` or ``lr``, is
+    multiplied by it) and the rows and output biases of the items it was trained on (their
+    step is scaled by it). Items that got a row during the stream (born after training, or
+    back in a reused slot) always take the whole step. 1 = all
+    alike; 0 = only new items learn, so a stream without new items leaves the model as
+    trained.
+
     ``max_items``: bound on the item table (0 = none). At the bound a new item takes the slot
     of the item not seen for the longest (see :mod:`model_core.learn.items`).
 
@@ -64,6 +72,7 @@ class LearnSchedule:
     batch_size: int = 256
     lr: float = 1e-3
     dense_lr: float = 0.0
+    settled: float = 1.0
     replay: int = 4096
     replay_ratio: float = 1.0
     max_items: int = 0
@@ -87,6 +96,9 @@ class LearnSchedule:
                                      f"got {getattr(self, name)}")
         if self.young < 0:
             raise ModelCoreError(f"learn schedule: young must be 0 or more, got {self.young}")
+        if not 0.0 <= self.settled <= 1.0:
+            raise ModelCoreError(f"learn schedule: settled is a share of the step in [0, 1], "
+                                 f"got {self.settled}")
         if not 0.0 <= self.place <= 1.0:
             raise ModelCoreError(f"learn schedule: place is a quantile in [0, 1], "
                                  f"got {self.place}")
