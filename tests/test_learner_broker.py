@@ -67,3 +67,75 @@ def test_a_new_item_is_recommended_within_the_next_version(stream_settings, tmp_
     for e in later:  # the version holding the new item recommends it after the hub
         assert got[e.event_id]["model_version"] == version
         assert got[e.event_id]["items"][0] == "fresh-1"
+
+
+@pytest.mark.broker
+def test_pseudonymous_learner_and_erase_on_the_broker(stream_settings, tmp_path,
+                                                       markov_checkpoint, monkeypatch, caplog):
+    """A worker and a learner with the same pseudonym key: the learner holds only the keyed
+    hashes (in memory, in its versions, in its log) and an erase request removes the user
+    from it, the user's events not yet learned included."""
+    import logging
+    import threading
+    from dataclasses import replace
+
+    from model_core.datasets.synth import write_jsonl
+    from stream_app.learner import service
+    from stream_app.worker.privacy import Pseudonyms, send_erase_requests
+
+    caplog.set_level(logging.INFO)
+    log = sorted((replace(e, user_id=f"raw-shopper-{e.user_id}") for e in generate(700, seed=11)),
+                 key=lambda e: e.timestamp_ms)
+    train, stream = log[:400], log[400:]
+    markov_checkpoint(train, tmp_path / "base")
+    write_jsonl(train, tmp_path / "train.jsonl")
+    (tmp_path / "key").write_bytes(b"pseudonym-key-" * 3)
+    hashed = Pseudonyms(b"pseudonym-key-" * 3)
+    raw_of = {hashed(e.user_id): e.user_id for e in log}
+    settings = stream_settings.with_overrides(
+        model_path=str(tmp_path / "base"), model_watch_dir=str(tmp_path / "watch"),
+        model_poll_s=0.2, learn_schedule="every=100", learn_warm_path=str(tmp_path /
+                                                                           "train.jsonl"),
+        pseudonym_key_file=str(tmp_path / "key"), batch_wait_ms=20)
+    ensure_topics(settings)
+    drivers = []
+    build = service.build_driver
+    monkeypatch.setattr(service, "build_driver",
+                        lambda s, on_alert=None: drivers.append(build(s, on_alert)) or drivers[0])
+    stop = threading.Event()
+    learner = threading.Thread(target=service.run_learner, args=(settings, stop), daemon=True)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    learner.start()
+
+    def until(cond, what):
+        deadline = time.monotonic() + 30
+        while not (drivers and cond(drivers[0])):
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    try:
+        worker.wait_ready(90)
+        replay_events(settings, stream[:150], progress=False)
+        until(lambda d: d.stats.events_in == 150 and d.stats.published == 1, "150 events")
+        d = drivers[0]
+        # a user with a sequence in the learner and events held for the next micro-batch
+        victim = next(r[0].user_id for r in reversed(d.buf) if r[0].user_id in d.learner.users)
+        send_erase_requests(settings, [raw_of[victim]], "test")
+        until(lambda d: d.stats.erased == 1, "the erase request")
+        rest = [e for e in stream[150:] if raw_of[victim] != e.user_id][:100]
+        replay_events(settings, rest, progress=False)
+        until(lambda d: d.stats.published == 2, "the second version")
+        preds = read_topic(settings, "predictions", expect=150 + len(rest), timeout_s=30)
+    finally:
+        stop.set()
+        learner.join(15)
+        worker.stop()
+    assert d.stats.erased_events >= 1
+    users = set(d.learner.users)
+    assert victim not in users and not any(r[0].user_id == victim for r in d.buf)
+    assert users and users <= set(raw_of)  # keyed hashes only, never a raw id
+    # the worker keyed its users by the same hash
+    assert {orjson.loads(m.value)["user_id"] for m in preds} <= users | {victim}
+    files = [p for p in (tmp_path / "watch").rglob("*") if p.is_file()]
+    assert len(files) > 2 and not any(b"raw-shopper-" in p.read_bytes() for p in files)
+    assert "raw-shopper-" not in caplog.text + worker.log_text()

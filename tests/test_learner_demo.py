@@ -32,3 +32,24 @@ def test_demo_learn_online_equals_offline(tmp_path):
     evicted = [slot for meta in (tmp_path / "versions").glob("*/meta.json")
                for slot in orjson.loads(meta.read_bytes())["learner"]["evicted"]]
     assert len(evicted) > 20
+
+
+@pytest.mark.broker
+def test_demo_learn_gated_online_equals_offline(tmp_path):
+    # margin 0 on the drifting log with a bounded table: the gate refuses some versions (a
+    # seeded log and a counting model, so the same ones every run); the worker keeps the
+    # served version for their events, as the offline replay does
+    s = run_demo(DemoOptions(events=1600, learn="every=100,max_items=80,gate=100,margin=0",
+                             model="markov", seed=3, out_dir=str(tmp_path), live=False,
+                             report=False), say=lambda *_a: None)
+    refused = {p.name.removesuffix(".json")
+               for p in (tmp_path / "versions" / ".refused").glob("*.json")}
+    assert s["versions_refused"]["online"] == s["versions_refused"]["prequential_offline"] \
+        == len(refused) >= 1
+    assert s["versions_published"] == s["versions_offline"]
+    assert s["versions_published"] + len(refused) == 800 // 100 - 1  # the last is not judged
+    assert s["prediction_versions"] == s["versions_published"] + 1  # never a refused one
+    assert s["online_equals_offline"] and s["online_offline_max_abs_diff"] <= 1e-12
+    assert s["scored_online"] == s["scored_offline"] > 600
+    for key in ("hr@20", "ndcg@20", "mrr@20", "new_item_hits"):
+        assert s["online"][key] == pytest.approx(s["prequential_offline"][key], abs=1e-12)

@@ -98,6 +98,10 @@ def _print_summary(s: dict) -> None:
         same = "yes" if s["online_equals_offline"] else "NO"
         print(f"online == offline: {same} (max |diff| {figure(s['online_offline_max_abs_diff'])},"
               f" {s['versions_published']} versions published)")
+        refused = s.get("versions_refused") or {}
+        if s["learn_schedule"].get("gate"):
+            print(f"gate: {figure(refused.get('online'))} versions refused by the learner, "
+                  f"{figure(refused.get('prequential_offline'))} in the offline replay")
 
 
 def _print_beyond(b: dict) -> None:

@@ -41,6 +41,8 @@ class LearnerStats:
     events_in: int = 0  # valid events taken
     events_learned: int = 0
     skipped: int = 0  # not learned: subsampled out or jumped over (behind the stream)
+    erased: int = 0  # erase requests carried out
+    erased_events: int = 0  # held events of erased users, dropped before they were learned
     updates: int = 0
     published: int = 0
     refused: int = 0  # versions the gate did not publish
@@ -128,6 +130,20 @@ class StreamLearner:
         self.buf = []
         for part, off in ends.items():
             self.through[part] = max(self.through.get(part, 0), off)
+
+    def erase(self, user: str) -> int:
+        """An erase request for ``user`` (the key the learner holds: the keyed hash with
+        pseudonymous ids): its sequence leaves the learner and its events held for the next
+        micro-batch are dropped, never learned (else learning them would bring the sequence
+        back). Returns how many held events were dropped. Versions already published keep
+        what they learned, as the workers' model does."""
+        self.learner.users.pop(user, None)
+        kept = [r for r in self.buf if r[0].user_id != user]
+        dropped = len(self.buf) - len(kept)
+        self.buf = kept
+        self.stats.erased += 1
+        self.stats.erased_events += dropped
+        return dropped
 
     def observe_lag(self, lag: int) -> None:
         self.stats.lag = lag

@@ -6,9 +6,10 @@ version ``LATEST`` names in the watched directory (a restart goes on where it st
 from ``model_path``; with ``learn_warm_path`` it first reads the training log as history.
 Records are parsed as the worker parses them; a record that is not a valid event is left to
 the worker (which dead-letters it) and only counted here; an erase request drops the user's
-sequence from the learner. With pseudonymous ids (``pseudonym_key_file``, as the workers) the
-learner keys its sequences by the same keyed hash, the training log's users included, so it
-holds no raw id and an erase request finds the user's sequence by the hash.
+sequence and the user's events not yet learned (:meth:`StreamLearner.erase`). With
+pseudonymous ids (``pseudonym_key_file``, as the workers) the learner keys its sequences by
+the same keyed hash, the training log's users included, so it holds no raw id and an erase
+request finds the user's sequence by the hash.
 
 Offsets are committed up to the events held by the newest *published* version, once it is
 in the watched directory: after a crash the learner restarts from that version and learns
@@ -183,7 +184,7 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
         heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
         **kafka_python_kwargs(settings))
     lag = _Lag()
-    invalid = erased = 0
+    invalid = 0
     busy_s = 0.0
     ready = False
     committed: dict[int, int] = {}
@@ -206,8 +207,12 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                             req = read_erase_request(r.value, r.key, erase_key)
                         except SchemaError:
                             continue
-                        driver.learner.users.pop(user_key(req.user_id), None)
-                        erased += 1
+                        # the user's events taken earlier in this poll go with it
+                        gone = user_key(req.user_id)
+                        held = len(records)
+                        records = [rec for rec in records if rec[0].user_id != gone]
+                        driver.erase(gone)
+                        driver.stats.erased_events += held - len(records)
                         continue
                     try:
                         ev = parse_event(r.value)
@@ -238,10 +243,10 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                 busy_s += time.perf_counter() - t_busy0
             if time.monotonic() - t_stats >= stats_every_s:
                 t_stats = time.monotonic()
-                _log_stats(driver, lag, invalid, erased, t_start)
+                _log_stats(driver, lag, invalid, t_start)
     finally:
         taken = driver.stats.events_in
-        summary = {**driver.summary(), "invalid": invalid, "erased": erased,
+        summary = {**driver.summary(), "invalid": invalid,
                    "busy_seconds": round(busy_s, 3),
                    "events_per_busy_s": round(taken / busy_s, 1) if busy_s > 0 else None,
                    "stream_events_per_s": round(lag.stream_rate, 1),
@@ -260,14 +265,13 @@ def _load(path: str):
     return load_model(path)
 
 
-def _log_stats(driver: StreamLearner, lag: _Lag, invalid: int, erased: int,
-               t_start: float) -> None:
+def _log_stats(driver: StreamLearner, lag: _Lag, invalid: int, t_start: float) -> None:
     s = driver.stats
     rate = s.events_learned / s.learn_seconds if s.learn_seconds > 0 else 0.0
     log.info("learner: %d in, %d learned (%.0f/s of update time; stream %.0f/s), %d skipped, "
              "lag %d, %d published, %d refused, %d invalid, %d erased, version %s",
              s.events_in, s.events_learned, rate, lag.stream_rate, s.skipped, s.lag,
-             s.published, s.refused, invalid, erased, driver.learner.version)
+             s.published, s.refused, invalid, s.erased, driver.learner.version)
 
 
 

@@ -15,7 +15,11 @@ replay uses for it, and compares three figures over the replayed events (HR/NDCG
 ``new_item_hits``, hits on items born after training): ``online`` (the worker's windows),
 ``prequential_offline`` (the same learner code over the same events,
 :func:`model_core.learn.measure.compare_learning`) and ``frozen`` (that replay without
-learning). ``online_equals_offline`` says whether the first two agree (to 1e-9).
+learning). ``online_equals_offline`` says whether the first two agree (to 1e-9). A gated
+schedule (``--learn every=100,max_items=80,gate=100,margin=0``: the gate of
+:mod:`model_core.learn.gate`) runs the same way, the worker keeping the served version for
+the events of a refused one; ``versions_refused`` counts them, the learner's and the
+replay's.
 
 Beyond accuracy (``beyond``, without ``--learn``): novelty, ARP, long-tail share and (where
 the events carry categories) ILD at the first metric K over the replayed events, ``online``
@@ -362,6 +366,9 @@ def _learning_summary(model, train: list[Event], replay: list[Event], schedule, 
         "scored_online": scored_online, "scored_offline": rep["n_scored"],
         "versions_published": len(learner.published()) if learner is not None else 0,
         "versions_offline": rep["online"]["versions"],
+        # versions the gate (schedule gate=N) kept from serving: the learner's and the replay's
+        "versions_refused": {"online": stats["refused"] if stats is not None else None,
+                             "prequential_offline": rep["online"]["refused"]},
         "prediction_versions": len({orjson.loads(m.value)["model_version"] for m in preds}),
         "paired_windows_hr@20": rep["paired_windows"]["hr@20"],
         "learner": stats,
