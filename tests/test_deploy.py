@@ -220,7 +220,41 @@ def test_compose_workers():
     tools = services["tools"]
     assert tools["environment"] == env and tools["image"] == worker["image"]
     assert tools["profiles"], "tools must not start with `docker compose up`"
-    assert set(services) == {"kafka", "worker", "tools"}
+    assert set(services) == {"kafka", "worker", "learner", "tools"}
+
+
+def test_compose_learner_beside_the_workers(clean_env):
+    from stream_app.cli import build_parser
+    from stream_app.commands import learner as learner_command
+    from stream_app.learner.service import check_settings
+
+    services = compose()["services"]
+    learner, worker = services["learner"], services["worker"]
+    assert build_parser().parse_args(learner["command"]).func is learner_command.run
+    env = learner["environment"]
+    s = settings_from_env(clean_env, env)  # every name a setting, every value read as written
+    assert check_settings(s).gate > 0  # the schedule parses; a watched directory is set
+    assert s.learn_web_port > 0 and learner.get("deploy", {}).get("replicas", 1) == 1
+    assert learner["image"] == worker["image"] and learner["depends_on"] == worker["depends_on"]
+    # the k8s learner's own settings, the same values
+    (c,) = k8s_objects()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    k8s_learn = {e["name"]: e["value"] for e in c["env"]
+                 if e["name"].startswith(ENV_PREFIX + "LEARN_")}
+    assert k8s_learn == {k: v for k, v in env.items() if k.startswith(ENV_PREFIX + "LEARN_")}
+    assert learner["command"] == c["args"]
+    # the healthcheck asks the learner's probe (stream_app.learner.probe)
+    probe = " ".join(learner["healthcheck"]["test"])
+    assert f"127.0.0.1:{s.learn_web_port}/v1/ready" in probe
+    # the watched directory: one named volume, written by the learner, read by the workers
+    watch = s.model_watch_dir
+    assert compose_worker_env()["SEQSTREAM_MODEL_WATCH_DIR"] == watch
+
+    def mount(service):
+        (m,) = [v for v in service["volumes"] if v.split(":")[1] == watch]
+        return m.split(":")
+
+    src, _ = mount(learner)
+    assert src in compose()["volumes"] and mount(worker) == [src, watch, "ro"]
 
 
 # --------------------------------------------------------------------------- Dockerfile
