@@ -5,8 +5,9 @@
 from the newest version and the offsets committed with it. ``GET /v1/ready``: 200 once it
 has partitions of the events topic, 503 with the reason before. ``GET /metrics``: the
 driver's counts in Prometheus' text format (``seqstream_learner_*``: events taken,
-learned, skipped, updates, versions published and refused by the gate, rollbacks, lag,
-seconds spent learning, the current version as an info label).
+learned, skipped, updates, versions published and refused by the gate, rollbacks, erase
+requests and the held events they dropped, lag, seconds spent learning, the current version
+as an info label).
 
 A plain standard-library HTTP server in a daemon thread: the learner's loop is synchronous
 (kafka-python), and three read-only pages need no framework.
@@ -32,6 +33,8 @@ _METRICS = (
     ("published", "counter", "versions published"),
     ("refused", "counter", "versions the validation gate did not publish"),
     ("rollbacks", "counter", "rollbacks followed"),
+    ("erased", "counter", "erase requests carried out"),
+    ("erased_events", "counter", "events of erased users dropped before they were learned"),
     ("lag_alerts", "counter", "learner_lag alerts sent"),
     ("learn_seconds", "counter", "wall seconds inside updates"),
     ("lag", "gauge", "events behind the end of the events topic, last measured"),
