@@ -196,6 +196,73 @@ def test_young_rows_move_new_lr_times_as_far():
     torch.testing.assert_close(v1[yi] - v0[yi], 5 * (w1[yi] - w0[yi]), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["gru4rec", "sasrec"])
+def test_settled_scales_the_trained_parameters_step(name):
+    """settled=0: the encoder and the trained items' rows stay as trained, new items learn;
+    settled=0.5: the trained rows move half the step they move at settled=1."""
+    train = [_ev(i, f"u{i // 5}", f"i{(i * 3) % 9}") for i in range(80)]
+    stream = [_ev(200 + i, f"v{i // 4}", f"i{i % 11}") for i in range(40)]  # 8 items are new
+    base = _neural(name, train, **({"bias": True} if name == "gru4rec" else {}))
+    after = {}
+    for settled in (0.0, 0.5, 1.0):
+        model = copy.deepcopy(base)
+        learner = OnlineLearner(model, LearnSchedule(every=40, steps=1, settled=settled))
+        learner.warm(train)
+        start = {}
+        orig = learner._optimisers
+
+        def spy(orig=orig, start=start, model=model):  # called after the new rows are placed
+            start.update({k: v.clone() for k, v in model.module.state_dict().items()})
+            return orig()
+
+        learner._optimisers = spy
+        learner.learn(stream)
+        after[settled] = (start, model.module.state_dict(), learner.items.joined.copy())
+    start, end, joined = after[0.0]
+    new = torch.as_tensor(np.flatnonzero(joined), dtype=torch.long)
+    assert len(new) == 8
+    rows = next(k for k in start if k.endswith("id_emb.weight"))
+    for k in start:
+        if k.endswith("id_emb.weight") or k == "out_bias":  # the rows (shared by two names)
+            old = torch.ones(len(start[k]), dtype=torch.bool)
+            old[new] = False
+            torch.testing.assert_close(end[k][old], start[k][old], rtol=0, atol=0, msg=k)
+            assert not torch.equal(end[k][new], start[k][new]), k  # new items learn
+        else:
+            torch.testing.assert_close(end[k], start[k], rtol=0, atol=0, msg=k)
+    (s5, e5, _), (s1, e1, _) = after[0.5], after[1.0]
+    torch.testing.assert_close(s5[rows], s1[rows])  # the same start
+    old = torch.ones(len(s1[rows]), dtype=torch.bool)
+    old[new] = False
+    moved = (e1[rows] - s1[rows])[old]
+    assert moved.abs().max() > 0
+    torch.testing.assert_close((e5[rows] - s5[rows])[old], 0.5 * moved, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ModelCoreError, match="settled"):
+        LearnSchedule.parse("every=5,settled=2")
+
+
+def test_forget_user_drops_sequence_streamed_session_and_waiting_events(drift_log):
+    """An erase request: the next update's session index holds no session of the user."""
+    train, stream = drift_log[:1200], drift_log[1200:]
+    model = fit_events(train, FitConfig("sknn")).model
+    learner = OnlineLearner(model, LearnSchedule(every=100))
+    learner.warm(train)
+    learner.learn(stream[:100])
+    first = {ev.user_id for ev in stream[:100]}
+    gone = next(ev.user_id for ev in stream[100:150] if ev.user_id in first)
+    n_train = len(learner._sess_base[3])
+    assert gone in learner._sessions  # the index: training sessions + one per streamed key
+    assert len(model.sess_time) == n_train + len(learner._sessions)
+    waiting = [ev for ev in stream[100:150] if ev.user_id == gone]
+    learner.learn(stream[100:150])
+    assert waiting and learner.forget_user(gone) == len(waiting)
+    assert gone not in learner.users and gone not in learner._sessions
+    learner.learn([ev for ev in stream[150:] if ev.user_id != gone][:50])
+    learner.update()  # the next version's index
+    assert gone not in learner.users and gone not in learner._sessions
+    assert len(model.sess_time) == n_train + len(learner._sessions)
+
+
 def test_neural_updates_are_deterministic_and_keep_optimiser_state():
     train = [_ev(i, f"u{i // 5}", f"i{(i * 3) % 9}") for i in range(80)]
     stream = [_ev(200 + i, f"v{i // 4}", f"i{i % 11}") for i in range(60)]  # i9, i10 are new

@@ -133,13 +133,13 @@ class StreamLearner:
 
     def erase(self, user: str) -> int:
         """An erase request for ``user`` (the key the learner holds: the keyed hash with
-        pseudonymous ids): its sequence leaves the learner and its events held for the next
-        micro-batch are dropped, never learned (else learning them would bring the sequence
-        back). Returns how many held events were dropped. Versions already published keep
+        pseudonymous ids): its sequence (and session-kNN's streamed session) leaves the
+        learner and its events held for the next micro-batch are dropped, never learned
+        (else learning them would bring the sequence back). Returns how many held events were dropped. Versions already published keep
         what they learned, as the workers' model does."""
-        self.learner.users.pop(user, None)
+        dropped = self.learner.forget_user(user)
         kept = [r for r in self.buf if r[0].user_id != user]
-        dropped = len(self.buf) - len(kept)
+        dropped += len(self.buf) - len(kept)
         self.buf = kept
         self.stats.erased += 1
         self.stats.erased_events += dropped
