@@ -418,15 +418,29 @@ class OnlineLearner:
         born = items[self.items.is_new(items)]
         np.add.at(self._new_seen, born, 1)
 
-    def _young_slots(self) -> torch.Tensor | None:
-        """Slots of items born after training, seen at most ``young`` times (None: none, or
-        no boost asked for)."""
-        if self.schedule.new_lr == 1.0 or self.model.module.item_emb.id_emb is None:
+    def _row_scales(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The item rows whose optimiser step is scaled, and by how much: items born after
+        training and seen at most ``young`` times by ``new_lr``; the trained items' rows by
+        ``settled`` (items given a row during the stream, young or not, take the whole step
+        otherwise). None: no row is scaled."""
+        sch = self.schedule
+        emb = self.model.module.item_emb.id_emb
+        if emb is None or (sch.new_lr == 1.0 and sch.settled == 1.0):
             return None
-        seen = self._new_seen
-        young = np.flatnonzero((seen > 0) & (seen <= self.schedule.young)
-                               & self.items.born[: len(seen)])
-        return torch.from_numpy(young) if len(young) else None
+        n = emb.weight.shape[0]
+        scale = np.ones(n)
+        if sch.settled != 1.0:
+            scale[~self.items.joined[:n]] = sch.settled
+        if sch.new_lr != 1.0:
+            seen = self._new_seen[:n]
+            young = (seen > 0) & (seen <= sch.young) & self.items.born[: len(seen)]
+            scale[: len(seen)][young] = sch.new_lr
+        scale[0] = 1.0
+        rows = np.flatnonzero(scale != 1.0)
+        if not len(rows):
+            return None
+        return (torch.from_numpy(rows).to(emb.weight.device),
+                torch.from_numpy(scale[rows]).to(emb.weight.device, emb.weight.dtype))
 
     @torch.no_grad()
     def _place_new(self, fresh: list[tuple[Snippet, int]], slots: list[int]) -> None:
@@ -510,7 +524,7 @@ class OnlineLearner:
         if sch.init in ("context", "prev"):
             self._place_new(fresh, list(added))
         opts = self._optimisers()
-        young = self._young_slots()
+        scaled = self._row_scales()
         train_actions = bool(model.trained_actions and module.action_head is not None)
         counts = np.bincount(np.concatenate([s.items for s, _ in fresh]), minlength=len(model.vocab))
         sampler = NegativeSampler(model.vocab.n_items, counts, float(module.sample_alpha),
@@ -533,12 +547,10 @@ class OnlineLearner:
                     if sch.grad_clip:
                         dense = [p for p in module.parameters() if p is not module.item_emb.sparse_weight]
                         torch.nn.utils.clip_grad_norm_(dense, sch.grad_clip)
-                    before = self._young_rows(young)
-                    held = self._settled_rows()
+                    before = self._rows_before(scaled)
                     for opt in opts:
                         opt.step()
-                    self._boost(young, before)
-                    self._settle(held)
+                    self._rescale(scaled, before)
                     losses.append(float(loss.detach()))
             finally:
                 module.eval()
@@ -546,53 +558,29 @@ class OnlineLearner:
             self.replay.offer(snip)
         return float(np.mean(losses))
 
-    def _settled_rows(self) -> list | None:
-        """The trained items' rows and output biases before an optimiser step (None: they
-        take the whole step, ``settled`` = 1)."""
-        if self.schedule.settled == 1.0 or self.model.module.item_emb.id_emb is None:
+    def _rows_before(self, scaled) -> list | None:
+        """The scaled rows and their output biases before an optimiser step."""
+        if scaled is None:
             return None
-        module = self.model.module
-        w = module.item_emb.id_emb.weight
-        known = ~torch.from_numpy(self.items.joined[: w.shape[0]]).to(w.device)
-        known[0] = False
-        bias = getattr(module, "out_bias", None)
-        return [known, w.detach().clone(), None if bias is None else bias.detach().clone()]
-
-    @torch.no_grad()
-    def _settle(self, held: list | None) -> None:
-        """Scale the optimiser's step on the trained items' rows by ``settled``."""
-        if held is None:
-            return
-        known, w0, b0 = held
-        k = self.schedule.settled
-        module = self.model.module
-        w = module.item_emb.id_emb.weight
-        w[known] = w0[known] + k * (w[known] - w0[known])
-        if b0 is not None:
-            b = module.out_bias
-            b[known] = b0[known] + k * (b[known] - b0[known])
-
-    def _young_rows(self, young: torch.Tensor | None) -> list | None:
-        """The young items' rows and output biases before an optimiser step."""
-        if young is None:
-            return None
+        rows = scaled[0]
         module = self.model.module
         bias = getattr(module, "out_bias", None)
-        return [module.item_emb.id_emb.weight[young].detach().clone(),
-                None if bias is None else bias[young].detach().clone()]
+        return [module.item_emb.id_emb.weight[rows].detach().clone(),
+                None if bias is None else bias[rows].detach().clone()]
 
     @torch.no_grad()
-    def _boost(self, young: torch.Tensor | None, before: list | None) -> None:
-        """Stretch the optimiser's step on the young items' rows by ``new_lr``."""
-        if young is None:
+    def _rescale(self, scaled, before: list | None) -> None:
+        """Scale the optimiser's step on those rows (and output biases), each by its own
+        factor (:meth:`_row_scales`)."""
+        if scaled is None:
             return
+        rows, k = scaled
         module = self.model.module
-        k = self.schedule.new_lr
         w = module.item_emb.id_emb.weight
-        w[young] = before[0] + k * (w[young] - before[0])
+        w[rows] = before[0] + k.unsqueeze(1) * (w[rows] - before[0])
         if before[1] is not None:
             b = module.out_bias
-            b[young] = before[1] + k * (b[young] - before[1])
+            b[rows] = before[1] + k * (b[rows] - before[1])
 
     def _pad(self, rows: Sequence[tuple[Snippet, int]], train_actions: bool):
         """Right-padded inputs (each window but its last event) and next-item targets, only
