@@ -38,9 +38,11 @@ One update (:meth:`OnlineLearner.update`), on the events since the previous one:
      Before the steps, each item new in this update gets its row from its contexts
      (``init=context``: the model's output vectors at the events before its occurrences,
      the direction that sets them apart from the update's other contexts, scaled to score
-     as a true next item does there; GRU4Rec's output bias at the known items' mean), because a few small steps from the mean vector never lift a new
-     item into a top-20 (measured: BENCHMARKS.md "Online learning"); items born after
-     training, while young, move ``new_lr`` times as far per step.
+     as a true next item does there; GRU4Rec's output bias at the known items' mean),
+     because a few small steps from the mean vector never lift a new item into a top-20
+     (measured: BENCHMARKS.md "Online learning"). The trained parameters (encoder, trained
+     items' rows) take ``settled`` of each step, the rows given during the stream all of
+     it (items born after training, while young, ``new_lr`` times it).
 
 4. The model gets a new version, ``<version at start>+u<update number>``.
 

@@ -34,9 +34,8 @@ class LearnSchedule:
     trained with move: the sequence encoder (its learning rate, ``dense_lr`` or ``lr``, is
     multiplied by it) and the rows and output biases of the items it was trained on (their
     step is scaled by it). Items that got a row during the stream (born after training, or
-    back in a reused slot) always take the whole step. 1 = all
-    alike; 0 = only new items learn, so a stream without new items leaves the model as
-    trained.
+    back in a reused slot) always take the whole step. 1 = all alike; 0 = only new items
+    learn, so a stream without new items leaves the model as trained.
 
     ``max_items``: bound on the item table (0 = none). At the bound a new item takes the slot
     of the item not seen for the longest (see :mod:`model_core.learn.items`).
@@ -44,14 +43,14 @@ class LearnSchedule:
     ``init``: a new item's vector in a neural model (its input and, tied, its output row):
 
     - ``context`` (default): the model's own output vectors at the events just before the
-      new item's occurrences in the update (the queries it should answer), less ``1 - r``
-      times the mean output vector of the update (r = the share of the update's next items
-      that are born after training: new items keep the direction that scores high after
-      every history only as far as they, as a group, are the next item); their mean
-      direction, at the norm that makes the item score there as a true next item scores at
-      the ``place`` quantile of the update's known next items; GRU4Rec's output bias starts at
-      the known items' mean. An item never seen after another event of its user keeps the
-      ``mean`` start;
+      new item's occurrences in the update (the queries it should answer), each less
+      ``1 - r`` times the update's mean output vector (r = the share of the update's next
+      items born after training: the mean direction scores an item high after every
+      history, and new items keep it only as far as they, as a group, are the next item);
+      the row takes their mean direction, at the norm that makes the item score there as a
+      true next item scores at the ``place`` quantile of the update's known next items;
+      GRU4Rec's output bias starts at the known items' mean. An item never seen after
+      another event of its user keeps the ``mean`` start;
     - ``prev``: the mean of the rows of the items that preceded its occurrences;
     - ``mean``: the mean of the existing item vectors, plus noise of 1 % of their spread so
       new items do not tie; ``random``: normal, the existing vectors' spread.
