@@ -96,16 +96,46 @@ def build_driver(settings: Settings, on_alert=None) -> StreamLearner:
     except ModelCoreError as e:
         raise SeqstreamError(str(e)) from None
     if settings.learn_warm_path:
-        from model_core.datasets import guess_format
-        from stream_app.kafka.replay import load_sorted
-
-        fmt = settings.learn_warm_format or guess_format(settings.learn_warm_path)
-        events, _rejected = load_sorted(settings.learn_warm_path, fmt)
+        events = warm_events(settings)
         pseudonyms = Pseudonyms.from_settings(settings)
         if pseudonyms is not None:
             events = [replace(ev, user_id=pseudonyms(ev.user_id)) for ev in events]
         driver.warm(events)
     return driver
+
+
+def warm_events(settings: Settings) -> list:
+    """The training log (``learn_warm_path``) read as ``seqstream train`` reads it without
+    reader flags: with ``learn_warm_format`` when set, else the way ``seqstream inspect``
+    guesses it (a CSV's columns mapped to Event fields, its time unit), so the file a model
+    was trained on warms the learner as given. Before, a CSV whose columns were not named
+    like the Event fields (RetailRocket's ``visitorid,itemid``) ended the learner with
+    "give them in columns={...}", an option it does not have. One log line says how the
+    file was read and how many rows were rejected; a file without a valid event is an
+    error naming it."""
+    from model_core.datasets import guess_format
+    from model_core.datasets.sniff import guess_reading
+    from model_core.exceptions import ModelCoreError
+    from stream_app.kafka.replay import load_sorted
+
+    path = settings.learn_warm_path
+    fmt, opts, how = settings.learn_warm_format or guess_format(path), {}, ""
+    try:
+        if settings.learn_warm_format is None and fmt in (None, "csv", "jsonl"):
+            reading = guess_reading(path)
+            fmt, opts = reading.fmt, reading.opts
+            how = " ".join(reading.args())
+        events, rejected = load_sorted(path, fmt, **opts)
+    except (ModelCoreError, OSError) as e:
+        raise SeqstreamError(f"--warm {path}: {e} (`seqstream inspect {path}` shows how it "
+                             "reads; SEQSTREAM_LEARN_WARM_FORMAT names the format)") from None
+    if not events:
+        first = f"; first: {rejected[0].reason}" if rejected else ""
+        raise SeqstreamError(f"--warm {path}: no valid event in it ({len(rejected)} rejected "
+                             f"rows{first})")
+    log.info("warm-up log %s: %d events, %d rejected rows%s", path, len(events),
+             len(rejected), f" (read as {how})" if how else "")
+    return events
 
 
 class _Lag:
@@ -304,4 +334,4 @@ class LearnerProcess(WorkerProcess):
 
 
 __all__ = ["LearnerProcess", "READY_MARK", "STATS_MARK", "build_driver", "check_settings",
-           "learner_group", "run_learner", "start_model"]
+           "learner_group", "run_learner", "start_model", "warm_events"]

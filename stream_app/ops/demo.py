@@ -158,15 +158,17 @@ def _follow(settings: Settings, live: LiveCounts) -> None:
 def _live_table(live: LiveCounts, sent: int, total: int):
     from rich.table import Table
 
-    t = Table(title="seqstream demo", show_header=True)
-    t.add_column("events in")
-    t.add_column("predictions out")
+    t = Table(title="seqstream demo (HR, NDCG, p99: the last closed window)",
+              show_header=True)
+    # short headers, unwrapped figures: it fits 80 columns without cutting a count
+    t.add_column("events sent", no_wrap=True)
+    t.add_column("predictions", no_wrap=True)
     t.add_column("dead letters")
     t.add_column("windows")
-    t.add_column("last window HR@10 / NDCG@10")
-    t.add_column("p99 latency ms")
+    t.add_column("HR@10/NDCG@10", no_wrap=True)
+    t.add_column("p99 ms")
     last = live.windows[-1] if live.windows else None
-    hr = (f"{last.metrics.get('hr@10', 0):.3f} / {last.metrics.get('ndcg@10', 0):.3f}"
+    hr = (f"{last.metrics.get('hr@10', 0):.3f}/{last.metrics.get('ndcg@10', 0):.3f}"
           if last and last.metrics else "-")
     p99 = f"{last.latency_p99_ms:.0f}" if last and last.latency_p99_ms is not None else "-"
     t.add_row(f"{sent:,}/{total:,}", f"{live.predictions:,}", f"{live.dead_letters:,}",
@@ -419,3 +421,5 @@ def _maybe_live(enabled: bool):
 
     with Live(refresh_per_second=4, transient=False) as live:
         yield live.update
+    if not live.console.is_terminal:  # Live ends its last frame with a newline on a terminal only
+        live.console.line()
