@@ -4,8 +4,10 @@ The learner is a consumer group of its own (``<app_id>-learner``) on the events 
 reads every event beside the workers and never takes their partitions. It starts from the
 version ``LATEST`` names in the watched directory (a restart goes on where it stopped), else
 from ``model_path``; with ``learn_warm_path`` it first reads the training log as history.
-Records are parsed as the worker parses them; a record that is not a valid event is left to
-the worker (which dead-letters it) and only counted here; an erase request drops the user's
+Records are read as the worker reads them (:func:`stream_app.worker.processor.read_event_record`):
+a record the worker dead-letters — not a valid event, no key or another user's key, an
+event time too far ahead — is only counted here (``invalid``), never learned (before, the
+learner learned a record without a key that the workers had dead-lettered); an erase request drops the user's
 sequence and the user's events not yet learned (:meth:`StreamLearner.erase`). With
 pseudonymous ids (``pseudonym_key_file``, as the workers) the learner keys its sequences by
 the same keyed hash, the training log's users included, so it holds no raw id and an erase
@@ -32,7 +34,6 @@ from dataclasses import replace
 import orjson
 
 from model_core.learn import LearnSchedule
-from schemas.event import parse_event
 from schemas.exceptions import SchemaError, SeqstreamError
 from stream_app.kafka.security import kafka_python_kwargs
 from stream_app.learner.driver import StreamLearner
@@ -42,6 +43,7 @@ from stream_app.learner.versions import VersionStore
 from stream_app.settings import Settings
 from stream_app.worker.privacy import Pseudonyms
 from stream_app.worker.process import WorkerProcess
+from stream_app.worker.processor import read_event_record
 
 log = logging.getLogger("seqstream.learner")
 
@@ -245,7 +247,8 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                         driver.stats.erased_events += held - len(records)
                         continue
                     try:
-                        ev = parse_event(r.value)
+                        ev = read_event_record(r.value, r.key, int(time.time() * 1000),
+                                               settings.max_future_ms)
                         if pseudonyms is not None:
                             ev = replace(ev, user_id=pseudonyms(ev.user_id))
                     except SchemaError:
