@@ -263,7 +263,11 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                 consumer.seek_to_end(*parts)
                 driver.skipped_to_end(behind, {tp.partition: ends[tp] for tp in parts})
                 records = []
-            published = driver.offer(records, behind) if records else driver.tick()
+            if records:
+                published = driver.offer(records, behind)
+            else:  # idle: the lag still counts (else the last busy poll's value stays shown)
+                driver.observe_lag(behind)
+                published = driver.tick()
             if published or driver.follow_rollback(_load):
                 for v in published:
                     print(f"seqstream learner published {v}", flush=True)
