@@ -104,5 +104,6 @@ def rollback(args) -> int:
     before = store.latest()
     now = store.rollback(args.to)
     print(f"LATEST: {before} -> {now}")
-    print("workers load it at their next poll; a running learner goes on from it")
+    print("workers load it at their next poll; a running learner learns on from it, and its\n"
+          "next version replaces it in the workers (stop the learner to keep this one)")
     return 0
