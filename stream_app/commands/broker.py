@@ -4,6 +4,15 @@
 set the level of the broker's own log (Tansu's ``RUST_LOG``), whose lines this command
 passes on to stderr through seqstream's logging: timestamped text, or one JSON object per
 line for a log shipper. ``SEQSTREAM_BROKER_LOG`` (a ``RUST_LOG`` filter) still wins when set.
+
+Tansu's ``info`` is no start/stop log: it traces every request, field by field (about
+40 MB/s with two workers, a learner and a replay of 17 events/s). Mapped from seqstream's
+default INFO it filled 19 GB of log in three minutes, and this command, reading it all
+back, grew to 24 GB and was killed by the kernel, taking the broker's in-memory topics
+with it. So INFO and WARNING map to Tansu's ``warn`` (its start lines — version, listen
+address, storage — are printed at every level), DEBUG to its ``info``; and the relay
+passes on at most :data:`RELAY_MAX_BYTES` per half second, skipping (and saying so) what
+lies beyond, so the command's memory stays bounded whatever the level.
 """
 
 from __future__ import annotations
@@ -17,9 +26,11 @@ from stream_app.commands._common import add_log_options, port_number, settings_f
 
 log = logging.getLogger("seqstream.broker")
 
-#: seqstream's log levels -> Tansu's ``RUST_LOG`` levels
-RUST_LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error",
+#: seqstream's log levels -> Tansu's ``RUST_LOG`` levels (its info traces every request)
+RUST_LEVELS = {"DEBUG": "info", "INFO": "warn", "WARNING": "warn", "ERROR": "error",
                "CRITICAL": "error"}
+#: the most of Tansu's log passed on per pass (every 0.5 s); the rest is skipped, counted
+RELAY_MAX_BYTES = 1 << 20
 
 
 def register(sub) -> None:
@@ -61,19 +72,33 @@ class _LogRelay:
     _LEVELS = (("ERROR", logging.ERROR), ("WARN", logging.WARNING), ("DEBUG", logging.DEBUG),
                ("TRACE", logging.DEBUG))
 
-    def __init__(self, path) -> None:
+    def __init__(self, path, max_bytes: int = RELAY_MAX_BYTES) -> None:
         self.path = path
         self.offset = 0  # a fresh file per start: its startup lines are passed on too
+        self.max_bytes = max_bytes
+        self.skipped = 0  # bytes of Tansu's log not passed on (it wrote faster)
 
     def pass_on(self) -> None:
         if not self.path or not self.path.exists():
             return
+        jumped = False
         with open(self.path, "rb") as f:
+            size = f.seek(0, 2)
+            if size - self.offset > self.max_bytes:  # behind: jump to the newest lines
+                skip = size - self.offset - self.max_bytes
+                self.offset += skip
+                self.skipped += skip
+                jumped = True
+                log.warning("tansu wrote %.1f MB of log faster than it can be passed on; "
+                            "skipped (%.1f MB in all). SEQSTREAM_BROKER_LOG=warn keeps it "
+                            "small", skip / 1e6, self.skipped / 1e6)
             f.seek(self.offset)
-            data = f.read()
+            data = f.read(self.max_bytes)
+        start = data.find(b"\n") + 1 if jumped else 0  # the jump cut a line: the next one
         end = data.rfind(b"\n") + 1  # whole lines only
         self.offset += end
-        for raw in data[:end].decode(errors="replace").splitlines():
+        data = data[start:end] if end > start else b""
+        for raw in data.decode(errors="replace").splitlines():
             line = _strip_ansi(raw).strip()
             if line:
                 head = line[:60]

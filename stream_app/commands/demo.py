@@ -95,13 +95,41 @@ def _print_summary(s: dict) -> None:
     if s.get("beyond"):
         _print_beyond(s["beyond"])
     if k == 20:
-        same = "yes" if s["online_equals_offline"] else "NO"
-        print(f"online == offline: {same} (max |diff| {figure(s['online_offline_max_abs_diff'])},"
-              f" {s['versions_published']} versions published)")
-        refused = s.get("versions_refused") or {}
-        if s["learn_schedule"].get("gate"):
-            print(f"gate: {figure(refused.get('online'))} versions refused by the learner, "
-                  f"{figure(refused.get('prequential_offline'))} in the offline replay")
+        _print_learning(s)
+
+
+def _print_learning(s: dict) -> None:
+    """What the rows of the learning table are, the paired test, whether online equals
+    offline and whether the learner kept up (each line within 80 columns)."""
+    from stream_app.commands._common import figure
+
+    print("  online: the worker's predictions, each made by the learner's version of the\n"
+          "    moment; prequential_offline: the same learner code replayed offline;\n"
+          "    frozen: that replay without learning (the trained model throughout);\n"
+          "    new-item hits: hits on items born after training, which frozen cannot name")
+    pw = s.get("paired_windows_hr@20") or {}
+    if pw.get("mean_diff") is not None:
+        p = pw.get("p_value")
+        # no resample crossed zero: the test resolves p only down to 2 / resamples
+        p_text = (f"p < {2 / pw['n_boot']:.2g}" if p == 0 and pw.get("n_boot")
+                  else f"p = {figure(p)}")
+        print(f"HR@20 online - frozen: {pw['mean_diff']:+.4f} [{pw['ci_low']:+.4f}, "
+              f"{pw['ci_high']:+.4f}], {p_text}\n"
+              f"  (paired over {pw.get('windows')} windows of the stream; online better in "
+              f"{pw.get('windows_online_better')})")
+    same = "yes" if s["online_equals_offline"] else "NO"
+    print(f"online == offline: {same} (max |diff| {figure(s['online_offline_max_abs_diff'])},"
+          f" {figure(s.get('scored_online'))} / {figure(s.get('scored_offline'))} scored, "
+          f"{s['versions_published']} versions)")
+    refused = s.get("versions_refused") or {}
+    if s["learn_schedule"].get("gate"):
+        print(f"gate: {figure(refused.get('online'))} versions refused by the learner, "
+              f"{figure(refused.get('prequential_offline'))} in the offline replay")
+    st = s.get("learner") or {}
+    if st.get("events_per_busy_s"):
+        print(f"learner: {figure(st.get('events_in'))} events, "
+              f"{figure(st['events_per_busy_s'])}/s of its own work (stream "
+              f"{figure(s.get('events_per_s'))}/s), {figure(st.get('skipped'))} skipped")
 
 
 def _print_beyond(b: dict) -> None:

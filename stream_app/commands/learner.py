@@ -31,12 +31,15 @@ def register(sub) -> None:
     p.add_argument("--watch-dir", dest="model_watch_dir",
                    help="directory the workers watch (default SEQSTREAM_MODEL_WATCH_DIR)")
     p.add_argument("--learn", dest="learn_schedule",
-                   help="schedule, e.g. every=1000,steps=8 (default SEQSTREAM_LEARN_SCHEDULE)")
+                   help="schedule, e.g. every=1000,steps=8 (default SEQSTREAM_LEARN_SCHEDULE;"
+                        " the fields: model_core/learn/schedule.py)")
     p.add_argument("--warm", dest="learn_warm_path",
-                   help="the training log: the learner's start-up history")
+                   help="the training log, read as train reads it: the learner's start-up "
+                        "history")
     p.add_argument("--keep", dest="learn_keep", type=int, help="versions kept (default 5)")
     p.set_defaults(func=run, action=None)
-    acts = p.add_subparsers(dest="action", metavar="ACTION")
+    acts = p.add_subparsers(dest="action", metavar="[ACTION]",
+                            help="none: run the learner beside the workers")
     v = acts.add_parser("versions", help="list the versions kept")
     v.add_argument("--watch-dir", dest="model_watch_dir")
     v.add_argument("--json", action="store_true")
@@ -101,5 +104,6 @@ def rollback(args) -> int:
     before = store.latest()
     now = store.rollback(args.to)
     print(f"LATEST: {before} -> {now}")
-    print("workers load it at their next poll; a running learner goes on from it")
+    print("workers load it at their next poll; a running learner learns on from it, and its\n"
+          "next version replaces it in the workers (stop the learner to keep this one)")
     return 0

@@ -4,8 +4,10 @@ The learner is a consumer group of its own (``<app_id>-learner``) on the events 
 reads every event beside the workers and never takes their partitions. It starts from the
 version ``LATEST`` names in the watched directory (a restart goes on where it stopped), else
 from ``model_path``; with ``learn_warm_path`` it first reads the training log as history.
-Records are parsed as the worker parses them; a record that is not a valid event is left to
-the worker (which dead-letters it) and only counted here; an erase request drops the user's
+Records are read as the worker reads them (:func:`stream_app.worker.processor.read_event_record`):
+a record the worker dead-letters — not a valid event, no key or another user's key, an
+event time too far ahead — is only counted here (``invalid``), never learned (before, the
+learner learned a record without a key that the workers had dead-lettered); an erase request drops the user's
 sequence and the user's events not yet learned (:meth:`StreamLearner.erase`). With
 pseudonymous ids (``pseudonym_key_file``, as the workers) the learner keys its sequences by
 the same keyed hash, the training log's users included, so it holds no raw id and an erase
@@ -32,7 +34,6 @@ from dataclasses import replace
 import orjson
 
 from model_core.learn import LearnSchedule
-from schemas.event import parse_event
 from schemas.exceptions import SchemaError, SeqstreamError
 from stream_app.kafka.security import kafka_python_kwargs
 from stream_app.learner.driver import StreamLearner
@@ -42,6 +43,7 @@ from stream_app.learner.versions import VersionStore
 from stream_app.settings import Settings
 from stream_app.worker.privacy import Pseudonyms
 from stream_app.worker.process import WorkerProcess
+from stream_app.worker.processor import read_event_record
 
 log = logging.getLogger("seqstream.learner")
 
@@ -96,16 +98,46 @@ def build_driver(settings: Settings, on_alert=None) -> StreamLearner:
     except ModelCoreError as e:
         raise SeqstreamError(str(e)) from None
     if settings.learn_warm_path:
-        from model_core.datasets import guess_format
-        from stream_app.kafka.replay import load_sorted
-
-        fmt = settings.learn_warm_format or guess_format(settings.learn_warm_path)
-        events, _rejected = load_sorted(settings.learn_warm_path, fmt)
+        events = warm_events(settings)
         pseudonyms = Pseudonyms.from_settings(settings)
         if pseudonyms is not None:
             events = [replace(ev, user_id=pseudonyms(ev.user_id)) for ev in events]
         driver.warm(events)
     return driver
+
+
+def warm_events(settings: Settings) -> list:
+    """The training log (``learn_warm_path``) read as ``seqstream train`` reads it without
+    reader flags: with ``learn_warm_format`` when set, else the way ``seqstream inspect``
+    guesses it (a CSV's columns mapped to Event fields, its time unit), so the file a model
+    was trained on warms the learner as given. Before, a CSV whose columns were not named
+    like the Event fields (RetailRocket's ``visitorid,itemid``) ended the learner with
+    "give them in columns={...}", an option it does not have. One log line says how the
+    file was read and how many rows were rejected; a file without a valid event is an
+    error naming it."""
+    from model_core.datasets import guess_format
+    from model_core.datasets.sniff import guess_reading
+    from model_core.exceptions import ModelCoreError
+    from stream_app.kafka.replay import load_sorted
+
+    path = settings.learn_warm_path
+    fmt, opts, how = settings.learn_warm_format or guess_format(path), {}, ""
+    try:
+        if settings.learn_warm_format is None and fmt in (None, "csv", "jsonl"):
+            reading = guess_reading(path)
+            fmt, opts = reading.fmt, reading.opts
+            how = " ".join(reading.args())
+        events, rejected = load_sorted(path, fmt, **opts)
+    except (ModelCoreError, OSError) as e:
+        raise SeqstreamError(f"--warm {path}: {e} (`seqstream inspect {path}` shows how it "
+                             "reads; SEQSTREAM_LEARN_WARM_FORMAT names the format)") from None
+    if not events:
+        first = f"; first: {rejected[0].reason}" if rejected else ""
+        raise SeqstreamError(f"--warm {path}: no valid event in it ({len(rejected)} rejected "
+                             f"rows{first})")
+    log.info("warm-up log %s: %d events, %d rejected rows%s", path, len(events),
+             len(rejected), f" (read as {how})" if how else "")
+    return events
 
 
 class _Lag:
@@ -215,7 +247,8 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                         driver.stats.erased_events += held - len(records)
                         continue
                     try:
-                        ev = parse_event(r.value)
+                        ev = read_event_record(r.value, r.key, int(time.time() * 1000),
+                                               settings.max_future_ms)
                         if pseudonyms is not None:
                             ev = replace(ev, user_id=pseudonyms(ev.user_id))
                     except SchemaError:
@@ -230,7 +263,11 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                 consumer.seek_to_end(*parts)
                 driver.skipped_to_end(behind, {tp.partition: ends[tp] for tp in parts})
                 records = []
-            published = driver.offer(records, behind) if records else driver.tick()
+            if records:
+                published = driver.offer(records, behind)
+            else:  # idle: the lag still counts (else the last busy poll's value stays shown)
+                driver.observe_lag(behind)
+                published = driver.tick()
             if published or driver.follow_rollback(_load):
                 for v in published:
                     print(f"seqstream learner published {v}", flush=True)
@@ -304,4 +341,4 @@ class LearnerProcess(WorkerProcess):
 
 
 __all__ = ["LearnerProcess", "READY_MARK", "STATS_MARK", "build_driver", "check_settings",
-           "learner_group", "run_learner", "start_model"]
+           "learner_group", "run_learner", "start_model", "warm_events"]

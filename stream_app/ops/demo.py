@@ -46,6 +46,7 @@ from model_core.checkpoint import save_model
 from model_core.metrics import percentiles
 from model_core.models import create_model
 from model_core.prequential import run_prequential
+from model_core.terminal import wrapped
 from model_core.train import sequences_from_events, train_model
 from schemas.event import Event
 from schemas.metrics import MetricsWindow
@@ -158,15 +159,17 @@ def _follow(settings: Settings, live: LiveCounts) -> None:
 def _live_table(live: LiveCounts, sent: int, total: int):
     from rich.table import Table
 
-    t = Table(title="seqstream demo", show_header=True)
-    t.add_column("events in")
-    t.add_column("predictions out")
+    t = Table(title="seqstream demo (HR, NDCG, p99: the last closed window)",
+              show_header=True)
+    # short headers, unwrapped figures: it fits 80 columns without cutting a count
+    t.add_column("events sent", no_wrap=True)
+    t.add_column("predictions", no_wrap=True)
     t.add_column("dead letters")
     t.add_column("windows")
-    t.add_column("last window HR@10 / NDCG@10")
-    t.add_column("p99 latency ms")
+    t.add_column("HR@10/NDCG@10", no_wrap=True)
+    t.add_column("p99 ms")
     last = live.windows[-1] if live.windows else None
-    hr = (f"{last.metrics.get('hr@10', 0):.3f} / {last.metrics.get('ndcg@10', 0):.3f}"
+    hr = (f"{last.metrics.get('hr@10', 0):.3f}/{last.metrics.get('ndcg@10', 0):.3f}"
           if last and last.metrics else "-")
     p99 = f"{last.latency_p99_ms:.0f}" if last and last.latency_p99_ms is not None else "-"
     t.add_row(f"{sent:,}/{total:,}", f"{live.predictions:,}", f"{live.dead_letters:,}",
@@ -185,8 +188,8 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
         raise SeqstreamError(f"the demo needs at least 100 events, got {len(events)}")
     cut = int(len(events) * opts.train_fraction)
     train, replay = events[:cut], events[cut:]
-    say(f"data: {source}; training on the first {len(train):,} events, "
-        f"replaying the last {len(replay):,}")
+    say(wrapped(f"{source}; training on the first {len(train):,} events, "
+                f"replaying the last {len(replay):,}", "data: "))
     model, popular, train_s = _train(opts.model, train, out / "checkpoint", say)
     schedule = learn_overrides = None
     if opts.learn:
@@ -334,6 +337,10 @@ def _learn_settings(opts: DemoOptions, train: list[Event], replay: list[Event],
         "learn_warm_path": str(out / "train.jsonl")}
 
 
+#: bootstrap resamples of the learning demo's paired test (p < 2/LEARN_BOOT is resolved)
+LEARN_BOOT = 200
+
+
 def _learning_summary(model, train: list[Event], replay: list[Event], schedule, settings,
                       online: dict, preds: list, tumbling: list, learner) -> dict:
     """``online`` / ``prequential_offline`` / ``frozen`` at @20 and the new-item hits."""
@@ -343,7 +350,8 @@ def _learning_summary(model, train: list[Event], replay: list[Event], schedule, 
 
     trained = frozenset(model.vocab.item_ids(range(1, len(model.vocab))))
     keys = ("hr@20", "ndcg@20", "mrr@20")
-    rep = compare_learning(copy.deepcopy(model), replay, (), schedule, ks=(20,), n_boot=200,
+    rep = compare_learning(copy.deepcopy(model), replay, (), schedule, ks=(20,),
+                           n_boot=LEARN_BOOT,
                            max_len=settings.max_seq_len, learner_warm=train,
                            exclude_history=settings.exclude_history)
     on = {k: online.get(k) for k in keys}
@@ -370,7 +378,7 @@ def _learning_summary(model, train: list[Event], replay: list[Event], schedule, 
         "versions_refused": {"online": stats["refused"] if stats is not None else None,
                              "prequential_offline": rep["online"]["refused"]},
         "prediction_versions": len({orjson.loads(m.value)["model_version"] for m in preds}),
-        "paired_windows_hr@20": rep["paired_windows"]["hr@20"],
+        "paired_windows_hr@20": {**rep["paired_windows"]["hr@20"], "n_boot": LEARN_BOOT},
         "learner": stats,
         "learner_offline": rep["learner"],
     }
@@ -419,3 +427,5 @@ def _maybe_live(enabled: bool):
 
     with Live(refresh_per_second=4, transient=False) as live:
         yield live.update
+    if not live.console.is_terminal:  # Live ends its last frame with a newline on a terminal only
+        live.console.line()

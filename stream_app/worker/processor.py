@@ -44,6 +44,32 @@ EXPLAINED_ITEMS = 3
 _EXPLAIN_SCALE = 1_000_000
 
 
+def read_event_record(value: bytes, key: bytes | None, now_ms: int,
+                      max_future_ms: int) -> Event:
+    """The event of one record of the events topic, or :class:`SchemaError` with the reason
+    the worker dead-letters it for: not a valid Event, no Kafka key or a key other than its
+    ``user_id`` (see :meth:`BatchProcessor.parse`), a ``user_id`` starting with NUL (the
+    table's own keys), an event time more than ``max_future_ms`` ahead (0 = no bound). The
+    learner (``seqstream learner``) takes events by the same function, so it never learns an
+    event the workers refused."""
+    ev = parse_event(value)
+    if key is None:
+        raise SchemaError(
+            f"record has no Kafka key; events must be keyed by user_id (re-send it "
+            f"with key {ev.user_id[:64]!r}) so each user's events stay in one "
+            "partition, in order", "key")
+    if key != ev.user_id.encode():
+        raise SchemaError(
+            f"Kafka key {key[:64]!r} is not the event's user_id {ev.user_id[:64]!r};"
+            " events must be keyed by user_id so each user's events stay in order",
+            "key")
+    if ev.user_id.startswith("\x00"):  # reserved for the worker's own table keys
+        raise SchemaError("user_id must not start with a NUL character", "user_id")
+    if ev.timestamp_ms > now_ms + max_future_ms and max_future_ms:
+        check_event_time(ev, now_ms, max_future_ms)
+    return ev
+
+
 @dataclass(slots=True)
 class RawRecord:
     """What the processor needs of one Kafka message."""
@@ -133,21 +159,7 @@ class BatchProcessor:
         pseudonyms = self.pseudonyms
         for i, r in enumerate(records):
             try:
-                ev = parse_event(r.value)
-                if r.key is None:
-                    raise SchemaError(
-                        f"record has no Kafka key; events must be keyed by user_id (re-send it "
-                        f"with key {ev.user_id[:64]!r}) so each user's events stay in one "
-                        "partition, in order", "key")
-                if r.key != ev.user_id.encode():
-                    raise SchemaError(
-                        f"Kafka key {r.key[:64]!r} is not the event's user_id {ev.user_id[:64]!r};"
-                        " events must be keyed by user_id so each user's events stay in order",
-                        "key")
-                if ev.user_id.startswith("\x00"):  # reserved for the worker's own table keys
-                    raise SchemaError("user_id must not start with a NUL character", "user_id")
-                if ev.timestamp_ms > now_ms + max_future_ms and max_future_ms:
-                    check_event_time(ev, now_ms, max_future_ms)
+                ev = read_event_record(r.value, r.key, now_ms, max_future_ms)
                 if pseudonyms is not None:
                     ev = replace(ev, user_id=pseudonyms(ev.user_id))
             except SchemaError as e:
