@@ -18,15 +18,21 @@ from stream_app.kafka.topics import read_topic
 pytestmark = [pytest.mark.broker]
 
 
-def test_embedded_broker_starts_and_stops():
+def test_embedded_broker_starts_and_stops(tmp_path):
     b = EmbeddedBroker().start()
+    log = b.log_path
     try:
         assert b.alive()
         assert wait_for_port(b.host, b.port, 1.0)
+        assert log is not None and log.exists()
     finally:
         b.stop()
     assert not b.alive()
     assert not wait_for_port(b.host, b.port, 0.5)
+    assert not log.exists()  # its temporary log goes with it (they piled up in /tmp)
+    kept = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
+    kept.stop()
+    assert (tmp_path / "broker.log").exists()  # a log asked for is kept
 
 
 def test_broker_command_stops_cleanly_on_ctrl_c():

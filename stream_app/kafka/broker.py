@@ -87,6 +87,7 @@ class EmbeddedBroker:
         self._log_path = Path(log_path) if log_path else None
         self._proc: subprocess.Popen | None = None
         self._log_file = None
+        self._own_log = False  # a temporary log this broker made: removed when it stops
 
     @property
     def bootstrap(self) -> str:
@@ -94,7 +95,8 @@ class EmbeddedBroker:
 
     @property
     def log_path(self) -> Path | None:
-        """The file Tansu's output goes to (a temporary file unless given)."""
+        """The file Tansu's output goes to (a temporary file unless given, removed when the
+        broker stops)."""
         return self._log_path
 
     @property
@@ -118,6 +120,7 @@ class EmbeddedBroker:
             fd, name = tempfile.mkstemp(prefix="seqstream-broker-", suffix=".log")
             os.close(fd)
             self._log_path = Path(name)
+            self._own_log = True
         self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "RUST_LOG": os.environ.get("SEQSTREAM_BROKER_LOG", "warn")}
         self._proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
@@ -154,6 +157,12 @@ class EmbeddedBroker:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if self._own_log and self._log_path is not None:
+            # nobody asked to keep it (a given log_path is kept): every test session and
+            # `seqstream broker` left one in /tmp, some of them gigabytes at a verbose level
+            with contextlib.suppress(OSError):
+                self._log_path.unlink()
+            self._log_path, self._own_log = None, False
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
 
