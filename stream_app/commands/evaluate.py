@@ -99,7 +99,7 @@ def register(sub) -> None:
     add_data_options(p)
     p.add_argument("--model", required=True, help="checkpoint directory or model name")
     p.add_argument("--learn", default=None, metavar="SCHEDULE",
-                   help="prequential: also learn online, e.g. every=1000[,steps=8,lr=0.005,"
+                   help="prequential: also learn online, e.g. every=1000[,steps=2,lr=0.001,"
                         "replay=4096,max_items=0]; reports frozen and online side by side")
     p.add_argument("--retrain-every", default="1d", metavar="PERIOD",
                    help="--learn with a model NAME: also retrain it from scratch every PERIOD "
