@@ -427,5 +427,12 @@ def test_evaluate_learn_cli_reports_frozen_and_online(tmp_path, capsys):
         assert {"hr@20", "ndcg@20", "mrr@20", "new_item_share", "new_item_hits"} <= set(out[run])
     assert out["learner"]["updates"] >= 1 and out["schedule"]["every"] == 50
     assert out["paired_windows"]["hr@20"]["windows"] >= 2
+    # a stream shorter than the period: said, not shown as if retrained
+    assert main(["evaluate", "--data", str(log), "--model", "markov", "--protocol",
+                 "prequential", "--learn", "every=50", "--bootstrap", "20",
+                 "--retrain-every", "30d"]) == 0
+    text = capsys.readouterr().out
+    assert "retrain: none" in text and "0 retrains" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
     assert main(["evaluate", "--data", str(log), "--model", "markov", "--protocol", "temporal",
                  "--learn", "every=50"]) == 2

@@ -547,7 +547,11 @@ def run_learning(args) -> int:
     lr = rep["learner"]
     print(f"  learner: {lr['updates']} updates, {lr['events_per_s']} events/s, "
           f"{lr['items_added']} new items; version {rep['model_version_end']}")
-    if "retrain" in rep:
+    if "retrain" in rep and rep["retrain"]["retrains"] == 0:
+        # a newcomer's 1,000-event stream of one day showed a retrain row equal to frozen
+        print(f"  retrain: none — the stream spans less than {args.retrain_every} of event\n"
+              "    time, so its row is the frozen model (--retrain-every shorter, or 0)")
+    elif "retrain" in rep:
         print(f"  retrain: {rep['retrain']['retrains']} retrains every {args.retrain_every}, "
               f"{rep['retrain']['train_cpu_seconds']:.1f} CPU s training")
     if args.plot:
