@@ -304,7 +304,7 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05,
     """Percentile bootstrap (1 - alpha) interval of the mean of per-case ``values``;
     clustered (whole sessions / users resampled) when ``clusters`` labels the cases."""
     v = np.asarray(values, dtype=np.float64)
-    if len(v) == 0:
+    if len(v) == 0 or n_boot < 1:  # no cases, or no resamples asked for (--bootstrap 0)
         return (float("nan"), float("nan"))
     means = _resampled_means(v, n_boot, seed, clusters)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
@@ -324,9 +324,11 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: fl
     if a.shape != b.shape:
         raise ValueError("paired values must have the same shape (same test cases)")
     d = a - b
+    nan = float("nan")
     if d.size == 0:
-        nan = float("nan")
         return {"mean_diff": nan, "ci_low": nan, "ci_high": nan, "p_value": nan}
+    if n_boot < 1:  # --bootstrap 0: the difference without an interval or a p-value
+        return {"mean_diff": float(d.mean()), "ci_low": nan, "ci_high": nan, "p_value": nan}
     means = _resampled_means(d, n_boot, seed, clusters)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     p = 2 * min((means <= 0).mean(), (means >= 0).mean())

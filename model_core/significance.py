@@ -76,14 +76,14 @@ def paired_effect_size(a: np.ndarray, b: np.ndarray) -> float:
     return float(d.mean() / sd)
 
 
-def p_value_text(p: float, n_resamples: int, family: int = 1) -> str:
+def p_value_text(p: float | None, n_resamples: int, family: int = 1) -> str:
     """``p = 0.031``, or the bound ``p < 0.002`` when no resample crossed zero.
 
     ``family``: the number of tests ``p`` was adjusted over (Holm or Bonferroni). An adjusted
     0 comes from raw p-values below ``2 / n_resamples``, which the adjustment multiplies by
     up to ``family``: its bound is ``min(1, family * 2 / n_resamples)``, so the printed
     bound is never tighter than what the resamples can show."""
-    if p != p:  # nan
+    if p is None or p != p:  # nan, or None in a report's JSON (no resamples, no cases)
         return "p = n/a"
     if p <= 0.0:
         bound = min(1.0, max(1, family) * 2.0 / n_resamples)

@@ -356,3 +356,16 @@ def test_update_many_equals_update_in_turn():
     many.update_many(iter(ranks[200:]))
     assert many.n == one.n == 500
     assert many.sums == one.sums  # exactly: the same additions in the same order
+
+
+def test_no_resamples_gives_no_interval_and_no_p_value():
+    """--bootstrap 0 (allowed by the command line): the means and the difference, no
+    interval, no p-value (it raised an IndexError inside numpy's quantile)."""
+    from model_core.metrics import bootstrap_ci, paired_bootstrap
+    from model_core.significance import p_value_text
+
+    lo, hi = bootstrap_ci(np.array([0.0, 1.0, 1.0]), n_boot=0)
+    assert lo != lo and hi != hi
+    out = paired_bootstrap(np.array([1.0, 1.0, 0.0]), np.array([0.0, 1.0, 0.0]), n_boot=0)
+    assert out["mean_diff"] == 1 / 3 and out["p_value"] != out["p_value"]
+    assert p_value_text(None, 0) == p_value_text(float("nan"), 0) == "p = n/a"
