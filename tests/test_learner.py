@@ -349,3 +349,19 @@ def test_learner_versions_and_rollback_commands(tmp_path, log, capsys, clean_env
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"seqstream learner: error: no version 'x' in {watch}; kept: "
                    "markov-test+u1, markov-test+u2, markov-test+u3"]
+
+
+def test_an_erase_leaves_no_trace_in_the_learner_or_its_gate(tmp_path, log):
+    """Sequence, held events and the gate's "learnt since served" set all drop the user."""
+    driver = StreamLearner(_markov(log[:1500]), LearnSchedule(every=300, gate=300),
+                           VersionStore(tmp_path / "watch"), top_k=20)
+    driver.warm(log[:1500])
+    assert driver.offer(_records(log[1500:1800])) == []  # u1 held by the gate
+    gone = next(u for u in driver.gate.learnt_users if u in driver.learner.users)
+    driver.offer(_records(log[1800:1850], 300))  # part of the next micro-batch, held
+    held = sum(r[0].user_id == gone for r in driver.buf) + sum(
+        ev.user_id == gone for ev in driver.learner.pending)
+    assert driver.erase(gone) == held
+    assert gone not in driver.learner.users and gone not in driver.gate.learnt_users
+    assert not any(r[0].user_id == gone for r in driver.buf)
+    assert not any(ev.user_id == gone for ev in driver.learner.pending)

@@ -138,6 +138,7 @@ class StreamLearner:
         (else learning them would bring the sequence back). Returns how many held events were dropped. Versions already published keep
         what they learned, as the workers' model does."""
         dropped = self.learner.forget_user(user)
+        self.gate.learnt_users.discard(user)  # nor is it kept as "learnt since served"
         kept = [r for r in self.buf if r[0].user_id != user]
         dropped += len(self.buf) - len(kept)
         self.buf = kept
