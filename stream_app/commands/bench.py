@@ -32,7 +32,43 @@ def register(sub) -> None:
                    help="the serving endpoints instead: a bare aiohttp handler, then "
                         "recommendations and rank requests against a worker per model while "
                         "the stream runs at half its maximum (stream_app.ops.bench_serving)")
+    p.add_argument("--learner", action="store_true",
+                   help="the online learner instead: does it keep up with the stream? One "
+                        "worker and one learner without lockstep per --schedule, the demo's "
+                        "--learn log replayed at full speed (stream_app.ops.bench_learner)")
+    p.add_argument("--model", default="gru4rec", help="--learner: the model learned "
+                   "(default gru4rec)")
+    p.add_argument("--schedule", action="append", default=None, metavar="SCHEDULE",
+                   help="--learner: a learn schedule to measure (repeat for several; default "
+                        "the default schedule and the 8-step one)")
     p.set_defaults(func=run)
+
+
+def run_learner(args) -> int:
+    import sys
+
+    from model_core.learn import LearnSchedule
+    from stream_app.ops.bench_learner import (
+        DEFAULT_SCHEDULES,
+        LearnerBenchConfig,
+        format_learner_table,
+        run_learner_bench,
+    )
+
+    schedules = tuple(args.schedule or DEFAULT_SCHEDULES)
+    for sch in schedules:
+        LearnSchedule.parse(sch)  # a wrong schedule stops here, before any broker starts
+    cfg = LearnerBenchConfig(model=args.model, events=args.events or 20_000,
+                             schedules=schedules, work_dir=args.work_dir)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    summary = run_learner_bench(cfg, log)
+    log(format_learner_table(summary))
+    if args.json:
+        print(json.dumps(summary, default=str))
+    return 0
 
 
 def run(args) -> int:
@@ -44,6 +80,8 @@ def run(args) -> int:
         from stream_app.ops.bench_serving import run as run_serving
 
         return run_serving(args)
+    if args.learner:
+        return run_learner(args)
     from schemas.exceptions import SeqstreamError
     from stream_app.ops.bench.runner import Bench, BenchConfig
     from stream_app.ops.bench.table import format_table
