@@ -64,8 +64,8 @@ class LearnSchedule:
     alike) were chosen on validation logs only — YooChoose-100k's training file cut at
     0.84, the Taobao head log's second half, the drifting synthetic log — by a rule written
     before the runs (BENCHMARKS.md "Online learning", session 8): no worse than 0.003 HR@20
-    on the session log, significant gains on the others, and a learner that keeps up with
-    the demo's free-running stream on two cores. ``steps=8, lr=0.005, settled=0.25,
+    on the session log, significant gains on the others, and a learner at pace with the
+    demo's free-running stream on two shared cores (``seqstream bench --learner``: 0.96 ×). ``steps=8, lr=0.005, settled=0.25,
     new_lr=1, place=0.9`` gains more (the synthetic log +0.040 HR@20 against +0.021; the
     Taobao head log significantly, p = 0.02 against 0.10) and learns about half as fast as
     the demo's stream there: the schedule for a learner with a core of its own.
