@@ -62,7 +62,9 @@ def test_broker_log_relay_is_bounded_and_info_is_not_tansus_request_trace(tmp_pa
     relay = _LogRelay(path, max_bytes=64 << 10)
     caplog.set_level(logging.INFO, logger="seqstream.broker")
     relay.pass_on()
-    lines = [r.getMessage() for r in caplog.records]
+    # only the relay's own lines: a kafka-python client left by another test in this
+    # process may log its reconnects into caplog meanwhile (seen in CI)
+    lines = [r.getMessage() for r in caplog.records if r.name == "seqstream.broker"]
     assert "skipped" in lines[0] and relay.skipped > 4_000_000
     passed = lines[1:]
     assert 0 < len(passed) <= 64 * 1024 // 100
@@ -72,7 +74,8 @@ def test_broker_log_relay_is_bounded_and_info_is_not_tansus_request_trace(tmp_pa
     with open(path, "ab") as f:
         f.write(b"one more\n")
     relay.pass_on()  # within the bound: nothing skipped, nothing cut
-    assert [r.getMessage() for r in caplog.records] == ["tansu: one more"]
+    assert [r.getMessage() for r in caplog.records
+            if r.name == "seqstream.broker"] == ["tansu: one more"]
 
 
 def test_learning_demo_summary_says_what_its_rows_are_within_80_columns(capsys, monkeypatch):
