@@ -98,14 +98,18 @@ def _one(cfg: LearnerBenchConfig, schedule: str, broker_url: str, ckpt: Path, wa
         stream_done: list[float] = []
 
         def follow() -> None:  # the time of the last prediction, not of the next poll
-            for _ in iter_topic(s, "predictions", follow=True, timeout_s=3600, idle_s=3600):
+            # ends with the last prediction (or the timeout), closing its consumer before
+            # the broker stops: a consumer left polling a stopped broker logs reconnects
+            for _ in iter_topic(s, "predictions", expect=len(replay), timeout_s=cfg.timeout_s,
+                                idle_s=cfg.timeout_s):
                 count[0] += 1
                 if count[0] == len(replay):
                     stream_done.append(time.monotonic())
                 if halt.is_set():
                     return
 
-        threading.Thread(target=follow, daemon=True).start()
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
         sender = threading.Thread(target=replay_events, args=(s, replay),
                                   kwargs={"progress": False}, daemon=True)
         t0 = time.monotonic()
@@ -123,6 +127,7 @@ def _one(cfg: LearnerBenchConfig, schedule: str, broker_url: str, ckpt: Path, wa
                 break
             time.sleep(0.25)
         halt.set()
+        follower.join(5)
     finally:
         learner.stop()
         worker.stop()
