@@ -113,6 +113,17 @@ def guess_format(path: str | Path) -> str | None:
     return None
 
 
+def format_by_name(path: str | Path, given: str | None = None) -> str | None:
+    """The format to read ``path`` with when ``given`` or the file's name settles it; None
+    when only its head can tell (no format given and the name says CSV, JSON lines or
+    nothing): then :func:`model_core.datasets.sniff.guess_reading` decides, as
+    ``seqstream inspect`` does, which column is which and the time unit."""
+    if given is not None:
+        return given
+    named = guess_format(path)
+    return None if named in (None, "csv", "jsonl") else named
+
+
 __all__ = [
     "FORMATS",
     "DataWarning",
@@ -120,6 +131,7 @@ __all__ = [
     "LogItem",
     "LogReadResult",
     "Rejected",
+    "format_by_name",
     "guess_format",
     "iter_log",
     "read_log",

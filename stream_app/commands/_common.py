@@ -291,14 +291,15 @@ def reader_options(args: argparse.Namespace, path: str) -> tuple[str, dict]:
     were named like the Event fields, while ``inspect`` had already worked out the mapping."""
     import sys
 
-    from model_core.datasets import guess_format
+    from model_core.datasets import format_by_name, guess_format
     from model_core.terminal import wrapped
 
     given = given_reader_options(args)
-    fmt = args.fmt or guess_format(path)
-    if args.fmt is None and fmt in (None, "csv", "jsonl"):
+    fmt = format_by_name(path, args.fmt)
+    if fmt is None:
         reading = guessed_reading(args, path, given)
-        if (reading.fmt != fmt or set(reading.opts) - set(given)) and path not in _ANNOUNCED:
+        if (reading.fmt != guess_format(path) or set(reading.opts) - set(given)) \
+                and path not in _ANNOUNCED:
             _ANNOUNCED.add(path)  # once per file and process (a command may read it twice)
             flags = " ".join(_shell_word(a) for a in reading.args())
             print(wrapped(f"read as `seqstream inspect` guesses: {flags}", f"{path}: "),

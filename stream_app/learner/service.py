@@ -115,15 +115,15 @@ def warm_events(settings: Settings) -> list:
     "give them in columns={...}", an option it does not have. One log line says how the
     file was read and how many rows were rejected; a file without a valid event is an
     error naming it."""
-    from model_core.datasets import guess_format
+    from model_core.datasets import format_by_name
     from model_core.datasets.sniff import guess_reading
     from model_core.exceptions import ModelCoreError
     from stream_app.kafka.replay import load_sorted
 
     path = settings.learn_warm_path
-    fmt, opts, how = settings.learn_warm_format or guess_format(path), {}, ""
+    fmt, opts, how = format_by_name(path, settings.learn_warm_format), {}, ""
     try:
-        if settings.learn_warm_format is None and fmt in (None, "csv", "jsonl"):
+        if fmt is None:
             reading = guess_reading(path)
             fmt, opts = reading.fmt, reading.opts
             how = " ".join(reading.args())
