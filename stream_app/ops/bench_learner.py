@@ -61,14 +61,12 @@ class LearnerRun:
 
 
 def _metrics(port: int) -> dict[str, float]:
+    """The learner's ``/metrics`` page by name (``events_learned``, ``skipped``, ...)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("seqstream_learner_") and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name.split("{")[0].removeprefix("seqstream_learner_").removesuffix("_total")] = \
-                float(value)
-    return out
+    return {f.name.removeprefix("seqstream_learner_"): f.samples[0].value
+            for f in text_string_to_metric_families(text) if f.samples}
 
 
 def _one(cfg: LearnerBenchConfig, schedule: str, broker_url: str, ckpt: Path, warm: Path,
@@ -147,15 +145,15 @@ def _one(cfg: LearnerBenchConfig, schedule: str, broker_url: str, ckpt: Path, wa
 
 def run_learner_bench(cfg: LearnerBenchConfig, log=print) -> dict:
     """Every schedule of ``cfg`` beside a worker on one broker; a summary dict."""
-    from model_core.datasets.synth import generate, write_jsonl
+    from model_core.datasets.synth import write_jsonl
     from stream_app.kafka.broker import EmbeddedBroker
-    from stream_app.ops.demo import _train
+    from stream_app.ops.demo import DemoOptions, _load_events, _train
 
     work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="seqstream-bench-learner-"))
     work.mkdir(parents=True, exist_ok=True)
-    events = generate(cfg.events, seed=cfg.seed, change_at=0.6, new_items=200, born_from=0.5)
-    events.sort(key=lambda e: e.timestamp_ms)
-    cut = len(events) // 2
+    demo = DemoOptions(events=cfg.events, seed=cfg.seed, learn=cfg.schedules[0])
+    events, _, _ = _load_events(demo)  # the demo's --learn log, by its own recipe
+    cut = int(len(events) * demo.train_fraction)
     train, replay = events[:cut], events[cut:]
     _train(cfg.model, train, work / "checkpoint", log)
     write_jsonl(train, work / "train.jsonl")
