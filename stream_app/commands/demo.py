@@ -107,12 +107,12 @@ def _print_learning(s: dict) -> None:
           "    moment; prequential_offline: the same learner code replayed offline;\n"
           "    frozen: that replay without learning (the trained model throughout);\n"
           "    new-item hits: hits on items born after training, which frozen cannot name")
+    from model_core.significance import p_value_text
+
     pw = s.get("paired_windows_hr@20") or {}
     if pw.get("mean_diff") is not None:
-        p = pw.get("p_value")
         # no resample crossed zero: the test resolves p only down to 2 / resamples
-        p_text = (f"p < {2 / pw['n_boot']:.2g}" if p == 0 and pw.get("n_boot")
-                  else f"p = {figure(p)}")
+        p_text = p_value_text(pw.get("p_value"), pw["n_boot"])
         print(f"HR@20 online - frozen: {pw['mean_diff']:+.4f} [{pw['ci_low']:+.4f}, "
               f"{pw['ci_high']:+.4f}], {p_text}\n"
               f"  (paired over {pw.get('windows')} windows of the stream; online better in "
