@@ -13,8 +13,8 @@ run gives each engine batch, after it was scored and predicted, to an
 by the model version serving at its event, as in a stream whose learner publishes after the
 same events; and the figures do not depend on ``batch_size``. Which version serves is the
 validation gate's decision (:class:`~model_core.learn.gate.Gate`, the stream learner's own
-code; off by default: then every version serves at once): a version serves from the micro-batch after the one
-that validated it, and a refused one never serves.
+code; off by default: then every version serves at once): a version serves from the
+micro-batch after the one that validated it, and a refused one never serves.
 
 Reported: HR/NDCG/MRR@K over the stream with clustered (per-user) bootstrap intervals; the
 share of predictions that name an item born after training (a slot whose item the trained

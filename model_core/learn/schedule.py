@@ -60,15 +60,16 @@ class LearnSchedule:
     the optimiser's own step (1 = no boost). ``seed`` seeds the replay draws, the noise and
     dropout.
 
-    The neural defaults (``steps=2, lr=0.001, new_lr=10, place=0.97``, all parameters
-    alike) were chosen on validation logs only — YooChoose-100k's training file cut at
-    0.84, the Taobao head log's second half, the drifting synthetic log — by a rule written
-    before the runs (BENCHMARKS.md "Online learning", session 8): no worse than 0.003 HR@20
-    on the session log, significant gains on the others, and a learner at pace with the
-    demo's free-running stream on two shared cores (``seqstream bench --learner``: 0.96 ×). ``steps=8, lr=0.005, settled=0.25,
-    new_lr=1, place=0.9`` gains more (the synthetic log +0.040 HR@20 against +0.021; the
-    Taobao head log significantly, p = 0.02 against 0.10) and learns about half as fast as
-    the demo's stream there: the schedule for a learner with a core of its own.
+    The neural defaults (``steps=2, lr=0.001, new_lr=10, place=0.97``, all parameters alike)
+    were chosen on validation logs only — YooChoose-100k's training file cut at 0.84, the
+    Taobao head log's second half, the drifting synthetic log — by a rule written before the
+    runs (BENCHMARKS.md "Online learning", session 8): no worse than 0.003 HR@20 on the
+    session log, significant gains on the others, and a learner at pace with the demo's
+    free-running stream on two shared cores (``seqstream bench --learner``: 0.96 ×).
+    ``steps=8, lr=0.005, settled=0.25, new_lr=1, place=0.9`` gains more (the synthetic log
+    +0.040 HR@20 against +0.021; the Taobao head log significantly, p = 0.02 against 0.10)
+    and learns about half as fast as the demo's stream there: the schedule for a learner
+    with a core of its own.
 
     ``gate``: the validation gate (:mod:`model_core.learn.gate`): a new version serves (is
     published) only after it and the version serving were scored on the newest ``gate``

@@ -134,9 +134,10 @@ class StreamLearner:
     def erase(self, user: str) -> int:
         """An erase request for ``user`` (the key the learner holds: the keyed hash with
         pseudonymous ids): its sequence (and session-kNN's streamed session) leaves the
-        learner and its events held for the next micro-batch are dropped, never learned
-        (else learning them would bring the sequence back). Returns how many held events were dropped. Versions already published keep
-        what they learned, as the workers' model does."""
+        learner and its events held for the next micro-batch are dropped, never learned (else
+        learning them would bring the sequence back). Returns how many held events were
+        dropped. Versions already published keep what they learned, as the workers' model
+        does."""
         dropped = self.learner.forget_user(user)
         self.gate.learnt_users.discard(user)  # nor is it kept as "learnt since served"
         kept = [r for r in self.buf if r[0].user_id != user]

@@ -4,14 +4,15 @@ The learner is a consumer group of its own (``<app_id>-learner``) on the events 
 reads every event beside the workers and never takes their partitions. It starts from the
 version ``LATEST`` names in the watched directory (a restart goes on where it stopped), else
 from ``model_path``; with ``learn_warm_path`` it first reads the training log as history.
-Records are read as the worker reads them (:func:`stream_app.worker.processor.read_event_record`):
-a record the worker dead-letters — not a valid event, no key or another user's key, an
-event time too far ahead — is only counted here (``invalid``), never learned (before, the
-learner learned a record without a key that the workers had dead-lettered); an erase request drops the user's
-sequence and the user's events not yet learned (:meth:`StreamLearner.erase`). With
-pseudonymous ids (``pseudonym_key_file``, as the workers) the learner keys its sequences by
-the same keyed hash, the training log's users included, so it holds no raw id and an erase
-request finds the user's sequence by the hash.
+Records are read as the worker reads them
+(:func:`stream_app.worker.processor.read_event_record`): a record the worker dead-letters —
+not a valid event, no key or another user's key, an event time too far ahead — is only
+counted here (``invalid``), never learned (before, the learner learned a record without a
+key that the workers had dead-lettered); an erase request drops the user's sequence and the
+user's events not yet learned (:meth:`StreamLearner.erase`). With pseudonymous ids
+(``pseudonym_key_file``, as the workers) the learner keys its sequences by the same keyed
+hash, the training log's users included, so it holds no raw id and an erase request finds
+the user's sequence by the hash.
 
 Offsets are committed up to the events held by the newest *published* version, once it is
 in the watched directory: after a crash the learner restarts from that version and learns
