@@ -15,9 +15,22 @@ from stream_app.worker.app import app_options
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range (32768-60999 here). A port the kernel
+    hands out for ``bind(0)`` comes from that range, where the Kafka clients of the other
+    test process take their outgoing ports all the time: one took the worker's metrics port
+    between this check and the worker's bind (a fresh-clone CI run: nothing listened)."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def _listening(port: int) -> set[str]:
