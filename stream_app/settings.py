@@ -110,8 +110,8 @@ class Settings(BaseSettings):
     model_poll_s: float = Field(2.0, gt=0, description="hot swap: how often to check for a new model")
 
     # --- online learning (seqstream learner; stream_app.learner)
-    learn_schedule: str = Field(
-        "every=1000", description="the learner's schedule (model_core.learn.LearnSchedule): "
+    learn_schedule: str = Field(  # = model_core.learn.schedule.DEFAULT_SCHEDULE (a test checks)
+        "every=250", description="the learner's schedule (model_core.learn.LearnSchedule): "
         "every=N events an update, steps, lr, replay, max_items, init, seed, gate, margin "
         "(the validation gate), ...")
     learn_interval_s: float = Field(

@@ -365,3 +365,18 @@ def test_an_erase_leaves_no_trace_in_the_learner_or_its_gate(tmp_path, log):
     assert gone not in driver.learner.users and gone not in driver.gate.learnt_users
     assert not any(r[0].user_id == gone for r in driver.buf)
     assert not any(ev.user_id == gone for ev in driver.learner.pending)
+
+
+def test_one_default_schedule_for_every_command():
+    """``seqstream learner`` (its setting), ``demo --learn`` and ``bench --learner`` start
+    from the schedule the dataclass's defaults describe (each names it without importing
+    torch, so they are checked here)."""
+    from model_core.learn.schedule import DEFAULT_SCHEDULE
+    from stream_app.cli import build_parser
+    from stream_app.ops.bench_learner import DEFAULT_SCHEDULES
+    from stream_app.settings import Settings
+
+    assert LearnSchedule.parse(DEFAULT_SCHEDULE) == LearnSchedule()
+    assert Settings.model_fields["learn_schedule"].default == DEFAULT_SCHEDULE
+    assert build_parser().parse_args(["demo", "--learn"]).learn == DEFAULT_SCHEDULE
+    assert DEFAULT_SCHEDULES[0] == DEFAULT_SCHEDULE

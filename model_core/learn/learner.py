@@ -1,6 +1,6 @@
 """The online learner: the model keeps learning from the newest events of the stream.
 
-    learner = OnlineLearner(model, LearnSchedule(every=1000))
+    learner = OnlineLearner(model, LearnSchedule(every=250))
     learner.warm(train_events)               # the sequences the model was trained on
     for batch in stream:                     # any micro-batches, in stream order
         for update in learner.learn(batch):  # an update after every 1,000 events

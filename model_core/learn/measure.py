@@ -1,6 +1,6 @@
 """Online learning measured honestly: the same replay, frozen and learning, side by side.
 
-    report = compare_learning(model, stream_events, warm_events, LearnSchedule(every=1000))
+    report = compare_learning(model, stream_events, warm_events, LearnSchedule(every=250))
     report["frozen"]["hr@20"], report["online"]["hr@20"], report["paired_windows"]["hr@20"]
 
 Both runs go through :func:`replay_stream`: the stream's prequential engine

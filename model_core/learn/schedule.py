@@ -1,6 +1,6 @@
 """The learner's schedule: when it updates and how much, as one frozen record.
 
-    LearnSchedule.parse("every=1000,steps=2,replay=4096")
+    LearnSchedule.parse("every=250,steps=1,replay=4096")
 
 The schedule is counted in events, never in seconds, so a stream and an offline replay of the
 same log update the model at the same events and can give the same figures.
@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from model_core.exceptions import ModelCoreError
+
+#: The schedule ``seqstream learner``, ``demo --learn`` and ``bench --learner`` use when given
+#: none: every field at its default (chosen on validation logs, see :class:`LearnSchedule`).
+DEFAULT_SCHEDULE = "every=250"
 
 #: How a new item's vector starts (neural models); see :class:`LearnSchedule`.
 INITS = ("context", "prev", "mean", "random")
@@ -60,16 +64,19 @@ class LearnSchedule:
     the optimiser's own step (1 = no boost). ``seed`` seeds the replay draws, the noise and
     dropout.
 
-    The neural defaults (``steps=2, lr=0.001, new_lr=10, place=0.97``, all parameters alike)
-    were chosen on validation logs only — YooChoose-100k's training file cut at 0.84, the
-    Taobao head log's second half, the drifting synthetic log — by a rule written before the
-    runs (BENCHMARKS.md "Online learning", session 8): no worse than 0.003 HR@20 on the
-    session log, significant gains on the others, and a learner at pace with the demo's
-    free-running stream on two shared cores (``seqstream bench --learner``: 0.96 ×).
-    ``steps=8, lr=0.005, settled=0.25, new_lr=1, place=0.9`` gains more (the synthetic log
-    +0.040 HR@20 against +0.021; the Taobao head log significantly, p = 0.02 against 0.10)
-    and learns about half as fast as the demo's stream there: the schedule for a learner
-    with a core of its own.
+    The defaults, ``every=250`` (:data:`DEFAULT_SCHEDULE`) with ``steps=1, lr=0.001,
+    new_lr=10, place=0.97`` (all parameters alike), were chosen on validation logs only —
+    YooChoose-100k's training file cut at 0.84, the Taobao head log's second half, the
+    drifting synthetic log — by a rule written before the runs (BENCHMARKS.md "Online
+    learning", session 9): no worse than 0.003 HR@20 on the session log, significant gains on
+    the others, and a learner at least 1.2 times as fast as the demo's free-running stream
+    on two shared cores in two runs of ``seqstream bench --learner``. ``every`` matters most
+    where new items come often: a new item gets its row only at the update after it first
+    appears, and on the Taobao head log half of the repeats of new items come within 100
+    events of their first occurrence; ``every=500, steps=2`` (the session-8 default, the same
+    steps per event) gained about half as much there. ``steps=8, lr=0.005, settled=0.25,
+    new_lr=1, place=0.9`` (at ``every=500``) gains more on the synthetic log and learns at
+    about half the demo's stream there: a schedule for a learner with a core of its own.
 
     ``gate``: the validation gate (:mod:`model_core.learn.gate`): a new version serves (is
     published) only after it and the version serving were scored on the newest ``gate``
@@ -80,8 +87,8 @@ class LearnSchedule:
     learning").
     """
 
-    every: int = 1000
-    steps: int = 2
+    every: int = 250
+    steps: int = 1
     batch_size: int = 256
     lr: float = 1e-3
     dense_lr: float = 0.0
@@ -125,7 +132,7 @@ class LearnSchedule:
 
     @classmethod
     def parse(cls, text: str) -> LearnSchedule:
-        """``"every=1000,steps=2"`` -> a schedule (unnamed fields keep their defaults)."""
+        """``"every=250,steps=2"`` -> a schedule (unnamed fields keep their defaults)."""
         types = {f.name: f.type for f in fields(cls)}
         kw: dict = {}
         for part in (p.strip() for p in text.split(",")):
@@ -136,7 +143,7 @@ class LearnSchedule:
             if not eq or key not in types:
                 raise ModelCoreError(
                     f"--learn: {part!r} is not KEY=VALUE with KEY one of {', '.join(types)} "
-                    "(e.g. every=1000,steps=2)")
+                    "(e.g. every=250,steps=2)")
             conv = {"int": int, "float": float, "str": str}[str(types[key])]
             try:
                 kw[key] = conv(value.strip())

@@ -23,9 +23,10 @@ def register(sub) -> None:
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON last")
     g = p.add_argument_group("online learning")
-    g.add_argument("--learn", nargs="?", const="every=500", default=None, metavar="SCHEDULE",
+    # const = model_core.learn.schedule.DEFAULT_SCHEDULE (a test checks; no torch import here)
+    g.add_argument("--learn", nargs="?", const="every=250", default=None, metavar="SCHEDULE",
                    help="run a learner beside the worker, in lockstep (default schedule "
-                        "every=500); compares online, offline and frozen at @20")
+                        "every=250); compares online, offline and frozen at @20")
     g.add_argument("--change-at", type=float, default=0.6,
                    help="--learn's log: transitions change at this fraction (default 0.6)")
     g.add_argument("--new-items", type=int, default=200,

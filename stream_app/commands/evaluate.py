@@ -3,7 +3,7 @@
     seqstream evaluate --data UserBehavior.csv --format taobao --model gru4rec --protocol temporal
     seqstream evaluate --data train.txt --format yoochoose --test test.txt --protocol session \
         --model runs/gru4rec --ks 5,10,20 --json
-    seqstream evaluate --data log.jsonl --model gru4rec --protocol prequential --learn every=1000
+    seqstream evaluate --data log.jsonl --model gru4rec --protocol prequential --learn every=250
 
 ``--model`` is a checkpoint directory, or a model name (popular, markov, itemknn, sknn,
 vsknn, stan, vstan, gru4rec, sasrec) that is first trained as ``seqstream train`` does (:func:`model_core.fit.fit`).
@@ -99,7 +99,7 @@ def register(sub) -> None:
     add_data_options(p)
     p.add_argument("--model", required=True, help="checkpoint directory or model name")
     p.add_argument("--learn", default=None, metavar="SCHEDULE",
-                   help="prequential: also learn online, e.g. every=1000[,steps=2,lr=0.001,"
+                   help="prequential: also learn online, e.g. every=250[,steps=1,lr=0.001,"
                         "replay=4096,max_items=0]; reports frozen and online side by side")
     p.add_argument("--retrain-every", default="1d", metavar="PERIOD",
                    help="--learn with a model NAME: also retrain it from scratch every PERIOD "

@@ -31,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--watch-dir", dest="model_watch_dir",
                    help="directory the workers watch (default SEQSTREAM_MODEL_WATCH_DIR)")
     p.add_argument("--learn", dest="learn_schedule",
-                   help="schedule, e.g. every=1000,steps=2 (default SEQSTREAM_LEARN_SCHEDULE;"
+                   help="schedule, e.g. every=250,steps=2 (default SEQSTREAM_LEARN_SCHEDULE;"
                         " the fields: model_core/learn/schedule.py)")
     p.add_argument("--warm", dest="learn_warm_path",
                    help="the training log, read as train reads it: the learner's start-up "

@@ -1,6 +1,6 @@
 """The stream learner without Kafka: events in, versions out (``seqstream learner``'s core).
 
-    driver = StreamLearner(model, LearnSchedule(every=1000), VersionStore(watch_dir))
+    driver = StreamLearner(model, LearnSchedule(every=250), VersionStore(watch_dir))
     driver.warm(train_events)
     published = driver.offer(records, lag)      # records: (event, partition, offset)
 

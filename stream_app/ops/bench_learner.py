@@ -30,8 +30,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-#: the default's and the 8-step schedule of BENCHMARKS.md "Online learning", side by side
-DEFAULT_SCHEDULES = ("every=500", "every=500,steps=8,lr=0.005,settled=0.25,new_lr=1,place=0.9")
+#: the default (model_core.learn.schedule.DEFAULT_SCHEDULE) and the 8-step schedule of
+#: BENCHMARKS.md "Online learning", side by side
+DEFAULT_SCHEDULES = ("every=250", "every=500,steps=8,lr=0.005,settled=0.25,new_lr=1,place=0.9")
 
 
 @dataclass

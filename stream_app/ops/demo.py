@@ -5,7 +5,7 @@ part of the timeline; start a worker; replay the rest through Kafka while showin
 progress; shut everything down cleanly; compare the stream's online figures with the offline
 prequential computation over the same replayed events; end with a summary (and ``--json``).
 
-With ``--learn SCHEDULE`` (``demo --learn every=500``) a learner (``seqstream learner``) runs
+With ``--learn SCHEDULE`` (``demo --learn every=250``) a learner (``seqstream learner``) runs
 beside the worker: the synthetic log's transitions change at ``change_at`` and
 ``new_items`` items are born from ``born_from`` (after the training part); the learner
 publishes a version every N events and the worker swaps to each. The demo runs them in
@@ -76,7 +76,7 @@ class DemoOptions:
     out_dir: str | None = None
     live: bool = True
     report: bool = True
-    learn: str | None = None  # a learner schedule ("every=500"): the learner runs beside
+    learn: str | None = None  # a learner schedule ("every=250"): the learner runs beside
     change_at: float = 0.6  # --learn's synthetic log: transitions change here (fraction)
     new_items: int = 200  # ... items born during the log
     born_from: float = 0.5  # ... from this fraction on
