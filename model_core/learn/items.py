@@ -118,8 +118,9 @@ def grow_neural(module: nn.Module, n_vocab: int, added: list[int], evicted: list
     """Fit a :class:`~model_core.models.base.SequenceModule` to ``n_vocab`` slots.
 
     New rows start from ``init`` (:func:`_new_rows`); reused (``evicted``) rows start afresh
-    the same way, with their optimiser state cleared. Text vectors and categories of new items
-    are zero (unknown): filling them from the items topic is not done here.
+    the same way, with their optimiser state cleared. Text vectors and categories of new and
+    reused slots are zero (unknown); the learner installs the text vectors of items whose
+    metadata it has (:mod:`model_core.learn.texts`).
     """
     emb = module.item_emb
     n_old = emb.n_items + 1
@@ -163,6 +164,13 @@ def grow_neural(module: nn.Module, n_vocab: int, added: list[int], evicted: list
         if lc is not None:
             module.log_count = torch.cat([lc, lc.new_zeros(grow)])
     if fresh:
+        reused = torch.tensor(fresh, dtype=torch.long)
+        with torch.no_grad():  # a reused slot's text and category were another item's
+            if getattr(emb, "text_vectors", None) is not None:
+                emb.text_vectors[reused.to(emb.text_vectors.device)] = 0
+            ic = getattr(module.inputs, "item_categories", None)
+            if getattr(module.inputs, "use_category", False) and ic is not None:
+                ic[reused.to(ic.device)] = 0
         if getattr(module, "transitions", None) is not None:  # a reused slot's counts
             module.transitions.forget(fresh)  # were another item's
         bias = getattr(module, "out_bias", None)

@@ -62,6 +62,7 @@ import torch
 from model_core.learn.items import ItemTable, grow_counting, grow_neural
 from model_core.learn.replay import ReplayBuffer, Snippet
 from model_core.learn.schedule import LearnSchedule
+from model_core.learn.texts import ItemTexts
 from model_core.models import NEURAL_MODELS
 from model_core.models.base import NegativeSampler, NeuralRecommender
 from model_core.models.data import Padded, gap_buckets
@@ -133,11 +134,14 @@ class OnlineLearner:
     """Updates ``model`` in place from micro-batches of events (see the module docstring)."""
 
     def __init__(self, model, schedule: LearnSchedule | None = None,
-                 max_len: int | None = None) -> None:
+                 max_len: int | None = None, texts: ItemTexts | None = None) -> None:
         self.model = model
         self.schedule = schedule or LearnSchedule()
         self.neural = isinstance(model, NeuralRecommender)
         check_learnable(model.name)
+        self.texts = texts
+        if texts is not None:
+            _check_texts(model, texts)
         self.max_len = int(max_len or getattr(model, "max_len", 50) or 50)
         # a model trained here and never saved has no version of its own yet
         self.base_version = (str(model.version) if model.version not in ("", "untrained")
@@ -271,7 +275,8 @@ class OnlineLearner:
         loss = None
         if self.neural:
             self._count_young(items, adm)
-            loss = self._gradient_steps(touched, adm.added)
+            from_text = self._install_texts(adm.added) if self.texts is not None else set()
+            loss = self._gradient_steps(touched, [s for s in adm.added if s not in from_text])
         else:
             self._count(items, acts, np.asarray(pairs_src, np.int64), np.asarray(pairs_dst, np.int64),
                         np.asarray(act_prev, np.int64), np.asarray(act_next, np.int64))
@@ -391,6 +396,46 @@ class OnlineLearner:
                        np.r_[times, np.asarray(add_time, np.int64)])
 
     # ------------------------------------------------------------------ neural models
+    @torch.no_grad()
+    def _install_texts(self, added: Sequence[int]) -> set[int]:
+        """Text vectors from :attr:`texts` (a text or fused model): each slot given a row in
+        this update whose item has a text starts from it (fused: a zero ID row, so the
+        item's vector is its projected text vector; GRU4Rec's output bias at the other
+        items' mean); an item given a row earlier in the stream whose text arrived or
+        changed since gets the new vector. Returns the slots started from their text (the
+        others keep ``init``)."""
+        module = self.model.module
+        emb = module.item_emb
+        vocab = self.model.vocab
+        fresh = set(added)
+        late = [s for s in (vocab.index(i) for i in self.texts.take_changed())
+                if s and s not in fresh and self.items.joined[s]]
+        slots = list(added) + late
+        if not slots:
+            return set()
+        vecs = self.texts.vectors(vocab.item_ids(slots))
+        got = [(s, vecs[i]) for s, i in zip(slots, vocab.item_ids(slots), strict=True) if i in vecs]
+        if not got:
+            return set()
+        buf = emb.text_vectors
+        idx = torch.tensor([s for s, _ in got], dtype=torch.long, device=buf.device)
+        buf[idx] = torch.as_tensor(np.stack([v for _, v in got]), dtype=buf.dtype,
+                                   device=buf.device)
+        started = sorted(s for s, _ in got if s in fresh)
+        if started:
+            rows = torch.tensor(started, dtype=torch.long, device=buf.device)
+            if emb.id_emb is not None:
+                emb.id_emb.weight[rows] = 0
+            bias = getattr(module, "out_bias", None)
+            if bias is not None:
+                others = torch.ones(bias.shape[0], dtype=torch.bool, device=bias.device)
+                others[0] = False
+                others[rows] = False
+                bias[rows] = bias[others].mean()
+        self.texts.stats["started"] += len(started)
+        self.texts.stats["refreshed"] += len(got) - len(started)
+        return set(started)
+
     def _optimisers(self) -> list:
         if self._opts is None:
             module = self.model.module
@@ -617,6 +662,20 @@ class OnlineLearner:
             return None if x is None else torch.from_numpy(x).to(dev)
 
         return Padded(t(items), t(lengths), t(acts), t(gaps)), t(targets), t(tacts)
+
+
+def _check_texts(model, texts: ItemTexts) -> None:
+    """Item texts need a neural model that represents items by text, with the same encoder
+    width it was trained with."""
+    from model_core.exceptions import ModelCoreError
+
+    emb = getattr(getattr(model, "module", None), "item_emb", None)
+    if emb is None or emb.mode == "id":
+        raise ModelCoreError(f"item texts start new items only in a model trained with "
+                             f"--text-mode text or fused; {model.name} uses ID rows only")
+    if texts.dim != emb.text_dim:
+        raise ModelCoreError(f"the item texts' encoder gives {texts.dim}-d vectors but the "
+                             f"model was trained on {emb.text_dim}-d text vectors")
 
 
 def _triplets(m) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
