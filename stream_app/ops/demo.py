@@ -51,7 +51,7 @@ from model_core.train import sequences_from_events, train_model
 from schemas.event import Event
 from schemas.metrics import MetricsWindow
 from stream_app.kafka.broker import EmbeddedBroker
-from stream_app.kafka.replay import load_sorted, replay_events
+from stream_app.kafka.replay import load_guessed, replay_events
 from stream_app.kafka.topics import ensure_topics, iter_topic, read_topic
 from stream_app.learner.service import LearnerProcess
 from stream_app.settings import Settings, load_settings
@@ -98,12 +98,16 @@ class LiveCounts:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-def _load_events(opts: DemoOptions) -> tuple[list[Event], int, str]:
+def _load_events(opts: DemoOptions, say=print) -> tuple[list[Event], int, str]:
+    """The demo's log, sorted by time: ``--data`` read as ``seqstream train`` reads a file
+    without reader flags (``--format``, else as ``seqstream inspect`` guesses, one line
+    saying so; :func:`~stream_app.kafka.replay.load_guessed`), its first ``events`` kept,
+    else a synthetic one. Before, ``--data`` went by the file name alone, so a CSV whose
+    columns are not named like the Event fields (RetailRocket's) could not be read."""
     if opts.data:
-        from model_core.datasets import guess_format
-
-        fmt = opts.fmt or guess_format(opts.data)
-        events, rejected = load_sorted(opts.data, fmt)
+        events, rejected, fmt, how = load_guessed(opts.data, opts.fmt, "--data", "--format")
+        if how:
+            say(wrapped(f"read as `seqstream inspect` guesses: {how}", f"{opts.data}: "))
         if opts.events and len(events) > opts.events:
             events = events[: opts.events]
         return events, len(rejected), f"{opts.data} ({fmt})"
@@ -181,7 +185,7 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
     out = Path(opts.out_dir or tempfile.mkdtemp(prefix="seqstream-demo-"))
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    events, file_rejected, source = _load_events(opts)
+    events, file_rejected, source = _load_events(opts, say)
     if len(events) < 100:
         from schemas.exceptions import SeqstreamError
 
