@@ -52,7 +52,7 @@ from schemas.event import Event
 from schemas.metrics import MetricsWindow
 from stream_app.kafka.broker import EmbeddedBroker
 from stream_app.kafka.replay import load_guessed, replay_events
-from stream_app.kafka.topics import ensure_topics, iter_topic, read_topic
+from stream_app.kafka.topics import Follower, ensure_topics, read_topic
 from stream_app.learner.service import LearnerProcess
 from stream_app.settings import Settings, load_settings
 from stream_app.windows.aggregation import aggregate_beyond, aggregate_windows
@@ -95,7 +95,6 @@ class LiveCounts:
     predictions: int = 0
     dead_letters: int = 0
     windows: list[MetricsWindow] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
 
 
 def _load_events(opts: DemoOptions, say=print) -> tuple[list[Event], int, str]:
@@ -140,24 +139,18 @@ def _train(name: str, train: list[Event], out: Path, say) -> tuple[object, objec
     return model, popular, seconds
 
 
-def _follow(settings: Settings, live: LiveCounts) -> None:
-    """Count predictions and collect metrics windows while the demo runs."""
+def _follow(settings: Settings, live: LiveCounts, expect: int) -> list[Follower]:
+    """Count predictions (up to ``expect``, the replayed events) and dead letters and collect
+    metrics windows while the demo runs: three :class:`~stream_app.kafka.topics.Follower` s,
+    stopped (and joined) by the demo before its broker stops."""
 
-    def count(name: str, attr: str) -> None:
-        for _ in iter_topic(settings, name, follow=True, timeout_s=3600, idle_s=3600):
-            setattr(live, attr, getattr(live, attr) + 1)
-            if live.stop.is_set():
-                return
+    def count(attr: str):
+        return lambda _m: setattr(live, attr, getattr(live, attr) + 1)
 
-    def windows() -> None:
-        for m in iter_topic(settings, "metrics", follow=True, timeout_s=3600, idle_s=3600):
-            live.windows.append(MetricsWindow.from_json(m.value))
-            if live.stop.is_set():
-                return
-
-    for target, args in ((count, ("predictions", "predictions")),
-                         (count, ("dead-letters", "dead_letters")), (windows, ())):
-        threading.Thread(target=target, args=args, daemon=True).start()
+    return [Follower(settings, "predictions", count("predictions"), expect).start(),
+            Follower(settings, "dead-letters", count("dead_letters")).start(),
+            Follower(settings, "metrics",
+                     lambda m: live.windows.append(MetricsWindow.from_json(m.value))).start()]
 
 
 def _live_table(live: LiveCounts, sent: int, total: int):
@@ -209,12 +202,13 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
             + (f" and a learner ({opts.learn}, in lockstep)" if opts.learn else ""))
         worker = WorkerProcess(settings, out / "worker.log").start()
         learner = LearnerProcess(settings, out / "learner.log").start() if opts.learn else None
+        followers: list[Follower] = []
         try:
             worker.wait_ready(120)
             if learner is not None:
                 learner.wait_ready(120)
             live = LiveCounts()
-            _follow(settings, live)
+            followers = _follow(settings, live, len(replay))
             progress = _ReplayProgress()
             t0 = time.monotonic()
 
@@ -245,7 +239,8 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
             for proc in (worker, learner):
                 if proc is not None and proc.alive():
                     proc.kill()
-        live.stop.set()
+            for f in followers:  # their consumers closed while the broker is up
+                f.stop()
         preds = read_topic(settings, "predictions", idle_s=2)
         # a window can be republished (crash, clean stop): keep the latest record per key
         windows = latest_windows(read_topic(settings, "metrics", idle_s=2))
