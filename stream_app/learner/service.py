@@ -226,11 +226,7 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                         except SchemaError:
                             continue
                         # the user's events taken earlier in this poll go with it
-                        gone = user_key(req.user_id)
-                        held = len(records)
-                        records = [rec for rec in records if rec[0].user_id != gone]
-                        driver.erase(gone)
-                        driver.stats.erased_events += held - len(records)
+                        driver.erase(user_key(req.user_id), records)
                         continue
                     try:
                         ev = read_event_record(r.value, r.key, int(time.time() * 1000),
