@@ -361,7 +361,13 @@ def test_an_erase_leaves_no_trace_in_the_learner_or_its_gate(tmp_path, log):
     driver.offer(_records(log[1800:1850], 300))  # part of the next micro-batch, held
     held = sum(r[0].user_id == gone for r in driver.buf) + sum(
         ev.user_id == gone for ev in driver.learner.pending)
-    assert driver.erase(gone) == held
+    # the records of the poll that held the request, not offered yet, go in the same call
+    taken = _records(log[1850:1870] + [ev for ev in log[1870:] if ev.user_id == gone][:3], 350)
+    in_poll = sum(r[0].user_id == gone for r in taken)
+    assert in_poll and in_poll < len(taken)
+    others = [r for r in taken if r[0].user_id != gone]
+    assert driver.erase(gone, taken) == held + in_poll
+    assert taken == others and driver.stats.erased_events == held + in_poll
     assert gone not in driver.learner.users and gone not in driver.gate.learnt_users
     assert not any(r[0].user_id == gone for r in driver.buf)
     assert not any(ev.user_id == gone for ev in driver.learner.pending)

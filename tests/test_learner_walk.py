@@ -39,6 +39,35 @@ def test_warm_log_in_a_foreign_layout_is_read_as_train_reads_it(tmp_path, clean_
     assert "--warm" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_demo_data_reads_a_foreign_layout_as_the_warm_up_does(tmp_path):
+    """``demo --data`` went by the file name alone: a RetailRocket-layout CSV stopped at
+    "no column for required field(s)". It now reads as ``train`` and ``learner --warm`` do,
+    saying how; a file without a valid event is one line."""
+    from stream_app.learner.service import warm_events
+    from stream_app.ops.demo import DemoOptions, _load_events
+    from stream_app.settings import load_settings
+
+    rr = _rr_csv(tmp_path / "rr.csv")
+    said: list[str] = []
+    events, rejected, source = _load_events(DemoOptions(data=str(rr), events=100), said.append)
+    assert (len(events), rejected, source) == (100, 0, f"{rr} (csv)")
+    assert events == warm_events(load_settings(learn_warm_path=str(rr)))[:100]
+    assert {e.action for e in events} == {"view", "cart"}
+    flat = " ".join(" ".join(said).split())
+    assert "read as `seqstream inspect` guesses: --format csv --columns" in flat
+    assert "--time-unit ms" in flat
+    assert all(len(line) <= 80 or len(line.split()) <= 2 for line in "\n".join(said).split("\n"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text(RR_HEADER + "".join(f"{T0 + i},{i},view,,\n" for i in range(5)))
+    said.clear()
+    for data, what in ((bad, "no valid event in it as format 'csv' (5 rejected rows; first: "
+                             "line 2"), (tmp_path / "absent.csv", "no such file")):
+        with pytest.raises(SeqstreamError) as e:
+            _load_events(DemoOptions(data=str(data)), said.append)
+        assert str(e.value).startswith(f"--data {data}: {what}"), str(e.value)
+        assert "\n" not in str(e.value)
+
+
 def test_the_learner_refuses_what_the_worker_dead_letters():
     from stream_app.worker.processor import read_event_record
 

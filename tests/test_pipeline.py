@@ -119,3 +119,19 @@ def test_log_reader_counts_match_file(small_log):
     res = read_log(path, "jsonl")
     assert len(res.events) == len(events) and res.rejected == len(BAD_LINES)
     assert orjson.loads(events[0].to_json())["event_id"] == events[0].event_id
+
+
+def test_a_follower_of_a_quiet_topic_stops_within_a_poll(stream_settings):
+    """The demo's and the benchmarks' counters: stopped, a follower ends (and closes its
+    consumer) though no message comes; before, it ended only at its next message."""
+    import time
+
+    from stream_app.kafka.topics import Follower
+
+    ensure_topics(stream_settings, ("dead-letters",))
+    seen: list = []
+    follower = Follower(stream_settings, "dead-letters", seen.append).start()
+    time.sleep(1.0)  # its consumer is polling the empty topic
+    t0 = time.monotonic()
+    follower.stop()
+    assert not follower.alive() and time.monotonic() - t0 < 2.0 and seen == []

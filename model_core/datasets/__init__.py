@@ -124,6 +124,34 @@ def format_by_name(path: str | Path, given: str | None = None) -> str | None:
     return None if named in (None, "csv", "jsonl") else named
 
 
+def reading_for(path: str | Path, fmt: str | None = None,
+                given: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], str]:
+    """How ``train``, ``evaluate``, ``demo --data`` and ``learner --warm`` read ``path``:
+    ``(format, reader options, how)``, one rule for all of them.
+
+    With ``fmt``, or a file name that settles the format (:func:`format_by_name`), that
+    format and the ``given`` options, ``how`` empty. Else ``seqstream inspect``'s guess
+    (:func:`model_core.datasets.sniff.guess_reading`: which column is which, the time unit)
+    with the ``given`` options put over it, and ``how`` the guess as shell-quoted flags when
+    it adds anything to what the name says ("" for a ``.csv`` of Event columns, which needs
+    no flag), for the caller's one line "read as `seqstream inspect` guesses: ...". Raises
+    :class:`DataFormatError` for a file it cannot guess (missing, empty, unknown layout)."""
+    import shlex
+
+    from model_core.datasets.sniff import guess_reading
+
+    given = dict(given or {})
+    named = format_by_name(path, fmt)
+    if named is not None:
+        return named, given, ""
+    reading = guess_reading(path, actions=given.get("actions"))
+    reading.opts.update(given)
+    if reading.fmt == guess_format(path) and not set(reading.opts) - set(given):
+        return reading.fmt, reading.opts, ""
+    how = " ".join(a if a.startswith("--") else shlex.quote(a) for a in reading.args())
+    return reading.fmt, reading.opts, how
+
+
 __all__ = [
     "FORMATS",
     "DataWarning",
@@ -135,4 +163,5 @@ __all__ = [
     "guess_format",
     "iter_log",
     "read_log",
+    "reading_for",
 ]

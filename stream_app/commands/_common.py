@@ -285,33 +285,22 @@ def reader_options(args: argparse.Namespace, path: str) -> tuple[str, dict]:
 
     Without ``--format``, a file whose name says no more than CSV or JSON lines (or nothing:
     Beauty's ``.txt``) is read the way ``seqstream inspect`` guesses it (format, delimiter,
-    header, which column is which, time unit), the options given put over the guess; one
-    stderr line shows what was guessed as flags (none for a file of Event records, which
+    header, which column is which, time unit), the options given put over the guess
+    (:func:`model_core.datasets.reading_for`, the rule ``demo --data`` and ``learner
+    --warm`` read by too); one stderr line shows what was guessed as flags (none for a file of Event records, which
     needs no option). Before, ``train``/``compare`` read such a file only when its columns
     were named like the Event fields, while ``inspect`` had already worked out the mapping."""
     import sys
 
-    from model_core.datasets import format_by_name, guess_format
+    from model_core.datasets import reading_for
     from model_core.terminal import wrapped
 
-    given = given_reader_options(args)
-    fmt = format_by_name(path, args.fmt)
-    if fmt is None:
-        reading = guessed_reading(args, path, given)
-        if (reading.fmt != guess_format(path) or set(reading.opts) - set(given)) \
-                and path not in _ANNOUNCED:
-            _ANNOUNCED.add(path)  # once per file and process (a command may read it twice)
-            flags = " ".join(_shell_word(a) for a in reading.args())
-            print(wrapped(f"read as `seqstream inspect` guesses: {flags}", f"{path}: "),
-                  file=sys.stderr)
-        return reading.fmt, reading.opts
-    return fmt, given
-
-
-def _shell_word(word: str) -> str:
-    import shlex
-
-    return word if word.startswith("--") else shlex.quote(word)
+    fmt, opts, how = reading_for(path, args.fmt, given_reader_options(args))
+    if how and path not in _ANNOUNCED:
+        _ANNOUNCED.add(path)  # once per file and process (a command may read it twice)
+        print(wrapped(f"read as `seqstream inspect` guesses: {how}", f"{path}: "),
+              file=sys.stderr)
+    return fmt, opts
 
 
 def read_events(args: argparse.Namespace, path: str):

@@ -75,6 +75,33 @@ def load_sorted(path: str | Path, fmt: str, **opts) -> tuple[list[Event], list[R
     return events, rejected
 
 
+def load_guessed(path: str | Path, fmt: str | None, option: str,
+                 format_hint: str) -> tuple[list[Event], list[Rejected], str, str]:
+    """:func:`load_sorted` of a log given without reader flags (``demo --data``, ``learner
+    --warm``), read as ``train`` reads it (:func:`model_core.datasets.reading_for`):
+    ``(events, rejected, format, how)``, ``how`` the guessed flags or "". A file it cannot
+    read, or one without a valid event, is one :class:`SeqstreamError` line naming
+    ``option`` and the file, with ``format_hint`` (where the format is given) to mend it."""
+    from model_core.datasets import reading_for
+    from model_core.exceptions import ModelCoreError
+    from schemas.exceptions import SeqstreamError
+
+    try:
+        fmt, opts, how = reading_for(path, fmt)
+        events, rejected = load_sorted(path, fmt, **opts)
+    except (ModelCoreError, OSError) as e:
+        text = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+        hint = (f" (`seqstream inspect {path}` shows how it reads; {format_hint} names the "
+                "format)") if Path(path).is_file() else ""
+        raise SeqstreamError(f"{option} {text}{hint}") from None
+    if not events:
+        first = f"; first: line {rejected[0].line_no}: {rejected[0].reason}" \
+            if rejected else ""
+        raise SeqstreamError(f"{option} {path}: no valid event in it as format {fmt!r} "
+                             f"({len(rejected)} rejected rows{first})")
+    return events, rejected, fmt, how
+
+
 def replay_events(settings: Settings, events: Sequence[Event], speed: float | None = None,
                   rejected: Iterable[Rejected] = (), source: str = "replay",
                   progress: bool = True, producer: KafkaProducer | None = None,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
@@ -71,15 +72,19 @@ def read_topic(settings: Settings, name: str, idle_s: float = 2.0, timeout_s: fl
 
 def iter_topic(settings: Settings, name: str, idle_s: float = 2.0, timeout_s: float = 60.0,
                expect: int | None = None, from_beginning: bool = True,
-               follow: bool = False) -> Iterator:
+               follow: bool = False, stop: threading.Event | None = None) -> Iterator:
+    """A topic's messages as they come (:func:`read_topic`'s ends; ``follow``: no idle end,
+    no timeout once the topic is there). ``stop``, when set, ends it within a poll (0.2 s),
+    a message or not, and its consumer is closed."""
     topic = settings.topic(name) if name in TOPICS else name
+    stopped = stop.is_set if stop is not None else lambda: False
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
                              enable_auto_commit=False, consumer_timeout_ms=200,
                              **kafka_python_kwargs(settings))
     try:
         parts = None
         deadline = time.monotonic() + timeout_s
-        while parts is None and time.monotonic() < deadline:
+        while parts is None and time.monotonic() < deadline and not stopped():
             parts = consumer.partitions_for_topic(topic)
             if parts is None:
                 time.sleep(0.2)
@@ -93,9 +98,11 @@ def iter_topic(settings: Settings, name: str, idle_s: float = 2.0, timeout_s: fl
             consumer.seek_to_end(*tps)
         n = 0
         last = time.monotonic()
-        while follow or time.monotonic() < deadline:
+        while (follow or time.monotonic() < deadline) and not stopped():
             got = False
             for msg in consumer:
+                if stopped():
+                    return
                 got = True
                 n += 1
                 yield msg
@@ -107,3 +114,36 @@ def iter_topic(settings: Settings, name: str, idle_s: float = 2.0, timeout_s: fl
                 return
     finally:
         consumer.close()
+
+
+class Follower:
+    """Follows a topic from the beginning in a thread of its own (named
+    ``seqstream-follow-<topic>``), calling ``each`` with every message as it comes, until
+    ``expect`` messages were read or :meth:`stop`. Stop it before the broker stops: it ends
+    within a poll, a message or not (before, the demo's counters and the benchmarks' ended
+    only at a message, so a quiet topic's consumer went on polling a stopped broker and
+    logged reconnects, into the caplog of later tests in the same process)."""
+
+    def __init__(self, settings: Settings, name: str, each: Callable[[object], None],
+                 expect: int | None = None) -> None:
+        self._stop = threading.Event()
+        self._args = (settings, name, each, expect)
+        self._t = threading.Thread(target=self._run, name=f"seqstream-follow-{name}",
+                                   daemon=True)
+
+    def start(self) -> Follower:
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        settings, name, each, expect = self._args
+        for m in iter_topic(settings, name, follow=True, expect=expect, stop=self._stop):
+            each(m)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask it to end and wait up to ``timeout_s`` (its consumer closes as it ends)."""
+        self._stop.set()
+        self._t.join(timeout_s)
+
+    def alive(self) -> bool:
+        return self._t.is_alive()

@@ -131,18 +131,21 @@ class StreamLearner:
         for part, off in ends.items():
             self.through[part] = max(self.through.get(part, 0), off)
 
-    def erase(self, user: str) -> int:
+    def erase(self, user: str, taken: list | None = None) -> int:
         """An erase request for ``user`` (the key the learner holds: the keyed hash with
         pseudonymous ids): its sequence (and session-kNN's streamed session) leaves the
         learner and its events held for the next micro-batch are dropped, never learned (else
-        learning them would bring the sequence back). Returns how many held events were
-        dropped. Versions already published keep what they learned, as the workers' model
-        does."""
+        learning them would bring the sequence back), and so are its records in ``taken``
+        (the ``(event, partition, offset)`` records of the poll that held the request, not
+        yet offered: removed in place), all counted once in ``erased_events``. Returns how
+        many events were dropped. Versions already published keep what they learned, as the
+        workers' model does."""
         dropped = self.learner.forget_user(user)
         self.gate.learnt_users.discard(user)  # nor is it kept as "learnt since served"
-        kept = [r for r in self.buf if r[0].user_id != user]
-        dropped += len(self.buf) - len(kept)
-        self.buf = kept
+        for records in (self.buf, taken or []):
+            kept = [r for r in records if r[0].user_id != user]
+            dropped += len(records) - len(kept)
+            records[:] = kept
         self.stats.erased += 1
         self.stats.erased_events += dropped
         return dropped

@@ -115,27 +115,12 @@ def warm_events(settings: Settings) -> list:
     like the Event fields (RetailRocket's ``visitorid,itemid``) ended the learner with
     "give them in columns={...}", an option it does not have. One log line says how the
     file was read and how many rows were rejected; a file without a valid event is an
-    error naming it."""
-    from model_core.datasets import format_by_name
-    from model_core.datasets.sniff import guess_reading
-    from model_core.exceptions import ModelCoreError
-    from stream_app.kafka.replay import load_sorted
+    error naming it (:func:`stream_app.kafka.replay.load_guessed`, as ``demo --data``)."""
+    from stream_app.kafka.replay import load_guessed
 
     path = settings.learn_warm_path
-    fmt, opts, how = format_by_name(path, settings.learn_warm_format), {}, ""
-    try:
-        if fmt is None:
-            reading = guess_reading(path)
-            fmt, opts = reading.fmt, reading.opts
-            how = " ".join(reading.args())
-        events, rejected = load_sorted(path, fmt, **opts)
-    except (ModelCoreError, OSError) as e:
-        raise SeqstreamError(f"--warm {path}: {e} (`seqstream inspect {path}` shows how it "
-                             "reads; SEQSTREAM_LEARN_WARM_FORMAT names the format)") from None
-    if not events:
-        first = f"; first: {rejected[0].reason}" if rejected else ""
-        raise SeqstreamError(f"--warm {path}: no valid event in it ({len(rejected)} rejected "
-                             f"rows{first})")
+    events, rejected, _, how = load_guessed(path, settings.learn_warm_format, "--warm",
+                                         "SEQSTREAM_LEARN_WARM_FORMAT")
     log.info("warm-up log %s: %d events, %d rejected rows%s", path, len(events),
              len(rejected), f" (read as {how})" if how else "")
     return events
@@ -241,11 +226,7 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                         except SchemaError:
                             continue
                         # the user's events taken earlier in this poll go with it
-                        gone = user_key(req.user_id)
-                        held = len(records)
-                        records = [rec for rec in records if rec[0].user_id != gone]
-                        driver.erase(gone)
-                        driver.stats.erased_events += held - len(records)
+                        driver.erase(user_key(req.user_id), records)
                         continue
                     try:
                         ev = read_event_record(r.value, r.key, int(time.time() * 1000),

@@ -74,7 +74,7 @@ def _one(cfg: LearnerBenchConfig, schedule: str, broker_url: str, ckpt: Path, wa
          replay: list, work: Path, log) -> LearnerRun:
     from stream_app.kafka.broker import free_port
     from stream_app.kafka.replay import replay_events
-    from stream_app.kafka.topics import ensure_topics, iter_topic
+    from stream_app.kafka.topics import Follower, ensure_topics
     from stream_app.learner.service import LearnerProcess
     from stream_app.settings import load_settings
     from stream_app.worker.process import WorkerProcess
@@ -93,22 +93,15 @@ def _one(cfg: LearnerBenchConfig, schedule: str, broker_url: str, ckpt: Path, wa
         worker.wait_ready(120)
         learner.wait_ready(120)
         count = [0]
-        halt = threading.Event()
         stream_done: list[float] = []
 
-        def follow() -> None:  # the time of the last prediction, not of the next poll
-            # ends with the last prediction (or the timeout), closing its consumer before
-            # the broker stops: a consumer left polling a stopped broker logs reconnects
-            for _ in iter_topic(s, "predictions", expect=len(replay), timeout_s=cfg.timeout_s,
-                                idle_s=cfg.timeout_s):
-                count[0] += 1
-                if count[0] == len(replay):
-                    stream_done.append(time.monotonic())
-                if halt.is_set():
-                    return
+        def counted(_m) -> None:  # the time of the last prediction, not of the next poll
+            count[0] += 1
+            if count[0] == len(replay):
+                stream_done.append(time.monotonic())
 
-        follower = threading.Thread(target=follow, daemon=True)
-        follower.start()
+        # ends with the last prediction, or stopped below before the broker stops
+        follower = Follower(s, "predictions", counted, expect=len(replay)).start()
         sender = threading.Thread(target=replay_events, args=(s, replay),
                                   kwargs={"progress": False}, daemon=True)
         t0 = time.monotonic()
@@ -125,8 +118,7 @@ def _one(cfg: LearnerBenchConfig, schedule: str, broker_url: str, ckpt: Path, wa
             if run.stream_done_s is not None and run.learned_done_s is not None:
                 break
             time.sleep(0.25)
-        halt.set()
-        follower.join(5)
+        follower.stop()
     finally:
         learner.stop()
         worker.stop()

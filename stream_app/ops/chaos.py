@@ -140,32 +140,28 @@ def read_changelog_states(settings: Settings, timeout_s: float = 120.0) -> dict[
 
 
 class _Tail:
-    """Follows a topic from the beginning in a thread, counting records."""
+    """Follows a topic from the beginning in a thread (a
+    :class:`~stream_app.kafka.topics.Follower`), counting records."""
 
     def __init__(self, settings: Settings, name: str, keep=None) -> None:
-        self.settings, self.name, self.keep = settings, name, keep
+        from stream_app.kafka.topics import Follower
+
+        self.keep = keep
         self.count = 0
         self.ids: Counter = Counter()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
+        self._follower = Follower(settings, name, self._take)
 
     def start(self) -> _Tail:
-        self._t.start()
+        self._follower.start()
         return self
 
-    def _run(self) -> None:
-        from stream_app.kafka.topics import iter_topic
-
-        for m in iter_topic(self.settings, self.name, follow=True, timeout_s=60):
-            self.count += 1
-            if self.keep is not None:
-                self.ids[self.keep(m.value)] += 1
-            if self._stop.is_set():
-                return
+    def _take(self, m) -> None:
+        self.count += 1
+        if self.keep is not None:
+            self.ids[self.keep(m.value)] += 1
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        self._t.join(timeout=timeout_s)
+        self._follower.stop(timeout_s)
 
 
 def shrunk_windows(messages) -> list[tuple[str, list[int]]]:

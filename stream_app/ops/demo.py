@@ -51,8 +51,8 @@ from model_core.train import sequences_from_events, train_model
 from schemas.event import Event
 from schemas.metrics import MetricsWindow
 from stream_app.kafka.broker import EmbeddedBroker
-from stream_app.kafka.replay import load_sorted, replay_events
-from stream_app.kafka.topics import ensure_topics, iter_topic, read_topic
+from stream_app.kafka.replay import load_guessed, replay_events
+from stream_app.kafka.topics import Follower, ensure_topics, read_topic
 from stream_app.learner.service import LearnerProcess
 from stream_app.settings import Settings, load_settings
 from stream_app.windows.aggregation import aggregate_beyond, aggregate_windows
@@ -95,15 +95,18 @@ class LiveCounts:
     predictions: int = 0
     dead_letters: int = 0
     windows: list[MetricsWindow] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
 
 
-def _load_events(opts: DemoOptions) -> tuple[list[Event], int, str]:
+def _load_events(opts: DemoOptions, say=print) -> tuple[list[Event], int, str]:
+    """The demo's log, sorted by time: ``--data`` read as ``seqstream train`` reads a file
+    without reader flags (``--format``, else as ``seqstream inspect`` guesses, one line
+    saying so; :func:`~stream_app.kafka.replay.load_guessed`), its first ``events`` kept,
+    else a synthetic one. Before, ``--data`` went by the file name alone, so a CSV whose
+    columns are not named like the Event fields (RetailRocket's) could not be read."""
     if opts.data:
-        from model_core.datasets import guess_format
-
-        fmt = opts.fmt or guess_format(opts.data)
-        events, rejected = load_sorted(opts.data, fmt)
+        events, rejected, fmt, how = load_guessed(opts.data, opts.fmt, "--data", "--format")
+        if how:
+            say(wrapped(f"read as `seqstream inspect` guesses: {how}", f"{opts.data}: "))
         if opts.events and len(events) > opts.events:
             events = events[: opts.events]
         return events, len(rejected), f"{opts.data} ({fmt})"
@@ -136,24 +139,18 @@ def _train(name: str, train: list[Event], out: Path, say) -> tuple[object, objec
     return model, popular, seconds
 
 
-def _follow(settings: Settings, live: LiveCounts) -> None:
-    """Count predictions and collect metrics windows while the demo runs."""
+def _follow(settings: Settings, live: LiveCounts, expect: int) -> list[Follower]:
+    """Count predictions (up to ``expect``, the replayed events) and dead letters and collect
+    metrics windows while the demo runs: three :class:`~stream_app.kafka.topics.Follower` s,
+    stopped (and joined) by the demo before its broker stops."""
 
-    def count(name: str, attr: str) -> None:
-        for _ in iter_topic(settings, name, follow=True, timeout_s=3600, idle_s=3600):
-            setattr(live, attr, getattr(live, attr) + 1)
-            if live.stop.is_set():
-                return
+    def count(attr: str):
+        return lambda _m: setattr(live, attr, getattr(live, attr) + 1)
 
-    def windows() -> None:
-        for m in iter_topic(settings, "metrics", follow=True, timeout_s=3600, idle_s=3600):
-            live.windows.append(MetricsWindow.from_json(m.value))
-            if live.stop.is_set():
-                return
-
-    for target, args in ((count, ("predictions", "predictions")),
-                         (count, ("dead-letters", "dead_letters")), (windows, ())):
-        threading.Thread(target=target, args=args, daemon=True).start()
+    return [Follower(settings, "predictions", count("predictions"), expect).start(),
+            Follower(settings, "dead-letters", count("dead_letters")).start(),
+            Follower(settings, "metrics",
+                     lambda m: live.windows.append(MetricsWindow.from_json(m.value))).start()]
 
 
 def _live_table(live: LiveCounts, sent: int, total: int):
@@ -181,7 +178,7 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
     out = Path(opts.out_dir or tempfile.mkdtemp(prefix="seqstream-demo-"))
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    events, file_rejected, source = _load_events(opts)
+    events, file_rejected, source = _load_events(opts, say)
     if len(events) < 100:
         from schemas.exceptions import SeqstreamError
 
@@ -205,12 +202,13 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
             + (f" and a learner ({opts.learn}, in lockstep)" if opts.learn else ""))
         worker = WorkerProcess(settings, out / "worker.log").start()
         learner = LearnerProcess(settings, out / "learner.log").start() if opts.learn else None
+        followers: list[Follower] = []
         try:
             worker.wait_ready(120)
             if learner is not None:
                 learner.wait_ready(120)
             live = LiveCounts()
-            _follow(settings, live)
+            followers = _follow(settings, live, len(replay))
             progress = _ReplayProgress()
             t0 = time.monotonic()
 
@@ -241,7 +239,8 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
             for proc in (worker, learner):
                 if proc is not None and proc.alive():
                     proc.kill()
-        live.stop.set()
+            for f in followers:  # their consumers closed while the broker is up
+                f.stop()
         preds = read_topic(settings, "predictions", idle_s=2)
         # a window can be republished (crash, clean stop): keep the latest record per key
         windows = latest_windows(read_topic(settings, "metrics", idle_s=2))
