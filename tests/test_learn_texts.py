@@ -149,3 +149,38 @@ def test_item_texts_encode_each_text_once_and_only_when_asked():
     assert set(got) == {"b", "c"} and enc.calls == [1]  # one distinct text, one batch
     np.testing.assert_array_equal(got["b"], got["c"])
     assert torch.is_tensor(torch.as_tensor(got["b"]))
+
+
+def test_compare_learning_with_texts_reports_the_items_started_from_text():
+    from model_core.learn import compare_learning
+
+    enc = FakeEncoder()
+    seqs, item_texts = _category_data(n_users=120)
+    model = _model("gru4rec", "fused", item_texts, enc)
+    _train_briefly(model, seqs, steps=40)
+    texts = ItemTexts(enc)
+    texts.add("new-2", NEW_TEXT)
+    stream = _stream()
+    rep = compare_learning(model, stream, _events(seqs), LearnSchedule(every=len(stream) // 2),
+                           n_boot=10, max_len=10, texts=texts)
+    assert rep["learner"]["item_texts"]["started"] == 1
+    assert rep["online"]["new_item_hits"] >= 0 and rep["frozen"]["new_item_hits"] == 0
+
+
+def test_evaluate_items_option_reads_a_metadata_file(tmp_path):
+    """``evaluate --items FILE``: the descriptions come from the file, each id once."""
+    from model_core.text.encoder import text_extra_available
+    from stream_app.cli import build_parser
+    from stream_app.commands.evaluate import _item_texts
+
+    if not text_extra_available():
+        pytest.skip("the seqstream[text] extra (the default text encoder) is not installed")
+    f = tmp_path / "items.csv"
+    f.write_text("item_id,title,brand\nnew-2,red shoe,acme\nnew-3,blue hat,\n")
+    args = build_parser().parse_args(["evaluate", "--data", "x.jsonl", "--model", "gru4rec",
+                                      "--learn", "every=250", "--items", str(f),
+                                      "--item-text-columns", "title"])
+    texts = _item_texts(args)
+    assert len(texts) == 2 and "new-3" in texts
+    vec = texts.vectors(["new-2"])["new-2"]
+    assert vec.shape == (texts.dim,) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-4

@@ -139,3 +139,59 @@ def test_pseudonymous_learner_and_erase_on_the_broker(stream_settings, tmp_path,
     files = [p for p in (tmp_path / "watch").rglob("*") if p.is_file()]
     assert len(files) > 2 and not any(b"raw-shopper-" in p.read_bytes() for p in files)
     assert "raw-shopper-" not in caplog.text + worker.log_text()
+
+
+@pytest.mark.broker
+def test_an_items_record_gives_a_new_item_its_text_vector(stream_settings, tmp_path):
+    """A fused GRU4Rec (trained on the default text encoder's vectors) and the learner: an
+    item record on the items topic names a new item's text, so the version holding the item
+    carries that item's text vector (a bad record is counted, not learned); an item without
+    a record keeps a zero text vector."""
+    from model_core.text.encoder import text_extra_available
+
+    if not text_extra_available():
+        pytest.skip("the seqstream[text] extra (the default text encoder) is not installed")
+    import numpy as np
+    from test_text import _category_data, _model, _train_briefly
+
+    from model_core.checkpoint import load_model, save_model
+    from model_core.text.encoder import load_text_encoder
+    from stream_app.kafka.replay import make_producer
+
+    enc = load_text_encoder(device="cpu")
+    seqs, texts = _category_data(n_users=60)
+    model = _model("gru4rec", "fused", texts, enc)
+    _train_briefly(model, seqs, steps=20)
+    save_model(model, tmp_path / "base")
+    settings = stream_settings.with_overrides(
+        model_path=str(tmp_path / "base"), model_watch_dir=str(tmp_path / "watch"),
+        learn_schedule="every=20")
+    ensure_topics(settings)
+    text = "cat2 a brand new item"
+    producer = make_producer(settings)
+    producer.send(settings.topic("items"), value=orjson.dumps({"item_id": "new-2",
+                                                               "title": text}))
+    producer.send(settings.topic("items"), value=b"{not json")
+    producer.flush()
+    producer.close()
+    # category-2 shoppers (items 11..15) view 'new-2' (a record) and 'new-x' (none): 2 updates
+    stream = [_ev(10 * u + j, f"s{u}", item, 1_700_000_000_000 + 1000 * (10 * u + j))
+              for u in range(8) for j, item in enumerate(("11", "12", "new-2", "13", "new-x"))]
+    learner = LearnerProcess(settings, tmp_path / "learner.log").start()
+    try:
+        learner.wait_ready(90)
+        replay_events(settings, stream, progress=False)
+        deadline = time.monotonic() + 60
+        while len(learner.published()) < 2:
+            assert time.monotonic() < deadline, learner.log_text()[-2000:]
+            time.sleep(0.1)
+    finally:
+        learner.stop()
+    stats = learner.final_stats()
+    assert stats["item_records"] == {"taken": 1, "invalid": 1}
+    assert stats["item_texts"]["started"] + stats["item_texts"]["refreshed"] >= 1
+    last = load_model(tmp_path / "watch" / learner.published()[-1], device="cpu")
+    tv = last.module.item_emb.text_vectors
+    np.testing.assert_allclose(tv[last.vocab.index("new-2")].numpy(), enc.encode([text])[0],
+                               atol=1e-5)
+    assert float(tv[last.vocab.index("new-x")].abs().sum()) == 0.0

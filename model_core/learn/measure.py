@@ -232,7 +232,7 @@ def compare_learning(model, events: Sequence, warm_events: Sequence = (),
                      max_len: int = 50, batch_size: int = 1000, exclude_history: bool = False,
                      learner_warm: Sequence | None = None,
                      retrain: Callable[[list], object] | None = None,
-                     retrain_every_ms: int = 0) -> dict:
+                     retrain_every_ms: int = 0, texts=None) -> dict:
     """Frozen vs online on the same replay (see the module docstring). ``model`` is the one
     that learns (changed in place); the frozen run uses a deep copy taken first.
     ``learner_warm``: see :func:`replay_stream`.
@@ -243,11 +243,14 @@ def compare_learning(model, events: Sequence, warm_events: Sequence = (),
     series, ``paired_windows_retrain`` (retrain - frozen) and
     ``paired_windows_online_vs_retrain`` (online - retrain). ``cpu_seconds`` of each run
     counts the whole replay (scoring included); the learner's and the retraining's own
-    share are ``learner.cpu_seconds`` and ``retrain.train_cpu_seconds``."""
+    share are ``learner.cpu_seconds`` and ``retrain.train_cpu_seconds``. ``texts``: item
+    descriptions (:class:`~model_core.learn.texts.ItemTexts`) a text or fused model starts
+    new items from."""
     schedule = schedule or LearnSchedule()
     ks = tuple(sorted({int(k) for k in ks}))
     kmax = ks[-1]
-    learner = OnlineLearner(model, schedule, max_len=max_len)  # refuses a model it cannot update
+    # refuses a model it cannot update, or texts for an ID model
+    learner = OnlineLearner(model, schedule, max_len=max_len, texts=texts)
     frozen_model = copy.deepcopy(model)
     periodic = retrain is not None and retrain_every_ms > 0
     base_model = copy.deepcopy(model) if periodic else None
@@ -309,6 +312,9 @@ def compare_learning(model, events: Sequence, warm_events: Sequence = (),
             "items_added": int(learner.items.born.sum()),
             "vocab_size": len(model.vocab) - 1,
             "replay_held": len(learner.replay),
+            **({"item_texts": {k: texts.stats[k] for k in ("texts", "started", "refreshed",
+                                                            "encoded")}}
+               if texts is not None else {}),
         },
         **extra,
     })

@@ -106,6 +106,15 @@ def register(sub) -> None:
                         "of event time (1d, 6h, 30m; 0 = not) as a third run")
     p.add_argument("--plot", default=None, metavar="FILE",
                    help="--learn: write the per-window figures as a PNG")
+    t = p.add_argument_group("item text for --learn (a text or fused checkpoint; needs "
+                             "seqstream[text])")
+    t.add_argument("--items", default=None, metavar="FILE",
+                   help="item metadata (CSV/TSV, JSONL or RecBole .item): a new item with a "
+                        "description starts from its text vector, as the learner does with "
+                        "the items topic")
+    t.add_argument("--item-id-column", default="item_id")
+    t.add_argument("--item-text-columns", default=None,
+                   help="columns joined into the description, comma-separated (default: all)")
     p.set_defaults(func=run)
 
 
@@ -498,6 +507,20 @@ def print_json_line(obj: dict) -> None:
     print(json.dumps(obj, separators=(",", ":")), flush=True)
 
 
+def _item_texts(args):
+    """``--items FILE``: the descriptions the learner starts new items from (or None)."""
+    if not getattr(args, "items", None):
+        return None
+    from model_core.learn.texts import ItemTexts
+    from model_core.text.encoder import load_text_encoder
+    from model_core.text.items import read_item_metadata
+
+    meta = read_item_metadata(args.items, args.item_id_column, args.item_text_columns)
+    texts = ItemTexts(load_text_encoder(device=args.device))
+    texts.add_many(zip(meta.ids, meta.texts, strict=True))
+    return texts
+
+
 def run_learning(args) -> int:
     """``--learn``: frozen vs online learning over the prequential stream."""
     from model_core.exceptions import ModelCoreError
@@ -522,7 +545,7 @@ def run_learning(args) -> int:
                            ks=parse_ks(args.ks), n_boot=args.bootstrap, seed=args.seed,
                            max_len=int(getattr(model, "max_len", 50) or 50),
                            exclude_history=args.exclude_history, retrain=retrain,
-                           retrain_every_ms=period)
+                           retrain_every_ms=period, texts=_item_texts(args))
     k = rep["ks"][-1]
     print(f"{args.model}: prequential over {rep['n_events']} events ({rep['n_scored']} scored), "
           f"learning {args.learn}")

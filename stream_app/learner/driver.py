@@ -61,8 +61,9 @@ class StreamLearner:
                  interval_s: float = 0.0,
                  pace: LagPolicy | None = None,
                  on_alert: Callable[[Alert], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, texts=None) -> None:
         self.schedule = schedule
+        self.texts = texts  # item metadata texts (model_core.learn.texts), kept across rollbacks
         self.store = store
         self.top_k = top_k
         self.exclude_history = exclude_history
@@ -78,7 +79,8 @@ class StreamLearner:
         self._start(model)
 
     def _start(self, model) -> None:
-        self.learner = OnlineLearner(model, self.schedule, max_len=self.max_len)
+        self.learner = OnlineLearner(model, self.schedule, max_len=self.max_len,
+                                     texts=self.texts)
         head, _, n = str(model.version).rpartition("+u")
         if head and n.isdigit() and not self.store.path(f"{head}+u{int(n) + 1}").exists():
             self.learner.base_version, self.learner.n_updates = head, int(n)
@@ -269,6 +271,9 @@ class StreamLearner:
                               if self.stats.learn_seconds > 0 else None)
         s["version"] = self.learner.version
         s["items"] = self.model.vocab.n_items
+        if self.texts is not None:  # items started from their text, texts held
+            s["item_texts"] = {k: self.texts.stats[k] for k in ("texts", "started", "refreshed",
+                                                                "encoded")}
         return s
 
 

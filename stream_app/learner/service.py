@@ -38,6 +38,7 @@ from model_core.learn import LearnSchedule
 from schemas.exceptions import SchemaError, SeqstreamError
 from stream_app.kafka.security import kafka_python_kwargs
 from stream_app.learner.driver import StreamLearner
+from stream_app.learner.items import ItemsReader, item_texts_for
 from stream_app.learner.pace import LagPolicy
 from stream_app.learner.probe import LearnerProbe
 from stream_app.learner.versions import VersionStore
@@ -95,7 +96,7 @@ def build_driver(settings: Settings, on_alert=None) -> StreamLearner:
             exclude_history=settings.exclude_history, max_len=settings.max_seq_len,
             interval_s=settings.learn_interval_s,
             pace=LagPolicy(settings.learn_max_lag, settings.learn_lag_policy),
-            on_alert=on_alert)
+            on_alert=on_alert, texts=item_texts_for(settings, model))
     except ModelCoreError as e:
         raise SeqstreamError(str(e)) from None
     if settings.learn_warm_path:
@@ -201,6 +202,7 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
         **kafka_python_kwargs(settings))
+    items = ItemsReader(settings) if driver.texts is not None else None
     lag = _Lag()
     invalid = 0
     busy_s = 0.0
@@ -210,6 +212,8 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
     t_start = time.monotonic()
     try:
         while not stop.is_set():
+            if items is not None:  # metadata first: it may name items of this poll
+                items.take(driver.texts)
             polled = consumer.poll(timeout_ms=200)
             t_busy0 = time.perf_counter()
             probe.turned(bool(consumer.assignment()))
@@ -270,6 +274,9 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                    "events_per_busy_s": round(taken / busy_s, 1) if busy_s > 0 else None,
                    "stream_events_per_s": round(lag.stream_rate, 1),
                    "wall_seconds": round(time.monotonic() - t_start, 1)}
+        if items is not None:
+            summary["item_records"] = {"taken": items.taken, "invalid": items.invalid}
+            items.close()
         print(f"{STATS_MARK} {orjson.dumps(summary).decode()}", flush=True)
         probe.close()
         consumer.close()
