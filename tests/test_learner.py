@@ -357,7 +357,9 @@ def test_an_erase_leaves_no_trace_in_the_learner_or_its_gate(tmp_path, log):
                            VersionStore(tmp_path / "watch"), top_k=20)
     driver.warm(log[:1500])
     assert driver.offer(_records(log[1500:1800])) == []  # u1 held by the gate
-    gone = next(u for u in driver.gate.learnt_users if u in driver.learner.users)
+    later = {ev.user_id for ev in log[1870:]}
+    gone = next(u for u in sorted(driver.gate.learnt_users)  # sorted: the same user each run
+                if u in driver.learner.users and u in later)
     driver.offer(_records(log[1800:1850], 300))  # part of the next micro-batch, held
     held = sum(r[0].user_id == gone for r in driver.buf) + sum(
         ev.user_id == gone for ev in driver.learner.pending)
