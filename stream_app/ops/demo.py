@@ -198,8 +198,8 @@ def run_demo(opts: DemoOptions, say=print) -> dict:
                                  web_port=0, idle_close_s=2.0, app_id="seqstream-demo",
                                  **(learn_overrides or {}))
         ensure_topics(settings)
-        say(f"broker {broker.url}; starting a worker"
-            + (f" and a learner ({opts.learn}, in lockstep)" if opts.learn else ""))
+        say(wrapped(f"broker {broker.url}; starting a worker"
+                    + (f" and a learner ({opts.learn}, in lockstep)" if opts.learn else "")))
         worker = WorkerProcess(settings, out / "worker.log").start()
         learner = LearnerProcess(settings, out / "learner.log").start() if opts.learn else None
         followers: list[Follower] = []
