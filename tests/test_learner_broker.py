@@ -195,3 +195,47 @@ def test_an_items_record_gives_a_new_item_its_text_vector(stream_settings, tmp_p
     np.testing.assert_allclose(tv[last.vocab.index("new-2")].numpy(), enc.encode([text])[0],
                                atol=1e-5)
     assert float(tv[last.vocab.index("new-x")].abs().sum()) == 0.0
+
+
+@pytest.mark.broker
+def test_publish_items_sends_what_the_learner_reads(stream_settings, tmp_path, capsys):
+    """``seqstream publish-items FILE`` joins the descriptions as ``train --items`` reads them
+    and the learner's reader of the items topic gets exactly those; bad lines are reported,
+    not sent; a file without a usable item is one line."""
+    from model_core.text.items import read_item_metadata
+    from stream_app.cli import main
+    from stream_app.learner.items import ItemsReader
+
+    f = tmp_path / "items.csv"
+    f.write_text("item_id,title,brand,price\nsku-1,red shoe,acme,9.5\nsku-2,blue hat,,4\n"
+                 ",no id,x,1\nsku-1,again,acme,2\nsku-3,,,\n")
+    s = stream_settings
+    kafka = ["--broker-url", s.broker_url, "--topic-prefix", s.topic_prefix]
+    rc = main(["publish-items", str(f), "--item-text-columns", "title,brand", *kafka])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"sent 2 item record(s) to {s.topic('items')}" in out
+    assert "skipped 3" in out  # no id, a repeated id, no text
+    want = read_item_metadata(f, "item_id", "title,brand").as_dict()
+    assert want == {"sku-1": "red shoe; acme", "sku-2": "blue hat"}
+
+    class Texts:  # what ItemsReader hands the learner's ItemTexts
+        def __init__(self):
+            self.got = {}
+
+        def add(self, item_id, text):
+            self.got[item_id] = text
+
+    texts, reader = Texts(), ItemsReader(s)
+    try:
+        deadline = time.monotonic() + 30
+        while len(texts.got) < 2 and time.monotonic() < deadline:
+            reader.take(texts, timeout_ms=200)
+    finally:
+        reader.close()
+    assert texts.got == want and reader.invalid == 0
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("item_id,title\nsku-9,\n")
+    assert main(["publish-items", str(empty), *kafka]) == 2
+    err = capsys.readouterr().err
+    assert "no item with an id and a text" in err and "Traceback" not in err
