@@ -39,8 +39,11 @@ def make_item_encoder(settings: Settings, model):
         if item_embedding_of(model).mode == "id":
             log.info("items feed off: the model uses ID embeddings only")
             return None
-        return ItemEncoder(model, id_field=settings.items_id_field,
-                           text_fields=settings.items_text_fields, device=settings.device)
+        encoder = ItemEncoder(model, id_field=settings.items_id_field,
+                              text_fields=settings.items_text_fields, device=settings.device)
+        log.info("items feed on: records on %s make new items recommendable",
+                 settings.topic("items"))
+        return encoder
     except Exception as e:  # the feed is optional: the stream runs without it
         log.warning("items feed off: %s", e)
         return None
