@@ -3,7 +3,7 @@
     learner = OnlineLearner(model, LearnSchedule(every=250))
     learner.warm(train_events)               # the sequences the model was trained on
     for batch in stream:                     # any micro-batches, in stream order
-        for update in learner.learn(batch):  # an update after every 1,000 events
+        for update in learner.learn(batch):  # an update after every 250 events
             publish(model, update.version)
 
 Pure and Kafka-free: a stream process drives it with the micro-batches it consumes, and
