@@ -89,6 +89,7 @@ def _one(cfg: LearnerBenchConfig, schedule: str, broker_url: str, ckpt: Path, wa
     run = LearnerRun(schedule, len(replay))
     worker = WorkerProcess(s, work / "worker.log").start()
     learner = LearnerProcess(s, work / "learner.log").start()
+    follower = None
     try:
         worker.wait_ready(120)
         learner.wait_ready(120)
@@ -118,8 +119,9 @@ def _one(cfg: LearnerBenchConfig, schedule: str, broker_url: str, ckpt: Path, wa
             if run.stream_done_s is not None and run.learned_done_s is not None:
                 break
             time.sleep(0.25)
-        follower.stop()
     finally:
+        if follower is not None:  # also when the run fails: never left polling the broker
+            follower.stop()
         learner.stop()
         worker.stop()
     run.stats = learner.final_stats() or {}
