@@ -322,7 +322,9 @@ def test_item_table_bound_reuses_the_least_recently_seen_slot():
 def test_schedule_parse_and_errors():
     s = LearnSchedule.parse("every=500, steps=2,lr=0.01,max-items=100")
     assert (s.every, s.steps, s.lr, s.max_items) == (500, 2, 0.01, 100)
-    for bad in ("steps=2", "every=0", "every=x", "every=5,colour=red", "every=5,init=zeros"):
+    assert LearnSchedule.parse("steps=2") == LearnSchedule(steps=2)  # every: the default
+    assert LearnSchedule.parse("") == LearnSchedule()
+    for bad in ("every=0", "every=x", "every=5,colour=red", "every=5,init=zeros"):
         with pytest.raises(ModelCoreError):
             LearnSchedule.parse(bad)
     model = fit_events([_ev(0, "u", "a"), _ev(1, "u", "b")], FitConfig("markov")).model

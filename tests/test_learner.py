@@ -376,9 +376,9 @@ def test_an_erase_leaves_no_trace_in_the_learner_or_its_gate(tmp_path, log):
 
 
 def test_one_default_schedule_for_every_command():
-    """``seqstream learner`` (its setting), ``demo --learn`` and ``bench --learner`` start
-    from the schedule the dataclass's defaults describe (each names it without importing
-    torch, so they are checked here)."""
+    """``seqstream learner`` (its setting), ``demo --learn``, ``evaluate --learn`` and
+    ``bench --learner`` start from the schedule the dataclass's defaults describe (each
+    names it without importing torch, so they are checked here)."""
     from model_core.learn.schedule import DEFAULT_SCHEDULE
     from stream_app.cli import build_parser
     from stream_app.ops.bench_learner import DEFAULT_SCHEDULES
@@ -387,4 +387,6 @@ def test_one_default_schedule_for_every_command():
     assert LearnSchedule.parse(DEFAULT_SCHEDULE) == LearnSchedule()
     assert Settings.model_fields["learn_schedule"].default == DEFAULT_SCHEDULE
     assert build_parser().parse_args(["demo", "--learn"]).learn == DEFAULT_SCHEDULE
+    assert build_parser().parse_args(["evaluate", "--data", "x", "--model", "gru4rec",
+                                      "--learn"]).learn == DEFAULT_SCHEDULE
     assert DEFAULT_SCHEDULES[0] == DEFAULT_SCHEDULE

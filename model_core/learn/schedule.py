@@ -132,7 +132,8 @@ class LearnSchedule:
 
     @classmethod
     def parse(cls, text: str) -> LearnSchedule:
-        """``"every=250,steps=2"`` -> a schedule (unnamed fields keep their defaults)."""
+        """``"every=250,steps=2"`` -> a schedule (unnamed fields keep their defaults; ``""``
+        is the default schedule)."""
         types = {f.name: f.type for f in fields(cls)}
         kw: dict = {}
         for part in (p.strip() for p in text.split(",")):
@@ -150,9 +151,7 @@ class LearnSchedule:
             except ValueError:
                 raise ModelCoreError(f"--learn: {key} must be {types[key]}, "
                                      f"got {value!r}") from None
-        if "every" not in kw:
-            raise ModelCoreError("--learn needs every=N (update after every N events)")
-        return cls(**kw)
+        return cls(**kw)  # fields not named keep their defaults, ``every`` included
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -98,9 +98,11 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="offline evaluation (loo, temporal, session, prequential)")
     add_data_options(p)
     p.add_argument("--model", required=True, help="checkpoint directory or model name")
-    p.add_argument("--learn", default=None, metavar="SCHEDULE",
-                   help="prequential: also learn online, e.g. every=250[,steps=1,lr=0.001,"
-                        "replay=4096,max_items=0]; reports frozen and online side by side")
+    # const = model_core.learn.schedule.DEFAULT_SCHEDULE (a test checks; no torch import here)
+    p.add_argument("--learn", nargs="?", const="every=250", default=None, metavar="SCHEDULE",
+                   help="prequential: also learn online (default schedule every=250; e.g. "
+                        "every=500,steps=2,lr=0.001,replay=4096,max_items=0); reports frozen "
+                        "and online side by side")
     p.add_argument("--retrain-every", default="1d", metavar="PERIOD",
                    help="--learn with a model NAME: also retrain it from scratch every PERIOD "
                         "of event time (1d, 6h, 30m; 0 = not) as a third run")
