@@ -438,3 +438,31 @@ def test_evaluate_learn_cli_reports_frozen_and_online(tmp_path, capsys):
     assert max(len(line) for line in text.splitlines()) <= 80
     assert main(["evaluate", "--data", str(log), "--model", "markov", "--protocol", "temporal",
                  "--learn", "every=50"]) == 2
+
+
+def test_steps_without_dropout_run_in_eval_mode(drift_log):
+    """``dropout=0``: the gradient steps run with the module in eval mode (no dropout masks);
+    the default runs them in train mode, as training did. A value other than 0 or 1 is
+    refused."""
+    train, stream = drift_log[:800], drift_log[800:1000]
+    base = _neural("sasrec", train, dropout=0.3)
+
+    def modes(**sched) -> set[bool]:
+        model = copy.deepcopy(base)
+        seen: set[bool] = set()
+        loss = model.module.loss
+
+        def spy(*a, **k):
+            seen.add(model.module.training)
+            return loss(*a, **k)
+
+        model.module.loss = spy
+        learner = OnlineLearner(model, LearnSchedule(every=100, **sched))
+        learner.warm(train)
+        assert learner.learn(stream)
+        return seen
+
+    assert modes(dropout=0) == {False}
+    assert modes() == {True}
+    with pytest.raises(ModelCoreError, match="dropout is 1"):
+        LearnSchedule.parse("dropout=2")

@@ -605,7 +605,7 @@ class OnlineLearner:
         losses = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sch.seed * 1_000_003 + self.n_updates)
-            module.train()
+            module.train(bool(sch.dropout))
             try:
                 for step in range(sch.steps):
                     lo = (step * sch.batch_size) % len(fresh)

@@ -62,7 +62,9 @@ class LearnSchedule:
     ``new_lr``: an item born after training is *young* for its first ``young`` occurrences;
     each gradient step moves a young item's row (and output bias) ``new_lr`` times as far as
     the optimiser's own step (1 = no boost). ``seed`` seeds the replay draws, the noise and
-    dropout.
+    dropout. ``dropout``: 1 (default) = the steps run with the model's dropout, as its
+    training did; 0 = without (cheaper: SASRec's dropout masks are about a third of its
+    update time; BENCHMARKS.md "Online learning", session 9).
 
     The defaults, ``every=250`` (:data:`DEFAULT_SCHEDULE`) with ``steps=1, lr=0.001,
     new_lr=10, place=0.97`` (all parameters alike), were chosen on validation logs only —
@@ -104,6 +106,7 @@ class LearnSchedule:
     young: int = 50
     gate: int = 0
     margin: float = 0.01
+    dropout: int = 1
 
     def __post_init__(self) -> None:
         for name in ("every", "steps", "batch_size"):
@@ -114,6 +117,9 @@ class LearnSchedule:
             if getattr(self, name) < 0:
                 raise ModelCoreError(f"learn schedule: {name} must be 0 or more, "
                                      f"got {getattr(self, name)}")
+        if self.dropout not in (0, 1):
+            raise ModelCoreError(f"learn schedule: dropout is 1 (on) or 0 (off), "
+                                 f"got {self.dropout}")
         if self.young < 0:
             raise ModelCoreError(f"learn schedule: young must be 0 or more, got {self.young}")
         if not 0.0 <= self.settled <= 1.0:
