@@ -60,6 +60,28 @@ def ensure_topics(settings: Settings, names: tuple[str, ...] = TOPICS,
         admin.close()
 
 
+def assign_whole_topic(consumer: KafkaConsumer, topic: str, deadline: float,
+                       from_beginning: bool = True,
+                       stopped: Callable[[], bool] = lambda: False) -> bool:
+    """Assign every partition of ``topic`` to a group-less ``consumer``, at the beginning
+    (or the end), once the broker names them (waiting until ``deadline``, a
+    ``time.monotonic()`` value, or ``stopped``); False when it never did."""
+    parts = None
+    while parts is None and time.monotonic() < deadline and not stopped():
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            time.sleep(0.2)
+    if not parts:
+        return False
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    if from_beginning:
+        consumer.seek_to_beginning(*tps)
+    else:
+        consumer.seek_to_end(*tps)
+    return True
+
+
 def read_topic(settings: Settings, name: str, idle_s: float = 2.0, timeout_s: float = 60.0,
                expect: int | None = None) -> list:
     """Every message of a topic from the beginning (kafka-python, no consumer group).
@@ -82,20 +104,9 @@ def iter_topic(settings: Settings, name: str, idle_s: float = 2.0, timeout_s: fl
                              enable_auto_commit=False, consumer_timeout_ms=200,
                              **kafka_python_kwargs(settings))
     try:
-        parts = None
         deadline = time.monotonic() + timeout_s
-        while parts is None and time.monotonic() < deadline and not stopped():
-            parts = consumer.partitions_for_topic(topic)
-            if parts is None:
-                time.sleep(0.2)
-        if not parts:
+        if not assign_whole_topic(consumer, topic, deadline, from_beginning, stopped):
             return
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        if from_beginning:
-            consumer.seek_to_beginning(*tps)
-        else:
-            consumer.seek_to_end(*tps)
         n = 0
         last = time.monotonic()
         while (follow or time.monotonic() < deadline) and not stopped():

@@ -28,8 +28,11 @@ def item_texts_for(settings: Settings, model):
         log.info("item texts off: the model uses ID rows only (new items start from their "
                  "contexts)")
         return None
+    from model_core.exceptions import ModelCoreError
+    from model_core.learn.learner import check_texts
+    from model_core.learn.texts import ItemTexts
+
     try:
-        from model_core.learn.texts import ItemTexts
         from model_core.text.encoder import load_text_encoder
 
         encoder = load_text_encoder(device=settings.device)
@@ -37,24 +40,29 @@ def item_texts_for(settings: Settings, model):
         log.warning("item texts off: %s (pip install 'seqstream[text]'); new items of this "
                     "%s-mode model start without their text", e, emb.mode)
         return None
-    if encoder.dim != emb.text_dim:
-        log.warning("item texts off: the text encoder gives %d-d vectors, the model was "
-                    "trained on %d-d ones", encoder.dim, emb.text_dim)
+    texts = ItemTexts(encoder)
+    try:
+        check_texts(model, texts)  # the learner's own check: the encoder's width
+    except ModelCoreError as e:
+        log.warning("item texts off: %s", e)
         return None
     log.info("item texts on: new items with a record on %s start from their text vector",
              settings.topic("items"))
-    return ItemTexts(encoder)
+    return texts
 
 
 class ItemsReader:
     """The items topic, read whole from the beginning without a group, polled without
     waiting between the learner's polls of ``events``."""
 
-    def __init__(self, settings: Settings) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+    def __init__(self, settings: Settings, timeout_s: float = 60.0) -> None:
+        import time
 
+        from kafka import KafkaConsumer
+
+        from schemas.exceptions import SeqstreamError
         from stream_app.kafka.security import kafka_python_kwargs
-        from stream_app.kafka.topics import ensure_topics
+        from stream_app.kafka.topics import assign_whole_topic, ensure_topics
 
         ensure_topics(settings, ("items",))
         self.topic = settings.topic("items")
@@ -64,10 +72,10 @@ class ItemsReader:
             bootstrap_servers=settings.bootstrap_servers, group_id=None,
             enable_auto_commit=False, auto_offset_reset="earliest",
             **kafka_python_kwargs(settings))
-        parts = self.consumer.partitions_for_topic(self.topic) or {0}
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_beginning(*tps)
+        if not assign_whole_topic(self.consumer, self.topic, time.monotonic() + timeout_s):
+            self.consumer.close()
+            raise SeqstreamError(f"the broker named no partition of {self.topic} within "
+                                 f"{timeout_s:.0f} s")
         self.taken = 0
         self.invalid = 0
 
