@@ -147,7 +147,7 @@ class OnlineLearner:
         check_learnable(model.name)
         self.texts = texts
         if texts is not None:
-            _check_texts(model, texts)
+            check_texts(model, texts)
         self.max_len = int(max_len or getattr(model, "max_len", 50) or 50)
         # a model trained here and never saved has no version of its own yet
         self.base_version = (str(model.version) if model.version not in ("", "untrained")
@@ -427,8 +427,9 @@ class OnlineLearner:
         slots = list(added) + late
         if not slots:
             return set()
-        vecs = self.texts.vectors(vocab.item_ids(slots))
-        got = [(s, vecs[i]) for s, i in zip(slots, vocab.item_ids(slots), strict=True) if i in vecs]
+        ids = vocab.item_ids(slots)
+        vecs = self.texts.vectors(ids)
+        got = [(s, vecs[i]) for s, i in zip(slots, ids, strict=True) if i in vecs]
         if not got:
             return set()
         buf = emb.text_vectors
@@ -446,10 +447,7 @@ class OnlineLearner:
                 impute_id_rows(self.model, started, k=TEXT_NEIGHBOURS, donors=donors[donors > 0])
             bias = getattr(module, "out_bias", None)
             if bias is not None:
-                others = torch.ones(bias.shape[0], dtype=torch.bool, device=bias.device)
-                others[0] = False
-                others[rows] = False
-                bias[rows] = bias[others].mean()
+                bias[rows] = bias[_all_but(bias.shape[0], rows)].mean()
         self._from_text[started] = True
         self.texts.stats["started"] += len(started)
         self.texts.stats["refreshed"] += len(got) - len(started)
@@ -530,9 +528,7 @@ class OnlineLearner:
         hit = torch.isin(targets, place)
         if not bool(hit.any()):
             return
-        known = torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
-        known[0] = False
-        known[place] = False
+        known = _all_but(w.shape[0], place)
         tgt = targets[hit]
         n = w.shape[0]
         cnt = torch.bincount(tgt, minlength=n)
@@ -690,7 +686,15 @@ class OnlineLearner:
         return Padded(t(items), t(lengths), t(acts), t(gaps)), t(targets), t(tacts)
 
 
-def _check_texts(model, texts: ItemTexts) -> None:
+def _all_but(n: int, rows: torch.Tensor) -> torch.Tensor:
+    """[n] mask of the item slots other than padding (0) and ``rows``."""
+    mask = torch.ones(n, dtype=torch.bool, device=rows.device)
+    mask[0] = False
+    mask[rows] = False
+    return mask
+
+
+def check_texts(model, texts: ItemTexts) -> None:
     """Item texts need a neural model that represents items by text, with the same encoder
     width it was trained with."""
     from model_core.exceptions import ModelCoreError
@@ -710,4 +714,5 @@ def _triplets(m) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows, m.indices.astype(np.int64), m.data.astype(np.float64)
 
 
-__all__ = ["INCREMENTAL", "LEARNABLE", "OnlineLearner", "Update", "check_learnable"]
+__all__ = ["INCREMENTAL", "LEARNABLE", "OnlineLearner", "Update", "check_learnable",
+           "check_texts"]

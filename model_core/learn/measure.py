@@ -312,9 +312,7 @@ def compare_learning(model, events: Sequence, warm_events: Sequence = (),
             "items_added": int(learner.items.born.sum()),
             "vocab_size": len(model.vocab) - 1,
             "replay_held": len(learner.replay),
-            **({"item_texts": {k: texts.stats[k] for k in ("texts", "started", "refreshed",
-                                                            "encoded")}}
-               if texts is not None else {}),
+            **({"item_texts": texts.summary()} if texts is not None else {}),
         },
         **extra,
     })

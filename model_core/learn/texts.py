@@ -66,6 +66,11 @@ class ItemTexts:
         """:meth:`add` each ``(item_id, text)``; returns how many were new or changed."""
         return sum(self.add(i, t) for i, t in pairs)
 
+    def summary(self) -> dict:
+        """The counts a report shows: texts held, items started from (or given a later)
+        text, texts encoded."""
+        return {k: self.stats[k] for k in ("texts", "started", "refreshed", "encoded")}
+
     def take_changed(self) -> list[str]:
         """The ids whose text arrived or changed since the last call (then forgotten)."""
         out, self._changed = sorted(self._changed), set()

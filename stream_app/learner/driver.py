@@ -272,8 +272,7 @@ class StreamLearner:
         s["version"] = self.learner.version
         s["items"] = self.model.vocab.n_items
         if self.texts is not None:  # items started from their text, texts held
-            s["item_texts"] = {k: self.texts.stats[k] for k in ("texts", "started", "refreshed",
-                                                                "encoded")}
+            s["item_texts"] = self.texts.summary()
         return s
 
 
