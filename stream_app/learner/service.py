@@ -222,6 +222,7 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                 print(f"{READY_MARK} partitions={sorted(tp.partition for tp in consumer.assignment())}"
                       f" model={driver.learner.version}", flush=True)
             records = []
+            now_ms = int(time.time() * 1000)  # once per poll, as the worker's parse does
             for tp, recs in sorted(polled.items(), key=lambda kv: kv[0].partition):
                 for r in recs:
                     if is_erase_request(r.headers):
@@ -233,8 +234,7 @@ def run_learner(settings: Settings, stop: threading.Event | None = None,
                         driver.erase(user_key(req.user_id), records)
                         continue
                     try:
-                        ev = read_event_record(r.value, r.key, int(time.time() * 1000),
-                                               settings.max_future_ms)
+                        ev = read_event_record(r.value, r.key, now_ms, settings.max_future_ms)
                         if pseudonyms is not None:
                             ev = replace(ev, user_id=pseudonyms(ev.user_id))
                     except SchemaError:
